@@ -1,0 +1,1 @@
+"""Local host for ml-connector: runs function_app without Functions Core Tools."""

@@ -1,0 +1,1 @@
+"""Storage behind small interfaces: tables (dedup, jobs, audit, watermarks), queues, secrets."""

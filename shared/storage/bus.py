@@ -1,0 +1,219 @@
+"""Queues between stages, behind one small interface with two backends.
+
+- Service Bus (Azure): MessageId = idempotency key, so the broker's duplicate
+  detection filters repeats; delays are scheduled messages.
+- Azure Storage queues (local runs on Azurite): delays are visibility timeouts.
+
+Either way a message that the code refuses (unreadable, unknown type, out of
+attempts) is dead-lettered explicitly to ``<queue>-poison`` with its reason, the
+same queue the Functions host uses for storage-queue poison messages, so an
+operator finds refused work in one place whatever the backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.model import Envelope
+from shared.settings import ServiceBusSettings, StorageSettings, queue_backend
+
+if TYPE_CHECKING:
+    from azure.servicebus import ServiceBusMessage
+
+log = logging.getLogger(__name__)
+
+POISON_SUFFIX = "-poison"
+# Storage queues hide a message for at most 7 days; Service Bus schedules further ahead,
+# but no retry in this app waits that long.
+MAX_DELAY_SECONDS = 7 * 24 * 3600
+SERVICEBUS_MESSAGE_ID_MAX = 128
+
+
+def poison_queue(queue: str) -> str:
+    return f"{queue}{POISON_SUFFIX}"
+
+
+def message_id_for(key: str) -> str:
+    """Service Bus MessageIds hold 128 characters; longer keys are hashed, stably."""
+    if len(key) <= SERVICEBUS_MESSAGE_ID_MAX:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def dead_letter_body(queue: str, body: str | bytes, reason: str, now: datetime | None = None) -> str:
+    """What lands in the poison queue: the original message, untouched, and why."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return json.dumps(
+        {
+            "dead_letter_reason": reason,
+            "dead_lettered_at": (now or datetime.now(UTC)).isoformat(),
+            "source_queue": queue,
+            "body": text,
+        },
+        ensure_ascii=False,
+    )
+
+
+class MessageBus(Protocol):
+    def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None: ...
+
+    def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _clamp_delay(delay_seconds: float) -> int:
+    return int(min(max(delay_seconds, 0), MAX_DELAY_SECONDS) + 0.999)
+
+
+class StorageQueueBus:
+    """Azure Storage queues, base64-encoded as the Functions host reads them by default."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        from azure.storage.queue import QueueServiceClient
+
+        if settings.connection_string:
+            self._service = QueueServiceClient.from_connection_string(settings.connection_string)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            if not settings.queue_service_uri:
+                raise ValueError("AzureWebJobsStorage__queueServiceUri or __accountName is needed for queues")
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+            self._service = QueueServiceClient(settings.queue_service_uri, credential=credential)
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _queue(self, name: str) -> Any:
+        client = self._clients.get(name)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                from azure.core.exceptions import ResourceExistsError
+
+                client = self._service.get_queue_client(name)
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                self._clients[name] = client
+        return client
+
+    def send_text(self, queue: str, text: str, delay_seconds: float = 0) -> None:
+        encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+        visibility = _clamp_delay(delay_seconds) or None
+        self._queue(queue).send_message(encoded, visibility_timeout=visibility)
+
+    def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
+        self.send_text(queue, envelope.to_json(), delay_seconds)
+
+    def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None:
+        self.send_text(poison_queue(queue), dead_letter_body(queue, body, reason))
+        log.warning("dead-lettered a message from %s: %s", queue, reason)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._service.close()
+
+
+def servicebus_message(envelope: Envelope, delay_seconds: float = 0, now: datetime | None = None) -> ServiceBusMessage:
+    """The Service Bus message for an envelope: MessageId from the key, scheduled when delayed."""
+    from azure.servicebus import ServiceBusMessage
+
+    scheduled = None
+    if delay_seconds > 0:
+        scheduled = (now or datetime.now(UTC)) + timedelta(seconds=_clamp_delay(delay_seconds))
+    message = ServiceBusMessage(
+        envelope.to_json(),
+        message_id=message_id_for(envelope.key),
+        correlation_id=envelope.correlation_id,
+        subject=envelope.type,
+        content_type="application/json",
+        application_properties={
+            "type": envelope.type,
+            "version": envelope.version,
+            "connection": envelope.connection,
+            "attempt": envelope.attempt,
+        },
+    )
+    if scheduled is not None:
+        message.scheduled_enqueue_time_utc = scheduled
+    return message
+
+
+class ServiceBusBus:
+    """Azure Service Bus queues (azure-servicebus), one cached sender per queue."""
+
+    def __init__(self, settings: ServiceBusSettings) -> None:
+        from azure.servicebus import ServiceBusClient
+
+        if settings.connection_string:
+            self._client = ServiceBusClient.from_connection_string(settings.connection_string)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+            self._client = ServiceBusClient(settings.namespace, credential)
+        self._senders: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _sender(self, queue: str) -> Any:
+        with self._lock:
+            sender = self._senders.get(queue)
+            if sender is None:
+                sender = self._senders[queue] = self._client.get_queue_sender(queue)
+            return sender
+
+    def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
+        self._sender(queue).send_messages(servicebus_message(envelope, delay_seconds))
+
+    def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None:
+        from azure.servicebus import ServiceBusMessage
+
+        message = ServiceBusMessage(
+            dead_letter_body(queue, body, reason),
+            content_type="application/json",
+            application_properties={"dead_letter_reason": reason[:1024], "source_queue": queue},
+        )
+        self._sender(poison_queue(queue)).send_messages(message)
+        log.warning("dead-lettered a message from %s: %s", queue, reason)
+
+    def close(self) -> None:
+        for sender in self._senders.values():
+            sender.close()
+        self._client.close()
+
+
+_bus: MessageBus | None = None
+_bus_lock = threading.Lock()
+
+
+def get_bus() -> MessageBus:
+    """The process-wide bus for the backend that QUEUE_BACKEND selects, built on first use."""
+    global _bus
+    if _bus is None:
+        with _bus_lock:
+            if _bus is None:
+                if queue_backend() == "storage":
+                    _bus = StorageQueueBus(StorageSettings.from_env())
+                else:
+                    _bus = ServiceBusBus(ServiceBusSettings.from_env())
+    return _bus
+
+
+def reset_bus() -> None:
+    """Forget the process-wide bus (settings changed, or a test starts afresh)."""
+    global _bus
+    with _bus_lock:
+        if _bus is not None:
+            _bus.close()
+        _bus = None
