@@ -67,15 +67,11 @@ class Envelope:
         missing = [name for name in ("type", "version", "connection", "key", "payload") if name not in data]
         if missing:
             raise EnvelopeError(f"missing field(s): {', '.join(missing)}")
-        checks = (
-            ("type", str),
-            ("connection", str),
-            ("key", str),
-            ("payload", dict),
-        )
-        for name, kind in checks:
-            if not isinstance(data[name], kind) or (kind is str and not data[name]):
-                raise EnvelopeError(f"{name}: must be a non-empty {kind.__name__}")
+        for name in ("type", "connection", "key"):
+            if not isinstance(data[name], str) or not data[name]:
+                raise EnvelopeError(f"{name}: must be a non-empty string")
+        if not isinstance(data["payload"], dict):
+            raise EnvelopeError("payload: must be a JSON object")
         version = data["version"]
         if not isinstance(version, int) or isinstance(version, bool):
             raise EnvelopeError("version: must be an integer")

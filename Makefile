@@ -1,0 +1,47 @@
+# One command to run the app locally, one to test it. Needs Python 3.11+ and Node 18+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SETTINGS ?= local.settings.json
+CONFIG ?= config/connections.sample.json
+PORT ?= 7071
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+local.settings.json:
+	cp local.settings.example.json $@
+	@echo "Created $@ from local.settings.example.json: edit it to point at your own endpoints."
+
+## run: start Azurite and the local host on http://127.0.0.1:$(PORT)/api/
+run: install $(SETTINGS)
+	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite
+
+## test: lint, then every test (starts its own Azurite on free ports)
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+## bench: print the benchmark figures
+bench: install
+	$(BIN)/python bench/import_time.py
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The stages between queues: each consumes one envelope type and hands work on."""

@@ -1,0 +1,84 @@
+"""The one queue consumer behind every queue trigger, whatever the backend.
+
+Outcomes for a message:
+- handled: the handler returned;
+- requeued: the handler asked to try again later (RetryLater), and the envelope
+  goes back on its queue with ``attempt + 1`` after the delay it named;
+- dead-lettered: unreadable, unknown type or version, a permanent failure, or out
+  of attempts: the message goes to ``<queue>-poison`` with the reason.
+Any other exception propagates, so the host's own retry and poison handling apply.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.model import Envelope, EnvelopeError
+from shared.pipeline import registry
+from shared.settings import env_int
+from shared.storage.bus import MessageBus
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["handled", "requeued", "dead-lettered"]
+DEFAULT_MAX_ATTEMPTS = 8
+
+
+class PermanentFailure(Exception):
+    """Work that cannot succeed by trying again (bad data, a refused recipient)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as a queue trigger received it."""
+
+    queue: str
+    body: bytes
+    message_id: str
+    delivery_count: int
+
+
+def max_attempts() -> int:
+    return env_int("QUEUE_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS
+
+
+def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = None) -> Outcome:
+    from shared.http import RetryLater
+
+    registry.load_stages()
+    try:
+        envelope = Envelope.from_json(delivery.body)
+    except EnvelopeError as exc:
+        return _dead_letter(bus, delivery, f"unreadable envelope: {exc}")
+    spec = registry.handler_for(delivery.queue, envelope.type)
+    if spec is None:
+        return _dead_letter(bus, delivery, f"unknown message type {envelope.type!r} on queue {delivery.queue!r}")
+    if envelope.version not in spec.versions:
+        readable = ", ".join(str(v) for v in sorted(spec.versions))
+        return _dead_letter(
+            bus, delivery, f"{envelope.type} version {envelope.version} cannot be read (reads {readable})"
+        )
+    context = {"correlation_id": envelope.correlation_id, "connection": envelope.connection}
+    try:
+        spec.handler(envelope)
+    except RetryLater as later:
+        limit = attempts_allowed or max_attempts()
+        if envelope.attempt + 1 >= limit:
+            return _dead_letter(bus, delivery, f"gave up after {envelope.attempt + 1} attempts: {later.reason}")
+        bus.send(delivery.queue, envelope.next_attempt(), later.delay)
+        log.info("%s requeued in %.1f s: %s", envelope.type, later.delay, later.reason, extra=context)
+        return "requeued"
+    except PermanentFailure as failure:
+        return _dead_letter(bus, delivery, f"{envelope.type} failed permanently: {failure.reason}")
+    return "handled"
+
+
+def _dead_letter(bus: MessageBus, delivery: Delivery, reason: str) -> Outcome:
+    bus.dead_letter(delivery.queue, delivery.body, reason)
+    return "dead-lettered"

@@ -1,0 +1,444 @@
+"""Table Storage: dedup claims, job state, audit trail, watermarks, provider-id index.
+
+Each store is a thin class over one table, so tests run them against Azurite and
+the pipeline never sees the SDK. Tables are created on first use, once per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.settings import StorageSettings, env_str
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+
+# Characters a PartitionKey/RowKey may hold verbatim; anything else (/ \ # ? and
+# control characters are forbidden by the service) is hashed into a stable key.
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9\-_.:@|=+,;!~ ]{1,400}$")
+_TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,20}$")
+DEFAULT_TABLE_PREFIX = "mlc"
+
+DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS = (
+    "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids",
+)
+TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS)
+
+
+class ConcurrencyError(RuntimeError):
+    """The row changed since it was read (stale ETag); read it again and re-decide."""
+
+
+def table_key(value: str) -> str:
+    """A PartitionKey/RowKey for any string: itself where allowed, else a stable hash."""
+    if _PLAIN_KEY.match(value):
+        return value
+    return "h:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tables:
+    """The account's tables under one name prefix; each created if missing on first use."""
+
+    def __init__(self, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
+        if not _TABLE_PREFIX.match(prefix):
+            raise ValueError(f"table prefix {prefix!r}: letters and digits only, starting with a letter")
+        self.prefix = prefix
+        self._service = _service_client(settings)
+        self._clients: dict[str, TableClient] = {}
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> TableClient:
+        client = self._clients.get(name)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(name)
+                if client is None:
+                    client = self._service.create_table_if_not_exists(self.prefix + name)
+                    self._clients[name] = client
+        return client
+
+    def ping(self) -> None:
+        """One cheap request that proves the table service answers and accepts our credentials."""
+        next(iter(self._service.list_tables(results_per_page=1).by_page()), None)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._service.close()
+
+
+def _service_client(settings: StorageSettings) -> TableServiceClient:
+    from azure.data.tables import TableServiceClient
+
+    if settings.connection_string:
+        return TableServiceClient.from_connection_string(settings.connection_string)
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+    return TableServiceClient(endpoint=settings.table_service_uri, credential=credential)
+
+
+# --- dedup -----------------------------------------------------------------------------------
+
+
+class DedupStore:
+    """"New or seen": an insert that fails on conflict decides, across every instance."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def claim(self, scope: str, key: str, **info: str | int) -> bool:
+        """True for the one caller that saw ``key`` first in ``scope``; False for every repeat."""
+        from azure.core.exceptions import ResourceExistsError
+
+        entity = {"PartitionKey": table_key(scope), "RowKey": table_key(key), "Key": key, **info}
+        try:
+            self._tables.table(DEDUP).create_entity(entity)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def release(self, scope: str, key: str) -> None:
+        """Give a claim back when the work it guarded could not even be handed on."""
+        self._tables.table(DEDUP).delete_entity(table_key(scope), table_key(key))
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job's stored state and the ETag it was read with."""
+
+    job_id: str
+    fields: Mapping[str, Any]
+    etag: str
+
+    @property
+    def status(self) -> str:
+        return str(self.fields.get("status", ""))
+
+
+def _job_entity(job_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {"PartitionKey": table_key(job_id), "RowKey": "job", "JobId": job_id, "Fields": _dump(fields)}
+
+
+def _dump(fields: Mapping[str, Any]) -> str:
+    return json.dumps(fields, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+class JobStore:
+    """Job state, one row per job id; every update is conditional on the ETag it read."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def create(self, job_id: str, fields: Mapping[str, Any]) -> JobRow | None:
+        """Insert a new job; None when a job with that id already exists."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            meta = self._tables.table(JOBS).create_entity(_job_entity(job_id, fields))
+        except ResourceExistsError:
+            return None
+        return JobRow(job_id, dict(fields), meta["etag"])
+
+    def get(self, job_id: str) -> JobRow | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._tables.table(JOBS).get_entity(table_key(job_id), "job")
+        except ResourceNotFoundError:
+            return None
+        return JobRow(job_id, json.loads(entity["Fields"]), entity.metadata["etag"])
+
+    def update(self, row: JobRow, changes: Mapping[str, Any]) -> JobRow:
+        """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        fields = {**row.fields, **changes}
+        try:
+            meta = self._tables.table(JOBS).update_entity(
+                _job_entity(row.job_id, fields),
+                mode=UpdateMode.REPLACE,
+                etag=row.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            raise ConcurrencyError(f"job {row.job_id} changed since it was read") from None
+        return JobRow(row.job_id, fields, meta["etag"])
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    correlation_id: str
+    step: str
+    at: datetime
+    connection: str = ""
+    record: str = ""
+    job_id: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AuditLog:
+    """Append-only trail. Rows live in the correlation id's partition (one ERP change);
+    a small index maps an ERP record to the correlation ids that touched it, written
+    once per pair per process, so "everything about this invoice" stays two queries.
+    """
+
+    _INDEX_MEMORY = 10_000
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+        self._indexed: dict[tuple[str, str], None] = {}
+        self._lock = threading.Lock()
+
+    def append(
+        self,
+        correlation_id: str,
+        step: str,
+        *,
+        connection: str = "",
+        record: str = "",
+        job_id: str = "",
+        at: datetime | None = None,
+        **detail: Any,
+    ) -> AuditEntry:
+        entry = AuditEntry(correlation_id, step, at or utc_now(), connection, record, job_id, detail)
+        row_key = f"{entry.at.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+        self._tables.table(AUDIT).create_entity(
+            {
+                "PartitionKey": table_key(correlation_id),
+                "RowKey": row_key,
+                "CorrelationId": correlation_id,
+                "Step": step,
+                "At": entry.at,
+                "Connection": connection,
+                "Record": record,
+                "JobId": job_id,
+                "Detail": _dump(detail),
+            }
+        )
+        if record:
+            self._index(record, correlation_id)
+        return entry
+
+    def _index(self, record: str, correlation_id: str) -> None:
+        pair = (record, correlation_id)
+        if pair in self._indexed:
+            return
+        self._tables.table(AUDIT_RECORDS).upsert_entity(
+            {"PartitionKey": table_key(record), "RowKey": table_key(correlation_id),
+             "Record": record, "CorrelationId": correlation_id}
+        )
+        with self._lock:
+            if len(self._indexed) >= self._INDEX_MEMORY:
+                self._indexed.clear()
+            self._indexed[pair] = None
+
+    def by_correlation(self, correlation_id: str) -> list[AuditEntry]:
+        rows = self._tables.table(AUDIT).query_entities(
+            "PartitionKey eq @pk", parameters={"pk": table_key(correlation_id)}
+        )
+        return [_audit_entry(row) for row in rows]
+
+    def by_record(self, record: str) -> list[AuditEntry]:
+        """Every step of every ERP change that concerned ``record``, oldest first."""
+        index = self._tables.table(AUDIT_RECORDS).query_entities(
+            "PartitionKey eq @pk", parameters={"pk": table_key(record)}
+        )
+        entries = [entry for row in index for entry in self.by_correlation(row["CorrelationId"])]
+        return sorted(entries, key=lambda entry: entry.at)
+
+
+def _audit_entry(row: Mapping[str, Any]) -> AuditEntry:
+    at = row["At"]
+    if isinstance(at, datetime) and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return AuditEntry(
+        correlation_id=row["CorrelationId"],
+        step=row["Step"],
+        at=at,
+        connection=row.get("Connection", ""),
+        record=row.get("Record", ""),
+        job_id=row.get("JobId", ""),
+        detail=json.loads(row.get("Detail") or "{}"),
+    )
+
+
+# --- watermarks ------------------------------------------------------------------------------
+
+WatermarkValue = int | datetime | str
+
+
+def _encode_watermark(value: WatermarkValue) -> tuple[str, str]:
+    if isinstance(value, bool):
+        raise TypeError("a watermark is an int, a timezone-aware datetime or a string")
+    if isinstance(value, int):
+        return "int", str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a datetime watermark must carry its time zone")
+        return "datetime", value.astimezone(UTC).isoformat()
+    if isinstance(value, str):
+        return "str", value
+    raise TypeError("a watermark is an int, a timezone-aware datetime or a string")
+
+
+def _decode_watermark(kind: str, raw: str) -> WatermarkValue:
+    if kind == "int":
+        return int(raw)
+    if kind == "datetime":
+        return datetime.fromisoformat(raw)
+    return raw
+
+
+class WatermarkStore:
+    """How far each connection's entity has been read. A watermark only moves forward."""
+
+    _MAX_TRIES = 10
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def get(self, connection: str, entity: str) -> WatermarkValue | None:
+        row = self._read(connection, entity)
+        return None if row is None else _decode_watermark(row["Kind"], row["Value"])
+
+    def _read(self, connection: str, entity: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self._tables.table(WATERMARKS).get_entity(table_key(connection), table_key(entity))
+        except ResourceNotFoundError:
+            return None
+
+    def advance(self, connection: str, entity: str, value: WatermarkValue) -> bool:
+        """Move the watermark to ``value`` if that is further; True when it moved.
+
+        Concurrent pollers race through ETags: the loser re-reads and re-compares,
+        so the stored value is always the largest one any of them offered.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        kind, raw = _encode_watermark(value)
+        table = self._tables.table(WATERMARKS)
+        entity_row = {"PartitionKey": table_key(connection), "RowKey": table_key(entity),
+                      "Connection": connection, "Entity": entity, "Kind": kind, "Value": raw,
+                      "UpdatedAt": utc_now()}
+        for _ in range(self._MAX_TRIES):
+            current = self._read(connection, entity)
+            if current is None:
+                try:
+                    table.create_entity(entity_row)
+                    return True
+                except ResourceExistsError:
+                    continue
+            if current["Kind"] != kind:
+                raise ValueError(
+                    f"watermark {connection}/{entity} holds a {current['Kind']}, not a {kind}"
+                )
+            if not value > _decode_watermark(kind, current["Value"]):  # type: ignore[operator]
+                return False
+            try:
+                table.update_entity(entity_row, etag=current.metadata["etag"],
+                                    match_condition=MatchConditions.IfNotModified)
+                return True
+            except ResourceModifiedError:
+                continue
+        raise ConcurrencyError(f"watermark {connection}/{entity}: too much contention")
+
+
+# --- provider ids ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderLink:
+    provider_id: str
+    job_id: str
+    connection: str
+
+
+class ProviderIndex:
+    """MessageSid / CallSid / Slack ts -> the job it belongs to (callbacks carry only those)."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def link(self, provider_id: str, job_id: str, connection: str) -> None:
+        self._tables.table(PROVIDER_IDS).upsert_entity(
+            {"PartitionKey": table_key(provider_id), "RowKey": "", "ProviderId": provider_id,
+             "JobId": job_id, "Connection": connection}
+        )
+
+    def lookup(self, provider_id: str) -> ProviderLink | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._tables.table(PROVIDER_IDS).get_entity(table_key(provider_id), "")
+        except ResourceNotFoundError:
+            return None
+        return ProviderLink(provider_id, row["JobId"], row["Connection"])
+
+
+# --- process-wide access ---------------------------------------------------------------------
+
+
+@dataclass
+class Stores:
+    tables: Tables
+    dedup: DedupStore
+    jobs: JobStore
+    audit: AuditLog
+    watermarks: WatermarkStore
+    providers: ProviderIndex
+
+    @classmethod
+    def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> Stores:
+        tables = Tables(settings, prefix)
+        return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
+                   WatermarkStore(tables), ProviderIndex(tables))
+
+    def close(self) -> None:
+        self.tables.close()
+
+
+_stores: Stores | None = None
+_stores_lock = threading.Lock()
+
+
+def get_stores() -> Stores:
+    """The process-wide stores over ``AzureWebJobsStorage``, opened on first use."""
+    global _stores
+    if _stores is None:
+        with _stores_lock:
+            if _stores is None:
+                prefix = env_str("STORAGE_TABLE_PREFIX", DEFAULT_TABLE_PREFIX)
+                _stores = Stores.open(StorageSettings.from_env(), prefix)
+    return _stores
+
+
+def reset_stores() -> None:
+    global _stores
+    with _stores_lock:
+        if _stores is not None:
+            _stores.close()
+        _stores = None

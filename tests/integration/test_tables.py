@@ -1,0 +1,151 @@
+"""Table stores against a real Azurite: the primitives every stage relies on."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.settings import StorageSettings
+from shared.storage.tables import ConcurrencyError, Stores, table_key
+
+
+@pytest.fixture
+def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
+    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
+    yield opened
+    opened.close()
+
+
+def test_fifty_concurrent_claims_of_one_key_have_exactly_one_winner(stores: Stores) -> None:
+    start = threading.Barrier(50)
+
+    def claim(_: int) -> bool:
+        start.wait()
+        return stores.dedup.claim("event|contoso-fo", "5637144576")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(claim, range(50)))
+    assert results.count(True) == 1
+    assert results.count(False) == 49
+
+
+def test_claims_are_per_scope_and_key(stores: Stores) -> None:
+    assert stores.dedup.claim("event|a", "1") is True
+    assert stores.dedup.claim("event|b", "1") is True
+    assert stores.dedup.claim("event|a", "2") is True
+    assert stores.dedup.claim("event|a", "1") is False
+
+
+def test_keys_with_forbidden_characters_are_claimed_distinctly(stores: Stores) -> None:
+    assert stores.dedup.claim("event", "INV/2024/001#a?b") is True
+    assert stores.dedup.claim("event", "INV/2024/001#a?c") is True
+    assert stores.dedup.claim("event", "INV/2024/001#a?b") is False
+
+
+def test_released_claim_can_be_claimed_again(stores: Stores) -> None:
+    assert stores.dedup.claim("event", "k") is True
+    stores.dedup.release("event", "k")
+    assert stores.dedup.claim("event", "k") is True
+
+
+def test_job_update_with_stale_etag_is_refused(stores: Stores) -> None:
+    created = stores.jobs.create("job-1", {"status": "queued", "to": "+1*******23"})
+    assert created is not None
+    first = stores.jobs.get("job-1")
+    second = stores.jobs.get("job-1")
+    assert first is not None and second is not None
+    updated = stores.jobs.update(first, {"status": "sent", "provider_id": "SM123"})
+    with pytest.raises(ConcurrencyError):
+        stores.jobs.update(second, {"status": "failed"})
+    stored = stores.jobs.get("job-1")
+    assert stored is not None
+    assert stored.status == "sent"
+    assert stored.fields["provider_id"] == "SM123"
+    assert stored.etag == updated.etag
+
+
+def test_creating_an_existing_job_returns_none_and_keeps_it(stores: Stores) -> None:
+    assert stores.jobs.create("job-2", {"status": "sent"}) is not None
+    assert stores.jobs.create("job-2", {"status": "queued"}) is None
+    stored = stores.jobs.get("job-2")
+    assert stored is not None and stored.status == "sent"
+    assert stores.jobs.get("no-such-job") is None
+
+
+def test_watermark_never_moves_backwards(stores: Stores) -> None:
+    t0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    assert stores.watermarks.get("syspro-a", "PorMasterHdr") is None
+    assert stores.watermarks.advance("syspro-a", "PorMasterHdr", t0) is True
+    assert stores.watermarks.advance("syspro-a", "PorMasterHdr", t0 - timedelta(minutes=5)) is False
+    assert stores.watermarks.advance("syspro-a", "PorMasterHdr", t0) is False
+    assert stores.watermarks.get("syspro-a", "PorMasterHdr") == t0
+    assert stores.watermarks.advance("syspro-a", "PorMasterHdr", t0 + timedelta(seconds=1)) is True
+    assert stores.watermarks.get("syspro-a", "PorMasterHdr") == t0 + timedelta(seconds=1)
+
+
+def test_integer_watermarks_compare_as_numbers(stores: Stores) -> None:
+    assert stores.watermarks.advance("qad-a", "tr_hist", 9) is True
+    assert stores.watermarks.advance("qad-a", "tr_hist", 10) is True  # "10" < "9" as text
+    assert stores.watermarks.advance("qad-a", "tr_hist", 9) is False
+    assert stores.watermarks.get("qad-a", "tr_hist") == 10
+
+
+def test_concurrent_watermark_advances_keep_the_largest(stores: Stores) -> None:
+    values = list(range(1, 21))
+    start = threading.Barrier(len(values))
+
+    def advance(value: int) -> None:
+        start.wait()
+        stores.watermarks.advance("qad-b", "tr_hist", value)
+
+    with ThreadPoolExecutor(max_workers=len(values)) as pool:
+        list(pool.map(advance, values))
+    assert stores.watermarks.get("qad-b", "tr_hist") == 20
+
+
+def test_watermark_refuses_naive_datetimes_and_kind_changes(stores: Stores) -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        stores.watermarks.advance("x", "e", datetime(2026, 1, 1))
+    stores.watermarks.advance("x", "e", 5)
+    with pytest.raises(ValueError, match="holds a int"):
+        stores.watermarks.advance("x", "e", "abc")
+
+
+def test_audit_is_queryable_by_record_and_by_correlation(stores: Stores) -> None:
+    record = "contoso-fo|VendorInvoice|usmf|INV/0042"
+    base = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    stores.audit.append("corr-1", "received", connection="contoso-fo", record=record, at=base)
+    stores.audit.append("corr-1", "sent", connection="contoso-fo", record=record, job_id="j1",
+                        at=base + timedelta(seconds=2), provider_id="SM1", to="+1*******23")
+    stores.audit.append("corr-2", "received", connection="contoso-fo", record=record,
+                        at=base + timedelta(seconds=5))
+    stores.audit.append("corr-3", "received", connection="contoso-fo", record="other", at=base)
+
+    trail = stores.audit.by_record(record)
+    assert [(e.correlation_id, e.step) for e in trail] == [
+        ("corr-1", "received"), ("corr-1", "sent"), ("corr-2", "received"),
+    ]
+    assert trail[1].detail == {"provider_id": "SM1", "to": "+1*******23"}
+    assert trail[1].job_id == "j1"
+    assert trail[1].at == base + timedelta(seconds=2)
+    assert [e.step for e in stores.audit.by_correlation("corr-1")] == ["received", "sent"]
+    assert stores.audit.by_record("never-seen") == []
+
+
+def test_provider_ids_lead_back_to_their_job(stores: Stores) -> None:
+    stores.providers.link("SM0123456789abcdef0123456789abcdef", "job-9", "twilio-main")
+    link = stores.providers.lookup("SM0123456789abcdef0123456789abcdef")
+    assert link is not None
+    assert (link.job_id, link.connection) == ("job-9", "twilio-main")
+    assert stores.providers.lookup("SMunknown") is None
+
+
+def test_table_key_is_stable_and_safe() -> None:
+    assert table_key("contoso-fo|5637144576") == "contoso-fo|5637144576"
+    hashed = table_key("a/b")
+    assert hashed == table_key("a/b") and hashed.startswith("h:") and "/" not in hashed
+    assert table_key("x" * 401).startswith("h:")
