@@ -13,6 +13,7 @@ operator finds refused work in one place whatever the backend.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -100,10 +101,8 @@ class StorageQueueBus:
                 from azure.core.exceptions import ResourceExistsError
 
                 client = self._service.get_queue_client(name)
-                try:
+                with contextlib.suppress(ResourceExistsError):
                     client.create_queue()
-                except ResourceExistsError:
-                    pass
                 self._clients[name] = client
         return client
 

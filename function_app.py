@@ -1,0 +1,12 @@
+"""ml-connector Function App: wiring only. Logic lives in the ``shared`` package."""
+
+import azure.functions as func
+
+from shared.logs import install_redaction
+from shared.triggers import health, ops, queues
+
+install_redaction()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (health.bp, ops.bp, queues.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,829 @@
+"""Connections and routing rules: one JSON file, validated once at load into frozen types.
+
+A connection is one ERP (dynamics, syspro, sagex3, qad) or one channel account (twilio,
+slack). A rule says: when this ERP connection reports this event and these conditions
+hold, send this template over this channel to these recipients.
+
+Validation collects every error of a file, each naming the field path and the reason,
+so one run of the loader shows everything to fix. Secrets are never in the file, only
+their names (``{"secret": "<name>"}``), read later through ``shared.storage.secrets``.
+Nothing is read at import: ``get_config()`` loads the file on first use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from shared.settings import env_str
+
+CONFIG_PATH_SETTING = "CONNECTOR_CONFIG_PATH"
+
+ERP_KINDS: tuple[str, ...] = ("dynamics", "syspro", "sagex3", "qad")
+CHANNEL_KINDS: tuple[str, ...] = ("twilio", "slack")
+KINDS: tuple[str, ...] = ERP_KINDS + CHANNEL_KINDS
+
+Channel = Literal["sms", "voice", "slack"]
+CHANNELS: tuple[str, ...] = ("sms", "voice", "slack")
+# Which kind of connection can carry each channel.
+CHANNEL_CONNECTION_KIND: Mapping[str, str] = MappingProxyType({"sms": "twilio", "voice": "twilio", "slack": "slack"})
+
+Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists"]
+OPS: tuple[str, ...] = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists")
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
+DEFAULT_TWILIO_VERIFY_BASE_URL = "https://verify.twilio.com"
+DEFAULT_SLACK_API_BASE_URL = "https://slack.com/api/"  # slack_sdk joins method names onto ".../api/"
+DEFAULT_REGION = "US"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; ``errors`` holds one "path: reason" line per problem."""
+
+    def __init__(self, errors: str | Iterable[str], source: str | None = None) -> None:
+        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
+        self.source = source
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        lines = "\n".join(self.errors)
+        if self.source is None:
+            return lines
+        count = len(self.errors)
+        return f"{self.source}: {count} configuration error{'' if count == 1 else 's'}\n{lines}"
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """The name of a secret in Key Vault (or, locally, in the environment)."""
+
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollSettings:
+    """How often and what to poll; ``overlap_seconds`` re-reads a margin to cover clock skew."""
+
+    entities: tuple[str, ...]
+    interval_minutes: int = 10
+    overlap_seconds: int = 120
+    time_zone: str = "UTC"  # the ERP's local time zone, for date-only or zone-less stamps
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Connection:
+    """What every connection has; ``kind`` is fixed per subclass."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    ca_bundle: str | None = None  # PEM file for a private CA
+
+    @property
+    def is_erp(self) -> bool:
+        return self.kind in ERP_KINDS
+
+
+@dataclass(frozen=True, kw_only=True)
+class DynamicsConnection(Connection):
+    kind: ClassVar[str] = "dynamics"
+    environment_url: str
+    tenant_id: str
+    client_id: str
+    client_secret: SecretRef
+    authority: str = DEFAULT_AUTHORITY
+    default_region: str = DEFAULT_REGION
+    legal_entities: tuple[str, ...] = ()
+    poll: PollSettings | None = None  # OData fallback when Business Events are not set up
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwilioConnection(Connection):
+    kind: ClassVar[str] = "twilio"
+    account_sid: str
+    api_key_sid: str
+    api_key_secret: SecretRef
+    auth_token: SecretRef  # the key Twilio signs webhooks with (X-Twilio-Signature)
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    verify_service_sid: str | None = None
+    api_base_url: str = DEFAULT_TWILIO_API_BASE_URL
+    verify_base_url: str = DEFAULT_TWILIO_VERIFY_BASE_URL
+    default_region: str = DEFAULT_REGION
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlackConnection(Connection):
+    kind: ClassVar[str] = "slack"
+    bot_token: SecretRef
+    signing_secret: SecretRef
+    api_base_url: str = DEFAULT_SLACK_API_BASE_URL
+    default_channel: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SysproConnection(Connection):
+    kind: ClassVar[str] = "syspro"
+    base_url: str
+    operator: str
+    password: SecretRef
+    company_id: str
+    poll: PollSettings
+    company_password: SecretRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SageX3Connection(Connection):
+    kind: ClassVar[str] = "sagex3"
+    base_url: str
+    folder: str
+    username: str
+    password: SecretRef
+    poll: PollSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class QadConnection(Connection):
+    kind: ClassVar[str] = "qad"
+    base_url: str
+    domain: str
+    client_id: str
+    client_secret: SecretRef
+    poll: PollSettings
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``record[field] <op> value``; plain data, evaluated by the router, never eval'd."""
+
+    field: str
+    op: Op
+    value: Any  # str, int, float, bool, None, or a tuple of those for in / not_in
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A fixed address (``value``) or the name of the record field that holds one (``field``)."""
+
+    value: str | None = None
+    field: str | None = None
+
+    @property
+    def is_lookup(self) -> bool:
+        return self.field is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    id: str
+    source: str
+    channel: Channel
+    via: str
+    to: tuple[Recipient, ...]
+    template: str
+    event: str | None = None  # None matches every event of the source
+    when: tuple[Condition, ...] = ()  # all must hold
+    verify: bool = False  # demand a Verify one-time passcode before acting on the answer
+    priority: int = 100  # lower numbers first
+
+
+C = TypeVar("C", bound=Connection)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    connections: Mapping[str, Connection]
+    rules: tuple[Rule, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Read-only views, so a loaded configuration cannot be changed behind the cache's back.
+        object.__setattr__(self, "connections", MappingProxyType(dict(self.connections)))
+        object.__setattr__(self, "rules", tuple(self.rules))
+
+    def connection(self, name: str) -> Connection:
+        try:
+            return self.connections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise KeyError(f"no connection named {name!r} in the configuration (known: {known})") from None
+
+    def connection_of(self, name: str, cls: type[C]) -> C:
+        """``connection(name)``, checked to be of the given class (e.g. ``TwilioConnection``)."""
+        found = self.connection(name)
+        if not isinstance(found, cls):
+            raise TypeError(f"connection {name!r} is a {found.kind} connection, not {cls.kind}")
+        return found
+
+    def rules_for(self, source: str) -> tuple[Rule, ...]:
+        """The rules of one ERP connection, lowest priority number first, then in file order."""
+        return tuple(sorted((rule for rule in self.rules if rule.source == source), key=lambda rule: rule.priority))
+
+
+# --- field parsers -----------------------------------------------------------------------
+# A parser takes the raw JSON value and returns the typed value, or raises _Invalid.
+# Problems are (relative path, reason) pairs, so nested objects report full paths.
+
+Problem = tuple[str, str]
+Parser = Callable[[Any], Any]
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str = "", problems: list[Problem] | None = None) -> None:
+        super().__init__(reason)
+        self.problems: list[Problem] = problems if problems is not None else [("", reason)]
+
+
+def _under(prefix: str, problems: Iterable[Problem]) -> list[Problem]:
+    return [(prefix + path, reason) for path, reason in problems]
+
+
+def _render(prefix: str, problems: Iterable[Problem]) -> list[str]:
+    return [f"{prefix}{path}: {reason}" for path, reason in problems]
+
+
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_NAME_RULE = "must be 1-40 lowercase letters, digits or hyphens, starting with a letter"
+_SECRET_NAME = re.compile(r"[A-Za-z0-9-]{1,127}")
+_SECRET_REF_REASON = 'must be a secret reference {"secret": "<name>"}'
+_URL_REASON = "must be an https URL (http only for loopback hosts)"
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_E164_REASON = "must be an E.164 phone number such as +14155550123"
+# Channel id (C…, G…, D…) or user id for a DM, or a channel name with or without '#'.
+_SLACK_TARGET = re.compile(r"#?\w[\w.-]{0,79}")
+_SLACK_TARGET_REASON = "must be a Slack channel id or name such as C0123ABCD or #ap-approvals"
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("must be a non-empty string")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise _Invalid(_NAME_RULE)
+    return value
+
+
+def _matching(pattern: str, reason: str) -> Parser:
+    compiled = re.compile(pattern)
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise _Invalid(reason)
+        return value
+
+    return parse
+
+
+def _sid(prefix: str) -> Parser:
+    return _matching(prefix + r"[0-9a-fA-F]{32}", f"must be '{prefix}' followed by 32 hex digits")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
+
+
+def _integer(value: Any) -> int:
+    if not _is_int(value):
+        raise _Invalid("must be a whole number")
+    return value
+
+
+def _int_between(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if not _is_int(value) or not low <= value <= high:
+            raise _Invalid(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _list_of(item: Parser, *, allow_empty: bool = False) -> Parser:
+    def parse(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list) or (not value and not allow_empty):
+            raise _Invalid("must be a list" if allow_empty else "must be a non-empty list")
+        items: list[Any] = []
+        problems: list[Problem] = []
+        for index, raw in enumerate(value):
+            try:
+                items.append(item(raw))
+            except _Invalid as exc:
+                problems += _under(f"[{index}]", exc.problems)
+        if problems:
+            raise _Invalid(problems=problems)
+        return tuple(items)
+
+    return parse
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(*, trailing_slash: bool = False) -> Parser:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(_URL_REASON)
+        text = value.strip()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise _Invalid(_URL_REASON) from None
+        host = parts.hostname
+        if not host or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))):
+            raise _Invalid(_URL_REASON)
+        if parts.username or parts.password:
+            raise _Invalid("must not hold credentials; name a secret in the credential field instead")
+        if parts.query or parts.fragment:
+            raise _Invalid("must be a base URL, without query or fragment")
+        base = text.rstrip("/")
+        return base + "/" if trailing_slash else base
+
+    return parse
+
+
+def _secret_ref(value: Any) -> SecretRef:
+    # Never echo the value: a plain string here is most likely the secret itself.
+    if isinstance(value, str):
+        raise _Invalid(f"{_SECRET_REF_REASON}, not a value")
+    if not isinstance(value, dict) or set(value) != {"secret"}:
+        raise _Invalid(_SECRET_REF_REASON)
+    name = value["secret"]
+    if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+        raise _Invalid("secret name must be 1-127 letters, digits or hyphens (Key Vault rules)")
+    return SecretRef(name)
+
+
+def _time_zone(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid("must be an IANA time zone name such as 'America/Chicago'")
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError, OSError):  # not found, not a normalized key, a folder like "America"
+        raise _Invalid(f"unknown time zone {value!r}; use an IANA name such as 'America/Chicago'") from None
+    return value
+
+
+def _object_of(cls: type, parsers: Mapping[str, Parser]) -> Parser:
+    def parse(value: Any) -> Any:
+        values, problems = _read_fields(value, cls, parsers)
+        if problems:
+            raise _Invalid(problems=problems)
+        return cls(**values)
+
+    return parse
+
+
+def _read_fields(raw: Any, cls: type, parsers: Mapping[str, Parser]) -> tuple[dict[str, Any], list[Problem]]:
+    """Parse the fields of one JSON object for dataclass ``cls``: the values that parsed, and the problems.
+
+    A field is required when the dataclass gives it no default; absent optional fields
+    are left out so the dataclass default applies.
+    """
+    if not isinstance(raw, dict):
+        return {}, [("", "must be an object")]
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in raw.items():
+        parse = parsers.get(key)
+        if parse is None:
+            problems.append((f".{key}", "unknown field"))
+            continue
+        try:
+            values[key] = parse(value)
+        except _Invalid as exc:
+            problems += _under(f".{key}", exc.problems)
+    for key in _required_fields(cls):
+        if key in parsers and key not in raw:
+            problems.append((f".{key}", "is required"))
+    return values, problems
+
+
+def _required_fields(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+
+# --- connections -------------------------------------------------------------------------
+
+_region = _matching(r"[A-Z]{2}", "must be an ISO 3166 alpha-2 country code such as 'US'")
+_poll = _object_of(
+    PollSettings,
+    {
+        "interval_minutes": _int_between(1, 1440),
+        "entities": _list_of(_text),
+        "overlap_seconds": _int_between(0, 3600),
+        "time_zone": _time_zone,
+    },
+)
+_COMMON_PARSERS: Mapping[str, Parser] = {"kind": _text, "ca_bundle": _text}
+
+
+def _twilio_sender_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    if "from_number" in raw or "messaging_service_sid" in raw:
+        return []
+    return [(".from_number", "is required unless messaging_service_sid is given")]
+
+
+@dataclass(frozen=True)
+class _KindSpec:
+    cls: type[Connection]
+    parsers: Mapping[str, Parser]
+    check: Callable[[Mapping[str, Any]], list[Problem]] | None = None
+
+
+_KIND_SPECS: Mapping[str, _KindSpec] = {
+    "dynamics": _KindSpec(
+        DynamicsConnection,
+        {
+            "environment_url": _url(),
+            "tenant_id": _text,
+            "client_id": _text,
+            "client_secret": _secret_ref,
+            "authority": _url(),
+            "default_region": _region,
+            "legal_entities": _list_of(_text, allow_empty=True),
+            "poll": _poll,
+        },
+    ),
+    "twilio": _KindSpec(
+        TwilioConnection,
+        {
+            "account_sid": _sid("AC"),
+            "api_key_sid": _sid("SK"),
+            "api_key_secret": _secret_ref,
+            "auth_token": _secret_ref,
+            "from_number": _matching(_E164.pattern, _E164_REASON),
+            "messaging_service_sid": _sid("MG"),
+            "verify_service_sid": _sid("VA"),
+            "api_base_url": _url(),
+            "verify_base_url": _url(),
+            "default_region": _region,
+        },
+        _twilio_sender_problems,
+    ),
+    "slack": _KindSpec(
+        SlackConnection,
+        {
+            "bot_token": _secret_ref,
+            "signing_secret": _secret_ref,
+            "api_base_url": _url(trailing_slash=True),
+            "default_channel": _matching(_SLACK_TARGET.pattern, _SLACK_TARGET_REASON),
+        },
+    ),
+    "syspro": _KindSpec(
+        SysproConnection,
+        {
+            "base_url": _url(),
+            "operator": _text,
+            "password": _secret_ref,
+            "company_id": _text,
+            "company_password": _secret_ref,
+            "poll": _poll,
+        },
+    ),
+    "sagex3": _KindSpec(
+        SageX3Connection,
+        {"base_url": _url(), "folder": _text, "username": _text, "password": _secret_ref, "poll": _poll},
+    ),
+    "qad": _KindSpec(
+        QadConnection,
+        {"base_url": _url(), "domain": _text, "client_id": _text, "client_secret": _secret_ref, "poll": _poll},
+    ),
+}
+
+
+def _declared_kind(body: Any) -> str | None:
+    kind = body.get("kind") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) and kind in _KIND_SPECS else None
+
+
+def _build_connection(name: str, body: Any) -> Connection:
+    if not isinstance(body, dict):
+        raise _Invalid("must be an object")
+    if "kind" not in body:
+        raise _Invalid(problems=[(".kind", f"is required: one of {', '.join(KINDS)}")])
+    spec = _KIND_SPECS.get(body["kind"]) if isinstance(body["kind"], str) else None
+    if spec is None:
+        # The other fields depend on the kind, so there is nothing more to check.
+        raise _Invalid(problems=[(".kind", f"must be one of {', '.join(KINDS)}")])
+    values, problems = _read_fields(body, spec.cls, {**_COMMON_PARSERS, **spec.parsers})
+    if spec.check is not None:
+        problems += spec.check(body)
+    if problems:
+        raise _Invalid(problems=problems)
+    values.pop("kind")
+    return spec.cls(name=name, **values)
+
+
+@dataclass
+class _Connections:
+    """Connections that validated, and the kind each name in the file declares (None when unusable)."""
+
+    built: dict[str, Connection]
+    declared: dict[str, str | None]
+
+
+def _parse_connections(raw: Any, errors: list[str]) -> _Connections:
+    found = _Connections({}, {})
+    if not isinstance(raw, dict):
+        errors.append("connections: must be an object of named connections")
+        return found
+    for name, body in raw.items():
+        path = f"connections.{name}"
+        if not _NAME.fullmatch(name):
+            errors.append(f"{path}: connection name {_NAME_RULE}")
+        found.declared[name] = _declared_kind(body)
+        try:
+            found.built[name] = _build_connection(name, body)
+        except _Invalid as exc:
+            errors += _render(path, exc.problems)
+    return found
+
+
+# --- rules -------------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _condition_value(value: Any) -> Any:
+    if isinstance(value, list):
+        if not all(isinstance(item, _SCALARS) for item in value):
+            raise _Invalid("list items must be strings, numbers, booleans or null")
+        return tuple(value)
+    if not isinstance(value, _SCALARS):
+        raise _Invalid("must be a string, number, boolean, null or a list of those")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_iso_date(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _value_problem(op: str, value: Any) -> str | None:
+    """Why ``value`` does not suit ``op``, or None when it does."""
+    if op in ("in", "not_in"):
+        return None if isinstance(value, tuple) and value else f"'{op}' needs a non-empty list"
+    if isinstance(value, tuple):
+        return f"'{op}' needs a single value, not a list"
+    if op in ("gt", "ge", "lt", "le"):
+        return None if _is_number(value) or _is_iso_date(value) else f"'{op}' needs a number or an ISO 8601 date"
+    if op == "exists":
+        return None if isinstance(value, bool) else "'exists' needs true or false"
+    if op == "contains":
+        return None if isinstance(value, str) or _is_number(value) else "'contains' needs a string or a number"
+    return None
+
+
+_CONDITION_PARSERS: Mapping[str, Parser] = {"field": _text, "op": _one_of(OPS), "value": _condition_value}
+
+
+def _condition(raw: Any) -> Condition:
+    values, problems = _read_fields(raw, Condition, _CONDITION_PARSERS)
+    if not problems:
+        reason = _value_problem(values["op"], values["value"])
+        if reason:
+            problems.append((".value", reason))
+    if problems:
+        raise _Invalid(problems=problems)
+    return Condition(**values)
+
+
+def _recipient(raw: Any) -> Recipient:
+    if isinstance(raw, str) and raw.strip():
+        return Recipient(value=raw)
+    if isinstance(raw, dict) and set(raw) == {"field"}:
+        try:
+            return Recipient(field=_text(raw["field"]))
+        except _Invalid as exc:
+            raise _Invalid(problems=_under(".field", exc.problems)) from None
+    raise _Invalid('must be an address string or {"field": "<record field>"}')
+
+
+_RULE_PARSERS: Mapping[str, Parser] = {
+    "id": _name,
+    "source": _text,
+    "event": _text,
+    "when": _list_of(_condition, allow_empty=True),
+    "channel": _one_of(CHANNELS),
+    "via": _text,
+    "to": _list_of(_recipient),
+    "template": _text,
+    "verify": _boolean,
+    "priority": _integer,
+}
+
+
+def _source_problems(source: str, found: _Connections) -> list[Problem]:
+    if source not in found.declared:
+        return [(".source", f"unknown connection {source!r}")]
+    kind = found.declared[source]
+    if kind is not None and kind not in ERP_KINDS:
+        return [(".source", f"{source!r} is a {kind} connection; a source must be one of {', '.join(ERP_KINDS)}")]
+    return []
+
+
+def _via_problems(via: str, channel: str | None, found: _Connections) -> list[Problem]:
+    if via not in found.declared:
+        return [(".via", f"unknown connection {via!r}")]
+    kind, needed = found.declared[via], CHANNEL_CONNECTION_KIND.get(channel or "")
+    if kind is not None and needed is not None and kind != needed:
+        return [(".via", f"channel {channel!r} needs a {needed} connection; {via!r} is a {kind} connection")]
+    return []
+
+
+def _verify_problems(via: str, found: _Connections) -> list[Problem]:
+    if found.declared.get(via) is None:
+        return []  # unknown or broken connection: reported on its own
+    connection = found.built.get(via)
+    if connection is None and found.declared[via] == "twilio":
+        return []  # a twilio connection with errors of its own; cannot tell yet
+    if isinstance(connection, TwilioConnection) and connection.verify_service_sid:
+        return []
+    return [(".verify", f"needs a twilio connection with verify_service_sid as via; {via!r} has none")]
+
+
+def _recipient_problems(channel: str, recipients: tuple[Recipient, ...]) -> list[Problem]:
+    pattern, reason = (_SLACK_TARGET, _SLACK_TARGET_REASON) if channel == "slack" else (_E164, _E164_REASON)
+    return [
+        (f".to[{index}]", reason)
+        for index, recipient in enumerate(recipients)
+        if recipient.value is not None and not pattern.fullmatch(recipient.value)
+    ]
+
+
+def _rule_problems(values: Mapping[str, Any], found: _Connections) -> list[Problem]:
+    """Checks that look beyond one field: references to connections, recipients for the channel."""
+    problems: list[Problem] = []
+    channel, via = values.get("channel"), values.get("via")
+    if "source" in values:
+        problems += _source_problems(values["source"], found)
+    if via is not None:
+        problems += _via_problems(via, channel, found)
+        if values.get("verify"):
+            problems += _verify_problems(via, found)
+    if channel is not None and "to" in values:
+        problems += _recipient_problems(channel, values["to"])
+    return problems
+
+
+def _parse_rules(raw: Any, found: _Connections, errors: list[str]) -> list[Rule]:
+    if not isinstance(raw, list):
+        errors.append("rules: must be a list")
+        return []
+    rules: list[Rule] = []
+    first_index: dict[str, int] = {}
+    for index, body in enumerate(raw):
+        values, problems = _read_fields(body, Rule, _RULE_PARSERS)
+        problems += _rule_problems(values, found)
+        rule_id = values.get("id")
+        if rule_id in first_index:
+            problems.append((".id", f"duplicate rule id {rule_id!r} (first used by rules[{first_index[rule_id]}])"))
+        elif rule_id is not None:
+            first_index[rule_id] = index
+        if problems:
+            errors += _render(f"rules[{index}]", problems)
+        else:
+            rules.append(Rule(**values))
+    return rules
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_TOP_LEVEL_FIELDS = ("connections", "rules", "$schema")
+
+
+def config_from_dict(data: Any, *, source: str | None = None) -> AppConfig:
+    """Validate a parsed configuration; raise ``ConfigError`` with every problem found."""
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): must be a JSON object with connections and rules", source)
+    errors = [f"{key}: unknown field" for key in data if key not in _TOP_LEVEL_FIELDS]
+    if "connections" not in data:
+        errors.append("connections: is required")
+    found = _parse_connections(data.get("connections", {}), errors)
+    rules = _parse_rules(data.get("rules", []), found, errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return AppConfig(connections=found.built, rules=tuple(rules))
+
+
+def _collecting_duplicates(duplicates: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    # json keeps the last of two equal keys without a word; a repeated connection name would vanish.
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                duplicates.append(key)
+            obj[key] = value
+        return obj
+
+    return build
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate the JSON configuration file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # tolerate the BOM some Windows editors add
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc})") from None
+    duplicates: list[str] = []
+    try:
+        data = json.loads(text, object_pairs_hook=_collecting_duplicates(duplicates))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    errors = [f"{key}: duplicate key in a JSON object (the later one would win)" for key in duplicates]
+    try:
+        config = config_from_dict(data, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(errors + exc.errors, str(path)) from None
+    if errors:
+        raise ConfigError(errors, str(path))
+    return config
+
+
+def app_root() -> Path:
+    """The folder that holds the ``shared`` package (the repository, or the deployed app)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The file named by ``CONNECTOR_CONFIG_PATH``; a relative path is taken from the app root."""
+    raw = env_str(CONFIG_PATH_SETTING, env=env)
+    if not raw:
+        raise ConfigError(
+            f"{CONFIG_PATH_SETTING}: not set; give the path of the connections and rules JSON file, "
+            "absolute or relative to the app root (e.g. config/connections.json)"
+        )
+    path = Path(raw)
+    return path if path.is_absolute() else app_root() / path
+
+
+_config: AppConfig | None = None
+_config_lock = threading.Lock()
+
+
+def get_config() -> AppConfig:
+    """The process-wide configuration, loaded on first use and kept."""
+    global _config
+    with _config_lock:
+        if _config is None:
+            _config = load_config(config_path())
+        return _config
+
+
+def reset_config() -> None:
+    """Forget the loaded configuration, so the next ``get_config()`` reads the file again (tests)."""
+    global _config
+    with _config_lock:
+        _config = None

@@ -1,0 +1,440 @@
+"""The connections/rules file: the sample loads, and each mistake gets its own clear message."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import config as config_module
+from shared.config import (
+    AppConfig,
+    ConfigError,
+    DynamicsConnection,
+    SecretRef,
+    SlackConnection,
+    TwilioConnection,
+    config_from_dict,
+    get_config,
+    load_config,
+    reset_config,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = REPO_ROOT / "config" / "connections.sample.json"
+
+BASE: dict[str, Any] = {
+    "connections": {
+        "contoso": {
+            "kind": "dynamics",
+            "environment_url": "https://contoso.operations.dynamics.com",
+            "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "11111111-1111-1111-1111-111111111111",
+            "client_secret": {"secret": "contoso-client-secret"},
+            "poll": {"entities": ["VendorInvoiceHeaders"]},
+        },
+        "twilio": {
+            "kind": "twilio",
+            "account_sid": "AC" + "0" * 32,
+            "api_key_sid": "SK" + "0" * 32,
+            "api_key_secret": {"secret": "twilio-api-key-secret"},
+            "auth_token": {"secret": "twilio-auth-token"},
+            "from_number": "+15005550006",
+        },
+        "slack": {
+            "kind": "slack",
+            "bot_token": {"secret": "slack-bot-token"},
+            "signing_secret": {"secret": "slack-signing-secret"},
+        },
+    },
+    "rules": [
+        {
+            "id": "r1",
+            "source": "contoso",
+            "channel": "sms",
+            "via": "twilio",
+            "to": ["+14155550123"],
+            "template": "invoice-posted",
+        }
+    ],
+}
+
+
+def base() -> dict[str, Any]:
+    return copy.deepcopy(BASE)
+
+
+def with_change(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    data = base()
+    change(data)
+    return data
+
+
+def errors_of(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    return caught.value.errors
+
+
+def dynamics(data: dict[str, Any]) -> dict[str, Any]:
+    return data["connections"]["contoso"]
+
+
+def twilio(data: dict[str, Any]) -> dict[str, Any]:
+    return data["connections"]["twilio"]
+
+
+def rule(data: dict[str, Any]) -> dict[str, Any]:
+    return data["rules"][0]
+
+
+def test_the_sample_file_loads() -> None:
+    loaded = load_config(SAMPLE)
+
+    assert set(loaded.connections) == {
+        "contoso-fo",
+        "twilio-main",
+        "slack-main",
+        "syspro-main",
+        "sagex3-main",
+        "qad-main",
+    }
+    assert {connection.kind for connection in loaded.connections.values()} == {
+        "dynamics",
+        "twilio",
+        "slack",
+        "syspro",
+        "sagex3",
+        "qad",
+    }
+    assert len(loaded.rules) == 4
+    fo = loaded.connection_of("contoso-fo", DynamicsConnection)
+    assert fo.client_secret == SecretRef("contoso-fo-client-secret")
+    assert fo.authority == "https://login.microsoftonline.com"
+
+
+def test_the_base_config_is_valid_and_defaults_apply() -> None:
+    loaded = config_from_dict(base())
+
+    fo = loaded.connection_of("contoso", DynamicsConnection)
+    assert fo.default_region == "US"
+    assert fo.legal_entities == ()
+    assert fo.poll is not None
+    assert (fo.poll.interval_minutes, fo.poll.overlap_seconds, fo.poll.time_zone) == (10, 120, "UTC")
+    tw = loaded.connection_of("twilio", TwilioConnection)
+    assert (tw.api_base_url, tw.verify_base_url) == ("https://api.twilio.com", "https://verify.twilio.com")
+    assert loaded.connection_of("slack", SlackConnection).api_base_url == "https://slack.com/api/"
+    only = loaded.rules[0]
+    assert (only.event, only.when, only.verify, only.priority) == (None, (), False, 100)
+
+
+INVALID_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "unknown kind",
+        lambda d: dynamics(d).update(kind="sap"),
+        "connections.contoso.kind: must be one of dynamics, syspro, sagex3, qad, twilio, slack",
+    ),
+    (
+        "http URL on a public host",
+        lambda d: dynamics(d).update(environment_url="http://contoso.operations.dynamics.com"),
+        "connections.contoso.environment_url: must be an https URL (http only for loopback hosts)",
+    ),
+    (
+        "plain-string secret",
+        lambda d: dynamics(d).update(client_secret="hunter2-very-secret"),
+        'connections.contoso.client_secret: must be a secret reference {"secret": "<name>"}, not a value',
+    ),
+    (
+        "bad secret name",
+        lambda d: dynamics(d).update(client_secret={"secret": "no_underscores"}),
+        "connections.contoso.client_secret: secret name must be 1-127 letters, digits or hyphens (Key Vault rules)",
+    ),
+    (
+        "bad twilio account_sid",
+        lambda d: twilio(d).update(account_sid="AC123"),
+        "connections.twilio.account_sid: must be 'AC' followed by 32 hex digits",
+    ),
+    (
+        "twilio without a sender",
+        lambda d: twilio(d).pop("from_number"),
+        "connections.twilio.from_number: is required unless messaging_service_sid is given",
+    ),
+    (
+        "missing required field",
+        lambda d: dynamics(d).pop("tenant_id"),
+        "connections.contoso.tenant_id: is required",
+    ),
+    (
+        "unknown field",
+        lambda d: dynamics(d).update(colour="blue"),
+        "connections.contoso.colour: unknown field",
+    ),
+    (
+        "bad connection name",
+        lambda d: d["connections"].update({"Contoso_FO": copy.deepcopy(dynamics(d))}),
+        "connections.Contoso_FO: connection name must be 1-40 lowercase letters, digits or hyphens, "
+        "starting with a letter",
+    ),
+    (
+        "poll interval out of range",
+        lambda d: dynamics(d)["poll"].update(interval_minutes=0),
+        "connections.contoso.poll.interval_minutes: must be a whole number from 1 to 1440",
+    ),
+    (
+        "unknown time zone",
+        lambda d: dynamics(d)["poll"].update(time_zone="Mars/Olympus"),
+        "connections.contoso.poll.time_zone: unknown time zone 'Mars/Olympus'; "
+        "use an IANA name such as 'America/Chicago'",
+    ),
+    (
+        "poll without entities",
+        lambda d: dynamics(d)["poll"].update(entities=[]),
+        "connections.contoso.poll.entities: must be a non-empty list",
+    ),
+    (
+        "rule via an unknown connection",
+        lambda d: rule(d).update(via="twilio-x"),
+        "rules[0].via: unknown connection 'twilio-x'",
+    ),
+    (
+        "rule channel does not fit the via kind",
+        lambda d: rule(d).update(channel="slack", to=["#ap-approvals"]),
+        "rules[0].via: channel 'slack' needs a slack connection; 'twilio' is a twilio connection",
+    ),
+    (
+        "rule source is not an ERP",
+        lambda d: rule(d).update(source="slack"),
+        "rules[0].source: 'slack' is a slack connection; a source must be one of dynamics, syspro, sagex3, qad",
+    ),
+    (
+        "unknown condition op",
+        lambda d: rule(d).update(when=[{"field": "amount", "op": "between", "value": 5}]),
+        "rules[0].when[0].op: must be one of eq, ne, gt, ge, lt, le, in, not_in, contains, exists",
+    ),
+    (
+        "in with a single value",
+        lambda d: rule(d).update(when=[{"field": "status", "op": "in", "value": "open"}]),
+        "rules[0].when[0].value: 'in' needs a non-empty list",
+    ),
+    (
+        "gt with text",
+        lambda d: rule(d).update(when=[{"field": "amount", "op": "gt", "value": "lots"}]),
+        "rules[0].when[0].value: 'gt' needs a number or an ISO 8601 date",
+    ),
+    (
+        "exists with a number",
+        lambda d: rule(d).update(when=[{"field": "approver", "op": "exists", "value": 1}]),
+        "rules[0].when[0].value: 'exists' needs true or false",
+    ),
+    (
+        "duplicate rule id",
+        lambda d: d["rules"].append(copy.deepcopy(rule(d))),
+        "rules[1].id: duplicate rule id 'r1' (first used by rules[0])",
+    ),
+    (
+        "recipient not E.164",
+        lambda d: rule(d).update(to=["+1 415 555 0123"]),
+        "rules[0].to[0]: must be an E.164 phone number such as +14155550123",
+    ),
+    (
+        "verify without a verify service",
+        lambda d: rule(d).update(verify=True),
+        "rules[0].verify: needs a twilio connection with verify_service_sid as via; 'twilio' has none",
+    ),
+    (
+        "URL with credentials",
+        lambda d: dynamics(d).update(environment_url="https://user:pw@contoso.operations.dynamics.com"),
+        "connections.contoso.environment_url: must not hold credentials; name a secret in the credential field instead",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"), [case[1:] for case in INVALID_CASES], ids=[c[0] for c in INVALID_CASES]
+)
+def test_each_mistake_has_its_own_message(change: Callable[[dict[str, Any]], None], expected: str) -> None:
+    assert errors_of(with_change(change)) == [expected]
+
+
+def test_the_invalid_cases_are_distinct() -> None:
+    messages = [case[2] for case in INVALID_CASES]
+    assert len(set(messages)) == len(messages) >= 12
+
+
+def test_a_plain_secret_value_is_never_echoed() -> None:
+    error = ConfigError(errors_of(with_change(lambda d: dynamics(d).update(client_secret="hunter2-very-secret"))))
+    assert "hunter2-very-secret" not in str(error)
+
+
+def test_every_error_of_a_file_is_reported_one_per_line(tmp_path: Path) -> None:
+    data = base()
+    dynamics(data)["environment_url"] = "http://example.com"
+    twilio(data)["account_sid"] = "nope"
+    rule(data)["via"] = "twilio-x"
+    rule(data)["when"] = [{"field": "amount", "op": "in", "value": 3}]
+    path = tmp_path / "connections.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    expected = [
+        "connections.contoso.environment_url: must be an https URL (http only for loopback hosts)",
+        "connections.twilio.account_sid: must be 'AC' followed by 32 hex digits",
+        "rules[0].when[0].value: 'in' needs a non-empty list",
+        "rules[0].via: unknown connection 'twilio-x'",
+    ]
+    assert caught.value.errors == expected
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}: 4 configuration errors"
+    assert lines[1:] == expected
+
+
+def test_malformed_json_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "connections": {\n    "a": ,\n  }\n}\n', encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert caught.value.errors == [f"{path}: invalid JSON at line 3, column 10: Expecting value"]
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "absent.json"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == [f"{path}: configuration file not found"]
+
+
+def test_a_repeated_json_key_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "twice.json"
+    text = json.dumps(base())
+    path.write_text(text.replace('"rules":', '"connections": {}, "rules":'), encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert "connections: duplicate key in a JSON object (the later one would win)" in caught.value.errors
+
+
+def test_loaded_objects_are_frozen() -> None:
+    loaded = config_from_dict(base())
+    fo = loaded.connection("contoso")
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fo.environment_url = "https://evil.example.com"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.rules[0].template = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        loaded.connections["new"] = fo  # type: ignore[index]
+    assert isinstance(loaded.rules, tuple)
+    assert isinstance(loaded.rules[0].to, tuple)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:7071", "http://localhost:8080/", "http://[::1]:9000"])
+def test_http_is_accepted_for_loopback_hosts(url: str) -> None:
+    data = with_change(lambda d: dynamics(d).update(environment_url=url, authority=url))
+    fo = config_from_dict(data).connection_of("contoso", DynamicsConnection)
+    assert fo.environment_url == url.rstrip("/")
+
+
+def test_trailing_slashes_are_normalised() -> None:
+    data = base()
+    dynamics(data)["environment_url"] = "https://contoso.operations.dynamics.com/"
+    data["connections"]["slack"]["api_base_url"] = "http://127.0.0.1:9100/api"
+
+    loaded = config_from_dict(data)
+
+    assert loaded.connection_of("contoso", DynamicsConnection).environment_url == (
+        "https://contoso.operations.dynamics.com"
+    )
+    assert loaded.connection_of("slack", SlackConnection).api_base_url == "http://127.0.0.1:9100/api/"
+
+
+def test_conditions_and_recipients_become_typed_values() -> None:
+    data = base()
+    twilio(data)["verify_service_sid"] = "VA" + "a" * 32
+    rule(data).update(
+        channel="voice",
+        verify=True,
+        to=["+14155550123", {"field": "ApproverPhone"}],
+        when=[
+            {"field": "amount", "op": "ge", "value": 10000},
+            {"field": "due", "op": "lt", "value": "2025-01-31"},
+            {"field": "status", "op": "not_in", "value": ["closed", "void"]},
+            {"field": "approver", "op": "exists", "value": True},
+        ],
+    )
+
+    only = config_from_dict(data).rules[0]
+
+    assert [recipient.is_lookup for recipient in only.to] == [False, True]
+    assert only.to[1].field == "ApproverPhone"
+    assert only.when[2].value == ("closed", "void")
+    assert [condition.op for condition in only.when] == ["ge", "lt", "not_in", "exists"]
+
+
+def test_rules_for_orders_by_priority_then_file_order() -> None:
+    data = base()
+    second = dict(rule(data), id="r2", priority=5)
+    third = dict(rule(data), id="r3")
+    data["rules"] += [second, third]
+
+    loaded = config_from_dict(data)
+
+    assert [r.id for r in loaded.rules_for("contoso")] == ["r2", "r1", "r3"]
+    assert loaded.rules_for("slack") == ()
+
+
+def test_unknown_connection_lookup_is_a_clear_key_error() -> None:
+    loaded = config_from_dict(base())
+    with pytest.raises(KeyError, match="no connection named 'nope'"):
+        loaded.connection("nope")
+    with pytest.raises(TypeError, match="is a twilio connection, not slack"):
+        loaded.connection_of("twilio", SlackConnection)
+
+
+@pytest.fixture
+def fresh_config() -> Any:
+    reset_config()
+    yield
+    reset_config()
+
+
+def test_get_config_reads_the_configured_file_once(
+    fresh_config: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "connections.json"
+    path.write_text(json.dumps(base()), encoding="utf-8")
+    monkeypatch.setenv("CONNECTOR_CONFIG_PATH", str(path))
+
+    first = get_config()
+    path.unlink()  # cached: no second read
+
+    assert get_config() is first
+    assert isinstance(first, AppConfig)
+    assert set(first.connections) == {"contoso", "twilio", "slack"}
+
+
+def test_get_config_resolves_a_relative_path_against_the_app_root(
+    fresh_config: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECTOR_CONFIG_PATH", "config/connections.sample.json")
+
+    assert config_module.config_path() == SAMPLE
+    assert "contoso-fo" in get_config().connections
+
+
+def test_get_config_without_the_setting_says_what_is_missing(
+    fresh_config: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONNECTOR_CONFIG_PATH", raising=False)
+
+    with pytest.raises(ConfigError, match=r"^CONNECTOR_CONFIG_PATH: not set; "):
+        get_config()
