@@ -69,9 +69,16 @@ class Tables:
                     self._clients[name] = client
         return client
 
-    def ping(self) -> None:
-        """One cheap request that proves the table service answers and accepts our credentials."""
-        next(iter(self._service.list_tables(results_per_page=1).by_page()), None)
+    def ping(self, timeout: float = 3.0) -> None:
+        """One cheap request that proves the table service answers and accepts our credentials.
+
+        A single attempt with a short timeout: a health probe must answer "unreachable"
+        quickly rather than wait through the SDK's retries.
+        """
+        pages = self._service.list_tables(
+            results_per_page=1, retry_total=0, connection_timeout=timeout, read_timeout=timeout
+        ).by_page()
+        next(iter(pages), None)
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -1,0 +1,440 @@
+"""devhost against real Azurite: HTTP routes and keys, timers, storage queue retries and poison."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from devhost.__main__ import CONFIG_PATH_SETTING, load_settings, parse_args
+from devhost.azurite import Azurite, free_port, wait_for_port
+from devhost.host import DevHost, HostedFunction, TimerRunner, next_occurrence
+from devhost.http_server import MAX_REQUEST_BODY, compile_route
+from devhost.settings import (
+    HostConfig,
+    QueueOptions,
+    SettingsFileError,
+    apply_local_settings,
+    development_storage_connection_string,
+    load_host_config,
+    parse_timespan,
+    read_local_settings,
+)
+from shared.settings import StorageSettings
+from shared.storage.bus import StorageQueueBus
+from tests.conftest import REPO_ROOT
+from tests.integration.devhost_app import (
+    FAILING_CONNECTION_SETTING,
+    QUEUE_FAILING_SETTING,
+    QUEUE_OK_SETTING,
+    Calls,
+    make_app,
+)
+
+TEST_APP = "tests.integration.devhost_app:app"
+FUNCTION_KEY = "function-key-for-tests"
+MASTER_KEY = "master-key-for-tests"
+# Retries one second apart and three attempts, so the poison path takes seconds, not minutes.
+FAST_CONFIG = HostConfig(
+    route_prefix="api",
+    queues=QueueOptions(batch_size=8, max_dequeue_count=3, visibility_timeout=1.0, max_polling_interval=0.5),
+)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout:.0f} s")
+
+
+def devhost_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("devhost-")]
+
+
+def peek(connection_string: str, queue: str) -> list[str]:
+    """Visible message texts of a queue (none if the queue does not exist yet)."""
+    with QueueClient.from_connection_string(connection_string, queue) as client:
+        try:
+            return [message.content for message in client.peek_messages(max_messages=32)]
+        except ResourceNotFoundError:
+            return []
+
+
+def message_count(connection_string: str, queue: str) -> int:
+    with QueueClient.from_connection_string(connection_string, queue) as client:
+        return client.get_queue_properties().approximate_message_count
+
+
+@dataclass
+class Hosted:
+    host: DevHost
+    calls: Calls
+    queue_ok: str
+    queue_failing: str
+    connection_string: str
+
+    def url(self, path: str) -> str:
+        return f"{self.host.base_url}/api/{path}"
+
+    def send(self, queue: str, text: str) -> None:
+        bus = StorageQueueBus(StorageSettings(self.connection_string, None, None, None))
+        try:
+            bus.send_text(queue, text)
+        finally:
+            bus.close()
+
+
+@pytest.fixture
+def hosted(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hosted]:
+    suffix = uuid.uuid4().hex[:10]
+    queue_ok, queue_failing = f"devhost-ok-{suffix}", f"devhost-fail-{suffix}"
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv(FAILING_CONNECTION_SETTING, azurite.connection_string)
+    recording = make_app(queue_ok, queue_failing)
+    host = DevHost(recording.app, port=0, config=FAST_CONFIG, function_key=FUNCTION_KEY, master_key=MASTER_KEY)
+    host.start()
+    try:
+        yield Hosted(host, recording.calls, queue_ok, queue_failing, azurite.connection_string)
+    finally:
+        host.stop()
+        wait_until(lambda: not devhost_threads(), timeout=5, what="devhost threads stopped")
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+def test_anonymous_route_needs_no_key(hosted: Hosted) -> None:
+    response = requests.get(hosted.url("ping"), timeout=5)
+    assert response.status_code == 200
+    assert response.text == "pong"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("place", ["header", "query"])
+def test_function_key_opens_function_level_route(hosted: Hosted, place: str) -> None:
+    if place == "header":
+        response = requests.get(hosted.url("secret/alice"), headers={"x-functions-key": FUNCTION_KEY}, timeout=5)
+    else:
+        response = requests.get(hosted.url("secret/alice"), params={"code": FUNCTION_KEY}, timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"name": "alice"}
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_missing_or_wrong_key_is_401_with_empty_body(hosted: Hosted, key: str | None) -> None:
+    headers = {"x-functions-key": key} if key else {}
+    response = requests.get(hosted.url("secret/alice"), headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert response.content == b""
+
+
+def test_master_key_opens_function_level_route(hosted: Hosted) -> None:
+    response = requests.get(hosted.url("secret/bob"), params={"code": MASTER_KEY}, timeout=5)
+    assert response.status_code == 200
+
+
+def test_admin_route_takes_the_master_key_only(hosted: Hosted) -> None:
+    refused = requests.get(hosted.url("ops/thing"), headers={"x-functions-key": FUNCTION_KEY}, timeout=5)
+    accepted = requests.get(hosted.url("ops/thing"), headers={"x-functions-key": MASTER_KEY}, timeout=5)
+    assert refused.status_code == 401
+    assert accepted.status_code == 200
+    assert accepted.text == "admin ok"
+
+
+def test_route_parameters_are_decoded_and_optional_ones_may_be_left_out(hosted: Hosted) -> None:
+    named = requests.get(hosted.url("secret/a%20b"), params={"code": FUNCTION_KEY}, timeout=5)
+    with_label = requests.get(hosted.url("items/42/red"), timeout=5)
+    without_label = requests.get(hosted.url("items/42"), timeout=5)
+    assert named.json() == {"name": "a b"}
+    assert with_label.json() == {"id": "42", "label": "red"}  # an async function
+    assert without_label.json() == {"id": "42"}
+
+
+def test_post_gets_body_query_and_headers(hosted: Hosted) -> None:
+    response = requests.post(
+        hosted.url("echo") + "?tag=a&tag=b", json={"x": [1, 2]}, headers={"X-Test": "yes"}, timeout=5
+    )
+    assert response.status_code == 201
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"body": {"x": [1, 2]}, "params": {"tag": "a,b"}, "header": "yes"}
+
+
+def test_chunked_request_body_is_read(hosted: Hosted) -> None:
+    chunks = (part.encode() for part in ['{"chunked": ', "true}"])
+    response = requests.post(hosted.url("echo"), data=chunks, timeout=5)  # a generator is sent chunked
+    assert response.status_code == 201
+    assert response.json()["body"] == {"chunked": True}
+
+
+def test_unknown_route_and_wrong_method_are_404_as_in_azure(hosted: Hosted) -> None:
+    missing = requests.get(hosted.url("nothing/here"), timeout=5)
+    outside_prefix = requests.get(f"{hosted.host.base_url}/ping", timeout=5)
+    wrong_method = requests.delete(hosted.url("ping"), timeout=5)
+    assert missing.status_code == 404
+    assert outside_prefix.status_code == 404
+    assert wrong_method.status_code == 404
+
+
+def test_routes_starting_with_admin_are_refused_as_the_host_does(hosted: Hosted) -> None:
+    assert requests.get(hosted.url("admin/thing"), timeout=5).status_code == 404
+    [reserved] = [f for f in hosted.host.functions if f.name == "reserved_route"]
+    assert reserved.unsupported_reason is not None and "built in routes" in reserved.unsupported_reason
+
+
+def test_function_exception_is_500(hosted: Hosted) -> None:
+    response = requests.get(hosted.url("broken"), timeout=5)
+    assert response.status_code == 500
+    assert len(response.content) < 200
+
+
+def test_body_above_the_host_limit_is_413(hosted: Hosted) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", hosted.host.port, timeout=5)
+    try:
+        connection.putrequest("POST", "/api/echo")
+        connection.putheader("Content-Length", str(MAX_REQUEST_BODY + 1))
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+    finally:
+        connection.close()
+
+
+# --- timers and queues ----------------------------------------------------------------
+
+
+def test_timer_fires_on_its_schedule(hosted: Hosted) -> None:
+    wait_until(lambda: hosted.calls.count("timer_ticks") >= 2, timeout=3.5, what="two timer runs")
+    assert not any(hosted.calls.snapshot("timer_ticks")), "on-time runs are not past due"
+
+
+def test_timer_runs_on_startup_and_never_overlaps_a_slow_run(caplog: pytest.LogCaptureFixture) -> None:
+    running = threading.Semaphore(1)
+    overlaps: list[bool] = []
+    starts: list[float] = []
+
+    def slow(timer: object) -> None:
+        overlapping = not running.acquire(blocking=False)
+        overlaps.append(overlapping)
+        starts.append(time.monotonic())
+        try:
+            threading.Event().wait(1.6 if len(starts) == 2 else 0)  # the first scheduled run outlasts a tick
+        finally:
+            if not overlapping:
+                running.release()
+
+    binding = {"type": "timerTrigger", "name": "timer", "schedule": "* * * * * *", "runOnStartup": True}
+    stop = threading.Event()
+    runner = TimerRunner(HostedFunction("slow", binding, slow), "* * * * * *", stop)
+    caplog.set_level("WARNING", logger="devhost.timers")
+    runner.start()
+    try:
+        wait_until(lambda: len(starts) >= 3, timeout=6, what="a run after the slow one")
+    finally:
+        stop.set()
+        runner.join(5)
+    assert starts[1] - starts[0] <= 1.5, "the startup run does not delay the schedule"
+    assert starts[2] - starts[1] >= 1.6
+    assert not any(overlaps)
+    assert "skipped" in caplog.text and "still running" in caplog.text
+
+
+def test_queue_message_reaches_its_trigger_and_is_deleted(hosted: Hosted) -> None:
+    hosted.send(hosted.queue_ok, '{"hello": "queue"}')
+    wait_until(lambda: hosted.calls.count("queue_bodies") == 1, what="message consumed")
+    assert hosted.calls.snapshot("queue_bodies") == ['{"hello": "queue"}']
+    assert hosted.calls.snapshot("queue_dequeue_counts") == [1]
+    wait_until(lambda: message_count(hosted.connection_string, hosted.queue_ok) == 0, what="message deleted")
+
+
+def test_failing_message_goes_to_poison_after_max_dequeue_count(hosted: Hosted) -> None:
+    hosted.send(hosted.queue_failing, "cannot be handled")
+    poison = hosted.queue_failing + "-poison"
+    wait_until(lambda: peek(hosted.connection_string, poison), timeout=20, what="message in the poison queue")
+    wait_until(lambda: message_count(hosted.connection_string, hosted.queue_failing) == 0, what="original removed")
+    assert hosted.calls.snapshot("failing_attempts") == [1, 2, 3]
+    # The poison copy keeps the original encoding (base64), as the host's does.
+    assert [base64.b64decode(text).decode() for text in peek(hosted.connection_string, poison)] == [
+        "cannot be handled"
+    ]
+
+
+def test_message_that_is_not_base64_goes_straight_to_poison(hosted: Hosted) -> None:
+    with QueueClient.from_connection_string(hosted.connection_string, hosted.queue_ok) as client:
+        client.send_message("this is not base64!")
+    poison = hosted.queue_ok + "-poison"
+    wait_until(lambda: peek(hosted.connection_string, poison) == ["this is not base64!"], what="poisoned at once")
+    assert hosted.calls.count("queue_bodies") == 0
+
+
+def test_service_bus_triggers_are_listed_but_not_run(hosted: Hosted) -> None:
+    reasons = {function.name: function.unsupported_reason for function in hosted.host.functions}
+    assert reasons["on_service_bus"] == "not run locally: set QUEUE_BACKEND=storage"
+    assert reasons["ping"] is None and reasons["record_message"] is None
+
+
+def test_keys_come_from_settings_or_are_generated() -> None:
+    from_settings = DevHost(
+        make_app("q-one", "q-two").app,
+        config=FAST_CONFIG,
+        env={"DEVHOST_FUNCTION_KEY": "fk-from-settings", "DEVHOST_MASTER_KEY": "mk-from-settings"},
+    )
+    generated = DevHost(make_app("q-one", "q-two").app, config=FAST_CONFIG, env={})
+    assert (from_settings.keys.function_key, from_settings.keys.master_key) == ("fk-from-settings", "mk-from-settings")
+    assert from_settings.keys.generated == []
+    assert len(generated.keys.function_key) >= 32 and generated.keys.function_key != generated.keys.master_key
+    assert generated.keys.generated == ["DEVHOST_FUNCTION_KEY", "DEVHOST_MASTER_KEY"]
+
+
+# --- settings and small parts ---------------------------------------------------------
+
+
+def test_local_settings_values_go_to_env_existing_env_wins_and_storage_expands(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text(
+        json.dumps(
+            {
+                "IsEncrypted": False,
+                "Values": {
+                    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                    "FUNCTIONS_WORKER_RUNTIME": "python",
+                    "QUEUE_BACKEND": "storage",
+                    "RETRIES": 3,
+                },
+                "Host": {"LocalHttpPort": 7399},
+                "ConnectionStrings": {"Ignored": "x"},
+            }
+        )
+    )
+    env = {"QUEUE_BACKEND": "servicebus"}
+    settings = read_local_settings(path)
+    skipped = apply_local_settings(settings, env)
+    assert settings.http_port == 7399
+    assert skipped == ["QUEUE_BACKEND"]
+    assert env["QUEUE_BACKEND"] == "servicebus"
+    assert env["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert env["RETRIES"] == "3"
+    assert env["AzureWebJobsStorage"] == development_storage_connection_string()
+    assert "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;" in env["AzureWebJobsStorage"]
+    assert "Ignored" not in env
+
+
+def test_config_option_sets_an_absolute_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "environ", {})  # the settings go to a throwaway environment
+    (tmp_path / "local.settings.json").write_text('{"Values": {"QUEUE_BACKEND": "storage"}}')
+    (tmp_path / "connections.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    load_settings(parse_args(["--settings", "local.settings.json", "--config", "connections.json"]))
+    assert os.environ == {"QUEUE_BACKEND": "storage", CONFIG_PATH_SETTING: str(tmp_path / "connections.json")}
+    with pytest.raises(SettingsFileError, match="config file not found"):
+        load_settings(parse_args(["--settings", "local.settings.json", "--config", "missing.json"]))
+
+
+def test_missing_settings_file_exits_2_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devhost", "--settings", "/nonexistent/local.settings.json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "settings file not found: /nonexistent/local.settings.json" in result.stderr
+
+
+def test_host_json_queue_settings_are_read() -> None:
+    config = load_host_config(REPO_ROOT / "host.json")
+    assert config.route_prefix == "api"
+    assert config.queues.message_encoding in ("base64", "none")
+    assert parse_timespan("00:00:10") == 10
+    assert parse_timespan("1.00:00:01.5") == 86401.5
+    assert QueueOptions.from_host_json({}).max_polling_interval == 60
+
+
+def test_route_templates_match_like_the_host() -> None:
+    route = compile_route("api", "dynamics/events/{connection}")
+    optional = compile_route("api", "items/{id:int}/{label?}")
+    catch_all = compile_route("", "files/{*path}")
+    assert route.match("/api/dynamics/events/contoso") == {"connection": "contoso"}
+    assert route.match("/API/Dynamics/Events/contoso/") == {"connection": "contoso"}
+    assert route.match("/api/dynamics/events") is None
+    assert optional.match("/api/items/7") == {"id": "7"}
+    assert catch_all.match("/files/a/b/c.txt") == {"path": "a/b/c.txt"}
+    literal_first = sorted([compile_route("api", "items/{id}"), compile_route("api", "items/new")],
+                           key=lambda r: r.precedence)
+    assert literal_first[0].match("/api/items/new") == {}
+
+
+def test_ncrontab_schedules_have_seconds_first() -> None:
+    from datetime import UTC, datetime
+
+    start = datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    assert next_occurrence("0 */5 * * * *", start) == datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    assert next_occurrence("00:00:30", start) == datetime(2026, 1, 1, 0, 0, 30, 500000, tzinfo=UTC)
+
+
+# --- the command line, end to end ------------------------------------------------------
+
+
+def test_python_m_devhost_serves_the_app_and_stops_on_sigterm(azurite: Azurite, tmp_path: Path) -> None:
+    port = free_port()
+    suffix = uuid.uuid4().hex[:10]
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "IsEncrypted": False,
+                "Values": {
+                    "FUNCTIONS_WORKER_RUNTIME": "python",
+                    "AzureWebJobsStorage": azurite.connection_string,
+                    FAILING_CONNECTION_SETTING: azurite.connection_string,
+                    QUEUE_OK_SETTING: f"devhost-e2e-ok-{suffix}",
+                    QUEUE_FAILING_SETTING: f"devhost-e2e-fail-{suffix}",
+                    "DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
+                },
+                "Host": {"LocalHttpPort": port},
+            }
+        )
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("AzureWebJobs", "DEVHOST_"))}
+    log_path = tmp_path / "devhost.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--settings", str(settings), "--app", TEST_APP],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, timeout=30, process=process)
+        ping = requests.get(f"http://127.0.0.1:{port}/api/ping", timeout=5)
+        secret = requests.get(f"http://127.0.0.1:{port}/api/secret/e2e", params={"code": FUNCTION_KEY}, timeout=5)
+        assert (ping.status_code, ping.text) == (200, "pong")
+        assert secret.json() == {"name": "e2e"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    output = log_path.read_text()
+    assert "Functions:" in output
+    assert "not run locally: set QUEUE_BACKEND=storage" in output
+    assert "DEVHOST_MASTER_KEY not set; generated for this run" in output
