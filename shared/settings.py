@@ -8,11 +8,12 @@ for want of one.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 QueueBackend = Literal["servicebus", "storage"]
+N = TypeVar("N", int, float)
 QUEUE_BACKENDS: tuple[str, ...] = ("servicebus", "storage")
 
 STORAGE_SETTING = "AzureWebJobsStorage"
@@ -101,26 +102,21 @@ def env_str(name: str, default: str = "", env: Mapping[str, str] | None = None) 
 
 
 def env_float(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
-    raw = env_str(name, env=env)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a number, not {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name}: must not be negative")
-    return value
+    return _env_number(name, default, float, "a number", env)
 
 
 def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    return _env_number(name, default, int, "a whole number", env)
+
+
+def _env_number(name: str, default: N, parse: Callable[[str], N], what: str, env: Mapping[str, str] | None) -> N:
     raw = env_str(name, env=env)
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}: must be a whole number, not {raw!r}") from None
-    if value < 0:
+        raise SettingsError(f"{name}: must be {what}, not {raw!r}") from None
+    if value < 0:  # type: ignore[operator]
         raise SettingsError(f"{name}: must not be negative")
     return value

@@ -55,3 +55,15 @@ def test_long_keys_get_a_stable_hashed_message_id() -> None:
     assert message_id_for(key) == message_id_for(key)
     assert len(message_id_for(key)) <= 128
     assert message_id_for("short") == "short"
+
+
+def test_numeric_settings_are_checked() -> None:
+    from shared.settings import SettingsError, env_float, env_int
+
+    assert env_int("N", 8, env={}) == 8
+    assert env_int("N", 8, env={"N": " 3 "}) == 3
+    assert env_float("F", 1.5, env={"F": "0.25"}) == 0.25
+    with pytest.raises(SettingsError, match=r"N: must be a whole number, not '3\.5'"):
+        env_int("N", 8, env={"N": "3.5"})
+    with pytest.raises(SettingsError, match="F: must not be negative"):
+        env_float("F", 1.0, env={"F": "-1"})
