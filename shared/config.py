@@ -17,7 +17,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from shared.settings import env_str
+from shared.templates import BUILTIN as BUILTIN_TEMPLATES
+from shared.templates import Template, TemplateError, placeholders
 
 CONFIG_PATH_SETTING = "CONNECTOR_CONFIG_PATH"
 
@@ -211,11 +213,16 @@ C = TypeVar("C", bound=Connection)
 class AppConfig:
     connections: Mapping[str, Connection]
     rules: tuple[Rule, ...] = ()
+    templates: Mapping[str, Template] = field(default_factory=dict)  # built-ins, then the file's
 
     def __post_init__(self) -> None:
         # Read-only views, so a loaded configuration cannot be changed behind the cache's back.
         object.__setattr__(self, "connections", MappingProxyType(dict(self.connections)))
         object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "templates", MappingProxyType({**BUILTIN_TEMPLATES, **self.templates}))
+
+    def template(self, name: str) -> Template:
+        return self.templates[name]
 
     def connection(self, name: str) -> Connection:
         try:
@@ -736,9 +743,53 @@ def _parse_rules(raw: Any, found: _Connections, errors: list[str]) -> list[Rule]
     return rules
 
 
+# --- templates ---------------------------------------------------------------------------
+
+
+def _template_text(value: Any) -> str:
+    text = _text(value)
+    try:
+        placeholders(text)
+    except TemplateError as exc:
+        raise _Invalid(str(exc)) from None
+    return text
+
+
+_template = _object_of(Template, {"sms": _template_text, "voice": _template_text, "gather": _boolean})
+
+
+def _parse_templates(raw: Any, errors: list[str]) -> dict[str, Template]:
+    if not isinstance(raw, dict):
+        errors.append("templates: must be an object of named templates")
+        return {}
+    templates: dict[str, Template] = {}
+    for name, body in raw.items():
+        if not _NAME.fullmatch(name):
+            errors.append(f"templates.{name}: template name {_NAME_RULE}")
+            continue
+        try:
+            templates[name] = _template(body)
+        except _Invalid as exc:
+            errors += _render(f"templates.{name}", exc.problems)
+    return templates
+
+
+def _template_problems(rules: list[Rule], templates: Mapping[str, Template]) -> list[str]:
+    """Each rule names a known template that has text for its channel (Slack cards need none)."""
+    problems = []
+    for index, rule in enumerate(rules):
+        template = templates.get(rule.template)
+        if template is None:
+            known = ", ".join(sorted(templates))
+            problems.append(f"rules[{index}].template: unknown template {rule.template!r} (known: {known})")
+        elif rule.channel in ("sms", "voice") and not getattr(template, rule.channel):
+            problems.append(f"rules[{index}].template: template {rule.template!r} has no {rule.channel} text")
+    return problems
+
+
 # --- loading -----------------------------------------------------------------------------
 
-_TOP_LEVEL_FIELDS = ("connections", "rules", "$schema")
+_TOP_LEVEL_FIELDS = ("connections", "rules", "templates", "$schema")
 
 
 def config_from_dict(data: Any, *, source: str | None = None) -> AppConfig:
@@ -750,9 +801,11 @@ def config_from_dict(data: Any, *, source: str | None = None) -> AppConfig:
         errors.append("connections: is required")
     found = _parse_connections(data.get("connections", {}), errors)
     rules = _parse_rules(data.get("rules", []), found, errors)
+    templates = _parse_templates(data.get("templates", {}), errors)
+    errors += _template_problems(rules, {**BUILTIN_TEMPLATES, **templates})
     if errors:
         raise ConfigError(errors, source)
-    return AppConfig(connections=found.built, rules=tuple(rules))
+    return AppConfig(connections=found.built, rules=tuple(rules), templates=templates)
 
 
 def _collecting_duplicates(duplicates: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:

@@ -90,3 +90,46 @@ class Envelope:
             attempt=attempt,
             version=version,
         )
+
+
+# --- envelope types ---------------------------------------------------------------------------
+
+BUSINESS_EVENT = "dynamics.business_event"  # erp-events: one Dynamics business event as received
+NOTIFICATION = "notification.send"  # notifications: one message to one recipient (a job)
+TWILIO_STATUS = "twilio.status"  # callbacks: a message or call status callback
+TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
+
+
+# --- delivery status ---------------------------------------------------------------------------
+
+# Status only moves forward: a late "sent" never overwrites "delivered". Our own states
+# before the provider has the message come first; messages and calls share one scale;
+# final states share a rank, and "read" may still follow "delivered".
+_STATUS_RANK: dict[str, int] = {
+    "pending": 0, "verifying": 1, "dispatching": 2,
+    "scheduled": 3, "accepted": 3, "queued": 4, "initiated": 4, "sending": 5, "ringing": 5,
+    "sent": 6, "in-progress": 6,
+    "delivered": 7, "undelivered": 7, "failed": 7, "completed": 7, "busy": 7, "no-answer": 7,
+    "canceled": 7, "suppressed": 7,
+    "read": 8,
+}
+FINAL_STATUSES = frozenset(s for s, rank in _STATUS_RANK.items() if rank >= 7)
+# Jobs an operator may send again: the recipient did not get the message.
+REPLAYABLE_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
+
+
+def status_rank(status: str) -> int:
+    return _STATUS_RANK.get(status, -1)
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """Whether a job at ``current`` may take ``new``; unknown statuses never overwrite known ones."""
+    return status_rank(new) > status_rank(current)
+
+
+def job_id_for(event_key: str, rule_id: str, channel: str, recipient: str) -> str:
+    """The stable id of one send: the same ERP change never produces two sends to one recipient."""
+    import hashlib
+
+    material = "\x1f".join((event_key, rule_id, channel, recipient))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]

@@ -59,7 +59,7 @@ BASE: dict[str, Any] = {
             "channel": "sms",
             "via": "twilio",
             "to": ["+14155550123"],
-            "template": "invoice-posted",
+            "template": "vendor-invoice-posted",
         }
     ],
 }
@@ -438,3 +438,32 @@ def test_get_config_without_the_setting_says_what_is_missing(
 
     with pytest.raises(ConfigError, match=r"^CONNECTOR_CONFIG_PATH: not set; "):
         get_config()
+
+
+def test_templates_in_the_file_extend_the_built_in_ones() -> None:
+    data = base()
+    data["templates"] = {"short-sms": {"sms": "Invoice {invoice_id}: {money}"}}
+    data["rules"][0]["template"] = "short-sms"
+    config = config_from_dict(data)
+    assert config.template("short-sms").sms == "Invoice {invoice_id}: {money}"
+    assert config.template("vendor-invoice-posted").voice  # built-ins stay
+
+
+@pytest.mark.parametrize(
+    ("templates", "template", "message"),
+    [
+        ({}, "nope", "rules[0].template: unknown template 'nope'"),
+        ({"t": {"voice": "Hello"}}, "t", "rules[0].template: template 't' has no sms text"),
+        ({"t": {"sms": "Total {amount.__class__}"}}, "t", "templates.t.sms: placeholder {amount.__class__}"),
+        ({"t": {"sms": "Total {amount:,.2f}"}}, "t", "templates.t.sms: placeholder {amount}"),
+        ({"t": {"sms": "Unbalanced {amount"}}, "t", "templates.t.sms: unbalanced braces"),
+        ({"t": {"sms": "x", "color": "red"}}, "t", "templates.t.color: unknown field"),
+    ],
+)
+def test_bad_templates_are_named(templates: dict, template: str, message: str) -> None:
+    data = base()
+    data["templates"] = templates
+    data["rules"][0]["template"] = template
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert any(error.startswith(message) for error in caught.value.errors), caught.value.errors

@@ -1,0 +1,263 @@
+"""Dynamics 365 F&O Business Events: the payload contract, and what each event reads back.
+
+A business event is a small flat JSON object (PascalCase fields). It is only a stub: the
+facts a person needs come from reading the record over OData. The catalog below says,
+per event, which entities to read and which fields become the record that rules and
+templates see. Field lists of some events are not published by Microsoft; check them
+with the catalog's "Download schema" on your environment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+TEST_EVENT = "BusinessEventsTestEndpointContract"
+VENDOR_INVOICE_POSTED = "VendorInvoicePostedBusinessEvent"
+VENDOR_PAYMENT_POSTED = "VendorPaymentPostedBusinessEvent"
+PURCHASE_ORDER_CONFIRMED = "PurchaseOrderConfirmedBusinessEvent"
+MAX_EVENTS_PER_REQUEST = 100
+
+_WCF_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+# Workflow event ids encode the workflow and element: Workflow_<Name>_<Element>_WorkItem.
+_WORKFLOW_WORK_ITEM = re.compile(r"^Workflow_.+_WorkItem$")
+_WORKFLOW_STEP = re.compile(r"^Workflow_.+(?<!_WorkItem)(?<!_Started)(?<!_ExternalTask)$")
+
+
+class EventError(ValueError):
+    """A business event that cannot be accepted; ``str()`` names the field and the reason."""
+
+
+def parse_wcf_date(value: str) -> datetime:
+    """``/Date(1697470966000)/`` (ms since 1970 UTC, an optional ``+hhmm`` offset) as UTC."""
+    match = _WCF_DATE.match(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"not a /Date(ms)/ value: {value!r}")
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(match.group(1)))
+    return moment  # the offset only says where the writer was; the milliseconds are UTC
+
+
+def parse_iso_time(value: str) -> datetime:
+    """ISO 8601 with up to 7 fractional digits (``2023-10-16T15:42:46.3440655Z``), as UTC."""
+    text = value.strip().replace("Z", "+00:00")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python reads at most microseconds
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class BusinessEvent:
+    business_event_id: str
+    control_number: int
+    legal_entity: str
+    event_id: str | None
+    event_time: datetime | None
+    fields: Mapping[str, Any]
+
+    @property
+    def is_test(self) -> bool:
+        return self.business_event_id == TEST_EVENT
+
+
+def _event_time(raw: Mapping[str, Any], where: str) -> datetime | None:
+    iso = raw.get("EventTimeIso8601")
+    if isinstance(iso, str) and iso:
+        try:
+            return parse_iso_time(iso)
+        except ValueError:
+            raise EventError(f"{where}EventTimeIso8601: must be an ISO 8601 time, not {iso!r}") from None
+    wcf = raw.get("EventTime")
+    if wcf is None:
+        return None
+    try:
+        return parse_wcf_date(wcf)
+    except ValueError:
+        raise EventError(f"{where}EventTime: must be a /Date(ms)/ value, not {wcf!r}") from None
+
+
+def parse_event(raw: Any, where: str = "") -> BusinessEvent:
+    """One event object; ``where`` prefixes error paths (``[2].``) for events in an array."""
+    if not isinstance(raw, dict):
+        raise EventError(f"{where or 'body'}: must be a JSON object (a business event)")
+    business_event_id = raw.get("BusinessEventId")
+    if not isinstance(business_event_id, str) or not business_event_id.strip():
+        raise EventError(f"{where}BusinessEventId: is required (a non-empty string)")
+    control = raw.get("ControlNumber")
+    if isinstance(control, str) and re.fullmatch(r"-?\d+", control.strip()):
+        control = int(control)  # tolerate a quoted int64
+    if not isinstance(control, int) or isinstance(control, bool):
+        raise EventError(f"{where}ControlNumber: is required (an integer)")
+    legal_entity = raw.get("BusinessEventLegalEntity") or raw.get("LegalEntity") or ""
+    if not isinstance(legal_entity, str):
+        raise EventError(f"{where}BusinessEventLegalEntity: must be a string")
+    event_id = raw.get("EventId")
+    if event_id is not None and not isinstance(event_id, str):
+        raise EventError(f"{where}EventId: must be a string")
+    return BusinessEvent(business_event_id.strip(), control, legal_entity.strip(), event_id,
+                         _event_time(raw, where), dict(raw))
+
+
+def parse_events(body: Any) -> list[BusinessEvent]:
+    """One event or a JSON array of them; the first problem found is raised."""
+    if isinstance(body, list):
+        if not body:
+            raise EventError("body: an empty array holds no business event")
+        if len(body) > MAX_EVENTS_PER_REQUEST:
+            raise EventError(f"body: at most {MAX_EVENTS_PER_REQUEST} events per request, not {len(body)}")
+        return [parse_event(item, f"[{index}].") for index, item in enumerate(body)]
+    return [parse_event(body)]
+
+
+# --- what each event reads back ------------------------------------------------------------------
+
+
+class ODataReader(Protocol):
+    def read_entity(self, entity_set: str, keys: Mapping[str, str | int], select: tuple[str, ...],
+                    cross_company: bool = True) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Read:
+    """One OData read: the entity, its key built from fields gathered so far, what to keep."""
+
+    entity_set: str
+    keys: Mapping[str, str]  # OData key field -> record field holding its value
+    fields: Mapping[str, str]  # OData field -> record field
+    required: bool = True  # a missing entity fails the read; optional ones are skipped
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    record_entity: str  # the kind of ERP record the event is about, as the audit names it
+    record_key: tuple[str, ...]  # record fields that identify it
+    from_event: Mapping[str, str]  # event field -> record field
+    reads: tuple[Read, ...] = ()
+    amount_field: str = ""
+
+
+_VENDOR_READ = Read(
+    "VendorsV2",
+    {"dataAreaId": "legal_entity", "VendorAccountNumber": "vendor_account"},
+    {"VendorOrganizationName": "vendor_name", "PrimaryPhoneNumber": "vendor_phone",
+     "PrimaryEmailAddress": "vendor_email"},
+)
+
+CATALOG: Mapping[str, EventSpec] = {
+    VENDOR_INVOICE_POSTED: EventSpec(
+        "VendorInvoice", ("legal_entity", "invoice_id"),
+        {"InvoiceId": "invoice_id", "InvoiceAccount": "vendor_account", "VendorAccount": "vendor_account",
+         "InvoiceDate": "invoice_date", "InvoiceDueDate": "due_date",
+         "InvoiceAmountInAccountingCurrency": "amount", "InvoiceAmount": "amount",
+         "CurrencyCode": "currency", "TransactionCurrencyCode": "currency",
+         "PurchaseOrderNumber": "po_number", "PurchId": "po_number"},
+        (_VENDOR_READ,),
+    ),
+    PURCHASE_ORDER_CONFIRMED: EventSpec(
+        "PurchaseOrder", ("legal_entity", "po_number"),
+        {"PurchaseOrderNumber": "po_number", "VendorAccount": "vendor_account",
+         "TransactionCurrencyAmount": "amount", "TransactionCurrencyCode": "currency",
+         "PurchaseOrderDate": "po_date"},
+        (
+            Read("PurchaseOrderHeadersV2", {"dataAreaId": "legal_entity", "PurchaseOrderNumber": "po_number"},
+                 {"OrderVendorAccountNumber": "vendor_account", "CurrencyCode": "currency",
+                  "PurchaseOrderStatus": "po_status"}),
+            _VENDOR_READ,
+        ),
+    ),
+    VENDOR_PAYMENT_POSTED: EventSpec(
+        "VendorPayment", ("legal_entity", "journal"),
+        {"JournalBatchNumber": "journal", "JournalNumber": "journal", "VendorAccount": "vendor_account",
+         "PaymentAmount": "amount", "AmountCur": "amount", "CurrencyCode": "currency",
+         "TransactionDate": "payment_date"},
+        (_VENDOR_READ,),
+    ),
+}
+
+_WORK_ITEM = EventSpec(
+    "WorkflowWorkItem", ("work_item_id",),
+    {"WorkflowWorkItemInstanceId": "work_item_id", "WorkflowUserEmail": "assignee_email",
+     "WorkflowWorkItemSubject": "subject", "WorkflowDocument": "document",
+     "WorkflowStepInstruction": "instruction"},
+    (Read("Workers", {"PersonnelNumber": "assignee_personnel_number"},
+          {"Name": "assignee_name", "PrimaryContactPhone": "assignee_phone"}, required=False),),
+)
+_WORKFLOW_STEP_SPEC = EventSpec(
+    "Workflow", ("event_id",),
+    {"WorkflowDocument": "document", "WorkflowWorkItemSubject": "subject", "WorkflowUserEmail": "assignee_email"},
+)
+
+
+def spec_for(business_event_id: str) -> EventSpec | None:
+    if business_event_id in CATALOG:
+        return CATALOG[business_event_id]
+    if _WORKFLOW_WORK_ITEM.match(business_event_id):
+        return _WORK_ITEM
+    if _WORKFLOW_STEP.match(business_event_id):
+        return _WORKFLOW_STEP_SPEC
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Event values as rules and templates want them: /Date()/ becomes an ISO date."""
+    if isinstance(value, str) and value.startswith("/Date("):
+        try:
+            return parse_wcf_date(value).isoformat()
+        except ValueError:
+            return value
+    return value
+
+
+@dataclass
+class Enriched:
+    record_entity: str
+    record_key: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)
+
+
+class EnrichmentError(LookupError):
+    """A required read found nothing: the record the event names does not exist (any more)."""
+
+
+def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
+    """The record behind an event: its own fields, then each read's, under the record field names.
+
+    Every event field is also kept under its own name, so rules can test any payload field.
+    """
+    spec = spec_for(event.business_event_id)
+    values: dict[str, Any] = {name: _plain(value) for name, value in event.fields.items()}
+    values["event"] = event.business_event_id
+    values["legal_entity"] = event.legal_entity
+    values["control_number"] = event.control_number
+    values["event_id"] = event.event_id or ""
+    if spec is None:
+        return Enriched(event.business_event_id, f"{event.legal_entity}|{event.control_number}", values)
+    for source, target in spec.from_event.items():
+        if source in event.fields and values.get(target) in (None, ""):
+            values[target] = _plain(event.fields[source])
+    enriched = Enriched(spec.record_entity, "", values)
+    for read in spec.reads:
+        keys = {odata: values.get(field_name) for odata, field_name in read.keys.items()}
+        if any(value in (None, "") for value in keys.values()):
+            if read.required:
+                missing = [f for f in read.keys.values() if values.get(f) in (None, "")]
+                raise EnrichmentError(f"{read.entity_set}: no value for key field(s) {', '.join(missing)}")
+            continue
+        row = reader.read_entity(read.entity_set, keys, tuple(read.fields))
+        enriched.reads.append(read.entity_set)
+        if row is None:
+            if read.required:
+                raise EnrichmentError(f"{read.entity_set}({_describe(keys)}): not found")
+            continue
+        for odata, target in read.fields.items():
+            if row.get(odata) not in (None, ""):
+                values[target] = row[odata]
+    enriched.record_key = "|".join(str(values.get(name, "")) for name in spec.record_key)
+    return enriched
+
+
+def _describe(keys: Mapping[str, Any]) -> str:
+    return ",".join(f"{name}={value}" for name, value in keys.items())

@@ -1,0 +1,162 @@
+"""Message templates: ``{field}`` placeholders filled from the ERP record, nothing evaluated.
+
+SMS text is checked against segment limits (GSM-7: 160 characters in one segment, 153 per
+segment beyond; anything else is UCS-2: 70, then 67). Voice text becomes TwiML built with
+twilio's own builder, optionally with a ``<Gather>`` to acknowledge by key press.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+_PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_MAX_SEGMENTS = 4
+ELLIPSIS = "..."
+
+# GSM 03.38 basic set, and the extension set whose characters take two septets.
+_GSM_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENDED = set("^{}\\[~]|€\f")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Template:
+    sms: str = ""
+    voice: str = ""
+    gather: bool = False  # ask the callee to press 1 to acknowledge
+
+
+BUILTIN: Mapping[str, Template] = {
+    "vendor-invoice-posted": Template(
+        sms="Invoice {invoice_id} from {vendor_name} posted: {money}, due {due_date}. Legal entity {legal_entity}.",
+        voice="Vendor invoice {invoice_id} from {vendor_name} was posted for {money}, due {due_date}.",
+    ),
+    "large-invoice-call": Template(
+        sms="Large invoice {invoice_id} from {vendor_name}: {money}, due {due_date}.",
+        voice="Attention. A large vendor invoice was posted. Invoice {invoice_id}, from {vendor_name}, "
+              "for {money}, due {due_date}.",
+        gather=True,
+    ),
+    "purchase-order-confirmed": Template(
+        sms="Purchase order {po_number} for {vendor_name} confirmed: {money}.",
+        voice="Purchase order {po_number} for {vendor_name} was confirmed, total {money}.",
+    ),
+    "vendor-payment-posted": Template(
+        sms="Payment {journal} to {vendor_name} posted: {money}.",
+        voice="A payment to {vendor_name} was posted for {money}.",
+    ),
+    "workflow-approval": Template(
+        sms="Approval needed: {subject} ({document}).",
+        voice="An approval is waiting for you: {subject}.",
+    ),
+    "supplier-invoice-large": Template(
+        sms="Supplier invoice {invoice_id} from {vendor_name}: {money}.",
+        voice="A large supplier invoice from {vendor_name} needs attention: {money}.",
+    ),
+}
+
+
+def placeholders(text: str) -> list[str]:
+    """The field names a template uses; refuses attribute, index and format-spec tricks."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise TemplateError(f"unbalanced braces ({exc}); write {{{{ and }}}} for literal braces") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not _PLACEHOLDER_NAME.match(name) or spec or conversion:
+            raise TemplateError(f"placeholder {{{name}}} must be a plain field name such as {{invoice_id}}")
+        names.append(name)
+    return names
+
+
+def display_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """Record fields as people read them: amounts with separators, dates without time."""
+    shown = {name: _display(value) for name, value in fields.items()}
+    amount = fields.get("amount")
+    if isinstance(amount, int | float) and not isinstance(amount, bool):
+        shown["amount"] = f"{amount:,.2f}"
+    currency = str(fields.get("currency") or "").strip()
+    shown["money"] = f"{shown.get('amount', '')} {currency}".strip()
+    return shown
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}T", value):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).date().isoformat()
+        except ValueError:
+            return value
+    return str(value)
+
+
+def render(text: str, fields: Mapping[str, Any]) -> str:
+    """Fill ``{field}`` placeholders; a field the record lacks renders as empty text."""
+    shown = display_fields(fields)
+    out = []
+    for literal, name, _, _ in string.Formatter().parse(text):
+        out.append(literal)
+        if name is not None:
+            out.append(shown.get(name, ""))
+    return re.sub(r"\s+([,.])", r"\1", "".join(out)).strip()
+
+
+@dataclass(frozen=True)
+class Segments:
+    encoding: str  # "GSM-7" or "UCS-2"
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    count: int
+
+
+def sms_segments(text: str) -> Segments:
+    if all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text):
+        units = sum(2 if ch in _GSM_EXTENDED else 1 for ch in text)
+        return Segments("GSM-7", units, 1 if units <= 160 else math.ceil(units / 153))
+    units = len(text.encode("utf-16-le")) // 2
+    return Segments("UCS-2", units, 1 if units <= 70 else math.ceil(units / 67))
+
+
+def fit_sms(text: str, max_segments: int = DEFAULT_MAX_SEGMENTS) -> str:
+    """The text, shortened with an ellipsis where it would take more than ``max_segments``."""
+    if sms_segments(text).count <= max_segments:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that still fits with the ellipsis
+        middle = (low + high + 1) // 2
+        if sms_segments(text[:middle].rstrip() + ELLIPSIS).count <= max_segments:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + ELLIPSIS
+
+
+def voice_twiml(say: str, gather_action: str | None = None, language: str = "en-US") -> str:
+    """TwiML that says the facts; with ``gather_action``, asks for 1 to acknowledge and posts it there."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    if gather_action:
+        gather = response.gather(input="dtmf", num_digits=1, timeout=6, action=gather_action, method="POST")
+        gather.say(say, language=language)
+        gather.say("Press 1 to acknowledge.", language=language)
+        response.say("No key was pressed. Goodbye.", language=language)
+    else:
+        response.say(say, language=language)
+        response.say("Repeating. " + say, language=language)
+    return str(response)

@@ -1,0 +1,116 @@
+"""Business Events as Dynamics sends them, and the record each one reads back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.erp.dynamics_events import (
+    EnrichmentError,
+    EventError,
+    parse_event,
+    parse_events,
+    parse_wcf_date,
+    record_fields,
+)
+
+# The real captured payload quoted in the Dynamics reference (an older envelope).
+PO_CONFIRMED = {
+    "BusinessEventId": "PurchaseOrderConfirmedBusinessEvent", "ControlNumber": 5637144576,
+    "EventId": "55A81094-A14E-46A6-A12C-07ED5C5990C6", "EventTime": "/Date(1637246655000)/",
+    "LegalEntity": "brmf", "MajorVersion": 0, "MinorVersion": 0,
+    "PurchaseJournal": "BRMF-000018-2", "PurchaseOrderDate": "/Date(1637193600000)/",
+    "PurchaseOrderNumber": "BRMF-000018", "PurchaseType": "Purch",
+    "TransactionCurrencyAmount": 90055.6, "TransactionCurrencyCode": "BRL", "VendorAccount": "BRMF-000004",
+}
+INVOICE_POSTED = {
+    "BusinessEventId": "VendorInvoicePostedBusinessEvent", "BusinessEventLegalEntity": "usmf",
+    "ContextRecordSubject": "", "ControlNumber": 5637145001, "EventId": "7D0C5A5E-1F6B-4F0E-9C1B-3C2F4B0E9A11",
+    "EventTime": "/Date(1763802000000)/", "EventTimeIso8601": "2025-11-22T09:00:00.3440655Z",
+    "InitiatingUserAADObjectId": "{410A2690-5EC2-42EE-9F2A-E75B4E324930}", "InvoiceAccount": "US-104",
+    "InvoiceAmountInAccountingCurrency": 12500.5, "InvoiceDate": "/Date(1763769600000)/",
+    "InvoiceDueDate": "/Date(1766361600000)/", "InvoiceId": "INV-0042", "LegalEntity": "usmf",
+    "MajorVersion": 0, "MinorVersion": 0, "ParentContextRecordSubjects": [],
+}
+
+
+def test_wcf_dates() -> None:
+    assert parse_wcf_date("/Date(1697470966000)/") == datetime(2023, 10, 16, 15, 42, 46, tzinfo=UTC)
+    assert parse_wcf_date("/Date(-2208988800000)/") == datetime(1900, 1, 1, tzinfo=UTC)
+    assert parse_wcf_date("/Date(1697470966000+0200)/") == datetime(2023, 10, 16, 15, 42, 46, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parse_wcf_date("2023-10-16")
+
+
+def test_older_envelope_without_newer_fields_parses() -> None:
+    event = parse_event(PO_CONFIRMED)
+    assert event.control_number == 5637144576
+    assert event.legal_entity == "brmf"
+    assert event.event_time == datetime(2021, 11, 18, 14, 44, 15, tzinfo=UTC)
+
+
+def test_iso_time_is_preferred_and_seven_digit_fractions_parse() -> None:
+    event = parse_event(INVOICE_POSTED)
+    assert event.event_time == datetime(2025, 11, 22, 9, 0, 0, 344065, tzinfo=UTC)
+    assert event.legal_entity == "usmf"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "body: an empty array holds no business event"),
+        ("text", "body: must be a JSON object"),
+        ({"ControlNumber": 1}, "BusinessEventId: is required"),
+        ({"BusinessEventId": "X"}, "ControlNumber: is required"),
+        ({"BusinessEventId": "X", "ControlNumber": "abc"}, "ControlNumber: is required"),
+        ({"BusinessEventId": "X", "ControlNumber": 1, "EventTime": "yesterday"}, "EventTime: must be a /Date(ms)/"),
+        ([PO_CONFIRMED, {"BusinessEventId": "X"}], "[1].ControlNumber: is required"),
+        ([PO_CONFIRMED] * 101, "body: at most 100 events per request"),
+    ],
+)
+def test_bad_events_name_the_problem(body: object, message: str) -> None:
+    with pytest.raises(EventError) as caught:
+        parse_events(body)
+    assert str(caught.value).startswith(message)
+
+
+def test_an_array_is_accepted() -> None:
+    assert [e.control_number for e in parse_events([PO_CONFIRMED, INVOICE_POSTED])] == [5637144576, 5637145001]
+
+
+class Reader:
+    """A tiny in-memory OData reader: (entity set, sorted keys) -> row."""
+
+    def __init__(self, rows: dict) -> None:
+        self.rows = rows
+        self.calls: list[tuple] = []
+
+    def read_entity(self, entity_set: str, keys: dict, select: tuple, cross_company: bool = True) -> dict | None:
+        self.calls.append((entity_set, dict(keys), select))
+        return self.rows.get((entity_set, tuple(sorted(keys.items()))))
+
+
+def test_invoice_record_merges_event_and_vendor() -> None:
+    reader = Reader({("VendorsV2", (("VendorAccountNumber", "US-104"), ("dataAreaId", "usmf"))): {
+        "VendorOrganizationName": "Fabrikam Supplies", "PrimaryPhoneNumber": "+14155550100"}})
+    enriched = record_fields(parse_event(INVOICE_POSTED), reader)
+    assert enriched.record_entity == "VendorInvoice"
+    assert enriched.record_key == "usmf|INV-0042"
+    fields = enriched.fields
+    assert (fields["invoice_id"], fields["vendor_name"], fields["amount"]) == ("INV-0042", "Fabrikam Supplies", 12500.5)
+    assert fields["due_date"] == "2025-12-22T00:00:00+00:00"
+    assert fields["vendor_phone"] == "+14155550100"
+    assert reader.calls[0][2] == ("VendorOrganizationName", "PrimaryPhoneNumber", "PrimaryEmailAddress")
+
+
+def test_a_required_record_that_is_gone_is_an_enrichment_error() -> None:
+    with pytest.raises(EnrichmentError, match=r"VendorsV2\(dataAreaId=usmf,VendorAccountNumber=US-104\): not found"):
+        record_fields(parse_event(INVOICE_POSTED), Reader({}))
+
+
+def test_unknown_events_keep_their_own_fields_for_rules() -> None:
+    enriched = record_fields(parse_event({"BusinessEventId": "CustomThingHappened", "ControlNumber": 7,
+                                          "LegalEntity": "usmf", "Severity": "High"}), Reader({}))
+    assert enriched.fields["Severity"] == "High"
+    assert enriched.record_key == "usmf|7"
