@@ -1,0 +1,1 @@
+"""Faithful local fakes of the external services (real HTTP on loopback)."""
