@@ -106,15 +106,22 @@ class DedupStore:
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
 
-    def claim(self, scope: str, key: str, **info: str | int) -> bool:
-        """True for the one caller that saw ``key`` first in ``scope``; False for every repeat."""
+    def claim(self, scope: str, key: str, owner: str = "", **info: str | int) -> bool:
+        """True for the one caller that saw ``key`` first in ``scope``; False for every repeat.
+
+        With an ``owner`` (the correlation id of one piece of work), that owner's own
+        retries are let through again: a requeued attempt is not a duplicate of itself.
+        """
         from azure.core.exceptions import ResourceExistsError
 
-        entity = {"PartitionKey": table_key(scope), "RowKey": table_key(key), "Key": key, **info}
+        entity = {"PartitionKey": table_key(scope), "RowKey": table_key(key), "Key": key, "Owner": owner, **info}
         try:
             self._tables.table(DEDUP).create_entity(entity)
         except ResourceExistsError:
-            return False
+            if not owner:
+                return False
+            held = self._tables.table(DEDUP).get_entity(entity["PartitionKey"], entity["RowKey"])
+            return held.get("Owner") == owner
         return True
 
     def release(self, scope: str, key: str) -> None:

@@ -46,6 +46,13 @@ def test_keys_with_forbidden_characters_are_claimed_distinctly(stores: Stores) -
     assert stores.dedup.claim("event", "INV/2024/001#a?b") is False
 
 
+def test_an_owner_may_claim_its_own_key_again_and_no_one_else(stores: Stores) -> None:
+    assert stores.dedup.claim("event", "contoso|1", owner="corr-a") is True
+    assert stores.dedup.claim("event", "contoso|1", owner="corr-a") is True  # its own retry
+    assert stores.dedup.claim("event", "contoso|1", owner="corr-b") is False
+    assert stores.dedup.claim("event", "contoso|1") is False
+
+
 def test_released_claim_can_be_claimed_again(stores: Stores) -> None:
     assert stores.dedup.claim("event", "k") is True
     stores.dedup.release("event", "k")

@@ -1,0 +1,91 @@
+"""Accepting Dynamics business events: check, enqueue, answer. Nothing else.
+
+Dynamics waits 10 s for an answer, retries 3 times 1 s apart, then parks the event in
+its error log, so the answer never waits on OData, Twilio or table writes: each event
+goes onto ``erp-events`` (MessageId = connection + ControlNumber) and the work happens
+behind the queue. A failure to enqueue answers 503, so Dynamics retries: nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.config import AppConfig, DynamicsConnection
+from shared.erp.dynamics_events import BusinessEvent, EventError, parse_events
+from shared.model import BUSINESS_EVENT, ERP_EVENTS, Envelope
+from shared.storage.bus import MessageBus
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # business events are small; a batch of 100 stays far below
+
+
+class IngestError(Exception):
+    """An answer other than 202: HTTP status, error code, and a message naming the problem."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Accepted:
+    correlation_ids: list[str] = field(default_factory=list)
+    test_events: int = 0
+
+
+def event_key(connection: str, control_number: int) -> str:
+    return f"{connection}|{control_number}"
+
+
+def dynamics_connection(config: AppConfig, name: str) -> DynamicsConnection:
+    connection = config.connections.get(name)
+    if not isinstance(connection, DynamicsConnection):
+        raise IngestError(404, "unknown_connection", f"no Dynamics connection named {name!r}")
+    return connection
+
+
+def read_json(body: bytes) -> object:
+    if len(body) > MAX_BODY_BYTES:
+        raise IngestError(413, "too_large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    if not body.strip():
+        raise IngestError(400, "empty_body", "the body is empty; send a business event as JSON")
+    try:
+        return json.loads(body.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise IngestError(400, "malformed_json", "the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise IngestError(400, "malformed_json", f"the body is not JSON: {exc.msg} at line {exc.lineno}, "
+                                                 f"column {exc.colno}") from None
+
+
+def accept_business_events(config: AppConfig, connection_name: str, body: bytes, bus: MessageBus,
+                           record_test_event: Callable[[str, BusinessEvent], None]) -> Accepted:
+    """Validate the body and enqueue each event; test events are only recorded."""
+    dynamics_connection(config, connection_name)
+    try:
+        events = parse_events(read_json(body))
+    except EventError as exc:
+        raise IngestError(400, "invalid_event", str(exc)) from None
+    accepted = Accepted()
+    received_at = datetime.now(UTC).isoformat()
+    for event in events:
+        correlation_id = uuid.uuid4().hex
+        if event.is_test:
+            record_test_event(correlation_id, event)
+            accepted.test_events += 1
+            continue
+        envelope = Envelope(BUSINESS_EVENT, connection_name, event_key(connection_name, event.control_number),
+                            {"event": dict(event.fields), "received_at": received_at}, correlation_id)
+        try:
+            bus.send(ERP_EVENTS, envelope)
+        except Exception as exc:  # noqa: BLE001 - any queue failure: ask Dynamics to send again
+            log.error("could not enqueue business event %s: %s", envelope.key, exc.__class__.__name__)
+            raise IngestError(503, "queue_unavailable", "the event could not be queued; send it again") from None
+        accepted.correlation_ids.append(correlation_id)
+    return accepted

@@ -1,0 +1,119 @@
+"""erp-events: claim the event, read its record, apply the rules, queue one job per recipient.
+
+The claim (connection + ControlNumber, owned by this event's correlation id) decides
+whether the event is new; a requeued attempt of the same event passes its own claim.
+Each job id is a stable hash of event key, rule, channel and recipient, and is the
+notification's MessageId: however often this stage runs for one ERP change, one send
+per recipient is all that can follow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from shared.config import AppConfig, DynamicsConnection, Rule, get_config
+from shared.erp.dynamics_events import EnrichmentError, parse_event, record_fields
+from shared.logs import mask_phone
+from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
+from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.registry import handles
+from shared.pipeline.rules import targets
+from shared.storage.bus import MessageBus, get_bus
+from shared.storage.tables import AuditLog, Stores, get_stores
+from shared.templates import fit_sms, render
+
+log = logging.getLogger(__name__)
+
+EVENT_SCOPE = "event"
+
+
+def record_ref(connection: str, entity: str, key: str) -> str:
+    """How the audit names an ERP record: ``connection|entity|key`` (key parts joined by ``|``)."""
+    return f"{connection}|{entity}|{key}"
+
+
+def masked(channel: str, address: str) -> str:
+    return mask_phone(address) if channel in ("sms", "voice") else address
+
+
+@handles(ERP_EVENTS, BUSINESS_EVENT)
+def process_business_event(envelope: Envelope) -> None:
+    config, stores = get_config(), get_stores()
+    connection = config.connections.get(envelope.connection)
+    if not isinstance(connection, DynamicsConnection):
+        raise PermanentFailure(f"no Dynamics connection named {envelope.connection!r} in the configuration")
+    event = parse_event(envelope.payload.get("event"))
+    audit = stores.audit
+    if not stores.dedup.claim(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id):
+        audit.append(envelope.correlation_id, "duplicate", connection=connection.name,
+                     event=event.business_event_id, control_number=event.control_number)
+        return
+    if envelope.attempt == 0:
+        audit.append(envelope.correlation_id, "received", connection=connection.name,
+                     event=event.business_event_id, control_number=event.control_number,
+                     legal_entity=event.legal_entity)
+    from shared.erp.dynamics import dynamics_client
+
+    try:
+        enriched = record_fields(event, dynamics_client(connection))
+    except EnrichmentError as exc:
+        audit.append(envelope.correlation_id, "failed", connection=connection.name,
+                     event=event.business_event_id, reason=f"record not readable: {exc}")
+        return
+    record = record_ref(connection.name, enriched.record_entity, enriched.record_key)
+    audit.append(envelope.correlation_id, "enriched", connection=connection.name, record=record,
+                 reads=enriched.reads)
+    queue_notifications(config, stores, get_bus(), source=connection.name, event_type=event.business_event_id,
+                        event_key=envelope.key, record=record, fields=enriched.fields,
+                        correlation_id=envelope.correlation_id)
+
+
+def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, source: str, event_type: str,
+                        event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str) -> int:
+    """Route one record and queue a job per (rule, recipient); the number of jobs queued."""
+    audit = stores.audit
+    found = targets(config, source, event_type, fields)
+    if not found:
+        audit.append(correlation_id, "no-rule", connection=source, record=record, event=event_type)
+        return 0
+    queued = 0
+    for target in found:
+        rule = target.rule
+        if target.problem:
+            audit.append(correlation_id, "no-recipient", connection=source, record=record, rule=rule.id,
+                         reason=target.problem)
+            continue
+        job_id = job_id_for(event_key, rule.id, rule.channel, target.address)
+        payload = notification_payload(config, rule, target.address, fields, job_id=job_id, source=source,
+                                       record=record, event_type=event_type)
+        bus.send(NOTIFICATIONS, Envelope(NOTIFICATION, rule.via, job_id, payload, correlation_id))
+        _audit_routed(audit, correlation_id, source, record, job_id, rule.id, rule.channel, target.address)
+        queued += 1
+    return queued
+
+
+def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Mapping[str, Any], *,
+                         job_id: str, source: str, record: str, event_type: str) -> dict[str, Any]:
+    """Everything the delivery stage needs, rendered now while the record is at hand."""
+    template = config.template(rule.template)
+    payload: dict[str, Any] = {
+        "job_id": job_id, "rule": rule.id, "channel": rule.channel, "via": rule.via, "to": address,
+        "source": source, "record": record, "event": event_type, "verify": rule.verify,
+    }
+    if rule.channel == "sms":
+        payload["text"] = fit_sms(render(template.sms, fields))
+    elif rule.channel == "voice":
+        payload["say"] = render(template.voice, fields)
+        payload["gather"] = template.gather
+    else:
+        payload["text"] = render(template.sms, fields) if template.sms else ""
+        payload["fields"] = {k: v for k, v in fields.items() if isinstance(v, str | int | float | bool)}
+    return payload
+
+
+def _audit_routed(audit: AuditLog, correlation_id: str, source: str, record: str, job_id: str, rule: str,
+                  channel: str, address: str) -> None:
+    audit.append(correlation_id, "routed", connection=source, record=record, job_id=job_id, rule=rule,
+                 channel=channel, to=masked(channel, address))

@@ -1,0 +1,46 @@
+"""``POST /api/dynamics/events/{connection}``: the HTTPS endpoint of Dynamics business events.
+
+Function-key auth: Dynamics sends no signature, so the key in the endpoint URL (kept in
+Key Vault on the Dynamics side) is the credential, over TLS.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.triggers.responses import error_response, json_response
+
+bp = func.Blueprint()
+
+
+@bp.function_name("dynamics_events")
+@bp.route(route="dynamics/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def dynamics_events(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.config import ConfigError, get_config
+    from shared.pipeline.ingest import MAX_BODY_BYTES, IngestError, accept_business_events
+    from shared.storage.bus import get_bus
+
+    declared = req.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return error_response(413, "too_large", f"at most {MAX_BODY_BYTES} bytes are accepted")
+    try:
+        config = get_config()
+    except ConfigError:
+        return error_response(503, "not_configured", "the connector's configuration does not load; see its log")
+    connection = req.route_params.get("connection", "")
+    try:
+        accepted = accept_business_events(
+            config, connection, req.get_body(), get_bus(),
+            lambda correlation_id, event: _record_test_event(connection, correlation_id, event.control_number),
+        )
+    except IngestError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    return json_response({"accepted": len(accepted.correlation_ids), "test_events": accepted.test_events,
+                          "correlation_ids": accepted.correlation_ids}, 202 if accepted.correlation_ids else 200)
+
+
+def _record_test_event(connection: str, correlation_id: str, control_number: int) -> None:
+    """The endpoint test Dynamics sends when an endpoint is created: one audit line, nothing more."""
+    from shared.storage.tables import get_stores
+
+    get_stores().audit.append(correlation_id, "test-event", connection=connection, control_number=control_number)
