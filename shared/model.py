@@ -98,6 +98,7 @@ BUSINESS_EVENT = "dynamics.business_event"  # erp-events: one Dynamics business 
 NOTIFICATION = "notification.send"  # notifications: one message to one recipient (a job)
 TWILIO_STATUS = "twilio.status"  # callbacks: a message or call status callback
 TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
+TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
 
 
 # --- delivery status ---------------------------------------------------------------------------

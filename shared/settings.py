@@ -120,3 +120,14 @@ def _env_number(name: str, default: N, parse: Callable[[str], N], what: str, env
     if value < 0:  # type: ignore[operator]
         raise SettingsError(f"{name}: must not be negative")
     return value
+
+
+def public_url(path: str, env: Mapping[str, str] | None = None) -> str | None:
+    """``PUBLIC_BASE_URL`` + path: the address providers call back, as they see it.
+
+    Behind a proxy or a custom domain the function sees another URL than the caller
+    used, and Twilio signs the URL it called; so callback URLs come from this setting.
+    None when it is not set (then no callbacks are asked for).
+    """
+    base = env_str("PUBLIC_BASE_URL", env=env).rstrip("/")
+    return f"{base}/{path.lstrip('/')}" if base else None

@@ -27,10 +27,10 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9\-_.:@|=+,;!~ ]{1,400}$")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,20}$")
 DEFAULT_TABLE_PREFIX = "mlc"
 
-DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS = (
-    "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids",
+DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES = (
+    "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates",
 )
-TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS)
+TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES)
 
 
 class ConcurrencyError(RuntimeError):
@@ -413,6 +413,96 @@ class ProviderIndex:
         return ProviderLink(provider_id, row["JobId"], row["Connection"])
 
 
+# --- opt-outs and contacts ---------------------------------------------------------------------
+
+
+class OptOutStore:
+    """Numbers that replied STOP (and not START since), per sending connection."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def record(self, connection: str, number: str, opted_out: bool, keyword: str) -> None:
+        self._tables.table(OPT_OUTS).upsert_entity(
+            {"PartitionKey": table_key(connection), "RowKey": table_key(number), "Number": number,
+             "OptedOut": opted_out, "Keyword": keyword, "At": utc_now()}
+        )
+
+    def is_opted_out(self, connection: str, number: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._tables.table(OPT_OUTS).get_entity(table_key(connection), table_key(number))
+        except ResourceNotFoundError:
+            return False
+        return bool(row.get("OptedOut"))
+
+
+@dataclass(frozen=True)
+class LastContact:
+    job_id: str
+    record: str
+    correlation_id: str
+
+
+class ContactStore:
+    """The last message sent to each number: a reply is recorded against what it was about."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def remember(self, connection: str, number: str, contact: LastContact) -> None:
+        self._tables.table(CONTACTS).upsert_entity(
+            {"PartitionKey": table_key(connection), "RowKey": table_key(number), "JobId": contact.job_id,
+             "Record": contact.record, "CorrelationId": contact.correlation_id, "At": utc_now()}
+        )
+
+    def last(self, connection: str, number: str) -> LastContact | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._tables.table(CONTACTS).get_entity(table_key(connection), table_key(number))
+        except ResourceNotFoundError:
+            return None
+        return LastContact(row["JobId"], row["Record"], row["CorrelationId"])
+
+
+# --- verification gates ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An action waiting for a one-time passcode from ``number``: the envelope to release."""
+
+    job_id: str
+    envelope_json: str
+
+
+class GateStore:
+    """Open Verify gates, one per (connection, number): the latest request wins."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def open(self, connection: str, number: str, gate: Gate) -> None:
+        self._tables.table(GATES).upsert_entity(
+            {"PartitionKey": table_key(connection), "RowKey": table_key(number), "JobId": gate.job_id,
+             "Envelope": gate.envelope_json, "At": utc_now()}
+        )
+
+    def find(self, connection: str, number: str) -> Gate | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._tables.table(GATES).get_entity(table_key(connection), table_key(number))
+        except ResourceNotFoundError:
+            return None
+        return Gate(row["JobId"], row["Envelope"])
+
+    def close(self, connection: str, number: str) -> None:
+        self._tables.table(GATES).delete_entity(table_key(connection), table_key(number))
+
+
 # --- process-wide access ---------------------------------------------------------------------
 
 
@@ -424,12 +514,16 @@ class Stores:
     audit: AuditLog
     watermarks: WatermarkStore
     providers: ProviderIndex
+    opt_outs: OptOutStore
+    contacts: ContactStore
+    gates: GateStore
 
     @classmethod
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> Stores:
         tables = Tables(settings, prefix)
         return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
-                   WatermarkStore(tables), ProviderIndex(tables))
+                   WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
+                   GateStore(tables))
 
     def close(self) -> None:
         self.tables.close()

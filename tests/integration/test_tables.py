@@ -156,3 +156,21 @@ def test_table_key_is_stable_and_safe() -> None:
     hashed = table_key("a/b")
     assert hashed == table_key("a/b") and hashed.startswith("h:") and "/" not in hashed
     assert table_key("x" * 401).startswith("h:")
+
+
+def test_opt_outs_follow_the_latest_keyword(stores: Stores) -> None:
+    assert stores.opt_outs.is_opted_out("twilio-main", "+14155550100") is False
+    stores.opt_outs.record("twilio-main", "+14155550100", True, "STOP")
+    assert stores.opt_outs.is_opted_out("twilio-main", "+14155550100") is True
+    assert stores.opt_outs.is_opted_out("twilio-other", "+14155550100") is False
+    stores.opt_outs.record("twilio-main", "+14155550100", False, "START")
+    assert stores.opt_outs.is_opted_out("twilio-main", "+14155550100") is False
+
+
+def test_the_last_contact_of_a_number_is_kept(stores: Stores) -> None:
+    from shared.storage.tables import LastContact
+
+    assert stores.contacts.last("twilio-main", "+14155550100") is None
+    stores.contacts.remember("twilio-main", "+14155550100", LastContact("j1", "fo|VendorInvoice|usmf|A", "c1"))
+    stores.contacts.remember("twilio-main", "+14155550100", LastContact("j2", "fo|VendorInvoice|usmf|B", "c2"))
+    assert stores.contacts.last("twilio-main", "+14155550100") == LastContact("j2", "fo|VendorInvoice|usmf|B", "c2")

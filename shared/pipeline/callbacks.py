@@ -1,0 +1,121 @@
+"""callbacks: what Twilio tells us after a send, and what recipients answer.
+
+- Status: the job's status moves forward only (a late ``sent`` never overwrites
+  ``delivered``), so a repeated or out-of-order callback changes nothing and is not
+  audited twice; that order is the deduplication.
+- Inbound SMS: STOP / START / HELP keywords, Verify codes, and any other reply, which
+  is recorded against the record the last message to that number was about.
+- Key presses on a voice call (``<Gather>``): 1 acknowledges the alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from shared.config import TwilioConnection, get_config
+from shared.logs import mask_phone
+from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
+from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.registry import handles
+from shared.pipeline.verify import check_gate, looks_like_code
+from shared.storage.bus import get_bus
+from shared.storage.tables import ConcurrencyError, Stores, get_stores
+
+log = logging.getLogger(__name__)
+
+# Twilio's default opt-out and opt-in keywords (whole message, any case).
+OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN = frozenset({"START", "UNSTOP", "YES"})
+HELP = frozenset({"HELP", "INFO"})
+MAX_REPLY_CHARS = 1000
+_UPDATE_TRIES = 5
+
+
+def _twilio_connection(name: str) -> TwilioConnection:
+    connection = get_config().connections.get(name)
+    if not isinstance(connection, TwilioConnection):
+        raise PermanentFailure(f"no Twilio connection named {name!r} in the configuration")
+    return connection
+
+
+@handles(CALLBACKS, TWILIO_STATUS)
+def record_status(envelope: Envelope) -> None:
+    params = envelope.payload["params"]
+    sid = params.get("MessageSid") or params.get("CallSid") or ""
+    status = (params.get("MessageStatus") or params.get("CallStatus") or "").lower()
+    stores = get_stores()
+    link = stores.providers.lookup(sid)
+    if link is None:
+        log.warning("status %s for %s, which no job sent", status, sid)
+        return
+    for _ in range(_UPDATE_TRIES):
+        job = stores.jobs.get(link.job_id)
+        if job is None or not moves_forward(job.status, status):
+            return
+        error_code = params.get("ErrorCode") or job.fields.get("error_code")
+        try:
+            stores.jobs.update(job, {"status": status, "error_code": error_code})
+        except ConcurrencyError:
+            continue  # another callback moved it meanwhile: compare again
+        detail = {"status": status, "provider_id": sid}
+        if params.get("ErrorCode"):
+            detail["error_code"] = params["ErrorCode"]
+        if params.get("CallDuration"):
+            detail["duration"] = params["CallDuration"]
+        stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id), "status",
+                            connection=link.connection, record=job.fields.get("record", ""), job_id=link.job_id,
+                            **detail)
+        return
+    raise ConcurrencyError(f"job {link.job_id}: status {status} lost every race")
+
+
+@handles(CALLBACKS, TWILIO_INBOUND)
+def record_inbound(envelope: Envelope) -> None:
+    params = envelope.payload["params"]
+    connection = _twilio_connection(envelope.connection)
+    number, body = params.get("From", ""), (params.get("Body") or "").strip()
+    stores = get_stores()
+    keyword = body.upper()
+    if keyword in OPT_OUT or keyword in OPT_IN:
+        opted_out = keyword in OPT_OUT
+        stores.opt_outs.record(connection.name, number, opted_out, keyword)
+        _audit_reply(stores, envelope, connection.name, number, "opted-out" if opted_out else "opted-in",
+                     keyword=keyword)
+        return
+    if keyword in HELP:
+        _audit_reply(stores, envelope, connection.name, number, "help", keyword=keyword)
+        return
+    code = looks_like_code(body)
+    if code and stores.gates.find(connection.name, number) is not None:
+        from shared.channels.twilio import twilio_channel
+
+        check_gate(stores, get_bus(), twilio_channel(connection), connection.name, number, code)
+        return
+    _audit_reply(stores, envelope, connection.name, number, "reply", text=body[:MAX_REPLY_CHARS],
+                 message_sid=params.get("MessageSid", ""))
+
+
+def _audit_reply(stores: Stores, envelope: Envelope, connection: str, number: str, step: str, **detail: Any) -> None:
+    """Record an answer against what the last message to that number was about."""
+    last = stores.contacts.last(connection, number)
+    stores.audit.append(last.correlation_id if last else envelope.correlation_id, step, connection=connection,
+                        record=last.record if last else "", job_id=last.job_id if last else "",
+                        **{"from": mask_phone(number), **detail})
+
+
+@handles(CALLBACKS, TWILIO_GATHER)
+def record_key_press(envelope: Envelope) -> None:
+    params: Mapping[str, str] = envelope.payload["params"]
+    job_id = envelope.payload.get("job_id", "")
+    stores = get_stores()
+    job = stores.jobs.get(job_id)
+    if job is None:
+        log.warning("a key press for job %s, which does not exist", job_id)
+        return
+    digits = params.get("Digits", "")
+    stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id),
+                        "acknowledged" if digits == "1" else "key-pressed", connection=envelope.connection,
+                        record=job.fields.get("record", ""), job_id=job_id, digits=digits,
+                        provider_id=params.get("CallSid", ""))

@@ -1,0 +1,180 @@
+"""notifications: one job, one send, never two.
+
+A job row (id = the stable job id) carries the send through its states:
+pending -> dispatching -> the provider's statuses; or suppressed (opted out), failed
+(a permanent error), verifying (waiting for a one-time passcode). The move to
+``dispatching`` is an ETag-conditional update, so of two deliveries of one job only
+one sends. A job that already reached the provider is never sent again. After an
+ambiguous failure (Twilio may have created the message before the connection broke)
+the next attempt first asks Twilio whether the message exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.config import TwilioConnection, get_config
+from shared.http import RetryLater
+from shared.logs import mask_phone
+from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, status_rank
+from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.registry import handles
+from shared.settings import public_url
+from shared.storage.tables import ConcurrencyError, JobRow, LastContact, Stores, get_stores
+from shared.templates import voice_twiml
+
+log = logging.getLogger(__name__)
+
+AMBIGUOUS_RECHECK_SECONDS = 30.0
+# A delivery that claimed a job and then went silent this long is presumed gone (a crash).
+DISPATCH_LEASE_SECONDS = 120.0
+
+
+@handles(NOTIFICATIONS, NOTIFICATION)
+def deliver_notification(envelope: Envelope) -> None:
+    payload = envelope.payload
+    config, stores = get_config(), get_stores()
+    connection = config.connections.get(payload.get("via", ""))
+    if not isinstance(connection, TwilioConnection):
+        raise PermanentFailure(f"no Twilio connection named {payload.get('via')!r} in the configuration")
+    job = open_job(stores, envelope)
+    Delivery(stores, connection, envelope, job).run()
+
+
+def open_job(stores: Stores, envelope: Envelope) -> JobRow:
+    """The job row for this notification, created on first sight."""
+    payload = envelope.payload
+    fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": _now(),
+              **{name: payload.get(name) for name in ("rule", "channel", "via", "to", "record", "source", "event")}}
+    created = stores.jobs.create(payload["job_id"], fields)
+    if created is not None:
+        return created
+    existing = stores.jobs.get(payload["job_id"])
+    if existing is None:  # deleted between the two calls: start again
+        raise RetryLater(1.0, "job row vanished while opening it")
+    return existing
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Delivery:
+    """One attempt at one job."""
+
+    def __init__(self, stores: Stores, connection: TwilioConnection, envelope: Envelope, job: JobRow) -> None:
+        self.stores, self.connection, self.envelope, self.job = stores, connection, envelope, job
+        self.payload: dict[str, Any] = envelope.payload
+        self.job_id: str = self.payload["job_id"]
+
+    # --- audit and state ---------------------------------------------------------------------
+
+    def audit(self, step: str, **detail: Any) -> None:
+        self.stores.audit.append(self.envelope.correlation_id, step, connection=self.connection.name,
+                                 record=self.payload.get("record", ""), job_id=self.job_id, **detail)
+
+    def update(self, **changes: Any) -> None:
+        self.job = self.stores.jobs.update(self.job, {**changes, "updated_at": _now()})
+
+    def finish(self, status: str, step: str, **detail: Any) -> None:
+        self.update(status=status, **{k: v for k, v in detail.items() if k in ("reason", "error_code")})
+        self.audit(step, status=status, **detail)
+
+    # --- the attempt -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from shared.channels.twilio import InvalidNumber, normalize_number, twilio_channel
+
+        status = self.job.status
+        if status_rank(status) > status_rank("dispatching") or self.job.fields.get("provider_id"):
+            self.audit("duplicate", reason=f"job already {status}; not sent again")
+            return
+        try:
+            number = normalize_number(str(self.payload.get("to", "")), self.connection.default_region)
+        except InvalidNumber as exc:
+            self.finish("failed", "failed", reason=str(exc), to=mask_phone(str(self.payload.get("to", ""))))
+            return
+        if self.stores.opt_outs.is_opted_out(self.connection.name, number):
+            self.finish("suppressed", "suppressed", reason="the recipient replied STOP", to=mask_phone(number))
+            return
+        channel = twilio_channel(self.connection)
+        if status == "dispatching":
+            self.wait_for_live_dispatch()
+            if self.adopt_earlier_send(channel, number):
+                return
+        if self.payload.get("verify") and not self.job.fields.get("verified"):
+            from shared.pipeline.verify import start_gate
+
+            start_gate(self, channel, number)
+            return
+        if not self.claim_dispatch(number):
+            return
+        self.send(channel, number)
+
+    def wait_for_live_dispatch(self) -> None:
+        """Another delivery may be sending this job right now: leave it be unless it is known
+        to have ended ambiguously or has been silent longer than the lease."""
+        fields = self.job.fields
+        claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or _now())
+        silent = (datetime.now(UTC) - claimed_at).total_seconds()
+        if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
+            raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
+
+    def claim_dispatch(self, number: str) -> bool:
+        """Move the job to dispatching; False when another delivery holds it."""
+        try:
+            self.update(status="dispatching", to=number, dispatch_id=uuid.uuid4().hex, dispatch_at=_now(),
+                        ambiguous=False, dispatch_started=self.job.fields.get("dispatch_started") or _now())
+        except ConcurrencyError:
+            raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way") from None
+        return True
+
+    def adopt_earlier_send(self, channel: Any, number: str) -> bool:
+        """A job left dispatching (a crash, or an ambiguous error): did Twilio create it after all?"""
+        if self.payload.get("channel") != "sms":
+            return False  # calls cannot be matched reliably; the job is tried again
+        since = datetime.fromisoformat(self.job.fields.get("dispatch_started") or _now())
+        found = channel.find_sent_message(number, self.payload.get("text", ""), since)
+        if found is None:
+            return False
+        self.record_sent(number, found.sid, found.status, adopted=True)
+        return True
+
+    def send(self, channel: Any, number: str) -> None:
+        from shared.channels.twilio import AmbiguousSendError, PermanentSendError
+
+        callback = public_url(f"api/twilio/status/{self.connection.name}")
+        try:
+            if self.payload.get("channel") == "voice":
+                gather = public_url(f"api/twilio/gather/{self.connection.name}?job={self.job_id}") \
+                    if self.payload.get("gather") else None
+                result = channel.place_call(number, voice_twiml(self.payload.get("say", ""), gather), callback)
+            else:
+                result = channel.send_sms(number, self.payload.get("text", ""), callback)
+        except PermanentSendError as exc:
+            if exc.opted_out:
+                self.stores.opt_outs.record(self.connection.name, number, True, "21610")
+                self.finish("suppressed", "suppressed", reason=str(exc), error_code=exc.code, to=mask_phone(number))
+            else:
+                self.finish("failed", "failed", reason=str(exc), error_code=exc.code, to=mask_phone(number))
+            return
+        except AmbiguousSendError as exc:
+            # Leave the job dispatching: the next attempt asks Twilio before sending again.
+            self.update(ambiguous=True)
+            raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, f"outcome unknown: {exc}") from None
+        except RetryLater:
+            self.update(status="pending")  # nothing was sent; the next attempt starts clean
+            raise
+        self.record_sent(number, result.sid, result.status)
+
+    def record_sent(self, number: str, sid: str, status: str, adopted: bool = False) -> None:
+        self.stores.providers.link(sid, self.job_id, self.connection.name)
+        self.update(status=status, provider_id=sid, sent_at=_now())
+        self.stores.contacts.remember(self.connection.name, number, LastContact(
+            self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
+        detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
+                  "to": mask_phone(number)}
+        self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
