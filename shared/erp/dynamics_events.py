@@ -222,22 +222,39 @@ class EnrichmentError(LookupError):
     """A required read found nothing: the record the event names does not exist (any more)."""
 
 
-def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
-    """The record behind an event: its own fields, then each read's, under the record field names.
-
-    Every event field is also kept under its own name, so rules can test any payload field.
-    """
+def event_values(event: BusinessEvent) -> dict[str, Any]:
+    """The record fields an event carries itself, before anything is read."""
     spec = spec_for(event.business_event_id)
     values: dict[str, Any] = {name: _plain(value) for name, value in event.fields.items()}
     values["event"] = event.business_event_id
     values["legal_entity"] = event.legal_entity
     values["control_number"] = event.control_number
     values["event_id"] = event.event_id or ""
-    if spec is None:
-        return Enriched(event.business_event_id, f"{event.legal_entity}|{event.control_number}", values)
-    for source, target in spec.from_event.items():
+    for source, target in (spec.from_event.items() if spec else ()):
         if source in event.fields and values.get(target) in (None, ""):
             values[target] = _plain(event.fields[source])
+    return values
+
+
+def event_record(event: BusinessEvent) -> tuple[str, str]:
+    """The (entity, key) of the record an event is about, from the event alone; key "" if it cannot tell."""
+    spec = spec_for(event.business_event_id)
+    if spec is None:
+        return event.business_event_id, f"{event.legal_entity}|{event.control_number}"
+    values = event_values(event)
+    parts = [values.get(name) for name in spec.record_key]
+    return spec.record_entity, "|".join(str(p) for p in parts) if all(p not in (None, "") for p in parts) else ""
+
+
+def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
+    """The record behind an event: its own fields, then each read's, under the record field names.
+
+    Every event field is also kept under its own name, so rules can test any payload field.
+    """
+    spec = spec_for(event.business_event_id)
+    values = event_values(event)
+    if spec is None:
+        return Enriched(event.business_event_id, f"{event.legal_entity}|{event.control_number}", values)
     enriched = Enriched(spec.record_entity, "", values)
     for read in spec.reads:
         keys = {odata: values.get(field_name) for odata, field_name in read.keys.items()}

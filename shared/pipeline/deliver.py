@@ -48,6 +48,7 @@ def open_job(stores: Stores, envelope: Envelope) -> JobRow:
     """The job row for this notification, created on first sight."""
     payload = envelope.payload
     fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": _now(),
+              "envelope": envelope.to_json(),  # what a replay sends again
               **{name: payload.get(name) for name in ("rule", "channel", "via", "to", "record", "source", "event")}}
     created = stores.jobs.create(payload["job_id"], fields)
     if created is not None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.config import AppConfig, DynamicsConnection, Rule, get_config
-from shared.erp.dynamics_events import EnrichmentError, parse_event, record_fields
+from shared.erp.dynamics_events import EnrichmentError, event_record, parse_event, record_fields
 from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
 from shared.pipeline.consume import PermanentFailure
@@ -45,13 +45,15 @@ def process_business_event(envelope: Envelope) -> None:
     if not isinstance(connection, DynamicsConnection):
         raise PermanentFailure(f"no Dynamics connection named {envelope.connection!r} in the configuration")
     event = parse_event(envelope.payload.get("event"))
+    entity, key = event_record(event)
+    known_record = record_ref(connection.name, entity, key) if key else ""
     audit = stores.audit
     if not stores.dedup.claim(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id):
-        audit.append(envelope.correlation_id, "duplicate", connection=connection.name,
+        audit.append(envelope.correlation_id, "duplicate", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number)
         return
     if envelope.attempt == 0:
-        audit.append(envelope.correlation_id, "received", connection=connection.name,
+        audit.append(envelope.correlation_id, "received", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number,
                      legal_entity=event.legal_entity)
     from shared.erp.dynamics import dynamics_client
@@ -59,7 +61,7 @@ def process_business_event(envelope: Envelope) -> None:
     try:
         enriched = record_fields(event, dynamics_client(connection))
     except EnrichmentError as exc:
-        audit.append(envelope.correlation_id, "failed", connection=connection.name,
+        audit.append(envelope.correlation_id, "failed", connection=connection.name, record=known_record,
                      event=event.business_event_id, reason=f"record not readable: {exc}")
         return
     record = record_ref(connection.name, enriched.record_entity, enriched.record_key)

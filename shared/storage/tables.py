@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -146,7 +146,9 @@ class JobRow:
 
 
 def _job_entity(job_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {"PartitionKey": table_key(job_id), "RowKey": "job", "JobId": job_id, "Fields": _dump(fields)}
+    # Status and UpdatedAt are columns of their own so that operators can query by them.
+    return {"PartitionKey": table_key(job_id), "RowKey": "job", "JobId": job_id, "Fields": _dump(fields),
+            "Status": str(fields.get("status", "")), "UpdatedAt": utc_now()}
 
 
 def _dump(fields: Mapping[str, Any]) -> str:
@@ -177,6 +179,16 @@ class JobStore:
         except ResourceNotFoundError:
             return None
         return JobRow(job_id, json.loads(entity["Fields"]), entity.metadata["etag"])
+
+    def with_status(self, statuses: Iterable[str], since: datetime, until: datetime) -> Iterator[JobRow]:
+        """Jobs now in one of ``statuses`` whose last change falls in [since, until)."""
+        wanted = sorted(set(statuses))
+        parameters: dict[str, Any] = {"since": since, "until": until}
+        parameters.update({f"s{index}": status for index, status in enumerate(wanted)})
+        either = " or ".join(f"Status eq @s{index}" for index in range(len(wanted)))
+        query = f"UpdatedAt ge @since and UpdatedAt lt @until and ({either})"
+        for entity in self._tables.table(JOBS).query_entities(query, parameters=parameters):
+            yield JobRow(entity["JobId"], json.loads(entity["Fields"]), entity.metadata["etag"])
 
     def update(self, row: JobRow, changes: Mapping[str, Any]) -> JobRow:
         """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile."""

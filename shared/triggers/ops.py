@@ -35,14 +35,50 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
     correlation = (req.params.get("correlation") or "").strip()
     if bool(record) == bool(correlation):
         return error_response(400, "bad_request", "give exactly one of the query parameters record, correlation")
+    from shared.pipeline.report import contacts
+
     audit = get_stores().audit
     entries = audit.by_record(record) if record else audit.by_correlation(correlation)
     return json_response({
         "record": record or None,
         "correlation_id": correlation or None,
+        "contacts": [vars(contact) for contact in contacts(entries)],
         "entries": [
             {"at": e.at.isoformat(), "step": e.step, "correlation_id": e.correlation_id,
              "connection": e.connection, "record": e.record, "job_id": e.job_id, "detail": dict(e.detail)}
             for e in entries
         ],
     })
+
+
+@bp.function_name("ops_replay")
+@bp.route(route="ops/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again."""
+    from datetime import UTC, datetime
+
+    from shared.pipeline.replay import replay_failed, replay_job
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    try:
+        body = req.get_json()
+    except ValueError:
+        return error_response(400, "malformed_json", "the body is not JSON")
+    if not isinstance(body, dict) or not (body.get("job_id") or body.get("from")):
+        return error_response(400, "bad_request", 'send {"job_id": "..."} or {"from": "<ISO time>", "to": "..."}')
+    stores, bus = get_stores(), get_bus()
+    if body.get("job_id"):
+        results = [replay_job(stores, bus, str(body["job_id"]))]
+    else:
+        try:
+            since = datetime.fromisoformat(str(body["from"]).replace("Z", "+00:00"))
+            until = datetime.fromisoformat(str(body["to"]).replace("Z", "+00:00")) if body.get("to") else None
+        except ValueError:
+            return error_response(400, "bad_time", "from and to must be ISO 8601 times, e.g. 2026-11-22T08:00:00Z")
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        until = until if until is None or until.tzinfo else until.replace(tzinfo=UTC)
+        results = replay_failed(stores, bus, since, until)
+    return json_response({"replayed": sum(r.replayed for r in results),
+                          "jobs": [{"job_id": r.job_id, "replayed": r.replayed, "reason": r.reason}
+                                   for r in results]})

@@ -21,6 +21,15 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   21212 invalid From, 21610 opted-out recipient (``add_opted_out``), 21614 landline
   (``add_landline``), 21617 body over 1,600 characters. Created as ``queued`` (``accepted``
   with a Messaging Service, whose ``from`` stays null and ``num_segments`` "0").
+- Messages list (``GET .../Messages.json``): filters ``To``, ``From``, ``DateSent``,
+  ``DateSent>`` (sent on or after that day), ``DateSent<`` (on or before), newest first,
+  ``PageSize`` (default 50, 1-1000) and Twilio's paging body (``messages``,
+  ``first_page_uri``, ``next_page_uri`` with a ``PageToken``, ``previous_page_uri``, ``page``,
+  ``page_size``, ``uri``, ``start``, ``end``; URIs relative, as Twilio sends them). Dates are
+  accepted only in the documented ``YYYY-MM-DD`` form (else 400 code 20001): Twilio's docs
+  name no other and its support asks for that one. A message not sent yet (``date_sent``
+  null: still ``queued``/``accepted``) matches no ``DateSent`` filter (unconfirmed for
+  Twilio; the cautious reading).
 - Calls: 21201/21213/21205 for missing To / From / TwiML source, 21211 invalid To.
 - Verify: 6-digit codes (``code_for(to)`` reads "the SMS"), a repeated start for a
   pending verification re-sends the same one (60203 after 5 sends), checks answer 200
@@ -28,7 +37,10 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   for an approved, canceled or expired verification (TTL ``verification_ttl``, default
   600 s; ``expire_verifications()``), 60200 for a bad ``To``/``Channel``/``Code``.
 - Failure injection from the base: ``fail_next(status=429)`` answers Twilio's 20429 body
-  with ``Retry-After: 2``; 500 and 503 carry 20500 / 20503.
+  with ``Retry-After: 2``; 500 and 503 carry 20500 / 20503. The base's ``delay_next`` stalls
+  *before* handling (nothing is created); ``stall_after_handling`` handles the request first
+  (the message or call exists) and then stalls the answer: the read timeout after which a
+  client cannot know whether Twilio acted.
 
 Callbacks to the app: ``send_status_callback`` POSTs form parameters signed with the
 account auth token (``X-Twilio-Signature``, as ``RequestValidator.compute_signature``
@@ -50,7 +62,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +71,16 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.server import FakeServer, Handler, RecordedRequest, Response, Route, route
+from tests.fakes.server import (
+    FakeServer,
+    Handler,
+    RecordedRequest,
+    RequestFilter,
+    Response,
+    Route,
+    request_filter,
+    route,
+)
 
 API_VERSION = "2010-04-01"
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -87,6 +108,11 @@ DELIVERY_ERRORS = {
     30008: "Unknown error",
 }
 MAX_BODY_CHARACTERS = 1600
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Query parameters of the Messages list in the order Twilio writes them into page URIs.
+_LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 MAX_VERIFY_CHECKS = 5
 MAX_VERIFY_SENDS = 5
 
@@ -345,6 +371,23 @@ class SentCallback:
     error: str | None = None
 
 
+@dataclass
+class _Stall:
+    remaining: int
+    seconds: float
+    accepts: Callable[[RecordedRequest], bool]
+
+
+@dataclass(frozen=True)
+class _ListQuery:
+    """The filters and paging of one Messages list request."""
+
+    filters: dict[str, str]
+    page_size: int
+    page: int
+    token: str | None
+
+
 class _MultiParams:
     """The ``getlist`` view RequestValidator uses for repeated parameters."""
 
@@ -402,6 +445,7 @@ class FakeTwilio(FakeServer):
         self._verifications: dict[str, Verification] = {}
         self._callbacks: list[SentCallback] = []
         self._workers: list[threading.Thread] = []
+        self._stalls: list[_Stall] = []
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -444,6 +488,24 @@ class FakeTwilio(FakeServer):
         self.add_api_key(credentials.account_sid, credentials.api_key_sid, credentials.api_key_secret)
         self.add_verify_service(credentials.verify_service_sid, credentials.account_sid)
         return credentials
+
+    def stall_after_handling(self, n: int = 1, seconds: float = 1.0, match: RequestFilter = None) -> None:
+        """Handle the next ``n`` matching requests normally (creating what they create), then
+        hold the answer back for ``seconds``: a client read timeout that leaves the resource made."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        with self._state:
+            self._stalls.append(_Stall(n, seconds, request_filter(match)))
+
+    def _take_stall(self, request: RecordedRequest) -> float:
+        with self._state:
+            for stall in self._stalls:
+                if stall.accepts(request):
+                    stall.remaining -= 1
+                    if stall.remaining == 0:
+                        self._stalls.remove(stall)
+                    return stall.seconds
+        return 0.0
 
     def point(self, client: Any) -> Any:
         """Aim a ``twilio.rest.Client`` at this fake (REST API and Verify); returns the client."""
@@ -509,6 +571,7 @@ class FakeTwilio(FakeServer):
         service = r"/v2/Services/(?P<service>[^/]+)"
         return [
             route("POST", rf"{account}/Messages\.json", self._answering(self._create_message)),
+            route("GET", rf"{account}/Messages\.json", self._answering(self._list_messages)),
             route("GET", rf"{account}/Messages/(?P<sid>[^/]+)\.json", self._answering(self._fetch_message)),
             route("POST", rf"{account}/Calls\.json", self._answering(self._create_call)),
             route("GET", rf"{account}/Calls/(?P<sid>[^/]+)\.json", self._answering(self._fetch_call)),
@@ -521,9 +584,13 @@ class FakeTwilio(FakeServer):
     def _answering(self, handler: Handler) -> Handler:
         def answer(request: RecordedRequest, match: re.Match[str]) -> Response:
             try:
-                return handler(request, match)
+                response = handler(request, match)
             except TwilioError as error:
                 return self._error(error.status, error.code, error.message, error.headers)
+            stall = self._take_stall(request)
+            if stall:
+                self._stopping.wait(stall)  # stopping cuts the stall short
+            return response
 
         return answer
 
@@ -637,6 +704,21 @@ class FakeTwilio(FakeServer):
         if message is None or message.account_sid != account_sid:
             raise _not_found(request.path)
         return self._json(200, message.resource())
+
+    def _list_messages(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._account_for_path(request, match)
+        query = _list_query(request)
+        with self._state:
+            found = [
+                message
+                for message in self._messages.values()
+                if message.account_sid == account_sid and _matches_filters(message, query.filters)
+            ]
+        # Newest first, as Twilio lists them; equal timestamps keep the later-created first.
+        ordered = [message for _index, message in sorted(enumerate(found), key=_newest_first)]
+        start = _page_start(ordered, query)
+        page = ordered[start : start + query.page_size]
+        return self._json(200, _list_body(request.path, query, ordered, start, page))
 
     # --- Calls -------------------------------------------------------------------------------
 
@@ -1022,6 +1104,93 @@ class FakeTwilio(FakeServer):
         if status == 429:
             return "Too many requests"
         return super().default_error_message(status)
+
+
+def _newest_first(item: tuple[int, Message]) -> tuple[float, int]:
+    index, message = item
+    return (-message.date_created.timestamp(), -index)
+
+
+def _list_query(request: RecordedRequest) -> _ListQuery:
+    filters = {name: value for name in _LIST_FILTERS if (value := request.query_value(name)) is not None}
+    for name in ("DateSent", "DateSent<", "DateSent>"):
+        if name in filters:
+            _parse_date(filters[name])
+    return _ListQuery(
+        filters=filters,
+        page_size=_bounded_int(request.query_value("PageSize"), "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+        page=_bounded_int(request.query_value("Page"), "Page", 0, 0, None),
+        token=request.query_value("PageToken"),
+    )
+
+
+def _parse_date(value: str) -> datetime:
+    try:
+        if not _DATE_ONLY.fullmatch(value):
+            raise ValueError(value)
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise TwilioError(400, 20001, f"Invalid date value: {value}") from None
+
+
+def _bounded_int(raw: str | None, name: str, default: int, low: int, high: int | None) -> int:
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d+", raw) or int(raw) < low or (high is not None and int(raw) > high):
+        limit = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise TwilioError(400, 20001, f"Invalid {name}: {raw} (must be an integer {limit})")
+    return int(raw)
+
+
+def _matches_filters(message: Message, filters: Mapping[str, str]) -> bool:
+    if "To" in filters and message.to != filters["To"]:
+        return False
+    if "From" in filters and message.sender != filters["From"]:
+        return False
+    sent_day = message.date_sent.astimezone(UTC).date() if message.date_sent else None
+    day_filters = {name: _parse_date(value).date() for name, value in filters.items() if name.startswith("DateSent")}
+    if day_filters and sent_day is None:
+        return False  # not sent yet: no sent date to compare
+    checks = {
+        "DateSent": lambda day: sent_day == day,
+        "DateSent>": lambda day: sent_day >= day,
+        "DateSent<": lambda day: sent_day <= day,
+    }
+    return all(checks[name](day) for name, day in day_filters.items())
+
+
+def _page_start(ordered: Sequence[Message], query: _ListQuery) -> int:
+    """Where the requested page begins: after ("PA") or before ("PB") the message its token names."""
+    if query.token is None:
+        return query.page * query.page_size
+    direction, sid = query.token[:2], query.token[2:]
+    index = next((i for i, message in enumerate(ordered) if message.sid == sid), None)
+    if direction not in ("PA", "PB") or index is None:
+        raise TwilioError(400, 20001, f"Invalid PageToken: {query.token}")
+    return index + 1 if direction == "PA" else max(0, index - query.page_size)
+
+
+def _list_body(
+    path: str, query: _ListQuery, ordered: Sequence[Message], start: int, page: Sequence[Message]
+) -> dict[str, Any]:
+    def page_uri(page_number: int, token: str | None = None) -> str:
+        params = [*query.filters.items(), ("PageSize", str(query.page_size)), ("Page", str(page_number))]
+        if token is not None:
+            params.append(("PageToken", token))
+        return f"{path}?{urlencode(params)}"
+
+    has_next = bool(page) and start + len(page) < len(ordered)
+    return {
+        "messages": [message.resource() for message in page],
+        "first_page_uri": page_uri(0),
+        "next_page_uri": page_uri(query.page + 1, "PA" + page[-1].sid) if has_next else None,
+        "previous_page_uri": page_uri(query.page - 1, "PB" + page[0].sid) if page and start > 0 else None,
+        "page": query.page,
+        "page_size": query.page_size,
+        "uri": page_uri(query.page, query.token),
+        "start": start,
+        "end": start + max(len(page) - 1, 0),
+    }
 
 
 def _attempt_channel(channel: str) -> str:

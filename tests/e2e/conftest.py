@@ -1,0 +1,174 @@
+"""The whole app, as deployed code, against Azurite and the fake Entra ID, Dynamics and Twilio.
+
+The app runs under the local host in its own process (the real function_app, storage
+queues on Azurite); the fakes run in the test process, over real HTTP(S) on loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+from devhost.azurite import Azurite, free_port, start_azurite, wait_for_port
+from tests.fakes.dynamics import FakeDynamics
+from tests.fakes.entra import FakeEntra
+from tests.fakes.twilio import FakeTwilio, TwilioCredentials
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TENANT, CLIENT_ID, CLIENT_SECRET = "contoso-tenant", "a1b2c3d4-app", "entra-client-secret-value"
+FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
+T = TypeVar("T")
+
+# Fast queue polling so each hop takes milliseconds, not the 2 s of the production host.json.
+FAST_HOST_JSON = {
+    "version": "2.0",
+    "extensions": {"http": {"routePrefix": "api"},
+                   "queues": {"maxPollingInterval": "00:00:00.100", "visibilityTimeout": "00:00:01",
+                              "batchSize": 16, "maxDequeueCount": 5, "messageEncoding": "base64"}},
+}
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not met within {timeout} s")
+
+
+@dataclass
+class Stack:
+    base_url: str
+    twilio: FakeTwilio
+    twilio_creds: TwilioCredentials
+    dynamics: FakeDynamics
+    entra: FakeEntra
+    azurite: Azurite
+    log_path: Path
+
+    def post_events(self, body: Any, key: str = FUNCTION_KEY) -> requests.Response:
+        return requests.post(f"{self.base_url}/api/dynamics/events/contoso-fo", json=body,
+                             headers={"x-functions-key": key}, timeout=10)
+
+    def audit(self, record: str) -> dict:
+        response = requests.get(f"{self.base_url}/api/ops/audit", params={"record": record},
+                                headers={"x-functions-key": MASTER_KEY}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def steps(self, record: str) -> list[str]:
+        return [entry["step"] for entry in self.audit(record)["entries"]]
+
+    def status_url(self) -> str:
+        return f"{self.base_url}/api/twilio/status/twilio-main"
+
+    def poison(self, queue: str) -> list[dict]:
+        from azure.storage.queue import QueueClient
+
+        client = QueueClient.from_connection_string(self.azurite.connection_string, f"{queue}-poison")
+        try:
+            return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+        except Exception:
+            return []
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, creds: TwilioCredentials) -> dict:
+    notify = [{"field": "NotifyPhone"}]
+    return {
+        "connections": {
+            "contoso-fo": {"kind": "dynamics", "environment_url": dynamics.environment_url, "tenant_id": TENANT,
+                           "client_id": CLIENT_ID, "client_secret": {"secret": "contoso-fo-client-secret"},
+                           "authority": entra.authority, "ca_bundle": str(entra.ca_pem_path)},
+            "twilio-main": {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
+                            "api_key_secret": {"secret": "twilio-api-key-secret"},
+                            "auth_token": {"secret": "twilio-auth-token"}, "from_number": creds.phone_number,
+                            "verify_service_sid": creds.verify_service_sid, "api_base_url": twilio.base_url,
+                            "verify_base_url": twilio.base_url},
+        },
+        "rules": [
+            {"id": "invoice-sms", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
+             "when": [{"field": "amount", "op": "le", "value": 10000}], "channel": "sms", "via": "twilio-main",
+             "to": notify, "template": "vendor-invoice-posted"},
+            {"id": "large-invoice-call", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
+             "when": [{"field": "amount", "op": "gt", "value": 10000}], "channel": "voice", "via": "twilio-main",
+             "to": notify, "template": "large-invoice-call"},
+            {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
+             "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
+             "verify": True},
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def e2e_azurite() -> Iterator[Azurite]:
+    """An Azurite of its own: the app's queue names are fixed, and another app under test
+    on the shared Azurite would consume this one's messages."""
+    instance = start_azurite()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Iterator[Stack]:
+    azurite = e2e_azurite
+    folder = tmp_path_factory.mktemp("e2e")
+    entra = FakeEntra().start()
+    dynamics = FakeDynamics(entra).start()
+    twilio = FakeTwilio().start()
+    entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)
+    dynamics.allow_clients(CLIENT_ID)
+    dynamics.add_entities("VendorsV2", [
+        {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
+         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example"},
+    ], keys=("dataAreaId", "VendorAccountNumber"))
+    creds = twilio.add_test_account()
+    (folder / "connections.json").write_text(json.dumps(app_config(dynamics, entra, twilio, creds)))
+    (folder / "host.json").write_text(json.dumps(FAST_HOST_JSON))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
+        "FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": azurite.connection_string,
+        "QUEUE_BACKEND": "storage", "STORAGE_TABLE_PREFIX": "e" + uuid.uuid4().hex[:10],
+        "PUBLIC_BASE_URL": base_url, "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
+        "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
+    }}))
+    log_path = folder / "devhost.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("QUEUE_BACKEND", "AzureWebJobsStorage")}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--settings", str(folder / "local.settings.json"),
+             "--config", str(folder / "connections.json"), "--host-json", str(folder / "host.json"),
+             "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_for_port(port, timeout=30, process=process)
+        yield Stack(base_url, twilio, creds, dynamics, entra, azurite, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        for server in (twilio, dynamics, entra):
+            server.stop()
