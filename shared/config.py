@@ -464,6 +464,18 @@ _poll = _object_of(
 _COMMON_PARSERS: Mapping[str, Parser] = {"kind": _text, "ca_bundle": _text}
 
 
+def _dynamics_poll_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    from shared.erp.dynamics_events import POLLED
+
+    poll = raw.get("poll")
+    entities = poll.get("entities") if isinstance(poll, dict) else None
+    if not isinstance(entities, list):
+        return []  # reported by the field parser
+    known = ", ".join(sorted(POLLED))
+    return [(f".poll.entities[{index}]", f"cannot poll {name!r}; entities that can be polled: {known}")
+            for index, name in enumerate(entities) if isinstance(name, str) and name not in POLLED]
+
+
 def _twilio_sender_problems(raw: Mapping[str, Any]) -> list[Problem]:
     if "from_number" in raw or "messaging_service_sid" in raw:
         return []
@@ -490,6 +502,7 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
             "legal_entities": _list_of(_text, allow_empty=True),
             "poll": _poll,
         },
+        _dynamics_poll_problems,
     ),
     "twilio": _KindSpec(
         TwilioConnection,

@@ -99,6 +99,20 @@ NOTIFICATION = "notification.send"  # notifications: one message to one recipien
 TWILIO_STATUS = "twilio.status"  # callbacks: a message or call status callback
 TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
+POLL_RUN = "poll.run"  # poll-jobs: read one entity of one connection for changes
+ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed ERP record found by a poll, keyed by its change stamp."""
+
+    entity: str
+    key: str  # the record's key in its ERP (key fields joined by "|")
+    stamp: Any  # a timezone-aware datetime or an integer change counter
+    record_entity: str
+    record_key: str
+    fields: dict[str, Any]
 
 
 # --- delivery status ---------------------------------------------------------------------------

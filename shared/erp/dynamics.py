@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from shared.config import DEFAULT_AUTHORITY, DynamicsConnection
 from shared.http import HttpClient, HttpFailure, RetryPolicy
+from shared.model import Change
 
 if TYPE_CHECKING:
     import requests
@@ -389,3 +390,34 @@ def reset_dynamics_clients() -> None:
         _clients.clear()
     for client in clients:
         client.close()
+
+
+# --- changes for the fallback poll ------------------------------------------------------------
+
+
+def dynamics_changes(client: DynamicsClient, entity: str, since: datetime) -> Iterator[Change]:
+    """Rows of a polled entity changed after ``since``, oldest first, as changes the poll emits."""
+    from shared.erp.dynamics_events import POLLED
+
+    spec = POLLED[entity]
+    select = tuple(dict.fromkeys((*spec.keys, spec.stamp_field, *spec.fields)))
+    rows = client.query(spec.entity_set, filter=f"{spec.stamp_field} gt {odata_datetime(since)}",
+                        orderby=f"{spec.stamp_field} asc", select=select)
+    for row in rows:
+        fields = {target: row.get(source) for source, target in spec.fields.items()}
+        stamp = _parse_stamp(row.get(spec.stamp_field))
+        yield Change(
+            entity=entity,
+            key="|".join(str(row.get(name, "")) for name in spec.keys),
+            stamp=stamp,
+            record_entity=spec.record_entity,
+            record_key="|".join(str(fields.get(name, "")) for name in spec.record_key),
+            fields={**{k: v for k, v in row.items() if not k.startswith("@")}, **fields},
+        )
+
+
+def _parse_stamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"a change stamp must be an ISO 8601 time, not {value!r}")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

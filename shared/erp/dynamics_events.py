@@ -278,3 +278,47 @@ def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
 
 def _describe(keys: Mapping[str, Any]) -> str:
     return ",".join(f"{name}={value}" for name, value in keys.items())
+
+
+# --- what the fallback poll reads ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolledEntity:
+    """An entity read by the fallback poll when its business events are not activated.
+
+    Changes are found by ``stamp_field`` (the entity's modified time); each changed row
+    becomes a record under the same field names the business events use, so the same
+    rules and templates apply. Rules match it by the entity set name as ``event``.
+    """
+
+    entity_set: str
+    keys: tuple[str, ...]
+    fields: Mapping[str, str]  # OData field -> record field
+    record_entity: str
+    record_key: tuple[str, ...]
+    stamp_field: str = "ModifiedDateTime"
+
+
+POLLED: Mapping[str, PolledEntity] = {
+    "VendorInvoiceHeaders": PolledEntity(
+        "VendorInvoiceHeaders", ("dataAreaId", "HeaderReference"),
+        {"dataAreaId": "legal_entity", "InvoiceNumber": "invoice_id", "VendorAccount": "vendor_account",
+         "VendorName": "vendor_name", "Currency": "currency", "DueDate": "due_date", "InvoiceDate": "invoice_date",
+         "PurchaseOrderNumber": "po_number", "InvoiceDescription": "description", "IsOnHold": "on_hold"},
+        "VendorInvoice", ("legal_entity", "invoice_id"),
+    ),
+    "PurchaseOrderHeadersV2": PolledEntity(
+        "PurchaseOrderHeadersV2", ("dataAreaId", "PurchaseOrderNumber"),
+        {"dataAreaId": "legal_entity", "PurchaseOrderNumber": "po_number",
+         "OrderVendorAccountNumber": "vendor_account", "CurrencyCode": "currency",
+         "PurchaseOrderStatus": "po_status"},
+        "PurchaseOrder", ("legal_entity", "po_number"),
+    ),
+    "VendorPaymentJournalHeaders": PolledEntity(
+        "VendorPaymentJournalHeaders", ("dataAreaId", "JournalBatchNumber"),
+        {"dataAreaId": "legal_entity", "JournalBatchNumber": "journal", "Description": "description",
+         "IsPosted": "posted"},
+        "VendorPayment", ("legal_entity", "journal"),
+    ),
+}

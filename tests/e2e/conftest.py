@@ -29,6 +29,7 @@ from tests.fakes.twilio import FakeTwilio, TwilioCredentials
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TENANT, CLIENT_ID, CLIENT_SECRET = "contoso-tenant", "a1b2c3d4-app", "entra-client-secret-value"
 FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
+POLL_RECIPIENT = "+14155559901"
 T = TypeVar("T")
 
 # Fast queue polling so each hop takes milliseconds, not the 2 s of the production host.json.
@@ -85,6 +86,16 @@ class Stack:
         except Exception:
             return []
 
+    def send(self, queue: str, envelope: Any) -> None:
+        from shared.settings import StorageSettings
+        from shared.storage.bus import StorageQueueBus
+
+        bus = StorageQueueBus(StorageSettings(self.azurite.connection_string, None, None, None))
+        try:
+            bus.send(queue, envelope)
+        finally:
+            bus.close()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -95,7 +106,9 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
         "connections": {
             "contoso-fo": {"kind": "dynamics", "environment_url": dynamics.environment_url, "tenant_id": TENANT,
                            "client_id": CLIENT_ID, "client_secret": {"secret": "contoso-fo-client-secret"},
-                           "authority": entra.authority, "ca_bundle": str(entra.ca_pem_path)},
+                           "authority": entra.authority, "ca_bundle": str(entra.ca_pem_path),
+                           # A daily slot: the test drives polls itself instead of waiting for the timer.
+                           "poll": {"entities": ["VendorInvoiceHeaders"], "interval_minutes": 1440}},
             "twilio-main": {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
                             "api_key_secret": {"secret": "twilio-api-key-secret"},
                             "auth_token": {"secret": "twilio-auth-token"}, "from_number": creds.phone_number,
@@ -109,10 +122,16 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
             {"id": "large-invoice-call", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
              "when": [{"field": "amount", "op": "gt", "value": 10000}], "channel": "voice", "via": "twilio-main",
              "to": notify, "template": "large-invoice-call"},
+            {"id": "invoice-on-hold-sms", "source": "contoso-fo", "event": "VendorInvoiceHeaders",
+             "when": [{"field": "on_hold", "op": "eq", "value": "Yes"}], "channel": "sms", "via": "twilio-main",
+             "to": [POLL_RECIPIENT], "template": "invoice-on-hold"},
             {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
              "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
              "verify": True},
         ],
+        "templates": {
+            "invoice-on-hold": {"sms": "Invoice {invoice_id} from {vendor_name} is on hold, due {due_date}."},
+        },
     }
 
 

@@ -467,3 +467,12 @@ def test_bad_templates_are_named(templates: dict, template: str, message: str) -
     with pytest.raises(ConfigError) as caught:
         config_from_dict(data)
     assert any(error.startswith(message) for error in caught.value.errors), caught.value.errors
+
+
+def test_dynamics_poll_entities_must_be_known() -> None:
+    data = base()
+    fo = next(name for name, c in data["connections"].items() if c["kind"] == "dynamics")
+    data["connections"][fo]["poll"] = {"entities": ["VendorInvoiceHeaders", "Nope"]}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert any(e.startswith(f"connections.{fo}.poll.entities[1]: cannot poll 'Nope'") for e in caught.value.errors)

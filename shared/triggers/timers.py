@@ -1,0 +1,20 @@
+"""Timers: the poll scheduler, every minute (each connection's own interval decides what runs)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+@bp.function_name("poll_scheduler")
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
+def poll_scheduler(timer: func.TimerRequest) -> None:
+    from datetime import UTC, datetime
+
+    from shared.config import get_config
+    from shared.pipeline.poll import schedule_polls
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    schedule_polls(get_config(), get_stores(), get_bus(), datetime.now(UTC))
