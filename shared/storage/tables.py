@@ -186,7 +186,8 @@ class JobStore:
         parameters: dict[str, Any] = {"since": since, "until": until}
         parameters.update({f"s{index}": status for index, status in enumerate(wanted)})
         either = " or ".join(f"Status eq @s{index}" for index in range(len(wanted)))
-        query = f"UpdatedAt ge @since and UpdatedAt lt @until and ({either})"
+        # Spaces inside the parentheses: the SDK finds @names by splitting the filter on whitespace.
+        query = f"UpdatedAt ge @since and UpdatedAt lt @until and ( {either} )"
         for entity in self._tables.table(JOBS).query_entities(query, parameters=parameters):
             yield JobRow(entity["JobId"], json.loads(entity["Fields"]), entity.metadata["etag"])
 

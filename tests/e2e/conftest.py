@@ -60,6 +60,7 @@ class Stack:
     entra: FakeEntra
     azurite: Azurite
     log_path: Path
+    settings_path: Path
 
     def post_events(self, body: Any, key: str = FUNCTION_KEY) -> requests.Response:
         return requests.post(f"{self.base_url}/api/dynamics/events/contoso-fo", json=body,
@@ -95,6 +96,12 @@ class Stack:
             bus.send(queue, envelope)
         finally:
             bus.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """``python -m shared.cli`` as an operator runs it, with this deployment's settings."""
+        env = {k: v for k, v in os.environ.items() if k not in ("QUEUE_BACKEND", "AzureWebJobsStorage")}
+        return subprocess.run([sys.executable, "-m", "shared.cli", "--settings", str(self.settings_path), *args],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -182,7 +189,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
         )
     try:
         wait_for_port(port, timeout=30, process=process)
-        yield Stack(base_url, twilio, creds, dynamics, entra, azurite, log_path)
+        yield Stack(base_url, twilio, creds, dynamics, entra, azurite, log_path, folder / "local.settings.json")
     finally:
         process.terminate()
         try:

@@ -174,3 +174,15 @@ def test_the_last_contact_of_a_number_is_kept(stores: Stores) -> None:
     stores.contacts.remember("twilio-main", "+14155550100", LastContact("j1", "fo|VendorInvoice|usmf|A", "c1"))
     stores.contacts.remember("twilio-main", "+14155550100", LastContact("j2", "fo|VendorInvoice|usmf|B", "c2"))
     assert stores.contacts.last("twilio-main", "+14155550100") == LastContact("j2", "fo|VendorInvoice|usmf|B", "c2")
+
+
+def test_jobs_are_found_by_status_and_time_window(stores: Stores) -> None:
+    from datetime import timedelta
+
+    for job_id, status in (("w1", "failed"), ("w2", "delivered"), ("w3", "undelivered"), ("w4", "no-answer")):
+        stores.jobs.create(job_id, {"status": status})
+    now = datetime.now(UTC)
+    found = stores.jobs.with_status({"failed", "undelivered", "busy", "no-answer", "canceled"},
+                                    now - timedelta(minutes=1), now + timedelta(minutes=1))
+    assert sorted(job.job_id for job in found) == ["w1", "w3", "w4"]
+    assert list(stores.jobs.with_status({"failed"}, now + timedelta(minutes=1), now + timedelta(minutes=2))) == []
