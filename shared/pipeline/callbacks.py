@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.config import TwilioConnection, get_config
+from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
 from shared.pipeline.consume import PermanentFailure
@@ -31,6 +32,7 @@ OPT_IN = frozenset({"START", "UNSTOP", "YES"})
 HELP = frozenset({"HELP", "INFO"})
 MAX_REPLY_CHARS = 1000
 _UPDATE_TRIES = 5
+UNLINKED_RETRY_SECONDS = 2.0
 
 
 def _twilio_connection(name: str) -> TwilioConnection:
@@ -48,8 +50,8 @@ def record_status(envelope: Envelope) -> None:
     stores = get_stores()
     link = stores.providers.lookup(sid)
     if link is None:
-        log.warning("status %s for %s, which no job sent", status, sid)
-        return
+        # Twilio can call back before the sender has linked the sid to its job: wait a little.
+        raise RetryLater(UNLINKED_RETRY_SECONDS, f"no job is linked to {sid} (yet)")
     for _ in range(_UPDATE_TRIES):
         job = stores.jobs.get(link.job_id)
         if job is None or not moves_forward(job.status, status):

@@ -172,8 +172,10 @@ class Delivery:
         self.record_sent(number, result.sid, result.status)
 
     def record_sent(self, number: str, sid: str, status: str, adopted: bool = False) -> None:
-        self.stores.providers.link(sid, self.job_id, self.connection.name)
+        # The job first, the link second: until the link exists no callback can find (and
+        # move) the job, so this update cannot meet a stale ETag.
         self.update(status=status, provider_id=sid, sent_at=_now())
+        self.stores.providers.link(sid, self.job_id, self.connection.name)
         self.stores.contacts.remember(self.connection.name, number, LastContact(
             self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
         detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),

@@ -208,7 +208,7 @@ def test_the_verify_gate_sends_only_after_an_approved_code(stack: Stack) -> None
     stack.twilio.send_status_callback(inbound, right)
     [message] = wait_for(lambda: stack.twilio.messages(to=phone), what="the SMS after approval")
     assert "APPAY-0042" in message.body
-    steps = stack.steps(record)
+    steps = wait_for(lambda: "sent" in stack.steps(record) and stack.steps(record), what="sent audited")
     assert steps.index("verify-approved") < steps.index("sent")
 
 
