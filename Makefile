@@ -42,6 +42,7 @@ lint: install
 ## bench: print the benchmark figures
 bench: install
 	$(BIN)/python bench/import_time.py
+	$(BIN)/python bench/dynamics_twilio.py
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache

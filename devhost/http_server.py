@@ -191,10 +191,17 @@ def response_parts(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return result.status_code, headers, result.get_body()
 
 
+_DRAIN_LIMIT = 1024 * 1024  # bodies up to this are read and dropped when a request is refused
+
+
 class RequestHandler(BaseHTTPRequestHandler):
     """One request: route, check the key, read the body, run the function, answer."""
 
     server: _Server
+    # Keep-alive, as the Functions host does: a caller posting in a loop reuses its connection.
+    protocol_version = "HTTP/1.1"
+    # Headers and body are two writes; without this, Nagle holds the body for the peer's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
     server_version = "devhost"
 
     def _handle_any_method(self) -> None:
@@ -209,10 +216,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         route, route_params = self.server.routes.find(self.command, url.path)
         if route is None:
             # Azure answers 404, not 405, when a route exists but not for this method.
-            return self._answer(HTTPStatus.NOT_FOUND)
+            return self._refuse_unread(HTTPStatus.NOT_FOUND)
         params = query_parameters(url.query)
         if not key_accepted(route, self.headers.get(KEY_HEADER) or params.get(KEY_QUERY_PARAMETER), self.server.keys):
-            return self._answer(HTTPStatus.UNAUTHORIZED)
+            return self._refuse_unread(HTTPStatus.UNAUTHORIZED)
         try:
             body = self._read_body()
         except ValueError:  # a Content-Length or chunk size that is not a number
@@ -238,6 +245,20 @@ class RequestHandler(BaseHTTPRequestHandler):
             log.exception("HTTP function '%s' returned an answer devhost cannot send", route.function.name)
             return self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, body=FAILURE_BODY)
         return self._answer(status, headers, content)
+
+    def _refuse_unread(self, status: int) -> int:
+        """Answer a request whose body the function will not see.
+
+        A small body is read and dropped, so the kept-alive connection stays in step (closing
+        a socket with unread data resets it, and the answer can be lost); a large or chunked
+        one is left unread and the connection closed after the answer.
+        """
+        length = self.headers.get("Content-Length") or "0"
+        if self.headers.get("Transfer-Encoding") or not length.isdigit() or int(length) > _DRAIN_LIMIT:
+            self.close_connection = True
+        elif int(length):
+            self.rfile.read(int(length))
+        return self._answer(status)
 
     def _header_dict(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -292,6 +313,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a request still running must not keep the process alive at exit
     allow_reuse_address = True
+    # The standard library listens with a backlog of 5: fifty concurrent callers get resets.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], routes: RouteTable, keys: AccessKeys) -> None:
         self.routes = routes

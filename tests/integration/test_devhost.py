@@ -438,3 +438,11 @@ def test_python_m_devhost_serves_the_app_and_stops_on_sigterm(azurite: Azurite, 
     assert "Functions:" in output
     assert "not run locally: set QUEUE_BACKEND=storage" in output
     assert "DEVHOST_MASTER_KEY not set; generated for this run" in output
+
+
+def test_a_refused_request_with_a_body_does_not_poison_a_kept_alive_connection(hosted: Hosted) -> None:
+    with requests.Session() as session:  # one connection, reused
+        refused = session.post(hosted.url("secret/bob"), data=b'{"x": 1}' * 100, timeout=5)
+        after = session.get(hosted.url("ping"), timeout=5)
+    assert refused.status_code == 404  # GET-only route: Azure answers 404
+    assert after.status_code == 200 and after.text == "pong"

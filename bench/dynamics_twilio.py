@@ -1,0 +1,614 @@
+"""Figures for the Dynamics -> Twilio flow: the whole app against Azurite and the fake services.
+
+Everything runs on 127.0.0.1 and is started here: an Azurite of its own on free ports, the
+fake Entra ID, Dynamics and Twilio (in this process), and the real function_app under
+``python -m devhost`` in a subprocess with the fast host.json of the end-to-end tests.
+
+In the order printed:
+
+- [storage] Storage and queue operations per delivered SMS. The app's storage goes through
+  a counting proxy in front of Azurite's table and queue ports; ``--sms`` SMS go through the
+  full cycle (business event, SMS at Twilio, the signed "sent" and "delivered" callbacks
+  Twilio sends for a From number) until the job is delivered. ``--trace`` also lists every
+  storage request of one SMS.
+- [throughput] End-to-end events per second: ``--events`` distinct invoice events posted by
+  ``--concurrency`` clients, timed from the first post until the fake Twilio holds them all.
+  Then the business events endpoint's answer time: ``--posts`` posts from ``--concurrency``
+  threads.
+
+The throughput figures come from a second start of the app that talks to Azurite directly,
+so the proxy costs them nothing. Each app start is warmed up first (tables and queues
+created, Entra token fetched, connections open) and the warm-up is not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live in the repository
+
+import requests  # noqa: E402
+
+from bench.storage_proxy import CountingProxy, Key, TraceLine, total, wait_idle  # noqa: E402
+from devhost.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, free_port, start_azurite, wait_for_port  # noqa: E402
+from tests.e2e.conftest import (  # noqa: E402
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FAST_HOST_JSON,
+    FUNCTION_KEY,
+    MASTER_KEY,
+    TENANT,
+    app_config,
+)
+from tests.e2e.test_dynamics_to_twilio import invoice_event, record_of  # noqa: E402
+from tests.fakes.dynamics import FakeDynamics  # noqa: E402
+from tests.fakes.entra import FakeEntra  # noqa: E402
+from tests.fakes.twilio import FakeTwilio  # noqa: E402
+
+T = TypeVar("T")
+WARM_UP_EVENTS = 3
+DYNAMICS_RETRIES = 3  # Dynamics sends a business event up to 3 more times, 1 s apart
+# The SMS whose storage operations are counted are posted by this many clients: enough to
+# batch queue reads, below the local host's listen backlog (5), which refuses bursts.
+STORAGE_POSTERS = 4
+BASELINE_POSTS = 20
+AMOUNT = 950.0  # at most 10000: the invoice-sms rule fires, not the call rule
+CALLBACK_STATUSES = ("sent", "delivered")  # what Twilio calls back for a From-number SMS created "queued"
+QUEUES = ("erp-events", "notifications", "callbacks")
+POLLED_QUEUES = 4  # devhost polls every queue-triggered function's queue: poll-jobs too
+_phones = itertools.count(1000)
+_invoices = itertools.count(1)
+
+
+class BenchError(RuntimeError):
+    """The run could not produce a figure; the message says what was missing."""
+
+
+@dataclass(frozen=True)
+class Event:
+    invoice_id: str
+    phone: str
+    body: dict
+
+    @property
+    def record(self) -> str:
+        return record_of(self.invoice_id)
+
+
+def new_events(count: int) -> list[Event]:
+    events = []
+    for _ in range(count):
+        invoice_id, phone = f"INV-BENCH-{next(_invoices):05d}", f"+1415555{next(_phones):04d}"
+        events.append(Event(invoice_id, phone, invoice_event(invoice_id, phone, amount=AMOUNT)))
+    return events
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Fakes:
+    entra: FakeEntra
+    dynamics: FakeDynamics
+    twilio: FakeTwilio
+
+    def stop(self) -> None:
+        for server in (self.twilio, self.dynamics, self.entra):
+            server.stop()
+
+
+def start_fakes() -> Fakes:
+    # As the end-to-end stack sets them up: one Entra app, one vendor, one Twilio account.
+    entra = FakeEntra().start()
+    dynamics = FakeDynamics(entra).start()
+    twilio = FakeTwilio().start()
+    entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)
+    dynamics.allow_clients(CLIENT_ID)
+    dynamics.add_entities("VendorsV2", [
+        {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
+         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example"},
+    ], keys=("dataAreaId", "VendorAccountNumber"))
+    return Fakes(entra, dynamics, twilio)
+
+
+def storage_connection_string(azurite: Azurite, queue_endpoint: str, table_endpoint: str) -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{azurite.blob_port}/{ACCOUNT_NAME};"
+            f"QueueEndpoint={queue_endpoint}/{ACCOUNT_NAME};TableEndpoint={table_endpoint}/{ACCOUNT_NAME};")
+
+
+@dataclass
+class App:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"the app exited with {self.process.returncode}; its log:\n{tail(self.log_path)}")
+
+    def audit(self, record: str) -> dict:
+        answer = requests.get(f"{self.base_url}/api/ops/audit", params={"record": record},
+                              headers={"x-functions-key": MASTER_KEY}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def running_app(folder: Path, fakes: Fakes, storage: str, table_prefix: str) -> Iterator[App]:
+    """The app under devhost, as the end-to-end stack starts it, with ``storage`` as AzureWebJobsStorage."""
+    folder.mkdir(parents=True, exist_ok=True)
+    creds = fakes.twilio.add_test_account()
+    config = app_config(fakes.dynamics, fakes.entra, fakes.twilio, creds)
+    # Business events only: a scheduled poll firing inside a measured window would blur the counts.
+    config["connections"]["contoso-fo"].pop("poll", None)
+    (folder / "connections.json").write_text(json.dumps(config))
+    (folder / "host.json").write_text(json.dumps(FAST_HOST_JSON))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
+        "FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": storage,
+        "QUEUE_BACKEND": "storage", "STORAGE_TABLE_PREFIX": table_prefix,
+        "PUBLIC_BASE_URL": base_url, "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
+        "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
+    }}))
+    log_path = folder / "devhost.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("QUEUE_BACKEND", "AzureWebJobsStorage")}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--settings", str(folder / "local.settings.json"),
+             "--config", str(folder / "connections.json"), "--host-json", str(folder / "host.json"),
+             "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_for_port(port, timeout=30, process=process)
+        yield App(base_url, process, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+# --- driving it ----------------------------------------------------------------------------------
+
+
+def wait_until(app: App, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.check_alive()
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise BenchError(f"{what}: not within {timeout:.0f} s; the app's log ends:\n{tail(app.log_path)}")
+
+
+@dataclass(frozen=True)
+class Post:
+    event: Event
+    sent_at: float  # time.monotonic() of the first attempt, the clock of the fakes' request log
+    seconds: float  # the last attempt's answer time
+    status: int  # the last attempt's; 0: no answer
+    error: str = ""
+    attempts: int = 1
+
+
+def post_all(app: App, events: Sequence[Event], concurrency: int, retries: int = 0) -> list[Post]:
+    """Post each event from ``concurrency`` threads, each with its own session.
+
+    With ``retries``, a post that got no answer or a 5xx is sent again 1 s later, as Dynamics
+    does (3 more tries, 1 s apart); the same ControlNumber makes a repeat harmless.
+    """
+    url = f"{app.base_url}/api/dynamics/events/contoso-fo"
+    local = threading.local()
+    sessions: list[requests.Session] = []
+    lock = threading.Lock()
+
+    def attempt(event: Event) -> tuple[float, int, str]:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers["x-functions-key"] = FUNCTION_KEY
+            with lock:
+                sessions.append(session)
+        started = time.monotonic()
+        try:
+            status, error = session.post(url, json=event.body, timeout=30).status_code, ""
+        except requests.RequestException as exc:
+            status, error = 0, f"{type(exc).__name__}: {exc}"
+        return time.monotonic() - started, status, error
+
+    def post(event: Event) -> Post:
+        first = time.monotonic()
+        for tries in range(1, retries + 2):
+            seconds, status, error = attempt(event)
+            if status == 202 or (status and status < 500) or tries > retries:
+                return Post(event, first, seconds, status, error, tries)
+            time.sleep(1.0)
+        raise AssertionError("unreachable")
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(pool.map(post, events))
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def sms_requests(fakes: Fakes, phones: set[str]) -> dict[str, float]:
+    """Phone number -> when the fake Twilio received the request that created its SMS."""
+    created = {}
+    for request in fakes.twilio.requests_to("POST /2010-04-01/Accounts/"):
+        to = request.form_value("To")
+        if request.path.endswith("/Messages.json") and not request.scripted and to in phones:
+            created.setdefault(to, request.at)
+    return created
+
+
+def messages_for(fakes: Fakes, events: Sequence[Event]) -> dict[str, str]:
+    """Phone number -> MessageSid, for the events whose SMS the fake Twilio holds."""
+    phones = {event.phone for event in events}
+    return {message.to: message.sid for message in fakes.twilio.messages() if message.to in phones}
+
+
+def send_callbacks(fakes: Fakes, sids: Sequence[str], statuses: Sequence[str] = CALLBACK_STATUSES) -> None:
+    """Each message's status callbacks, signed by the fake Twilio, one status after the other."""
+    for status in statuses:
+        for sid in sids:
+            answer = fakes.twilio.advance_message(sid, status)
+            if answer is None or answer.status_code != 204:
+                code = None if answer is None else answer.status_code
+                raise BenchError(f"the status callback {status} for {sid} was answered {code}")
+
+
+def delivered(app: App, event: Event) -> bool:
+    return any(contact["status"] == "delivered" for contact in app.audit(event.record)["contacts"])
+
+
+def require_accepted(posts: Sequence[Post]) -> None:
+    if any(post.status != 202 for post in posts):
+        raise BenchError(f"business events not accepted: {failures(posts)}")
+
+
+def full_cycle(app: App, fakes: Fakes, events: Sequence[Event], timeout: float) -> None:
+    """Events in, SMS out, callbacks back, until the audit shows every SMS delivered."""
+    require_accepted(post_all(app, events, min(len(events), STORAGE_POSTERS), DYNAMICS_RETRIES))
+    sids = wait_until(app, lambda: (found := messages_for(fakes, events)) and len(found) == len(events) and found,
+                      timeout, f"{len(events)} SMS at the fake Twilio")
+    send_callbacks(fakes, list(sids.values()))
+    for event in events:
+        wait_until(app, lambda event=event: delivered(app, event), timeout, f"{event.record} delivered")
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least ``fraction`` of the values at or below it."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(round(fraction * len(ordered), 9)))  # round: 0.99 * 500 is 495.00000000000006
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def per(count: float, sms: int) -> str:
+    return f"{count / sms:.2f}"
+
+
+TABLE_ORDER = ("insert", "upsert", "update", "read", "query", "delete", "batch", "other")
+QUEUE_ORDER = ("put", "get", "delete", "update", "peek", "other")
+
+
+def summary(counts: Counter[Key], service: str, order: Sequence[str], sms: int) -> str:
+    parts = [f"{per(total(counts, service, kinds=[kind]), sms)} {kind}" for kind in order
+             if total(counts, service, kinds=[kind])]
+    return ", ".join(parts) or "none"
+
+
+def breakdown(counts: Counter[Key], sms: int) -> list[str]:
+    """One line per (service, table or queue, kind, status), per SMS; empty polls left out."""
+    rows = [(key, n) for key, n in counts.items() if key.kind != "poll"]
+    lines = []
+    for key, n in sorted(rows, key=lambda row: (row[0].service, row[0].resource, row[0].kind, row[0].status)):
+        status = "" if 200 <= key.status < 300 else f"  (answered {key.status})"
+        lines.append(f"      {key.service:<5} {key.resource or '-':<14} {key.kind:<7} {per(n, sms):>6}{status}")
+    return lines
+
+
+def counted_cycle(app: App, fakes: Fakes, proxies: Sequence[CountingProxy], events: Sequence[Event],
+                  timeout: float) -> tuple[Counter[Key], Counter[Key]]:
+    """The full cycle of ``events``, told apart by what the proxies see: no audit reads inside it.
+
+    Returns the counts at the end of each stage: after every notification was settled
+    (SMS sent, job updated, message deleted), and after every callback was.
+    """
+    queue_proxy, table_proxy = proxies
+
+    def snapshot() -> Counter[Key]:
+        return queue_proxy.snapshot() + table_proxy.snapshot()
+
+    def deletes(queue: str) -> int:
+        return total(queue_proxy.snapshot(), "queue", queue, kinds=["delete"])
+
+    count = len(events)
+    before = {queue: deletes(queue) for queue in QUEUES}
+    require_accepted(post_all(app, events, min(count, STORAGE_POSTERS), DYNAMICS_RETRIES))
+    sids = wait_until(app, lambda: (found := messages_for(fakes, events)) and len(found) == count and found,
+                      timeout, f"{count} SMS at the fake Twilio")
+    wait_until(app, lambda: all(deletes(queue) - before[queue] >= count for queue in ("erp-events", "notifications")),
+               timeout, "every notification settled")
+    wait_idle(proxies, quiet=0.5, timeout=timeout)
+    stage_one = snapshot()
+    # Twilio reports "delivered" seconds after "sent", so each status is handled before the next
+    # is sent; back to back, both land in one queue batch and race for the job's ETag.
+    for sent, status in enumerate(CALLBACK_STATUSES, start=1):
+        send_callbacks(fakes, list(sids.values()), [status])
+        wait_until(app, lambda sent=sent: deletes("callbacks") - before["callbacks"] >= count * sent, timeout,
+                   f"every {status} callback settled")
+    wait_idle(proxies, quiet=0.5, timeout=timeout)
+    return stage_one, snapshot()
+
+
+def check_delivered(app: App, events: Sequence[Event]) -> int:
+    # Read after a counted window: the audit reads are this script's, not the app's work.
+    done = sum(delivered(app, event) for event in events)
+    if done != len(events):
+        raise BenchError(f"only {done} of {len(events)} SMS show delivered in the audit")
+    return done
+
+
+def storage_figure(app: App, fakes: Fakes, proxies: Sequence[CountingProxy], sms: int, timeout: float,
+                   trace: bool) -> None:
+    queue_proxy, table_proxy = proxies
+    warm = queue_proxy.snapshot() + table_proxy.snapshot()
+    refused = total(Counter({k: n for k, n in warm.items() if k.status == 403}))
+    errors = queue_proxy.upstream_errors + table_proxy.upstream_errors
+    print(f"storage proxy check: the warm-up sent {total(warm, 'table')} table and {total(warm, 'queue')} queue "
+          f"requests through the proxy, signed for {ACCOUNT_NAME}: {refused} refused (403), {errors} upstream errors")
+    if refused or errors or not total(warm, "table", kinds=["insert"]):
+        raise BenchError("storage requests do not pass through the proxy; the figures would be wrong")
+
+    for proxy in proxies:
+        proxy.reset()
+    events = new_events(sms)
+    started = time.monotonic()
+    stage_one, both = counted_cycle(app, fakes, proxies, events, timeout)
+    window = time.monotonic() - started
+    stage_two = both - stage_one
+    received = queue_proxy.messages_received()
+    done = check_delivered(app, events)
+
+    polls = total(both, "queue", kinds=["poll"])
+    gets = total(both, "queue", kinds=["get"])
+    print(f"storage per delivered SMS: {per(total(both, 'table'), sms)} table operations "
+          f"({summary(both, 'table', TABLE_ORDER, sms)})")
+    print(f"storage per delivered SMS: {per(total(both, 'queue', exclude=['poll']), sms)} queue operations "
+          f"without the host's empty polls ({summary(both, 'queue', QUEUE_ORDER, sms)}); "
+          f"{sum(received.values()) / max(gets, 1):.2f} messages per non-empty get")
+    print(f"storage host polling (not counted above): {polls} empty gets of {POLLED_QUEUES} queues in the "
+          f"{window:.1f} s window = {polls / window:.0f}/s, {per(polls, sms)} per SMS at this pace "
+          "(set by maxPollingInterval and the window's length, not by the app)")
+    print(f"storage checked: {done}/{sms} SMS delivered in the audit (read after the counted window)")
+    for title, counts in (("event post -> SMS at Twilio (ingest, erp-events, notifications)", stage_one),
+                          (f"callbacks {' + '.join(CALLBACK_STATUSES)} -> job delivered (callbacks)", stage_two)):
+        print(f"  per SMS, {title}: {per(total(counts, 'table'), sms)} table, "
+              f"{per(total(counts, 'queue', exclude=['poll']), sms)} queue operations")
+        for line in breakdown(counts, sms):
+            print(line)
+    if trace:
+        print_trace(app, fakes, proxies, timeout)
+
+
+def print_trace(app: App, fakes: Fakes, proxies: Sequence[CountingProxy], timeout: float) -> None:
+    """Every storage request of one more SMS, in order (empty polls left out)."""
+    events = new_events(1)
+    for proxy in proxies:
+        proxy.start_trace()
+    started = time.monotonic()
+    try:
+        counted_cycle(app, fakes, proxies, events, timeout)
+    finally:
+        lines: list[TraceLine] = sorted((line for proxy in proxies for line in proxy.stop_trace()),
+                                        key=lambda line: line.at)
+    check_delivered(app, events)
+    print("  trace of one more SMS, every storage request but the empty polls:")
+    for line in lines:
+        key = line.key
+        print(f"    +{(line.at - started) * 1000:7.1f} ms  {key.service:<5} {key.resource or '-':<14} "
+              f"{key.kind:<7} {key.status}  {line.method} {line.path}")
+
+
+def end_to_end_figure(app: App, fakes: Fakes, azurite: Azurite, events_count: int, concurrency: int,
+                      timeout: float) -> None:
+    events = new_events(events_count)
+    phones = {event.phone for event in events}
+    cpu = CpuClock({"app": app.process.pid, "Azurite": azurite.process.pid})
+    posts = post_all(app, events, concurrency, DYNAMICS_RETRIES)
+    posted = time.monotonic()
+    accepted = sum(post.status == 202 for post in posts)
+    wait_until(app, lambda: len(sms_requests(fakes, phones)) >= accepted, timeout,
+               f"{accepted} SMS at the fake Twilio")
+    created = sms_requests(fakes, phones)
+    if not created:
+        raise BenchError(f"no SMS reached the fake Twilio; posts not accepted: {failures(posts)}")
+    first_post = min(post.sent_at for post in posts)
+    last_sms = max(created.values())
+    latencies = [created[post.event.phone] - post.sent_at for post in posts if post.event.phone in created]
+    retried = sum(post.attempts > 1 for post in posts)
+    print(f"end-to-end: {len(created)}/{events_count} SMS at the fake Twilio {last_sms - first_post:.2f} s after "
+          f"the first post = {len(created) / (last_sms - first_post):.1f} events/s")
+    print(f"end-to-end posting: {events_count} posts from {concurrency} threads took {posted - first_post:.2f} s; "
+          f"{retried} sent again after no answer (as Dynamics retries); not accepted: {failures(posts)}")
+    print(f"end-to-end latency, first post -> SMS request at Twilio: p50 {ms(percentile(latencies, 0.5))}, "
+          f"p99 {ms(percentile(latencies, 0.99))}, max {ms(max(latencies))}")
+    print(f"end-to-end CPU time in that window: {cpu.report()}; app {cpu.used('app') / events_count * 1000:.1f} ms "
+          "per event")
+
+
+def failures(posts: Sequence[Post]) -> str:
+    """What went wrong with the posts that got no 202, counted by status or by error."""
+    reasons = Counter(_reason(post) for post in posts if post.status != 202)
+    return ", ".join(f"{n} x {reason}" for reason, n in reasons.most_common()) or "none"
+
+
+def _reason(post: Post) -> str:
+    if post.status:
+        return f"HTTP {post.status}"
+    if "reset by peer" in post.error:
+        return "connection reset, no answer"
+    return post.error.split(":")[0] + ", no answer"
+
+
+def endpoint_figure(app: App, posts_count: int, concurrency: int) -> None:
+    alone = [post.seconds for post in post_all(app, new_events(BASELINE_POSTS), 1) if post.status == 202]
+    if alone:
+        print(f"endpoint answer time, 1 client, {len(alone)} posts one after the other, the queues busy with "
+              "them meanwhile (for comparison): "
+              f"p50 {ms(percentile(alone, 0.5))}, max {ms(max(alone))}")
+    events = new_events(posts_count)
+    started = time.monotonic()
+    posts = post_all(app, events, concurrency)
+    elapsed = time.monotonic() - started
+    answered = [post.seconds for post in posts if post.status]
+    accepted = sum(post.status == 202 for post in posts)
+    print(f"endpoint: {posts_count} posts from {concurrency} threads in {elapsed:.2f} s "
+          f"({posts_count / elapsed:.0f} posts/s), no retries: {accepted} answered 202; other: {failures(posts)}")
+    if answered:
+        print(f"endpoint answer time, {concurrency} concurrent posts, over the {len(answered)} answered: "
+              f"p50 {ms(percentile(answered, 0.5))}, p90 {ms(percentile(answered, 0.9))}, "
+              f"p99 {ms(percentile(answered, 0.99))}, max {ms(max(answered))}")
+
+
+class CpuClock:
+    """CPU seconds used since creation by this process and by child processes (Linux /proc)."""
+
+    def __init__(self, children: dict[str, int]) -> None:
+        self.children = children
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float | None]:
+        times = os.times()
+        now: dict[str, float | None] = {"this process (fakes, clients)": times.user + times.system}
+        for name, pid in self.children.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                now[name] = (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
+            except (OSError, IndexError, ValueError):
+                now[name] = None
+        return now
+
+    def used(self, name: str) -> float:
+        begin, end = self.start.get(name), self._now().get(name)
+        return 0.0 if begin is None or end is None else end - begin
+
+    def report(self) -> str:
+        end = self._now()
+        parts = [f"{name} {end[name] - begin:.1f} s" for name, begin in self.start.items()
+                 if begin is not None and end.get(name) is not None]
+        return ", ".join(parts) + f" (of {os.cpu_count()} cores)"
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200, help="events for the end-to-end rate (default 200)")
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent posting clients (default 50)")
+    parser.add_argument("--posts", type=int, default=500, help="posts for the endpoint answer time (default 500)")
+    parser.add_argument("--sms", type=int, default=20, help="SMS for the storage operation counts (default 20)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for any one step, s (default 60)")
+    parser.add_argument("--trace", action="store_true", help="also list every storage request of one SMS")
+    args = parser.parse_args()
+    if min(args.events, args.concurrency, args.posts, args.sms) < 1:
+        parser.error("--events, --concurrency, --posts and --sms must be at least 1")
+
+    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
+    queues = FAST_HOST_JSON["extensions"]["queues"]
+    print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, "
+          f"app under devhost with storage queues, host.json maxPollingInterval {queues['maxPollingInterval']}, "
+          f"batchSize {queues['batchSize']}")
+    print(f"setup: events {args.events}, concurrency {args.concurrency}, posts {args.posts}, sms {args.sms}; "
+          f"each app start warmed up with {WARM_UP_EVENTS} full SMS cycles first (tables and queues created, "
+          "Entra token fetched, connections open), not measured")
+    started = time.monotonic()
+    azurite = start_azurite()
+    fakes: Fakes | None = None
+    try:
+        fakes = start_fakes()
+        with tempfile.TemporaryDirectory(prefix="bench-dynamics-twilio-") as temp:
+            folder = Path(temp)
+            proxies = [CountingProxy("queue", azurite.queue_port).start()]
+            prefix = "b" + uuid.uuid4().hex[:10]
+            proxies.append(CountingProxy("table", azurite.table_port, table_prefix=prefix).start())
+            try:
+                storage = storage_connection_string(azurite, proxies[0].endpoint, proxies[1].endpoint)
+                with running_app(folder / "proxied", fakes, storage, prefix) as app:
+                    print(f"[storage] app -> counting proxy -> Azurite; {args.sms} SMS posted by {STORAGE_POSTERS} "
+                          f"clients: event post -> SMS -> callbacks {', then '.join(CALLBACK_STATUSES)}, each status "
+                          "handled before the next is sent -> delivered")
+                    full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
+                    wait_idle(proxies, quiet=0.5, timeout=args.timeout)
+                    storage_figure(app, fakes, proxies, args.sms, args.timeout, args.trace)
+            finally:
+                for proxy in proxies:
+                    proxy.stop()
+
+            direct = storage_connection_string(azurite, f"http://127.0.0.1:{azurite.queue_port}",
+                                               f"http://127.0.0.1:{azurite.table_port}")
+            with running_app(folder / "direct", fakes, direct, "b" + uuid.uuid4().hex[:10]) as app:
+                print("[throughput] app -> Azurite directly")
+                full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
+                end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout)
+                endpoint_figure(app, args.posts, args.concurrency)
+    except BenchError as error:
+        print(f"bench failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything started here", file=sys.stderr)
+        return 130
+    finally:
+        if fakes is not None:
+            fakes.stop()
+        azurite.stop()
+    print(f"run time: {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
