@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,7 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live
 import requests  # noqa: E402
 
 from bench.storage_proxy import CountingProxy, Key, TraceLine, total, wait_idle  # noqa: E402
-from devhost.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, free_port, start_azurite, wait_for_port  # noqa: E402
+from devhost.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, start_azurite  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
     CLIENT_ID,
     CLIENT_SECRET,
@@ -63,6 +61,7 @@ from tests.e2e.test_dynamics_to_twilio import invoice_event, record_of  # noqa: 
 from tests.fakes.dynamics import FakeDynamics  # noqa: E402
 from tests.fakes.entra import FakeEntra  # noqa: E402
 from tests.fakes.twilio import FakeTwilio  # noqa: E402
+from tests.support.app import LocalApp, local_app  # noqa: E402
 
 T = TypeVar("T")
 WARM_UP_EVENTS = 3
@@ -136,12 +135,7 @@ def storage_connection_string(azurite: Azurite, queue_endpoint: str, table_endpo
             f"QueueEndpoint={queue_endpoint}/{ACCOUNT_NAME};TableEndpoint={table_endpoint}/{ACCOUNT_NAME};")
 
 
-@dataclass
-class App:
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
-
+class App(LocalApp):
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             raise BenchError(f"the app exited with {self.process.returncode}; its log:\n{tail(self.log_path)}")
@@ -163,41 +157,18 @@ def tail(path: Path, lines: int = 40) -> str:
 @contextmanager
 def running_app(folder: Path, fakes: Fakes, storage: str, table_prefix: str) -> Iterator[App]:
     """The app under devhost, as the end-to-end stack starts it, with ``storage`` as AzureWebJobsStorage."""
-    folder.mkdir(parents=True, exist_ok=True)
     creds = fakes.twilio.add_test_account()
     config = app_config(fakes.dynamics, fakes.entra, fakes.twilio, creds)
     # Business events only: a scheduled poll firing inside a measured window would blur the counts.
     config["connections"]["contoso-fo"].pop("poll", None)
-    (folder / "connections.json").write_text(json.dumps(config))
-    (folder / "host.json").write_text(json.dumps(FAST_HOST_JSON))
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
-        "FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": storage,
-        "QUEUE_BACKEND": "storage", "STORAGE_TABLE_PREFIX": table_prefix,
-        "PUBLIC_BASE_URL": base_url, "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+    values = {
+        "AzureWebJobsStorage": storage, "STORAGE_TABLE_PREFIX": table_prefix,
+        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
         "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
         "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
-    }}))
-    log_path = folder / "devhost.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("QUEUE_BACKEND", "AzureWebJobsStorage")}
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--settings", str(folder / "local.settings.json"),
-             "--config", str(folder / "connections.json"), "--host-json", str(folder / "host.json"),
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        wait_for_port(port, timeout=30, process=process)
-        yield App(base_url, process, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    }
+    with local_app(folder, config=config, values=values, host_json=FAST_HOST_JSON) as app:
+        yield App(**vars(app))
 
 
 # --- driving it ----------------------------------------------------------------------------------

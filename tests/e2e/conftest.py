@@ -11,26 +11,24 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
 
-from devhost.azurite import Azurite, free_port, start_azurite, wait_for_port
+from devhost.azurite import Azurite, start_azurite
 from tests.fakes.dynamics import FakeDynamics
 from tests.fakes.entra import FakeEntra
 from tests.fakes.twilio import FakeTwilio, TwilioCredentials
+from tests.support.app import REPO_ROOT, local_app
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TENANT, CLIENT_ID, CLIENT_SECRET = "contoso-tenant", "a1b2c3d4-app", "entra-client-secret-value"
 FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
 POLL_RECIPIENT = "+14155559901"
-T = TypeVar("T")
 
 # Fast queue polling so each hop takes milliseconds, not the 2 s of the production host.json.
 FAST_HOST_JSON = {
@@ -39,16 +37,6 @@ FAST_HOST_JSON = {
                    "queues": {"maxPollingInterval": "00:00:00.100", "visibilityTimeout": "00:00:01",
                               "batchSize": 16, "maxDequeueCount": 5, "messageEncoding": "base64"}},
 }
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not met within {timeout} s")
 
 
 @dataclass
@@ -167,34 +155,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
          "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example"},
     ], keys=("dataAreaId", "VendorAccountNumber"))
     creds = twilio.add_test_account()
-    (folder / "connections.json").write_text(json.dumps(app_config(dynamics, entra, twilio, creds)))
-    (folder / "host.json").write_text(json.dumps(FAST_HOST_JSON))
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    (folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {
-        "FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": azurite.connection_string,
-        "QUEUE_BACKEND": "storage", "STORAGE_TABLE_PREFIX": "e" + uuid.uuid4().hex[:10],
-        "PUBLIC_BASE_URL": base_url, "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+    values = {
+        "AzureWebJobsStorage": azurite.connection_string, "STORAGE_TABLE_PREFIX": "e" + uuid.uuid4().hex[:10],
+        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
         "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
         "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
-    }}))
-    log_path = folder / "devhost.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("QUEUE_BACKEND", "AzureWebJobsStorage")}
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--settings", str(folder / "local.settings.json"),
-             "--config", str(folder / "connections.json"), "--host-json", str(folder / "host.json"),
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    }
     try:
-        wait_for_port(port, timeout=30, process=process)
-        yield Stack(base_url, twilio, creds, dynamics, entra, azurite, log_path, folder / "local.settings.json")
+        with local_app(folder, config=app_config(dynamics, entra, twilio, creds), values=values,
+                       host_json=FAST_HOST_JSON) as app:
+            yield Stack(app.base_url, twilio, creds, dynamics, entra, azurite, app.log_path, app.settings_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
         for server in (twilio, dynamics, entra):
             server.stop()

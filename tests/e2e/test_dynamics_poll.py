@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from shared.model import POLL_JOBS, POLL_RUN, Envelope
-from tests.e2e.conftest import POLL_RECIPIENT, Stack, wait_for
+from tests.e2e.conftest import POLL_RECIPIENT, Stack
+from tests.support.waiting import wait_for
 
 
 def invoice_header(ref: str, modified: datetime, on_hold: str) -> dict:

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.e2e.conftest import MASTER_KEY, Stack, wait_for
+from tests.e2e.conftest import MASTER_KEY, Stack
 from tests.fakes.twilio import twilio_signature
+from tests.support.waiting import wait_for
 
 _numbers = itertools.count(111)
 _controls = itertools.count(5637150000)

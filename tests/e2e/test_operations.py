@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tests.e2e.conftest import Stack, wait_for
+from tests.e2e.conftest import Stack
 from tests.e2e.test_dynamics_to_twilio import invoice_event, new_phone, record_of
+from tests.support.waiting import wait_for
 
 
 def test_cli_shows_who_was_contacted_about_an_invoice(stack: Stack) -> None:

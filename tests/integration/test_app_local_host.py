@@ -4,105 +4,49 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import requests
 
-from devhost.azurite import Azurite, free_port, wait_for_port
+from devhost.azurite import Azurite, free_port
 from shared.model import ERP_EVENTS, Envelope
 from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus, poison_queue
+from tests.support.app import LocalApp, local_app
+from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CONFIG = REPO_ROOT / "config" / "connections.sample.json"
 FUNCTION_KEY = "e2e-function-key"
 MASTER_KEY = "e2e-master-key"
 SECRET_VALUE = "e2e-very-secret-auth-token-value"
-T = TypeVar("T")
 
 
-@dataclass
-class RunningApp:
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
-
+class RunningApp(LocalApp):
     def get(self, route: str, **kwargs: object) -> requests.Response:
         return requests.get(f"{self.base_url}/api/{route}", timeout=10, **kwargs)
 
     def post(self, route: str, **kwargs: object) -> requests.Response:
         return requests.post(f"{self.base_url}/api/{route}", timeout=10, **kwargs)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-
-def start_app(tmp_path: Path, azurite: Azurite, config: Path, **values: str) -> RunningApp:
-    port = free_port()
-    settings = tmp_path / f"local.settings.{port}.json"
-    settings.write_text(json.dumps({
-        "IsEncrypted": False,
-        "Values": {
-            "FUNCTIONS_WORKER_RUNTIME": "python",
-            "AzureWebJobsStorage": azurite.connection_string,
-            "QUEUE_BACKEND": "storage",
-            "STORAGE_TABLE_PREFIX": "e" + uuid.uuid4().hex[:10],
-            "DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
-            "DEVHOST_MASTER_KEY": MASTER_KEY,
-            "TWILIO_AUTH_TOKEN": SECRET_VALUE,
-            **values,
-        },
-    }))
-    log_path = tmp_path / f"devhost.{port}.log"
-    env = {key: value for key, value in os.environ.items() if key not in ("QUEUE_BACKEND", "AzureWebJobsStorage")}
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--settings", str(settings), "--config", str(config),
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        wait_for_port(port, timeout=30, process=process)
-    except Exception:
-        process.kill()
-        raise RuntimeError(f"devhost did not start:\n{log_path.read_text()}") from None
-    return RunningApp(f"http://127.0.0.1:{port}", process, log_path)
-
-
-def stop_app(app: RunningApp) -> None:
-    app.process.terminate()
-    try:
-        app.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        app.process.kill()
-        app.process.wait(timeout=5)
-        pytest.fail("devhost did not stop within 10 s of SIGTERM")
+@contextmanager
+def running_app(folder: Path, azurite: Azurite, config: Path, **values: str) -> Iterator[RunningApp]:
+    settings = {"AzureWebJobsStorage": azurite.connection_string, "STORAGE_TABLE_PREFIX": "e" + uuid.uuid4().hex[:10],
+                "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+                "TWILIO_AUTH_TOKEN": SECRET_VALUE, **values}
+    with local_app(folder, config=config, values=settings) as app:
+        yield RunningApp(**vars(app))
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterator[RunningApp]:
-    running = start_app(tmp_path_factory.mktemp("app"), azurite, SAMPLE_CONFIG)
-    yield running
-    stop_app(running)
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
+    with running_app(tmp_path_factory.mktemp("app"), azurite, SAMPLE_CONFIG) as running:
+        yield running
 
 
 def test_health_answers_ok_without_secrets(app: RunningApp) -> None:
@@ -167,24 +111,18 @@ def test_an_unknown_message_is_dead_lettered_with_its_reason(app: RunningApp, az
 def test_health_is_degraded_when_the_configuration_does_not_load(tmp_path: Path, azurite: Azurite) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"connections": {"x": {"kind": "nope"}}}')
-    running = start_app(tmp_path, azurite, broken)
-    try:
+    with running_app(tmp_path, azurite, broken) as running:
         response = running.get("health")
         assert response.status_code == 503
         assert response.json()["status"] == "degraded"
         assert response.json()["config"]["loaded"] is False
         assert "connections.x.kind" in running.log()  # the reason is in the log, not the public answer
-    finally:
-        stop_app(running)
 
 
 def test_health_is_degraded_when_storage_is_unreachable(tmp_path: Path, azurite: Azurite) -> None:
     dead_port = free_port()
     unreachable = azurite.connection_string.replace(f":{azurite.table_port}/", f":{dead_port}/")
-    running = start_app(tmp_path, azurite, SAMPLE_CONFIG, AzureWebJobsStorage=unreachable)
-    try:
+    with running_app(tmp_path, azurite, SAMPLE_CONFIG, AzureWebJobsStorage=unreachable) as running:
         response = running.get("health")
         assert response.status_code == 503
         assert response.json()["storage"]["reachable"] is False
-    finally:
-        stop_app(running)
