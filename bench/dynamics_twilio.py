@@ -124,7 +124,8 @@ def start_fakes() -> Fakes:
     dynamics.allow_clients(CLIENT_ID)
     dynamics.add_entities("VendorsV2", [
         {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
-         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example"},
+         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example",
+         "VendorGroupId": "10"},
     ], keys=("dataAreaId", "VendorAccountNumber"))
     return Fakes(entra, dynamics, twilio)
 

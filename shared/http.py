@@ -408,7 +408,9 @@ class HttpClient:
     ) -> None:
         status = response.status_code if response is not None else None
         if decision.action == "fail":
-            log.warning("HTTP %s %s failed: %s", method, redact_url(url), decision.reason)
+            # A 4xx is often an answer the caller expects (404: no such record; 401: renew the token).
+            level = logging.INFO if status is not None and 400 <= status < 500 else logging.WARNING
+            log.log(level, "HTTP %s %s failed: %s", method, redact_url(url), decision.reason)
             raise HttpFailure(status, decision.reason, response) from error
         if response is not None:
             response.close()  # hand the connection back to the pool before waiting

@@ -142,7 +142,7 @@ _VENDOR_READ = Read(
     "VendorsV2",
     {"dataAreaId": "legal_entity", "VendorAccountNumber": "vendor_account"},
     {"VendorOrganizationName": "vendor_name", "PrimaryPhoneNumber": "vendor_phone",
-     "PrimaryEmailAddress": "vendor_email"},
+     "PrimaryEmailAddress": "vendor_email", "VendorGroupId": "vendor_group"},
 )
 
 CATALOG: Mapping[str, EventSpec] = {

@@ -115,7 +115,9 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
              "when": [{"field": "amount", "op": "le", "value": 10000}], "channel": "sms", "via": "twilio-main",
              "to": notify, "template": "vendor-invoice-posted"},
             {"id": "large-invoice-call", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
-             "when": [{"field": "amount", "op": "gt", "value": 10000}], "channel": "voice", "via": "twilio-main",
+             "when": [{"field": "amount", "op": "gt", "value": 10000}, {"field": "vendor_group", "op": "in",
+                                                                          "value": ["10", "20"]}],
+             "channel": "voice", "via": "twilio-main",
              "to": notify, "template": "large-invoice-call"},
             {"id": "invoice-on-hold-sms", "source": "contoso-fo", "event": "VendorInvoiceHeaders",
              "when": [{"field": "on_hold", "op": "eq", "value": "Yes"}], "channel": "sms", "via": "twilio-main",
@@ -152,7 +154,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
     dynamics.allow_clients(CLIENT_ID)
     dynamics.add_entities("VendorsV2", [
         {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
-         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example"},
+         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example",
+         "VendorGroupId": "10"},
     ], keys=("dataAreaId", "VendorAccountNumber"))
     creds = twilio.add_test_account()
     values = {

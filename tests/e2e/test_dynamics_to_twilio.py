@@ -165,6 +165,14 @@ def test_a_large_invoice_places_a_call_that_says_the_facts(stack: Stack) -> None
     assert set(request.form["StatusCallbackEvent"]) >= {"initiated", "completed"}
     assert stack.twilio.messages(to=phone) == []
 
+    [call] = stack.twilio.calls(to=phone)
+    for status in ("ringing", "in-progress", "completed"):
+        stack.twilio.advance_call(call.sid, status, duration=42)
+    record = record_of("INV-E2E-6")
+    wait_for(lambda: stack.audit(record)["contacts"][0]["status"] == "completed", what="the call completed")
+    [contact] = stack.audit(record)["contacts"]
+    assert contact["channel"] == "voice" and contact["provider_id"] == call.sid
+
 
 def test_an_opted_out_number_is_suppressed_without_a_twilio_request(stack: Stack) -> None:
     phone = new_phone()
@@ -211,6 +219,27 @@ def test_the_verify_gate_sends_only_after_an_approved_code(stack: Stack) -> None
     assert "APPAY-0042" in message.body
     steps = wait_for(lambda: "sent" in stack.steps(record) and stack.steps(record), what="sent audited")
     assert steps.index("verify-approved") < steps.index("sent")
+
+
+def test_a_code_checked_through_the_api_releases_the_held_message(stack: Stack) -> None:
+    phone = new_phone()
+    payment = {"BusinessEventId": "VendorPaymentPostedBusinessEvent", "ControlNumber": next(_controls),
+               "LegalEntity": "usmf", "JournalBatchNumber": "APPAY-0043", "VendorAccount": "US-104",
+               "PaymentAmount": 800.0, "CurrencyCode": "USD", "NotifyPhone": phone}
+    stack.post_events(payment)
+    wait_for(lambda: stack.twilio.verifications(to=phone), what="a verification")
+    url = f"{stack.base_url}/api/twilio/verify/twilio-main"
+    key = {"x-functions-key": "e2e-function-key"}
+    wrong = requests.post(url, json={"to": phone, "code": "999999"}, headers=key, timeout=10)
+    assert wrong.status_code == 200 and wrong.json()["status"] == "pending"
+    assert stack.twilio.messages(to=phone) == []
+    right = requests.post(url, json={"to": phone, "code": stack.twilio.code_for(phone)}, headers=key, timeout=10)
+    assert right.json()["status"] == "approved"
+    wait_for(lambda: stack.twilio.messages(to=phone), what="the SMS after approval")
+    nothing = requests.post(url, json={"to": new_phone(), "code": "123456"}, headers=key, timeout=10)
+    assert nothing.status_code == 404 and nothing.json()["error"] == "no_verification"
+    bad = requests.post(url, json={"to": "not a number", "code": "123456"}, headers=key, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_number"
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def vendor(company: str, account: str, name: str, phone: str) -> dict[str, Any]:
         "VendorAccountNumber": account,
         "VendorOrganizationName": name,
         "PrimaryPhoneNumber": phone,
-        "PrimaryEmailAddress": f"ap@{account.lower()}.example",
+        "PrimaryEmailAddress": f"ap@{account.lower()}.example", "VendorGroupId": "10",
         "VendorSearchName": name.upper(),
     }
 

@@ -101,7 +101,9 @@ def test_invoice_record_merges_event_and_vendor() -> None:
     assert (fields["invoice_id"], fields["vendor_name"], fields["amount"]) == ("INV-0042", "Fabrikam Supplies", 12500.5)
     assert fields["due_date"] == "2025-12-22T00:00:00+00:00"
     assert fields["vendor_phone"] == "+14155550100"
-    assert reader.calls[0][2] == ("VendorOrganizationName", "PrimaryPhoneNumber", "PrimaryEmailAddress")
+    assert reader.calls[0][2] == (
+        "VendorOrganizationName", "PrimaryPhoneNumber", "PrimaryEmailAddress", "VendorGroupId",
+    )
 
 
 def test_a_required_record_that_is_gone_is_an_enrichment_error() -> None:
