@@ -185,7 +185,7 @@ _WORK_ITEM = EventSpec(
           {"Name": "assignee_name", "PrimaryContactPhone": "assignee_phone"}, required=False),),
 )
 _WORKFLOW_STEP_SPEC = EventSpec(
-    "Workflow", ("event_id",),
+    "Workflow", ("legal_entity", "control_number"),
     {"WorkflowDocument": "document", "WorkflowWorkItemSubject": "subject", "WorkflowUserEmail": "assignee_email"},
 )
 

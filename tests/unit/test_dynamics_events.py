@@ -116,3 +116,39 @@ def test_unknown_events_keep_their_own_fields_for_rules() -> None:
                                           "LegalEntity": "usmf", "Severity": "High"}), Reader({}))
     assert enriched.fields["Severity"] == "High"
     assert enriched.record_key == "usmf|7"
+
+
+def test_purchase_order_confirmed_reads_the_header_then_the_vendor() -> None:
+    reader = Reader({
+        ("PurchaseOrderHeadersV2", (("PurchaseOrderNumber", "BRMF-000018"), ("dataAreaId", "brmf"))): {
+            "OrderVendorAccountNumber": "BRMF-000004", "CurrencyCode": "BRL", "PurchaseOrderStatus": "Backorder"},
+        ("VendorsV2", (("VendorAccountNumber", "BRMF-000004"), ("dataAreaId", "brmf"))): {
+            "VendorOrganizationName": "Fornecedor Ltda", "PrimaryPhoneNumber": "+5511912345678"},
+    })
+    enriched = record_fields(parse_event(PO_CONFIRMED), reader)
+    assert (enriched.record_entity, enriched.record_key) == ("PurchaseOrder", "brmf|BRMF-000018")
+    assert [call[0] for call in reader.calls] == ["PurchaseOrderHeadersV2", "VendorsV2"]
+    fields = enriched.fields
+    assert (fields["amount"], fields["currency"], fields["vendor_name"]) == (90055.6, "BRL", "Fornecedor Ltda")
+    assert fields["po_status"] == "Backorder"
+
+
+def test_a_workflow_work_item_keeps_its_assignee_without_a_worker_read() -> None:
+    event = parse_event({
+        "BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem", "ControlNumber": 42,
+        "LegalEntity": "usmf", "WorkflowWorkItemInstanceId": "WI-0007", "WorkflowUserEmail": "ana@contoso.example",
+        "WorkflowWorkItemSubject": "Approve invoice INV-0042", "WorkflowDocument": "Vendor invoice INV-0042",
+    })
+    reader = Reader({})
+    enriched = record_fields(event, reader)
+    assert (enriched.record_entity, enriched.record_key) == ("WorkflowWorkItem", "WI-0007")
+    assert enriched.fields["assignee_email"] == "ana@contoso.example"
+    assert enriched.fields["subject"] == "Approve invoice INV-0042"
+    assert reader.calls == []  # the optional worker read needs a personnel number the event lacks
+
+
+def test_a_workflow_step_completed_event_is_recognised() -> None:
+    event = parse_event({"BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval", "ControlNumber": 43,
+                         "LegalEntity": "usmf", "WorkflowDocument": "Vendor invoice INV-0042"})
+    enriched = record_fields(event, Reader({}))
+    assert (enriched.record_entity, enriched.record_key) == ("Workflow", "usmf|43")
