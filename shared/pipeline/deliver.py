@@ -111,8 +111,7 @@ class Delivery:
 
             start_gate(self, channel, number)
             return
-        if not self.claim_dispatch(number):
-            return
+        self.claim_dispatch(number)
         self.send(channel, number)
 
     def wait_for_live_dispatch(self) -> None:
@@ -124,14 +123,13 @@ class Delivery:
         if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
             raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
 
-    def claim_dispatch(self, number: str) -> bool:
-        """Move the job to dispatching; False when another delivery holds it."""
+    def claim_dispatch(self, number: str) -> None:
+        """Move the job to dispatching; RetryLater when another delivery changed it first."""
         try:
             self.update(status="dispatching", to=number, dispatch_id=uuid.uuid4().hex, dispatch_at=_now(),
                         ambiguous=False, dispatch_started=self.job.fields.get("dispatch_started") or _now())
         except ConcurrencyError:
             raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way") from None
-        return True
 
     def adopt_earlier_send(self, channel: Any, number: str) -> bool:
         """A job left dispatching (a crash, or an ambiguous error): did Twilio create it after all?"""
