@@ -27,10 +27,11 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9\-_.:@|=+,;!~ ]{1,400}$")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,20}$")
 DEFAULT_TABLE_PREFIX = "mlc"
 
-DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES = (
-    "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates",
+DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES, PACING = (
+    "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
 )
-TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES)
+TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
+                           PACING)
 
 
 class ConcurrencyError(RuntimeError):
@@ -516,6 +517,55 @@ class GateStore:
         self._tables.table(GATES).delete_entity(table_key(connection), table_key(number))
 
 
+# --- pacing --------------------------------------------------------------------------------------
+
+
+class PacingStore:
+    """Send slots per (connection, channel), shared by every instance: the next free moment."""
+
+    _MAX_TRIES = 20
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def reserve(self, connection: str, channel: str, now: float, interval: float, horizon: float) -> float | None:
+        """Take the next free slot if it starts within ``horizon`` seconds of ``now``: its time,
+        or None (nothing taken) when the channel is booked further out than that."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        table = self._tables.table(PACING)
+        keys = {"PartitionKey": table_key(connection), "RowKey": table_key(channel)}
+        for _ in range(self._MAX_TRIES):
+            try:
+                row = table.get_entity(keys["PartitionKey"], keys["RowKey"])
+            except ResourceNotFoundError:
+                row = None
+            slot = max(now, float(row["NextSlot"])) if row is not None else now
+            if slot - now > horizon:
+                return None
+            entity = {**keys, "NextSlot": slot + interval}
+            try:
+                if row is None:
+                    table.create_entity(entity)
+                else:
+                    table.update_entity(entity, etag=row.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another instance took a slot meanwhile: look again
+            return slot
+        raise ConcurrencyError(f"pacing {connection}/{channel}: too much contention")
+
+    def next_free(self, connection: str, channel: str) -> float | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._tables.table(PACING).get_entity(table_key(connection), table_key(channel))
+        except ResourceNotFoundError:
+            return None
+        return float(row["NextSlot"])
+
+
 # --- process-wide access ---------------------------------------------------------------------
 
 
@@ -530,13 +580,14 @@ class Stores:
     opt_outs: OptOutStore
     contacts: ContactStore
     gates: GateStore
+    pacing: PacingStore
 
     @classmethod
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> Stores:
         tables = Tables(settings, prefix)
         return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
                    WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
-                   GateStore(tables))
+                   GateStore(tables), PacingStore(tables))
 
     def close(self) -> None:
         self.tables.close()
