@@ -203,6 +203,26 @@ class DynamicsClient:
         first = self._with_query(f"{self._base_url}/data/{_identifier(entity_set, 'entity set')}", options)
         return self._pages(first)
 
+    def run_action(self, entity_set: str, action: str, parameters: Mapping[str, Any], *,
+                   keys: Mapping[str, str | int] | None = None) -> dict[str, Any] | None:
+        """POST an OData bound action (``Microsoft.Dynamics.DataEntities.<action>``); its JSON answer, if any.
+
+        Actions are not retried after they may have run (a read timeout, a 5xx): the caller
+        decides, knowing what the action does.
+        """
+        target = f"{self._base_url}/data/{_identifier(entity_set, 'entity set')}"
+        if keys:
+            target += f"({key_segment(keys)})"
+        response = self._call("POST", f"{target}/Microsoft.Dynamics.DataEntities.{_identifier(action, 'action')}",
+                              parameters)
+        if not response.content:
+            return None
+        try:
+            answer = response.json()
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else {"value": answer}
+
     def close(self) -> None:
         with self._credential_lock:
             self._drop_credential()
@@ -252,22 +272,27 @@ class DynamicsClient:
         return body
 
     def _get(self, url: str) -> requests.Response:
+        return self._call("GET", url)
+
+    def _call(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> requests.Response:
         token, credential = self._token()
         try:
-            return self._send(url, token)
+            return self._send(method, url, token, body)
         except HttpFailure as failure:
             if failure.status != _UNAUTHORIZED:
                 raise
             log.info("Dynamics %s answered 401; renewing the token once", self._base_url)
         # The cached token was refused (revoked, or expired early): a new credential forgets it.
+        # A 401 means the request was not carried out, so sending it again is safe even for a POST.
         token = self._renewed_token(credential)
-        return self._send(url, token)
+        return self._send(method, url, token, body)
 
-    def _send(self, url: str, token: str) -> requests.Response:
+    def _send(self, method: str, url: str, token: str, body: Mapping[str, Any] | None) -> requests.Response:
         headers = {**ODATA_HEADERS, "Authorization": f"Bearer {token}"}
+        extra: dict[str, Any] = {} if body is None else {"json": dict(body)}
         with self._slots:
             try:
-                return self._http.get(url, headers=headers, verify=self._verify)
+                return self._http.request(method, url, headers=headers, verify=self._verify, **extra)
             except HttpFailure as failure:
                 detail = odata_error_message(failure.response)
                 if detail is None:
@@ -421,3 +446,27 @@ def _parse_stamp(value: Any) -> datetime:
         raise ValueError(f"a change stamp must be an ISO 8601 time, not {value!r}")
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- workflow work items -----------------------------------------------------------------------
+# Microsoft documents the pattern (Validate the work item, then Complete it with an outcome and
+# a comment) but not the raw OData names. These follow Power Automate's "WorkflowWorkitem-complete"
+# (WorkflowWorkitemInstanceID, outcome, comment). Check them against <environment>/data/$metadata,
+# the Action elements bound to WorkflowWorkItems, before going live.
+
+WORK_ITEMS = "WorkflowWorkItems"
+VALIDATE_ACTION = "validate"
+COMPLETE_ACTION = "complete"
+WORK_ITEM_ID_PARAMETER = "workflowWorkItemInstanceId"
+
+
+def work_item_is_open(client: DynamicsClient, instance_id: str) -> bool:
+    """Validate: whether the work item still waits for its assignee (not completed or recalled)."""
+    answer = client.run_action(WORK_ITEMS, VALIDATE_ACTION, {WORK_ITEM_ID_PARAMETER: instance_id})
+    return bool(answer and answer.get("value") is True)
+
+
+def complete_work_item(client: DynamicsClient, instance_id: str, outcome: str, comment: str) -> None:
+    """Complete the work item with ``outcome`` (e.g. Approve, Reject) and ``comment``."""
+    client.run_action(WORK_ITEMS, COMPLETE_ACTION,
+                      {WORK_ITEM_ID_PARAMETER: instance_id, "outcome": outcome, "comment": comment})

@@ -438,6 +438,8 @@ class FakeDynamics(TlsFakeServer):
         self._data_lock = threading.Lock()
         self._next_rec_id = _FIRST_REC_ID
         self._allowed_clients: frozenset[str] | None = None
+        self._work_items: dict[str, str] = {}  # instance id -> "open" / "completed" / "recalled"
+        self.completions: list[dict[str, Any]] = []  # every Complete the fake carried out
 
     @property
     def environment_url(self) -> str:
@@ -486,6 +488,15 @@ class FakeDynamics(TlsFakeServer):
             else:
                 self._sets.pop(entity_set, None)
 
+    def add_work_item(self, instance_id: str, state: str = "open") -> None:
+        """A workflow work item waiting for its assignee ("open"), or already "completed"/"recalled"."""
+        with self._data_lock:
+            self._work_items[instance_id] = state
+
+    def work_item_state(self, instance_id: str) -> str | None:
+        with self._data_lock:
+            return self._work_items.get(instance_id)
+
     def allow_clients(self, *client_ids: str) -> None:
         """Only these Entra apps are registered in F&O (others get 401); none given = any app."""
         self._allowed_clients = frozenset(client_ids) or None
@@ -497,7 +508,33 @@ class FakeDynamics(TlsFakeServer):
             route("GET", r"/data/?", self._guarded(self._service_document)),
             route("GET", r"/data/(?P<set>[A-Za-z_]\w*)", self._guarded(self._collection)),
             route("GET", r"/data/(?P<set>[A-Za-z_]\w*)\((?P<keys>.*)\)", self._guarded(self._single)),
+            route("POST", r"/data/WorkflowWorkItems/Microsoft\.Dynamics\.DataEntities\.(?P<action>\w+)",
+                  self._guarded(self._work_item_action)),
         ]
+
+    def _work_item_action(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        """Validate and Complete, bound to WorkflowWorkItems (names as the connector assumes them)."""
+        body = request.json if isinstance(request.json, dict) else None
+        if body is None:
+            raise ODataError(400, "The request body must be a JSON object of action parameters.")
+        instance_id = body.get("workflowWorkItemInstanceId")
+        action = match.group("action")
+        with self._data_lock:
+            state = self._work_items.get(str(instance_id))
+            if state is None:
+                raise ODataError(400, f"Work item {instance_id} was not found.")
+            if action == "validate":
+                return Response.json(200, {"@odata.context": f"{self.base_url}/data/$metadata#Edm.Boolean",
+                                           "value": state == "open"})
+            if action == "complete":
+                if state != "open":
+                    raise ODataError(400, f"Work item {instance_id} is {state} and cannot be completed.")
+                if not body.get("outcome"):
+                    raise ODataError(400, "The parameter 'outcome' is required.")
+                self._work_items[str(instance_id)] = "completed"
+                self.completions.append(dict(body))
+                return Response(204)
+        raise ODataError(404, f"Resource not found for the segment 'Microsoft.Dynamics.DataEntities.{action}'.")
 
     def _guarded(self, handler: Handler) -> Handler:
         def answer(request: RecordedRequest, match: re.Match[str]) -> Response:
