@@ -92,12 +92,16 @@ def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
 def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     """``{"to": "+1...", "code": "123456"}``: check a code collected elsewhere; act only on approved."""
     from shared.channels.twilio import InvalidNumber, normalize_number, twilio_channel
-    from shared.config import TwilioConnection, get_config
+    from shared.config import ConfigError, TwilioConnection, get_config
     from shared.pipeline.verify import check_gate
     from shared.storage.bus import get_bus
     from shared.storage.tables import get_stores
 
-    connection = get_config().connections.get(req.route_params.get("connection", ""))
+    try:
+        config = get_config()
+    except ConfigError:
+        return error_response(503, "not_configured", "the connector's configuration does not load; see its log")
+    connection = config.connections.get(req.route_params.get("connection", ""))
     if not isinstance(connection, TwilioConnection):
         return error_response(404, "unknown_connection", "no such Twilio connection")
     try:
