@@ -11,8 +11,13 @@
   ``(path, method, status)``) validates a JSON body with jsonschema after translating
   OpenAPI 3.0 (``nullable``, boolean ``exclusiveMinimum``) to JSON Schema 2020-12.
   Formats checked: ``date-time``, ``date-time-rfc-2822`` and ``uri``.
+- Swagger 2.0 specs (Slack's Web API): ``validate_swagger_request(spec, "/chat.postMessage",
+  arguments)`` checks a call's form/JSON arguments against the operation's parameters;
+  ``validate_swagger_response(spec, "/chat.postMessage", body)`` (``status="default"`` for
+  the error schema) and ``validate_swagger_definition(spec, "blocks", value)`` validate with
+  draft 4.
 
-Both return a list of human-readable problems; ``[]`` means valid.
+All of them return a list of human-readable problems; ``[]`` means valid.
 """
 
 from __future__ import annotations
@@ -344,3 +349,119 @@ def _allow_null(schema: dict[str, Any]) -> dict[str, Any]:
     if "enum" in schema and None not in schema["enum"]:
         schema["enum"] = [*schema["enum"], None]
     return schema
+
+
+# --- Swagger 2.0 specs (Slack Web API) -------------------------------------------------------
+#
+# Slack's spec is Swagger 2.0: parameters are listed per operation (``in: formData`` or
+# ``query``), schemas live under ``definitions`` and use JSON Schema draft 4. Its authors
+# also wrote "one of these" as a tuple ``items`` on non-array schemas (``bot_id``, ``tz``,
+# ``objs_user``); draft 4 ignores that on objects and strings, so it is read as ``anyOf``
+# here, which checks what the authors meant.
+
+# Parameters whose value is JSON: text in a form body, the structure itself in a JSON body.
+SWAGGER_JSON_PARAMETERS = frozenset({"attachments", "blocks", "metadata", "view"})
+
+
+def validate_swagger_request(spec: Mapping[str, Any], path: str, params: Mapping[str, Any]) -> list[str]:
+    """Problems with a Swagger 2.0 operation's arguments ([] when valid).
+
+    ``params`` are the form fields, query parameters or JSON body members of one call
+    (Slack takes every method as a POST with a form or JSON body). The token travels in the
+    Authorization header and is not expected here. Checked: unknown and missing required
+    names, string types, JSON-valued parameters (``blocks`` against the spec's ``blocks``).
+    """
+    operation = _swagger_operation(spec, path)
+    declared = {
+        parameter["name"]: parameter
+        for parameter in operation.get("parameters", [])
+        if parameter.get("in") in ("formData", "query") and parameter["name"] != "token"
+    }
+    problems = [
+        f"missing required parameter '{name}'"
+        for name, parameter in declared.items()
+        if parameter.get("required") and params.get(name) in (None, "")
+    ]
+    for name, value in params.items():
+        if name not in declared:
+            problems.append(f"unknown parameter '{name}' (not in {path})")
+        else:
+            problems += _swagger_parameter_problems(spec, name, value, declared[name])
+    return problems
+
+
+def _swagger_operation(spec: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    operations = spec["paths"].get(path)
+    if not operations:
+        raise ValueError(f"{path} is not in the spec")
+    # Each Slack method has exactly one operation (its documented HTTP verb).
+    return next(iter(operations.values()))
+
+
+def _swagger_parameter_problems(
+    spec: Mapping[str, Any], name: str, value: Any, parameter: Mapping[str, Any]
+) -> list[str]:
+    if name in SWAGGER_JSON_PARAMETERS:
+        return _json_parameter_problems(spec, name, value)
+    if parameter.get("type") == "string" and not isinstance(value, str):
+        return [f"parameter '{name}' is {type(value).__name__}, not a string"]
+    return []
+
+
+def _json_parameter_problems(spec: Mapping[str, Any], name: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [f"parameter '{name}' is not JSON text"]
+    if name == "blocks" and "blocks" in spec.get("definitions", {}):
+        return [f"parameter 'blocks' {problem}" for problem in validate_swagger_definition(spec, "blocks", value)]
+    return []
+
+
+def validate_swagger_response(spec: Mapping[str, Any], path: str, body: Any, *, status: str = "200") -> list[str]:
+    """Draft 4 problems of a JSON body against an operation's response schema ([] when valid).
+
+    ``status="default"`` selects the error schema Slack's spec gives each method.
+    """
+    schema = _swagger_operation(spec, path)["responses"][status]["schema"]
+    return _draft4_problems(spec, schema, body)
+
+
+def validate_swagger_definition(spec: Mapping[str, Any], name: str, value: Any) -> list[str]:
+    """Draft 4 problems of ``value`` against ``definitions/<name>`` ([] when valid)."""
+    return _draft4_problems(spec, {"$ref": f"#/definitions/{name}"}, value)
+
+
+def _draft4_problems(spec: Mapping[str, Any], schema: Mapping[str, Any], value: Any) -> list[str]:
+    root = {**swagger_to_draft4(schema), "definitions": _converted_definitions(spec)}
+    validator = jsonschema.Draft4Validator(root, format_checker=_FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(value), key=lambda error: list(map(str, error.absolute_path)))
+    return [f"{'/'.join(map(str, error.absolute_path)) or '<body>'}: {error.message}" for error in errors]
+
+
+_CONVERTED_DEFINITIONS: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+
+
+def _converted_definitions(spec: Mapping[str, Any]) -> dict[str, Any]:
+    # Keyed by identity and holding the spec, so the cached id can never be reused.
+    cached = _CONVERTED_DEFINITIONS.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        definitions = spec.get("definitions", {})
+        cached = (spec, {name: swagger_to_draft4(schema) for name, schema in definitions.items()})
+        _CONVERTED_DEFINITIONS[id(spec)] = cached
+    return cached[1]
+
+
+def swagger_to_draft4(schema: Any) -> Any:
+    """A Swagger 2.0 schema with tuple ``items`` on non-array schemas read as ``anyOf``."""
+    if isinstance(schema, list):
+        return [swagger_to_draft4(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: swagger_to_draft4(value) for key, value in schema.items()}
+    variants = converted.get("items")
+    if isinstance(variants, list) and schema.get("type") != "array":
+        del converted["items"]
+        converted["anyOf"] = variants
+    return converted

@@ -1,0 +1,458 @@
+"""Slack channel: approval cards, their updates, user lookups and request signatures.
+
+The delivery stage sees outcomes, not Slack:
+
+- ``PostedMessage`` (channel + ts) when Slack accepted a card: keep both, ``update_card``
+  needs them to replace the buttons with the decision later;
+- ``SlackPermanentError`` when trying again cannot help (unknown channel, bad token,
+  missing scope, invalid blocks, unknown user, expired trigger): ``error`` holds Slack's code;
+- ``RetryLater`` (from ``shared.http``) when Slack asked us to wait longer than is worth
+  sleeping through, or answered 5xx / kept failing after one short inline retry.
+
+Retry decisions follow ``shared.http.decide``; the SDK's own rate-limit handler is not
+installed (it would sleep for any Retry-After, holding a function instance for minutes).
+Connection errors get the SDK's one retry. slack_sdk is imported on first use, so importing
+this module stays cheap for the Functions host's cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.http import RetryLater, RetryPolicy, decide, header_value, parse_retry_after
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web import SlackResponse
+
+    from shared.config import SecretRef, SlackConnection
+    from shared.storage.secrets import SecretProvider
+
+log = logging.getLogger(__name__)
+
+# Read timeout for one Web API call; the SDK takes a single number.
+DEFAULT_TIMEOUT_SECONDS = 15
+# chat.postMessage allows about one message per second per channel: a Retry-After of 1 s is
+# slept through once; anything longer goes back to the queue.
+SLACK_RETRY_POLICY = RetryPolicy(max_attempts=2, inline_wait_limit=1.0, default_retry_after=1.0, base_delay=0.5)
+USER_CACHE_TTL_SECONDS = 3600.0
+SIGNATURE_WINDOW_SECONDS = 300  # Slack's replay window, fixed in SignatureVerifier
+
+# Block Kit limits (characters).
+SECTION_TEXT_LIMIT = 3000
+FIELD_TEXT_LIMIT = 2000
+MAX_FIELDS = 10
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+BLOCK_ID_LIMIT = 255
+CONTEXT_TEXT_LIMIT = 3000
+FALLBACK_TEXT_LIMIT = 3000  # Slack truncates at 40,000; a notification shows far less
+APPROVE_ACTION_ID = "approve"
+REJECT_ACTION_ID = "reject"
+
+# ok:false codes that a later attempt of the same call may get past.
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "rate_limited", "fatal_error", "internal_error", "request_timeout", "service_unavailable"}
+)
+# The codes the app expects to meet; every other non-transient code is treated alike.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "users_not_found",
+        "user_not_found",
+        "invalid_blocks",
+        "msg_too_long",
+        "no_text",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+        "message_not_found",
+        "cant_update_message",
+        "expired_trigger_id",
+    }
+)
+
+
+# --- results and errors ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    """Where a card landed: the channel ID Slack resolved and the message ``ts`` (keep as text)."""
+
+    channel: str
+    ts: str
+
+
+class SlackPermanentError(Exception):
+    """Slack refused the call with ``error``; sending the same request again cannot help."""
+
+    def __init__(self, error: str, method: str, message: str | None = None) -> None:
+        super().__init__(message or f"Slack {method} failed: {error}")
+        self.error = error
+        self.method = method
+
+
+class SlackConfigurationError(SlackPermanentError):
+    """The connection lacks what the call needs (an empty secret)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("configuration", "", message)
+
+
+# --- Block Kit cards -------------------------------------------------------------------------
+
+
+def approval_card(
+    title: str,
+    facts: Sequence[tuple[str, str]],
+    link: str | None,
+    approve_value: str,
+    reject_value: str,
+    block_suffix: str,
+) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, blocks) of a card with Approve/Reject buttons carrying the job's values.
+
+    ``block_suffix`` makes the block_ids unique per card (Slack keys button state by them).
+    """
+    from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject, PlainTextObject
+
+    approve = ButtonElement(
+        text=PlainTextObject(text=_cap("Approve", BUTTON_TEXT_LIMIT)),
+        action_id=APPROVE_ACTION_ID,
+        value=_checked_value(approve_value),
+        style="primary",
+    )
+    reject = ButtonElement(
+        text=PlainTextObject(text=_cap("Reject", BUTTON_TEXT_LIMIT)),
+        action_id=REJECT_ACTION_ID,
+        value=_checked_value(reject_value),
+        style="danger",
+        # A rejection is hard to undo: ask once more.
+        confirm=ConfirmObject(
+            title="Reject this request?",
+            text=_cap(f"{title} will be rejected in Dynamics 365.", 300),
+            confirm="Reject",
+            deny="Cancel",
+        ),
+    )
+    blocks = [
+        *_summary_blocks(title, facts, link, block_suffix),
+        ActionsBlock(block_id=_block_id("actions", block_suffix), elements=[approve, reject]),
+    ]
+    return _fallback_text("Approval requested", title, facts), [block.to_dict() for block in blocks]
+
+
+def decided_card(
+    title: str,
+    facts: Sequence[tuple[str, str]],
+    decision: str,
+    who: str,
+    when: datetime,
+) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, blocks) of a decided card: no buttons, "Approved by <@U123> at ... UTC".
+
+    Slack assigns new block_ids (a reused one could keep the old buttons' state on clients).
+    """
+    from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject
+
+    moment = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    line = f"{decision.strip().capitalize()} by <@{who}> at {moment:%Y-%m-%d %H:%M} UTC"
+    blocks = [
+        *_summary_blocks(title, facts, None, None),
+        ContextBlock(elements=[MarkdownTextObject(text=_cap(line, CONTEXT_TEXT_LIMIT))]),
+    ]
+    return _cap(f"{escape_mrkdwn(title)}: {line}", FALLBACK_TEXT_LIMIT), [block.to_dict() for block in blocks]
+
+
+def _summary_blocks(
+    title: str, facts: Sequence[tuple[str, str]], link: str | None, block_suffix: str | None
+) -> list[Any]:
+    from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
+
+    heading = f"*{escape_mrkdwn(title)}*"
+    if link:
+        heading += f"\n<{link}|Open in Dynamics 365>"
+    summary = SectionBlock(
+        block_id=_block_id("summary", block_suffix),
+        text=MarkdownTextObject(text=_cap(heading, SECTION_TEXT_LIMIT)),
+    )
+    blocks: list[Any] = [summary]
+    fields = [
+        MarkdownTextObject(text=_cap(f"*{escape_mrkdwn(label)}*\n{escape_mrkdwn(value)}", FIELD_TEXT_LIMIT))
+        for label, value in facts
+    ]
+    # A section holds at most 10 fields: further facts go into further sections.
+    for start in range(0, len(fields), MAX_FIELDS):
+        part = start // MAX_FIELDS
+        blocks.append(
+            SectionBlock(block_id=_block_id(f"facts{part}", block_suffix), fields=fields[start : start + MAX_FIELDS])
+        )
+    return blocks
+
+
+def _fallback_text(prefix: str, title: str, facts: Sequence[tuple[str, str]]) -> str:
+    # Mobile notifications and screen readers show only this: the document, then its first
+    # facts (the amount leads them); Slack reads &, < and > in it as markup too.
+    shown = [(escape_mrkdwn(label), escape_mrkdwn(value)) for label, value in facts[:3]]
+    parts = [f"{prefix}: {escape_mrkdwn(title)}", *(f"{label}: {value}" for label, value in shown)]
+    return _cap(" · ".join(parts), FALLBACK_TEXT_LIMIT)
+
+
+def _block_id(name: str, suffix: str | None) -> str | None:
+    if suffix is None:
+        return None
+    return f"{name}-{suffix}"[:BLOCK_ID_LIMIT]
+
+
+def _checked_value(value: str) -> str:
+    # A cut value would carry a wrong job id: refuse instead of truncating.
+    if len(value) > BUTTON_VALUE_LIMIT:
+        raise ValueError(f"a button value holds at most {BUTTON_VALUE_LIMIT} characters, got {len(value)}")
+    return value
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Slack's three control characters escaped, so ERP text cannot form links or mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- the channel ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CachedUser:
+    user_id: str
+    expires_at: float
+
+
+class _FixedClock:
+    """SignatureVerifier's clock at a given moment (tests, replays)."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+class SlackChannel:
+    """Cards, DMs, modals and lookups for one Slack connection; safe to share between threads."""
+
+    def __init__(
+        self,
+        connection: SlackConnection,
+        secrets: SecretProvider,
+        *,
+        timeout: int = DEFAULT_TIMEOUT_SECONDS,
+        policy: RetryPolicy = SLACK_RETRY_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        user_cache_ttl: float = USER_CACHE_TTL_SECONDS,
+    ) -> None:
+        self.connection = connection
+        self._secrets = secrets
+        self._policy = policy
+        self._sleep = sleep
+        self._clock = clock
+        self._user_cache_ttl = user_cache_ttl
+        self._users: dict[str, _CachedUser] = {}
+        self._users_lock = threading.Lock()
+        self._client = self._build_client(timeout)
+
+    def _build_client(self, timeout: int) -> WebClient:
+        import ssl
+
+        from slack_sdk import WebClient
+        from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
+
+        context = ssl.create_default_context(cafile=self.connection.ca_bundle) if self.connection.ca_bundle else None
+        return WebClient(
+            token=self._secret(self.connection.bot_token),
+            base_url=self.connection.api_base_url,
+            timeout=timeout,
+            ssl=context,
+            # Connection errors only: 429 and 5xx are decided in _call.
+            retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
+        )
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def post_card(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> PostedMessage:
+        """Post a card; ``text`` is the notification / screen-reader fallback (always send it)."""
+        response = self._call(
+            "chat.postMessage",
+            lambda client: client.chat_postMessage(channel=channel, text=text, blocks=list(blocks)),
+            idempotent=False,
+        )
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    def update_card(self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the card at ``channel``/``ts`` (e.g. with ``decided_card``: the buttons go)."""
+        self._call(
+            "chat.update",
+            lambda client: client.chat_update(channel=channel, ts=ts, text=text, blocks=list(blocks)),
+            idempotent=True,
+        )
+
+    def post_ephemeral(self, channel: str, user: str, text: str) -> str:
+        """A message only ``user`` sees in ``channel``; returns its ``message_ts``."""
+        response = self._call(
+            "chat.postEphemeral",
+            lambda client: client.chat_postEphemeral(channel=channel, user=user, text=text),
+            idempotent=False,
+        )
+        return str(response["message_ts"])
+
+    def open_dm(self, user_id: str) -> str:
+        """The ID (``D...``) of the app's direct-message channel with ``user_id``."""
+        response = self._call("conversations.open", lambda client: client.conversations_open(users=user_id))
+        return str(response["channel"]["id"])
+
+    def open_view(self, trigger_id: str, view: Mapping[str, Any]) -> str:
+        """Open a modal for a click's ``trigger_id`` (valid 3 s, once); returns the view ID."""
+        response = self._call("views.open", lambda client: client.views_open(trigger_id=trigger_id, view=dict(view)))
+        return str(response["view"]["id"])
+
+    # --- users ---------------------------------------------------------------------------------
+
+    def user_id_for_email(self, email: str) -> str:
+        """The Slack user ID for an ERP approver's email; cached for an hour per process."""
+        key = email.strip().lower()
+        cached = self._cached_user(key)
+        if cached is not None:
+            return cached
+        response = self._call("users.lookupByEmail", lambda client: client.users_lookupByEmail(email=email.strip()))
+        user_id = str(response["user"]["id"])
+        with self._users_lock:
+            self._users[key] = _CachedUser(user_id, self._clock() + self._user_cache_ttl)
+        return user_id
+
+    def _cached_user(self, key: str) -> str | None:
+        with self._users_lock:
+            entry = self._users.get(key)
+            if entry is None:
+                return None
+            if self._clock() >= entry.expires_at:
+                del self._users[key]
+                return None
+            return entry.user_id
+
+    def email_for_user(self, user_id: str) -> str | None:
+        """The email on a user's profile (who clicked, for the ERP's audit); None if hidden."""
+        response = self._call("users.info", lambda client: client.users_info(user=user_id))
+        email = response["user"].get("profile", {}).get("email")
+        return str(email) if email else None
+
+    # --- requests from Slack -------------------------------------------------------------------
+
+    def verify_request(self, body: bytes, headers: Mapping[str, str], now: float | None = None) -> bool:
+        """True when the raw ``body`` carries this app's Slack signature, signed within 5 minutes.
+
+        ``now`` (Unix seconds) replaces the wall clock for the replay window.
+        """
+        from slack_sdk.signature import Clock, SignatureVerifier
+
+        clock = Clock() if now is None else _FixedClock(now)
+        verifier = SignatureVerifier(self._secret(self.connection.signing_secret), clock=clock)
+        try:
+            return bool(verifier.is_valid_request(body, dict(headers.items())))
+        except (ValueError, UnicodeDecodeError):
+            return False  # a timestamp that is no number, a body that is no UTF-8: not Slack's
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _secret(self, ref: SecretRef) -> str:
+        value = self._secrets.get(ref.name).reveal().strip()
+        if not value:
+            raise SlackConfigurationError(f"secret {ref.name!r} of Slack connection {self.connection.name!r} is empty")
+        return value
+
+    def _call(
+        self, method: str, operation: Callable[[WebClient], SlackResponse], *, idempotent: bool = True
+    ) -> SlackResponse:
+        """Run one Web API call under the retry policy; raise what the delivery stage acts on."""
+        from slack_sdk.errors import SlackApiError
+
+        # The provider caches secrets for minutes: a rotated token takes effect without a rebuild.
+        self._client.token = self._secret(self.connection.bot_token)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return operation(self._client)
+            except SlackApiError as error:
+                self._after_api_error(error, method, attempt, idempotent)
+            except OSError as error:  # URLError and timeouts, after the SDK's own retry
+                raise RetryLater(self._policy.default_retry_after, f"Slack {method}: {type(error).__name__}") from error
+
+    def _after_api_error(self, error: SlackApiError, method: str, attempt: int, idempotent: bool) -> None:
+        """Return after sleeping when one more inline attempt is due; otherwise raise."""
+        status = int(error.response.status_code)
+        headers = error.response.headers or {}
+        code = _error_code(error.response)
+        if status == 200 and code not in TRANSIENT_ERRORS:
+            if code not in PERMANENT_ERRORS:
+                log.warning("Slack %s: unexpected error %r, not retried", method, code)
+            raise SlackPermanentError(code, method) from error
+        # Slack answers ok:false with 200 for its own transient errors; read them as a 503.
+        effective = status if status != 200 else 503
+        decision = decide(self._policy, attempt, status=effective, headers=headers, idempotent=idempotent)
+        reason = f"Slack {method}: HTTP {status} {code}".rstrip()
+        if decision.action == "retry":
+            log.warning("%s; attempt %d, retrying in %.2fs", reason, attempt, decision.delay)
+            self._sleep(decision.delay)
+            return
+        if decision.action == "requeue" or effective == 429 or effective >= 500:
+            raise RetryLater(self._later_delay(effective, headers, decision.delay), reason, status) from error
+        raise SlackPermanentError(code or f"http_{status}", method) from error
+
+    def _later_delay(self, status: int, headers: Mapping[str, str], decided: float) -> float:
+        retry_after = parse_retry_after(header_value(headers, "Retry-After"))
+        if retry_after is not None:
+            return retry_after
+        return decided or self._policy.default_retry_after
+
+
+def _error_code(response: SlackResponse) -> str:
+    data = response.data
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+# --- process-wide channels ----------------------------------------------------------------------
+
+_channels: dict[str, SlackChannel] = {}
+_channels_lock = threading.Lock()
+
+
+def slack_channel(connection: SlackConnection) -> SlackChannel:
+    """The process's channel for this connection name, rebuilt when its configuration changed."""
+    from shared.storage.secrets import get_secret_provider
+
+    with _channels_lock:
+        channel = _channels.get(connection.name)
+        if channel is None or channel.connection != connection:
+            channel = SlackChannel(connection, get_secret_provider())
+            _channels[connection.name] = channel
+        return channel
+
+
+def reset_slack_channels() -> None:
+    """Forget every channel, so the next call builds new ones (tests, new configuration)."""
+    with _channels_lock:
+        _channels.clear()

@@ -1,0 +1,646 @@
+"""Fake Slack Web API over plain HTTP, plus signed interactions (button clicks) to the app.
+
+Pointing the real SDK at it: ``WebClient(token=fake.bot_token, base_url=fake.api_base_url)``
+(``http://127.0.0.1:PORT/api/``). slack_sdk sends every method as a POST, with a JSON body
+(chat.*, views.*) or a form body (users.*, conversations.*); the fake also takes GET with a
+query string, as Slack does.
+
+Behaviour follows Slack's Web API spec and the Slack reference (Part B):
+
+- Auth: ``Authorization: Bearer xoxb-...`` (or a ``token`` argument); none ->
+  ``not_authed``, an unknown token -> ``invalid_auth``. Errors are HTTP 200 with
+  ``{"ok": false, "error": code}``, as Slack answers them.
+- ``chat.postMessage``: ``channel`` (an ID or a name) and ``text`` or ``blocks`` (else
+  ``no_text``); unknown channel -> ``channel_not_found``; blocks must be a list of objects
+  with a ``type``, within Block Kit's text limits (else ``invalid_blocks``). Answers
+  ``ok, channel, ts, message``; ``ts`` strings increase.
+- Per-channel rate limit on ``chat.postMessage``: at most ``post_burst`` posts per channel
+  within ``post_interval`` seconds (defaults 1 and 1.0); more -> HTTP 429, ``Retry-After``
+  in whole seconds and ``{"ok": false, "error": "ratelimited"}``. ``post_times(channel)``
+  holds every accepted post's monotonic time.
+- ``chat.update`` (``message_not_found``), ``chat.postEphemeral`` (``user_not_in_channel``
+  for unknown users), ``users.lookupByEmail`` (``users_not_found``), ``users.info``
+  (``user_not_found``), ``conversations.open`` (a ``D...`` id per user), ``views.open``
+  (``expired_trigger_id`` unless the trigger was issued by this fake within
+  ``trigger_ttl`` seconds and not used yet), ``auth.test``.
+- Failure injection from the base: ``fail_next(status=429)`` answers ``ratelimited`` with
+  ``Retry-After: 2``; 5xx carry ``{"ok": false, "error": "fatal_error"}``.
+
+Interactions to the app: ``block_actions_payload`` builds a real-shaped ``block_actions``
+payload (issuing a fresh ``trigger_id`` and a ``response_url`` on this fake);
+``send_interaction`` POSTs it as ``payload=<JSON>`` signed like Slack
+(``X-Slack-Request-Timestamp``, ``X-Slack-Signature``), optionally stale or marked as a
+retry. JSON posted to a response URL is kept in ``response_url_posts``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import secrets
+import string
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from slack_sdk.signature import SignatureVerifier
+
+from tests.fakes.server import FakeServer, RecordedRequest, Response, Route, route
+
+TEAM_ID = "T0FAKETEAM"
+TEAM_DOMAIN = "fake-workspace"
+APP_ID = "A0FAKEAPP1"
+BOT_ID = "B0FAKEBOT1"
+BOT_USER_ID = "U0FAKEBOT1"
+DEFAULT_POST_INTERVAL = 1.0
+DEFAULT_POST_BURST = 1
+DEFAULT_TRIGGER_TTL = 3.0
+# Block Kit limits the fake enforces (Slack answers invalid_blocks beyond them).
+SECTION_TEXT_LIMIT = 3000
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+MAX_BLOCKS = 50
+# Arguments whose value is JSON text in a form body.
+_JSON_ARGUMENTS = frozenset({"blocks", "attachments", "view", "metadata"})
+_ID_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def new_id(prefix: str, length: int = 10) -> str:
+    """A Slack-style ID: a type letter and upper-case letters/digits (``C0ABC12345``)."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+class SlackApiFailure(Exception):
+    """An ``{"ok": false}`` answer; ``status`` 200 unless Slack uses another one (429)."""
+
+    def __init__(self, error: str, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.headers = dict(headers or {})
+
+
+@dataclass(frozen=True)
+class SlackUser:
+    id: str
+    email: str
+    name: str
+
+    def resource(self) -> dict[str, Any]:
+        """A user object in the shape users.info / users.lookupByEmail answer."""
+        return {
+            "id": self.id,
+            "team_id": TEAM_ID,
+            "name": self.name,
+            "deleted": False,
+            "real_name": self.name,
+            "tz": "Europe/London",
+            "tz_label": "Greenwich Mean Time",
+            "tz_offset": 0,
+            "is_admin": False,
+            "is_owner": False,
+            "is_bot": False,
+            "is_app_user": False,
+            "updated": 1700000000,
+            "profile": {
+                "real_name": self.name,
+                "real_name_normalized": self.name,
+                "display_name": self.name,
+                "display_name_normalized": self.name,
+                "email": self.email,
+                "avatar_hash": "g0123456789a",
+                "title": "",
+                "phone": "",
+                "skype": "",
+                "status_text": "",
+                "status_emoji": "",
+                "fields": None,
+                "team": TEAM_ID,
+            },
+        }
+
+
+@dataclass
+class SlackMessage:
+    """A message as the fake stores it; ``text`` and ``blocks`` follow chat.update."""
+
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]] | None
+    arguments: Mapping[str, Any]  # every argument of the post as received (decoded)
+    at: float  # time.monotonic() when accepted
+
+    def resource(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "type": "message",
+            "text": self.text,
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "team": TEAM_ID,
+            "ts": self.ts,
+        }
+        if self.blocks is not None:
+            message["blocks"] = self.blocks
+        return message
+
+
+@dataclass(frozen=True)
+class SlackUpdate:
+    channel: str
+    ts: str
+    text: str | None
+    blocks: list[dict[str, Any]] | None
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SlackEphemeral:
+    channel: str
+    user: str
+    message_ts: str
+    text: str | None
+    blocks: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class OpenedView:
+    id: str
+    trigger_id: str
+    view: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResponseUrlPost:
+    path: str
+    body: Any  # the JSON posted (replace_original, response_type, text, blocks, ...)
+    at: float
+
+
+@dataclass
+class _RateWindow:
+    accepted: list[float] = field(default_factory=list)
+
+
+class FakeSlack(FakeServer):
+    """Slack's Web API methods the app uses, with per-channel posting limits."""
+
+    service_name = "slack"
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        post_interval: float = DEFAULT_POST_INTERVAL,
+        post_burst: int = DEFAULT_POST_BURST,
+        trigger_ttl: float = DEFAULT_TRIGGER_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(port=port)
+        if post_burst < 1 or post_interval <= 0:
+            raise ValueError("post_burst must be at least 1 and post_interval positive")
+        self.post_interval = post_interval
+        self.post_burst = post_burst
+        self.trigger_ttl = trigger_ttl
+        self._clock = clock
+        self._state_lock = threading.Lock()
+        self.bot_token = "xoxb-" + secrets.token_hex(12)
+        self._tokens: set[str] = {self.bot_token}
+        self._channels: dict[str, str] = {}  # id -> name
+        self._users: dict[str, SlackUser] = {}
+        self._dms: dict[str, str] = {}  # user id -> D... id
+        self._messages: list[SlackMessage] = []
+        self._updates: list[SlackUpdate] = []
+        self._ephemerals: list[SlackEphemeral] = []
+        self._views: list[OpenedView] = []
+        self._triggers: dict[str, float] = {}  # trigger_id -> monotonic time issued
+        self._response_url_posts: list[ResponseUrlPost] = []
+        self._windows: dict[str, _RateWindow] = {}
+        self._last_ts_micros = 0
+        self._sequence = itertools.count(1)
+
+    # --- configuration -----------------------------------------------------------------------
+
+    @property
+    def api_base_url(self) -> str:
+        """What ``WebClient(base_url=...)`` and ``SlackConnection.api_base_url`` take."""
+        return f"{self.base_url}/api/"
+
+    def add_token(self, token: str) -> None:
+        with self._state_lock:
+            self._tokens.add(token)
+
+    def add_channel(self, channel_id: str, name: str) -> None:
+        with self._state_lock:
+            self._channels[channel_id] = name.lstrip("#")
+
+    def add_user(self, user_id: str, email: str, name: str) -> SlackUser:
+        user = SlackUser(user_id, email, name)
+        with self._state_lock:
+            self._users[user_id] = user
+        return user
+
+    # --- what the app did --------------------------------------------------------------------
+
+    def messages(self, channel: str | None = None) -> list[SlackMessage]:
+        with self._state_lock:
+            return [message for message in self._messages if channel is None or message.channel == channel]
+
+    def message(self, channel: str, ts: str) -> SlackMessage:
+        found = [message for message in self.messages(channel) if message.ts == ts]
+        if not found:
+            raise KeyError(f"no message {ts} in {channel}")
+        return found[0]
+
+    def post_times(self, channel: str) -> list[float]:
+        """Monotonic times of the accepted chat.postMessage calls to ``channel``, oldest first."""
+        return [message.at for message in self.messages(channel)]
+
+    @property
+    def updates(self) -> list[SlackUpdate]:
+        with self._state_lock:
+            return list(self._updates)
+
+    @property
+    def ephemerals(self) -> list[SlackEphemeral]:
+        with self._state_lock:
+            return list(self._ephemerals)
+
+    @property
+    def views_opened(self) -> list[OpenedView]:
+        with self._state_lock:
+            return list(self._views)
+
+    @property
+    def response_url_posts(self) -> list[ResponseUrlPost]:
+        with self._state_lock:
+            return list(self._response_url_posts)
+
+    # --- interactions to the app -------------------------------------------------------------
+
+    def issue_trigger_id(self) -> str:
+        """A trigger_id views.open accepts once, within ``trigger_ttl`` seconds from now."""
+        trigger_id = f"{next(self._sequence)}{secrets.randbelow(10**9)}.{TEAM_ID[1:]}.{secrets.token_hex(16)}"
+        with self._state_lock:
+            self._triggers[trigger_id] = self._clock()
+        return trigger_id
+
+    def new_response_url(self) -> str:
+        return f"{self.base_url}/actions/{TEAM_ID}/{next(self._sequence)}{secrets.randbelow(10**9)}/" + (
+            secrets.token_urlsafe(18)
+        )
+
+    def block_actions_payload(
+        self,
+        user_id: str,
+        channel_id: str,
+        message_ts: str,
+        action_id: str,
+        value: str,
+        *,
+        trigger_id: str | None = None,
+        response_url: str | None = None,
+    ) -> dict[str, Any]:
+        """A ``block_actions`` payload for a click on a button of a message in ``channel_id``."""
+        user = self._users.get(user_id)
+        stored = self._find_message(channel_id, message_ts)
+        message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": "", "bot_id": BOT_ID}
+        if stored is not None:
+            message |= {"text": stored.text, "blocks": stored.blocks or []}
+        return {
+            "type": "block_actions",
+            "user": {
+                "id": user_id,
+                "username": user.name if user else user_id.lower(),
+                "name": user.name if user else user_id.lower(),
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel_id,
+                "is_ephemeral": False,
+            },
+            "trigger_id": trigger_id or self.issue_trigger_id(),
+            "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel_id, "name": self._channels.get(channel_id, "privategroup")},
+            "message": message,
+            "state": {"values": {}},
+            "response_url": response_url or self.new_response_url(),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": _block_id_of(stored, action_id),
+                    "type": "button",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": _button_text_of(stored, action_id), "emoji": True},
+                    "action_ts": _ts_from_micros(int(time.time() * 1_000_000)),
+                }
+            ],
+        }
+
+    def send_interaction(
+        self,
+        url: str,
+        payload: Mapping[str, Any],
+        signing_secret: str,
+        *,
+        timestamp: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+        timeout: float = 10.0,
+    ) -> requests.Response:
+        """POST ``payload`` to the app as Slack does: ``payload=<JSON>``, signed over the raw body.
+
+        ``timestamp`` (Unix seconds) defaults to now; pass an old one for a stale request.
+        ``retry_num`` adds Slack's ``X-Slack-Retry-Num``/``X-Slack-Retry-Reason``; ``headers``
+        override or add any header (a forged signature, say).
+        """
+        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
+        sent_at = str(int(time.time()) if timestamp is None else timestamp)
+        signature = SignatureVerifier(signing_secret).generate_signature(timestamp=sent_at, body=body)
+        all_headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": sent_at,
+            "X-Slack-Signature": signature or "",
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+        }
+        if retry_num is not None:
+            all_headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason}
+        all_headers |= dict(headers or {})
+        return requests.post(url, data=body.encode("utf-8"), headers=all_headers, timeout=timeout)
+
+    # --- routes ------------------------------------------------------------------------------
+
+    def routes(self) -> Sequence[Route]:
+        methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update_message,
+            "chat.postEphemeral": self._post_ephemeral,
+            "users.lookupByEmail": self._lookup_by_email,
+            "users.info": self._user_info,
+            "conversations.open": self._open_conversation,
+            "views.open": self._open_view,
+            "auth.test": self._auth_test,
+        }
+
+        def api(request: RecordedRequest, match: re.Match[str]) -> Response:
+            method = methods.get(match["method"])
+            arguments = _arguments(request)
+            try:
+                self._authenticate(request, arguments)
+                if method is None:
+                    raise SlackApiFailure("unknown_method")
+                return Response.json(200, {"ok": True, **method(arguments)})
+            except SlackApiFailure as failure:
+                return Response.json(failure.status, {"ok": False, "error": failure.error}, failure.headers)
+
+        return [
+            route("POST", r"/api/(?P<method>[A-Za-z.]+)", api),
+            route("GET", r"/api/(?P<method>[A-Za-z.]+)", api),
+            route("POST", r"/actions/[^/]+/[^/]+/[^/]+", self._response_url),
+        ]
+
+    def error_response(self, status: int, message: str) -> Response:
+        error = "ratelimited" if status == 429 else "fatal_error" if status >= 500 else "invalid_request"
+        return Response.json(status, {"ok": False, "error": error})
+
+    def _authenticate(self, request: RecordedRequest, arguments: dict[str, Any]) -> None:
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else arguments.get("token")
+        arguments.pop("token", None)
+        if not token:
+            raise SlackApiFailure("not_authed")
+        with self._state_lock:
+            known = token in self._tokens
+        if not known:
+            raise SlackApiFailure("invalid_auth")
+
+    def _response_url(self, request: RecordedRequest, _match: re.Match[str]) -> Response:
+        if request.json is None:
+            return Response(400, b"invalid_payload", {"Content-Type": "text/plain"})
+        with self._state_lock:
+            self._response_url_posts.append(ResponseUrlPost(request.path, request.json, request.at))
+        return Response(200, b"ok", {"Content-Type": "text/html"})
+
+    # --- methods -----------------------------------------------------------------------------
+
+    def _post_message(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_id(arguments.get("channel"))
+        text, blocks = _content(arguments)
+        with self._state_lock:
+            now = self._clock()
+            self._take_post_slot(channel, now)
+            message = SlackMessage(channel, self._next_ts(), text or "", blocks, dict(arguments), now)
+            self._messages.append(message)
+        return {"channel": channel, "ts": message.ts, "message": message.resource()}
+
+    def _take_post_slot(self, channel: str, now: float) -> None:
+        """Slack's "one message per second per channel", as a sliding window (lock held)."""
+        window = self._windows.setdefault(channel, _RateWindow())
+        window.accepted = [at for at in window.accepted if now - at < self.post_interval]
+        if len(window.accepted) >= self.post_burst:
+            wait = window.accepted[0] + self.post_interval - now
+            raise SlackApiFailure("ratelimited", 429, {"Retry-After": str(max(1, math.ceil(wait)))})
+        window.accepted.append(now)
+
+    def _update_message(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_id(arguments.get("channel"))
+        text, blocks = _content(arguments, required=False)
+        ts = str(arguments.get("ts") or "")
+        with self._state_lock:
+            message = self._find_message_locked(channel, ts)
+            if message is None:
+                raise SlackApiFailure("message_not_found")
+            if text is None and blocks is None:
+                raise SlackApiFailure("no_text")
+            if text is not None:
+                message.text = text
+            if blocks is not None:
+                message.blocks = blocks
+            self._updates.append(SlackUpdate(channel, ts, text, blocks, dict(arguments)))
+            current = message.text
+        # As Slack's documented answer: the message's text and author, not its blocks.
+        return {"channel": channel, "ts": ts, "text": current, "message": {"text": current, "user": BOT_USER_ID}}
+
+    def _post_ephemeral(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_id(arguments.get("channel"))
+        user = str(arguments.get("user") or "")
+        with self._state_lock:
+            known = user in self._users
+        if not known:
+            raise SlackApiFailure("user_not_in_channel")
+        text, blocks = _content(arguments)
+        with self._state_lock:
+            ephemeral = SlackEphemeral(channel, user, self._next_ts(), text, blocks)
+            self._ephemerals.append(ephemeral)
+        return {"message_ts": ephemeral.message_ts}
+
+    def _lookup_by_email(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        email = str(arguments.get("email") or "").strip().lower()
+        if not email:
+            raise SlackApiFailure("invalid_arguments")
+        with self._state_lock:
+            found = [user for user in self._users.values() if user.email.lower() == email]
+        if not found:
+            raise SlackApiFailure("users_not_found")
+        return {"user": found[0].resource()}
+
+    def _user_info(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        with self._state_lock:
+            user = self._users.get(str(arguments.get("user") or ""))
+        if user is None:
+            raise SlackApiFailure("user_not_found")
+        return {"user": user.resource()}
+
+    def _open_conversation(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        users = [user.strip() for user in str(arguments.get("users") or "").split(",") if user.strip()]
+        if not users:
+            raise SlackApiFailure("users_list_not_supplied")
+        if len(users) > 1:
+            raise SlackApiFailure("method_not_supported_for_channel_type")  # group DMs are not faked
+        with self._state_lock:
+            if users[0] not in self._users:
+                raise SlackApiFailure("user_not_found")
+            already_open = users[0] in self._dms
+            dm = self._dms.setdefault(users[0], new_id("D"))
+            self._channels.setdefault(dm, users[0])
+        answer: dict[str, Any] = {"channel": {"id": dm}}
+        if already_open:
+            answer |= {"no_op": True, "already_open": True}
+        return answer
+
+    def _open_view(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        trigger_id = str(arguments.get("trigger_id") or "")
+        view = arguments.get("view")
+        if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
+            raise SlackApiFailure("invalid_arguments")
+        with self._state_lock:
+            issued = self._triggers.pop(trigger_id, None)  # single use
+            if issued is None or self._clock() - issued > self.trigger_ttl:
+                raise SlackApiFailure("expired_trigger_id")
+            opened = OpenedView(new_id("V"), trigger_id, view)
+            self._views.append(opened)
+        return {"view": {**view, "id": opened.id, "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT_ID}}
+
+    def _auth_test(self, _arguments: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": f"https://{TEAM_DOMAIN}.slack.com/",
+            "team": "Fake Workspace",
+            "user": "approvals",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _channel_id(self, given: Any) -> str:
+        """The channel ID for an ID or a name (``#approvals`` or ``approvals``)."""
+        wanted = str(given or "").lstrip("#")
+        with self._state_lock:
+            if wanted in self._channels:
+                return wanted
+            for channel_id, name in self._channels.items():
+                if name == wanted:
+                    return channel_id
+        raise SlackApiFailure("channel_not_found")
+
+    def _next_ts(self) -> str:
+        """Message timestamps as Slack writes them, strictly increasing (lock held)."""
+        self._last_ts_micros = max(self._last_ts_micros + 1, int(time.time() * 1_000_000))
+        return _ts_from_micros(self._last_ts_micros)
+
+    def _find_message(self, channel: str, ts: str) -> SlackMessage | None:
+        with self._state_lock:
+            return self._find_message_locked(channel, ts)
+
+    def _find_message_locked(self, channel: str, ts: str) -> SlackMessage | None:
+        return next((m for m in self._messages if m.channel == channel and m.ts == ts), None)
+
+
+def _ts_from_micros(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _arguments(request: RecordedRequest) -> dict[str, Any]:
+    """A method's arguments from the query string, a form body or a JSON body (JSON kept decoded)."""
+    arguments: dict[str, Any] = {name: values[0] for name, values in request.query.items() if values}
+    if request.form is not None:
+        arguments |= {name: values[0] for name, values in request.form.items() if values}
+    elif isinstance(request.json, dict):
+        arguments |= request.json
+    for name in _JSON_ARGUMENTS & arguments.keys():
+        if isinstance(arguments[name], str):
+            arguments[name] = _decoded_json(name, arguments[name])
+    return arguments
+
+
+def _decoded_json(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SlackApiFailure("invalid_blocks" if name == "blocks" else "invalid_arguments") from None
+
+
+def _content(arguments: Mapping[str, Any], *, required: bool = True) -> tuple[str | None, list[dict[str, Any]] | None]:
+    text = arguments.get("text")
+    blocks = arguments.get("blocks")
+    if blocks is not None:
+        _check_blocks(blocks)
+    if required and not text and not blocks:
+        raise SlackApiFailure("no_text")
+    return (str(text) if text is not None else None), blocks
+
+
+def _check_blocks(blocks: Any) -> None:
+    """Slack's own checks, minimally: a list of typed objects within the text limits."""
+    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+        raise SlackApiFailure("invalid_blocks")
+    for block in blocks:
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise SlackApiFailure("invalid_blocks")
+        if block["type"] == "section" and len(_text_of(block.get("text"))) > SECTION_TEXT_LIMIT:
+            raise SlackApiFailure("invalid_blocks")
+        for element in block.get("elements", []) if block["type"] == "actions" else []:
+            if element.get("type") == "button" and (
+                len(_text_of(element.get("text"))) > BUTTON_TEXT_LIMIT
+                or len(str(element.get("value", ""))) > BUTTON_VALUE_LIMIT
+            ):
+                raise SlackApiFailure("invalid_blocks")
+
+
+def _text_of(text_object: Any) -> str:
+    return str(text_object.get("text", "")) if isinstance(text_object, dict) else ""
+
+
+def _buttons(message: SlackMessage | None) -> list[dict[str, Any]]:
+    blocks = (message.blocks or []) if message is not None else []
+    return [
+        {**element, "block_id": block.get("block_id", "")}
+        for block in blocks
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+    ]
+
+
+def _block_id_of(message: SlackMessage | None, action_id: str) -> str:
+    found = [button for button in _buttons(message) if button.get("action_id") == action_id]
+    return found[0]["block_id"] if found else "actions"
+
+
+def _button_text_of(message: SlackMessage | None, action_id: str) -> str:
+    found = [button for button in _buttons(message) if button.get("action_id") == action_id]
+    return _text_of(found[0].get("text")) if found else action_id.title()

@@ -1,0 +1,396 @@
+"""SlackChannel against the fake Slack over real HTTP, with the real slack_sdk underneath."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from slack_sdk.signature import SignatureVerifier
+
+from shared.channels import slack as channel_module
+from shared.channels.slack import (
+    APPROVE_ACTION_ID,
+    REJECT_ACTION_ID,
+    PostedMessage,
+    SlackChannel,
+    SlackConfigurationError,
+    SlackPermanentError,
+    approval_card,
+    decided_card,
+    reset_slack_channels,
+    slack_channel,
+)
+from shared.config import SecretRef, SlackConnection
+from shared.http import RetryLater
+from shared.storage.secrets import EnvSecretProvider, Secret
+from tests.fakes.server import FakeServer, Response, Route, route
+from tests.fakes.slack import FakeSlack
+from tests.support.openapi import require_spec, validate_swagger_request
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPEC = "slack/slack_web_openapi_v2.json"
+APPROVALS = "C0APPROVAL1"
+ALICE = "U0ALICE0001"
+ALICE_EMAIL = "alice@contoso.example"
+TOKEN_NAME = "slack-bot-token"
+SIGNING_NAME = "slack-signing-secret"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+JOB = "job-7f3a9c"
+FACTS = [("Amount", "1,250.00 USD"), ("Vendor", "Contoso Supplies"), ("Requested by", "Bob")]
+POST_MESSAGE = "POST /api/chat.postMessage"
+LOOKUP = "POST /api/users.lookupByEmail"
+
+
+class RecordingSleep:
+    """Stands in for time.sleep: records each wait, sleeps for real only when asked to."""
+
+    def __init__(self, real: bool = False) -> None:
+        self.waits: list[float] = []
+        self.real = real
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.real:
+            time.sleep(seconds)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class AppStub(FakeServer):
+    """The app's interactivity endpoint: answers 200; the test reads the raw request."""
+
+    service_name = "app"
+
+    def routes(self) -> Sequence[Route]:
+        return [route("POST", r"/api/slack/interactions", lambda _request, _match: Response(200))]
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_channel(APPROVALS, "approvals")
+        fake.add_user(ALICE, ALICE_EMAIL, "alice")
+        yield fake
+        assert fake.handler_errors == []
+
+
+def connection_for(slack: FakeSlack, name: str = "contoso-slack") -> SlackConnection:
+    return SlackConnection(
+        name=name,
+        bot_token=SecretRef(TOKEN_NAME),
+        signing_secret=SecretRef(SIGNING_NAME),
+        api_base_url=slack.api_base_url,
+        default_channel=APPROVALS,
+    )
+
+
+def secrets_for(slack: FakeSlack, token: str | None = None) -> EnvSecretProvider:
+    return EnvSecretProvider({TOKEN_NAME: token or slack.bot_token, SIGNING_NAME: SIGNING_SECRET})
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep(real=True)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def channel(slack: FakeSlack, sleep: RecordingSleep, clock: ManualClock) -> SlackChannel:
+    return SlackChannel(connection_for(slack), secrets_for(slack), sleep=sleep, clock=clock)
+
+
+def card() -> tuple[str, list[dict]]:
+    return approval_card(
+        "Purchase order PO-0042",
+        FACTS,
+        "https://contoso.operations.dynamics.com/?mi=PurchTable&PurchId=PO-0042",
+        f"{JOB}|approve",
+        f"{JOB}|reject",
+        JOB,
+    )
+
+
+def buttons(blocks: list[dict]) -> list[dict]:
+    return [element for block in blocks if block["type"] == "actions" for element in block["elements"]]
+
+
+# --- cards ---------------------------------------------------------------------------------------
+
+
+def test_card_is_posted_with_approve_and_reject_carrying_the_job(slack: FakeSlack, channel: SlackChannel) -> None:
+    text, blocks = card()
+
+    posted = channel.post_card(APPROVALS, text, blocks)
+
+    assert isinstance(posted, PostedMessage)
+    stored = slack.message(APPROVALS, posted.ts)
+    assert posted.channel == APPROVALS
+    assert "PO-0042" in stored.text and "1,250.00 USD" in stored.text
+    assert [(b["action_id"], b["value"], b["style"], b["text"]["text"]) for b in buttons(stored.blocks or [])] == [
+        (APPROVE_ACTION_ID, f"{JOB}|approve", "primary", "Approve"),
+        (REJECT_ACTION_ID, f"{JOB}|reject", "danger", "Reject"),
+    ]
+    block_ids = [block["block_id"] for block in stored.blocks or []]
+    assert len(set(block_ids)) == len(block_ids) and all(JOB in block_id for block_id in block_ids)
+
+
+def test_posted_card_request_matches_the_spec(slack: FakeSlack, channel: SlackChannel) -> None:
+    spec = require_spec(SPEC)
+    channel.post_card(APPROVALS, *card())
+
+    request = slack.requests_to(POST_MESSAGE)[0]
+
+    assert request.headers["Authorization"] == f"Bearer {slack.bot_token}"
+    assert request.content_type.startswith("application/json")
+    assert set(request.json) == {"channel", "text", "blocks"}
+    assert isinstance(request.json["blocks"], list)
+    assert validate_swagger_request(spec, "/chat.postMessage", request.json) == []
+
+
+def test_update_card_replaces_the_buttons_with_the_decision(slack: FakeSlack, channel: SlackChannel) -> None:
+    posted = channel.post_card(APPROVALS, *card())
+    when = datetime(2026, 11, 22, 10, 4, 31, tzinfo=UTC)
+
+    text, blocks = decided_card("Purchase order PO-0042", FACTS, "approved", ALICE, when)
+    channel.update_card(posted.channel, posted.ts, text, blocks)
+
+    stored = slack.message(APPROVALS, posted.ts)
+    assert buttons(stored.blocks or []) == []
+    context = [block for block in stored.blocks or [] if block["type"] == "context"]
+    assert context[0]["elements"][0]["text"] == f"Approved by <@{ALICE}> at 2026-11-22 10:04 UTC"
+    assert stored.text.startswith("Purchase order PO-0042: Approved by")
+    update = slack.requests_to("POST /api/chat.update")[0]
+    assert validate_swagger_request(require_spec(SPEC), "/chat.update", update.json) == []
+
+
+def test_card_text_is_capped_to_block_kit_limits(slack: FakeSlack, channel: SlackChannel) -> None:
+    facts = [(f"Line {n}", "x" * 2500) for n in range(12)]
+    text, blocks = approval_card("T" * 5000, facts, None, JOB, JOB, JOB)
+
+    posted = channel.post_card(APPROVALS, text, blocks)  # the fake refuses blocks over the limits
+
+    sections = [block for block in slack.message(APPROVALS, posted.ts).blocks or [] if block["type"] == "section"]
+    assert len(sections[0]["text"]["text"]) <= 3000
+    assert [len(section.get("fields", [])) for section in sections[1:]] == [10, 2]
+    assert all(len(field["text"]) <= 2000 for section in sections[1:] for field in section["fields"])
+    with pytest.raises(ValueError, match="2000"):
+        approval_card("PO", FACTS, None, "v" * 2001, JOB, JOB)
+
+
+def test_erp_text_cannot_inject_markup() -> None:
+    text, blocks = approval_card("PO <!channel> & co", [("Vendor", "<https://evil|click>")], None, JOB, JOB, JOB)
+
+    assert "<!channel>" not in text and "&lt;!channel&gt; &amp; co" in text
+    assert blocks[1]["fields"][0]["text"] == "*Vendor*\n&lt;https://evil|click&gt;"
+
+
+# --- rate limits and failures -------------------------------------------------------------------
+
+
+def test_429_with_retry_after_1_is_waited_once_inline(
+    slack: FakeSlack, channel: SlackChannel, sleep: RecordingSleep
+) -> None:
+    channel.post_card(APPROVALS, *card())
+
+    second = channel.post_card(APPROVALS, "second card", card()[1])  # the fake allows 1 post/s per channel
+
+    first_at, second_at = slack.post_times(APPROVALS)
+    assert second_at - first_at >= 1.0
+    assert sleep.waits == [1.0]
+    assert len(slack.requests_to(POST_MESSAGE)) == 3  # first, the refused second, the retried second
+    assert slack.message(APPROVALS, second.ts).text == "second card"
+
+
+def test_429_with_retry_after_30_goes_back_to_the_queue(slack: FakeSlack, channel: SlackChannel) -> None:
+    slack.fail_next(status=429, headers={"Retry-After": "30"}, match=POST_MESSAGE)
+
+    with pytest.raises(RetryLater) as raised:
+        channel.post_card(APPROVALS, *card())
+
+    assert (raised.value.delay, raised.value.status) == (30.0, 429)
+    assert len(slack.requests_to(POST_MESSAGE)) == 1
+    assert slack.messages(APPROVALS) == []
+
+
+def test_repeated_429_after_the_inline_wait_goes_back_to_the_queue(
+    slack: FakeSlack, channel: SlackChannel, sleep: RecordingSleep
+) -> None:
+    slack.fail_next(2, status=429, headers={"Retry-After": "1"}, match=POST_MESSAGE)
+
+    with pytest.raises(RetryLater) as raised:
+        channel.post_card(APPROVALS, *card())
+
+    assert raised.value.delay == 1.0
+    assert sleep.waits == [1.0]
+    assert len(slack.requests_to(POST_MESSAGE)) == 2
+
+
+def test_500_on_a_post_is_not_resent_inline_but_a_lookup_is(
+    slack: FakeSlack, channel: SlackChannel, sleep: RecordingSleep
+) -> None:
+    slack.fail_next(status=500, match=POST_MESSAGE)
+    slack.fail_next(status=503, headers={}, match=LOOKUP)
+
+    with pytest.raises(RetryLater) as raised:
+        channel.post_card(APPROVALS, *card())
+    user_id = channel.user_id_for_email(ALICE_EMAIL)
+
+    assert raised.value.status == 500
+    assert len(slack.requests_to(POST_MESSAGE)) == 1  # a 500 may have posted: the queue decides
+    assert user_id == ALICE
+    assert len(slack.requests_to(LOOKUP)) == 2
+
+
+def test_unreachable_slack_is_retry_later(slack: FakeSlack) -> None:
+    with FakeSlack() as gone:
+        connection = connection_for(gone)
+    channel = SlackChannel(connection, secrets_for(slack), timeout=2)
+
+    with pytest.raises(RetryLater):
+        channel.open_dm(ALICE)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "method"),
+    [
+        (lambda c: c.post_card("C0NOWHERE01", "x", []), "channel_not_found", "chat.postMessage"),
+        (lambda c: c.update_card(APPROVALS, "1000000000.000001", "x", []), "message_not_found", "chat.update"),
+        (lambda c: c.user_id_for_email("nobody@contoso.example"), "users_not_found", "users.lookupByEmail"),
+        (lambda c: c.open_view("123.456.stale", {"type": "modal", "blocks": []}), "expired_trigger_id", "views.open"),
+    ],
+)
+def test_refusals_are_permanent(
+    channel: SlackChannel, call: Callable[[SlackChannel], object], error: str, method: str
+) -> None:
+    with pytest.raises(SlackPermanentError) as raised:
+        call(channel)
+
+    assert (raised.value.error, raised.value.method) == (error, method)
+
+
+def test_a_wrong_token_is_permanent(slack: FakeSlack) -> None:
+    channel = SlackChannel(connection_for(slack), secrets_for(slack, token="xoxb-revoked"))
+
+    with pytest.raises(SlackPermanentError) as raised:
+        channel.post_card(APPROVALS, *card())
+
+    assert raised.value.error == "invalid_auth"
+
+
+def test_an_empty_token_is_a_configuration_error(slack: FakeSlack) -> None:
+    class BlankSecrets:
+        def get(self, name: str) -> Secret:
+            return Secret(name, "   ")
+
+    provider = BlankSecrets()
+
+    with pytest.raises(SlackConfigurationError, match=TOKEN_NAME):
+        SlackChannel(connection_for(slack), provider)
+
+
+# --- users, DMs, modals --------------------------------------------------------------------------
+
+
+def test_email_lookup_is_cached_for_an_hour(slack: FakeSlack, channel: SlackChannel, clock: ManualClock) -> None:
+    first = channel.user_id_for_email(ALICE_EMAIL)
+    second = channel.user_id_for_email(" Alice@Contoso.example ")
+    requests_before_expiry = len(slack.requests_to(LOOKUP))
+    clock.now += 3601
+    third = channel.user_id_for_email(ALICE_EMAIL)
+
+    assert first == second == third == ALICE
+    assert requests_before_expiry == 1
+    assert len(slack.requests_to(LOOKUP)) == 2
+
+
+def test_email_for_user_dm_ephemeral_and_modal(slack: FakeSlack, channel: SlackChannel) -> None:
+    posted = channel.post_card(APPROVALS, *card())
+    trigger = slack.block_actions_payload(ALICE, APPROVALS, posted.ts, "reject", f"{JOB}|reject")["trigger_id"]
+
+    dm = channel.open_dm(ALICE)
+    message_ts = channel.post_ephemeral(APPROVALS, ALICE, "Already decided by someone else")
+    view_id = channel.open_view(
+        trigger, {"type": "modal", "title": {"type": "plain_text", "text": "Why?"}, "blocks": []}
+    )
+
+    assert channel.email_for_user(ALICE) == ALICE_EMAIL
+    assert dm.startswith("D")
+    assert [(e.user, e.message_ts) for e in slack.ephemerals] == [(ALICE, message_ts)]
+    assert [v.id for v in slack.views_opened] == [view_id]
+
+
+# --- signatures ----------------------------------------------------------------------------------
+
+
+def test_verify_request_accepts_slacks_signature_and_refuses_forged_and_stale(
+    slack: FakeSlack, channel: SlackChannel
+) -> None:
+    payload = slack.block_actions_payload(ALICE, APPROVALS, "1000000000.000001", "approve", f"{JOB}|approve")
+    six_minutes_ago = int(time.time()) - 360
+
+    with AppStub() as app:
+        url = f"{app.base_url}/api/slack/interactions"
+        slack.send_interaction(url, payload, SIGNING_SECRET)
+        slack.send_interaction(url, payload, "someone-elses-secret")
+        slack.send_interaction(url, payload, SIGNING_SECRET, timestamp=six_minutes_ago)
+        good, forged, stale = app.requests
+
+    assert channel.verify_request(good.body, good.headers)
+    assert not channel.verify_request(good.body.replace(b"approve", b"reject"), good.headers)
+    assert not channel.verify_request(forged.body, forged.headers)
+    assert not channel.verify_request(stale.body, stale.headers)
+    assert not channel.verify_request(good.body, {})
+
+
+def test_verify_request_window_follows_the_given_clock(channel: SlackChannel) -> None:
+    signed_at = 1531420618
+    body = b"payload=%7B%7D"
+    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=str(signed_at), body=body)
+    headers = {"x-slack-request-timestamp": str(signed_at), "x-slack-signature": signature or ""}
+
+    assert channel.verify_request(body, headers, now=signed_at + 299)
+    assert not channel.verify_request(body, headers, now=signed_at + 301)
+    assert not channel.verify_request(body, {**headers, "x-slack-request-timestamp": "soon"}, now=signed_at)
+
+
+# --- registry and import cost ----------------------------------------------------------------------
+
+
+def test_registry_keeps_one_channel_per_connection(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.storage.secrets.get_secret_provider", lambda: secrets_for(slack))
+    reset_slack_channels()
+    try:
+        first = slack_channel(connection_for(slack))
+        again = slack_channel(connection_for(slack))
+        changed = slack_channel(replace(connection_for(slack), default_channel=None))
+    finally:
+        reset_slack_channels()
+
+    assert first is again
+    assert changed is not first
+    assert channel_module._channels == {}
+
+
+def test_importing_the_channel_does_not_import_slack_sdk() -> None:
+    code = "import sys, shared.channels.slack; print(any(m.startswith('slack_sdk') for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"
