@@ -9,6 +9,7 @@ Every step is audited. Other flows (a Slack approval) open a gate the same way.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shared.logs import mask_phone
@@ -60,6 +61,7 @@ def check_gate(stores: Stores, bus: MessageBus, channel: Any, connection: str, n
     if job is not None:
         stores.jobs.update(job, {"verified": True})
     stores.gates.close(connection, number)
-    bus.send(NOTIFICATIONS, envelope)
+    # A key of its own: under the original one, Service Bus duplicate detection would drop the release.
+    bus.send(NOTIFICATIONS, replace(envelope, key=f"{envelope.key}|verified"))
     stores.audit.append(envelope.correlation_id, "verify-approved", **audit_detail)
     return status

@@ -124,6 +124,13 @@ class StorageQueueBus:
         self._service.close()
 
 
+def servicebus_message_id(envelope: Envelope) -> str:
+    """The key for the first attempt, so the broker drops repeats of the same work; each later
+    attempt gets one of its own, or duplicate detection would drop the retry itself."""
+    key = envelope.key if envelope.attempt == 0 else f"{envelope.key}#attempt-{envelope.attempt}"
+    return message_id_for(key)
+
+
 def servicebus_message(envelope: Envelope, delay_seconds: float = 0, now: datetime | None = None) -> ServiceBusMessage:
     """The Service Bus message for an envelope: MessageId from the key, scheduled when delayed."""
     from azure.servicebus import ServiceBusMessage
@@ -133,7 +140,7 @@ def servicebus_message(envelope: Envelope, delay_seconds: float = 0, now: dateti
         scheduled = (now or datetime.now(UTC)) + timedelta(seconds=_clamp_delay(delay_seconds))
     message = ServiceBusMessage(
         envelope.to_json(),
-        message_id=message_id_for(envelope.key),
+        message_id=servicebus_message_id(envelope),
         correlation_id=envelope.correlation_id,
         subject=envelope.type,
         content_type="application/json",

@@ -67,3 +67,11 @@ def test_numeric_settings_are_checked() -> None:
         env_int("N", 8, env={"N": "3.5"})
     with pytest.raises(SettingsError, match="F: must not be negative"):
         env_float("F", 1.0, env={"F": "-1"})
+
+
+def test_retries_get_message_ids_of_their_own_so_duplicate_detection_keeps_them() -> None:
+    first = Envelope("notification.send", "twilio-main", "job-1", {})
+    retry = first.next_attempt()
+    ids = [servicebus_message(e).message_id for e in (first, retry, retry.next_attempt())]
+    assert ids == ["job-1", "job-1#attempt-1", "job-1#attempt-2"]
+    assert servicebus_message(first).message_id == servicebus_message(first).message_id  # repeats still collide
