@@ -99,6 +99,7 @@ NOTIFICATION = "notification.send"  # notifications: one message to one recipien
 TWILIO_STATUS = "twilio.status"  # callbacks: a message or call status callback
 TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
+SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
 POLL_RUN = "poll.run"  # poll-jobs: read one entity of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 

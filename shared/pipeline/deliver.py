@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import TwilioConnection, get_config
+from shared.config import SlackConnection, TwilioConnection, get_config
 from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, status_rank
@@ -38,8 +38,13 @@ def deliver_notification(envelope: Envelope) -> None:
     payload = envelope.payload
     config, stores = get_config(), get_stores()
     connection = config.connections.get(payload.get("via", ""))
+    if isinstance(connection, SlackConnection):
+        from shared.pipeline.slack_flow import deliver_card
+
+        deliver_card(stores, connection, envelope, open_job(stores, envelope))
+        return
     if not isinstance(connection, TwilioConnection):
-        raise PermanentFailure(f"no Twilio connection named {payload.get('via')!r} in the configuration")
+        raise PermanentFailure(f"no Twilio or Slack connection named {payload.get('via')!r} in the configuration")
     job = open_job(stores, envelope)
     Delivery(stores, connection, envelope, job).run()
 

@@ -22,11 +22,14 @@ from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
 from shared.storage.bus import MessageBus, get_bus
 from shared.storage.tables import AuditLog, Stores, get_stores
-from shared.templates import fit_sms, render
+from shared.templates import display_fields, fit_sms, render
 
 log = logging.getLogger(__name__)
 
 EVENT_SCOPE = "event"
+# What a Slack card shows, in this order, when the record has it.
+CARD_FACTS = (("Document", "document"), ("Vendor", "vendor_name"), ("Amount", "money"), ("Invoice", "invoice_id"),
+              ("Due", "due_date"), ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
 
 
 def record_ref(connection: str, entity: str, key: str) -> str:
@@ -110,8 +113,11 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
         payload["say"] = render(template.voice, fields)
         payload["gather"] = template.gather
     else:
-        payload["text"] = render(template.sms, fields) if template.sms else ""
-        payload["fields"] = {k: v for k, v in fields.items() if isinstance(v, str | int | float | bool)}
+        shown = display_fields(fields)
+        payload["title"] = render(template.sms, fields) if template.sms else event_type
+        payload["facts"] = [[label, shown[name]] for label, name in CARD_FACTS if shown.get(name)]
+        payload["approver"] = str(fields.get("assignee_email") or "")
+        payload["work_item_id"] = str(fields.get("work_item_id") or "")
     return payload
 
 

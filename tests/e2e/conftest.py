@@ -23,12 +23,17 @@ import requests
 from devhost.azurite import Azurite, start_azurite
 from tests.fakes.dynamics import FakeDynamics
 from tests.fakes.entra import FakeEntra
+from tests.fakes.slack import FakeSlack
 from tests.fakes.twilio import FakeTwilio, TwilioCredentials
 from tests.support.app import REPO_ROOT, local_app
 
 TENANT, CLIENT_ID, CLIENT_SECRET = "contoso-tenant", "a1b2c3d4-app", "entra-client-secret-value"
 FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
 POLL_RECIPIENT = "+14155559901"
+SLACK_SIGNING_SECRET = "e2e-slack-signing-secret-0123456789"
+APPROVALS_CHANNEL = "C0APPROVALS"
+APPROVER = ("U0ANA", "ana@contoso.example")
+BYSTANDER = ("U0BOB", "bob@contoso.example")
 
 # Fast queue polling so each hop takes milliseconds, not the 2 s of the production host.json.
 FAST_HOST_JSON = {
@@ -44,6 +49,7 @@ class Stack:
     base_url: str
     twilio: FakeTwilio
     twilio_creds: TwilioCredentials
+    slack: FakeSlack
     dynamics: FakeDynamics
     entra: FakeEntra
     azurite: Azurite
@@ -95,7 +101,8 @@ class Stack:
         return self.log_path.read_text(errors="replace")
 
 
-def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, creds: TwilioCredentials) -> dict:
+def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, creds: TwilioCredentials,
+               slack: FakeSlack | None = None) -> dict:
     notify = [{"field": "NotifyPhone"}]
     return {
         "connections": {
@@ -109,6 +116,9 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
                             "auth_token": {"secret": "twilio-auth-token"}, "from_number": creds.phone_number,
                             "verify_service_sid": creds.verify_service_sid, "api_base_url": twilio.base_url,
                             "verify_base_url": twilio.base_url},
+            **({"slack-main": {"kind": "slack", "bot_token": {"secret": "slack-bot-token"},
+                               "signing_secret": {"secret": "slack-signing-secret"},
+                               "api_base_url": slack.api_base_url}} if slack else {}),
         },
         "rules": [
             {"id": "invoice-sms", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
@@ -122,6 +132,9 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
             {"id": "invoice-on-hold-sms", "source": "contoso-fo", "event": "VendorInvoiceHeaders",
              "when": [{"field": "on_hold", "op": "eq", "value": "Yes"}], "channel": "sms", "via": "twilio-main",
              "to": [POLL_RECIPIENT], "template": "invoice-on-hold"},
+            *([{"id": "approval-card", "source": "contoso-fo",
+                "event": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem", "channel": "slack",
+                "via": "slack-main", "to": [APPROVALS_CHANNEL], "template": "workflow-approval"}] if slack else []),
             {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
              "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
              "verify": True},
@@ -150,6 +163,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
     entra = FakeEntra().start()
     dynamics = FakeDynamics(entra).start()
     twilio = FakeTwilio().start()
+    slack = FakeSlack().start()
+    slack.add_channel(APPROVALS_CHANNEL, "ap-approvals")
+    for user_id, email in (APPROVER, BYSTANDER):
+        slack.add_user(user_id, email, email.split("@")[0])
     entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)
     dynamics.allow_clients(CLIENT_ID)
     dynamics.add_entities("VendorsV2", [
@@ -163,11 +180,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
         "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
         "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
         "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
+        "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
     }
     try:
-        with local_app(folder, config=app_config(dynamics, entra, twilio, creds), values=values,
+        with local_app(folder, config=app_config(dynamics, entra, twilio, creds, slack), values=values,
                        host_json=FAST_HOST_JSON) as app:
-            yield Stack(app.base_url, twilio, creds, dynamics, entra, azurite, app.log_path, app.settings_path)
+            yield Stack(app.base_url, twilio, creds, slack, dynamics, entra, azurite, app.log_path,
+                        app.settings_path)
     finally:
-        for server in (twilio, dynamics, entra):
+        for server in (slack, twilio, dynamics, entra):
             server.stop()

@@ -1,0 +1,171 @@
+"""Slack: approval cards out, Approve / Reject clicks back to the ERP.
+
+- A card goes to its rule's channel, or to the approver's direct messages when the
+  recipient is an email address; each send first takes a slot on its channel (about one
+  message per second per channel across all instances).
+- A click is honoured once (claimed by channel, message, action and user), only from the
+  approver the card was sent for, and only while the Dynamics work item is still open:
+  Validate, then Complete with the outcome and a comment naming the approver. The card
+  then shows who decided and when, without buttons. Every step is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.config import DynamicsConnection, SlackConnection, get_config
+from shared.http import RetryLater
+from shared.model import CALLBACKS, SLACK_INTERACTION, Envelope, status_rank
+from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.pacing import wait_for_slot
+from shared.pipeline.registry import handles
+from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
+
+log = logging.getLogger(__name__)
+
+CLICK_SCOPE = "slack-click"
+OUTCOMES = {"approve": "Approve", "reject": "Reject"}
+
+
+def slack_ref(channel: str, ts: str) -> str:
+    return f"slack:{channel}|{ts}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
+    from shared.channels.slack import SlackPermanentError, approval_card, slack_channel
+
+    payload = envelope.payload
+    job_id = payload["job_id"]
+
+    def audit(step: str, **detail: Any) -> None:
+        stores.audit.append(envelope.correlation_id, step, connection=connection.name,
+                            record=payload.get("record", ""), job_id=job_id, **detail)
+
+    if status_rank(job.status) > status_rank("dispatching") or job.fields.get("provider_id"):
+        audit("duplicate", reason=f"job already {job.status}; not posted again")
+        return
+    slack = slack_channel(connection)
+    try:
+        target = str(payload.get("to", ""))
+        if "@" in target:  # an approver's email: their direct messages with the app
+            target = slack.open_dm(slack.user_id_for_email(target))
+        wait_for_slot(stores.pacing, connection.name, target)
+        facts = [tuple(fact) for fact in payload.get("facts", [])]
+        title = str(payload.get("title") or payload.get("event") or "Approval needed")
+        text, blocks = approval_card(title, facts, None, job_id, job_id, job_id[:8])
+        if not payload.get("work_item_id"):
+            blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
+        try:
+            job = stores.jobs.update(job, {"status": "dispatching", "updated_at": _now()})
+        except ConcurrencyError:
+            raise RetryLater(30.0, "another delivery of this card is under way") from None
+        posted = slack.post_card(target, text, blocks)
+    except SlackPermanentError as exc:
+        stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": _now()})
+        audit("failed", status="failed", reason=str(exc), channel="slack")
+        return
+    stores.jobs.update(job, {"status": "sent", "provider_id": slack_ref(posted.channel, posted.ts),
+                             "slack_channel": posted.channel, "slack_ts": posted.ts, "updated_at": _now()})
+    stores.providers.link(slack_ref(posted.channel, posted.ts), job_id, connection.name)
+    audit("sent", status="sent", channel="slack", to=posted.channel, provider_id=slack_ref(posted.channel, posted.ts))
+
+
+def click_key(payload: dict[str, Any]) -> str:
+    container = payload.get("container") or {}
+    action = (payload.get("actions") or [{}])[0]
+    return "|".join(str(part) for part in (container.get("channel_id"), container.get("message_ts"),
+                                            action.get("action_id"), (payload.get("user") or {}).get("id")))
+
+
+@handles(CALLBACKS, SLACK_INTERACTION)
+def handle_click(envelope: Envelope) -> None:
+    from shared.channels.slack import decided_card, slack_channel
+
+    config, stores = get_config(), get_stores()
+    connection = config.connections.get(envelope.connection)
+    if not isinstance(connection, SlackConnection):
+        raise PermanentFailure(f"no Slack connection named {envelope.connection!r} in the configuration")
+    click = envelope.payload["payload"]
+    user = (click.get("user") or {}).get("id", "")
+    container = click.get("container") or {}
+    channel_id, ts = container.get("channel_id", ""), container.get("message_ts", "")
+    action_id = (click.get("actions") or [{}])[0].get("action_id", "")
+    link = stores.providers.lookup(slack_ref(channel_id, ts))
+    if link is None or action_id not in OUTCOMES:
+        log.warning("a click on %s %s that no card of ours carries", channel_id, ts)
+        return
+    job = stores.jobs.get(link.job_id)
+    if job is None:
+        return
+    notification = Envelope.from_json(job.fields["envelope"]).payload
+    slack = slack_channel(connection)
+
+    def audit(step: str, **detail: Any) -> None:
+        stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id), step,
+                            connection=connection.name, record=job.fields.get("record", ""), job_id=link.job_id,
+                            user=user, **detail)
+
+    if not stores.dedup.claim(CLICK_SCOPE, envelope.key, owner=envelope.correlation_id):
+        return  # the same click again, or Slack's retry of it
+    if job.fields.get("decision"):
+        slack.post_ephemeral(channel_id, user, f"This was already decided: {job.fields['decision']}.")
+        return
+    email = slack.email_for_user(user) or ""
+    if email.casefold() != str(notification.get("approver", "")).casefold() or not email:
+        slack.post_ephemeral(channel_id, user, "You are not the approver of this item; nothing was changed.")
+        audit("refused", reason="the clicking user is not the approver")
+        return
+    outcome = OUTCOMES[action_id]
+    try:  # the decision is claimed on the job first: of two racing clicks, one writes back
+        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": _now()})
+    except ConcurrencyError:
+        slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
+        return
+    written = write_back(config.connections.get(str(job.fields.get("source", ""))), notification, outcome, email)
+    title = str(notification.get("title") or "Approval")
+    facts = [tuple(fact) for fact in notification.get("facts", [])]
+    decision = f"{outcome}d" if written else "Closed in Dynamics before this click; nothing"
+    text, blocks = decided_card(title, facts, decision, user, datetime.now(UTC))
+    slack.update_card(channel_id, ts, text, blocks)
+    if written:
+        audit("decided", outcome=outcome, by=email, decided_at=job.fields["decided_at"])
+    else:
+        audit("work-item-closed", reason="the work item was completed or recalled elsewhere")
+
+
+def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str) -> bool:
+    """Complete the Dynamics work item; False when it is no longer open (nothing written)."""
+    from shared.erp.dynamics import complete_work_item, dynamics_client, work_item_is_open
+
+    if not isinstance(connection, DynamicsConnection):
+        raise PermanentFailure("the card's source is not a Dynamics connection; nothing to write back to")
+    work_item = str(notification.get("work_item_id") or "")
+    if not work_item:
+        raise PermanentFailure("the card names no workflow work item")
+    client = dynamics_client(connection)
+    if not work_item_is_open(client, work_item):
+        return False
+    complete_work_item(client, work_item, outcome, f"{outcome}d in Slack by {email}")
+    return True
+
+
+def envelope_for_click(connection: str, payload: dict[str, Any]) -> Envelope:
+    return Envelope(SLACK_INTERACTION, connection, click_key(payload), {"payload": payload})
+
+
+def parse_interaction(body: bytes) -> dict[str, Any]:
+    from urllib.parse import parse_qs
+
+    form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+    raw = (form.get("payload") or [""])[0]
+    payload = json.loads(raw)
+    if not isinstance(payload, dict):
+        raise ValueError("payload is not a JSON object")
+    return payload

@@ -1,0 +1,47 @@
+"""``POST /api/slack/interactions/{connection}``: Slack button clicks.
+
+Slack wants an answer within 3 seconds: the request is verified (X-Slack-Signature over
+the raw body, 5-minute window; forged or stale: 401, nothing happens), queued, and
+answered at once. A retry of the same click (X-Slack-Retry-Num) is acknowledged and
+filtered by the click's key behind the queue.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.triggers.responses import error_response
+
+bp = func.Blueprint()
+
+MAX_INTERACTION_BYTES = 256 * 1024
+
+
+@bp.function_name("slack_interactions")
+@bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.channels.slack import slack_channel
+    from shared.config import ConfigError, SlackConnection, get_config
+    from shared.model import CALLBACKS
+    from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
+    from shared.storage.bus import get_bus
+
+    try:
+        config = get_config()
+    except ConfigError:
+        return error_response(503, "not_configured", "the connector's configuration does not load; see its log")
+    connection = config.connections.get(req.route_params.get("connection", ""))
+    if not isinstance(connection, SlackConnection):
+        return error_response(404, "unknown_connection", "no such Slack connection")
+    body = req.get_body()
+    if len(body) > MAX_INTERACTION_BYTES:
+        return error_response(413, "too_large", f"at most {MAX_INTERACTION_BYTES} bytes are accepted")
+    if not slack_channel(connection).verify_request(body, dict(req.headers)):
+        return error_response(401, "bad_signature", "X-Slack-Signature is missing, forged or too old")
+    try:
+        payload = parse_interaction(body)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "bad_payload", "the body holds no JSON payload")
+    if payload.get("type") == "block_actions" and payload.get("actions"):
+        get_bus().send(CALLBACKS, envelope_for_click(connection.name, payload))
+    return func.HttpResponse(status_code=200)

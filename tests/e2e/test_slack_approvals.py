@@ -1,0 +1,87 @@
+"""A Dynamics workflow work item -> a Slack card -> the approver's click -> Complete in Dynamics."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from tests.e2e.conftest import APPROVALS_CHANNEL, APPROVER, BYSTANDER, SLACK_SIGNING_SECRET, Stack
+from tests.support.waiting import wait_for
+
+_controls = itertools.count(5637170000)
+
+
+def work_item_event(work_item: str) -> dict:
+    return {
+        "BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem", "ControlNumber": next(_controls),
+        "BusinessEventLegalEntity": "usmf", "LegalEntity": "usmf", "EventTime": "/Date(1763802000000)/",
+        "WorkflowWorkItemInstanceId": work_item, "WorkflowUserEmail": APPROVER[1],
+        "WorkflowWorkItemSubject": f"Approve vendor invoice {work_item}", "WorkflowDocument": f"Invoice {work_item}",
+    }
+
+
+def post_card(stack: Stack, work_item: str) -> object:
+    stack.dynamics.add_work_item(work_item)
+    assert stack.post_events(work_item_event(work_item)).status_code == 202
+    return wait_for(lambda: next((m for m in stack.slack.messages(APPROVALS_CHANNEL) if work_item in m.text), None),
+                    what="the card in the approvals channel")
+
+
+def click(stack: Stack, card: object, user: str, action: str, **options: object) -> object:
+    payload = stack.slack.block_actions_payload(user, APPROVALS_CHANNEL, card.ts, action, "job")  # type: ignore[attr-defined]
+    return stack.slack.send_interaction(f"{stack.base_url}/api/slack/interactions/slack-main", payload,
+                                        SLACK_SIGNING_SECRET, **options)
+
+
+def buttons(card: object) -> dict[str, str]:
+    return {element["action_id"]: element["value"] for block in card.blocks or []  # type: ignore[attr-defined]
+            if block["type"] == "actions" for element in block["elements"]}
+
+
+def test_an_approval_card_and_the_approvers_click_complete_the_work_item(stack: Stack) -> None:
+    card = post_card(stack, "WI-E2E-1")
+    assert set(buttons(card)) == {"approve", "reject"}
+    assert card.text  # the plain-text fallback for notifications
+    record = "contoso-fo|WorkflowWorkItem|WI-E2E-1"
+
+    refused = click(stack, card, BYSTANDER[0], "reject")
+    assert refused.status_code == 200
+    wait_for(lambda: "refused" in stack.steps(record), what="the bystander refused")
+    assert any(e.user == BYSTANDER[0] and "not the approver" in (e.text or "") for e in stack.slack.ephemerals)
+
+    assert click(stack, card, APPROVER[0], "approve").status_code == 200
+    wait_for(lambda: stack.dynamics.work_item_state("WI-E2E-1") == "completed", what="the work item completed")
+    [completion] = [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-E2E-1"]
+    assert completion["outcome"] == "Approve" and APPROVER[1] in completion["comment"]
+    update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None), what="card updated")
+    assert "Approved by" in (update.text or "") and not any(b["type"] == "actions" for b in update.blocks or [])
+    decided = wait_for(lambda: [e for e in stack.audit(record)["entries"] if e["step"] == "decided"],
+                       what="decision audited")
+    assert decided[0]["detail"]["by"] == APPROVER[1] and decided[0]["detail"]["outcome"] == "Approve"
+
+    assert click(stack, card, APPROVER[0], "approve").status_code == 200  # the same click again
+    assert click(stack, card, APPROVER[0], "approve", retry_num=1).status_code == 200  # Slack's retry
+    assert click(stack, card, APPROVER[0], "reject").status_code == 200  # a change of mind, too late
+    wait_for(lambda: any("already decided" in (e.text or "") for e in stack.slack.ephemerals), what="told")
+    assert len([c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-E2E-1"]) == 1
+
+
+def test_a_work_item_completed_elsewhere_closes_the_card_without_writing(stack: Stack) -> None:
+    card = post_card(stack, "WI-E2E-2")
+    stack.dynamics.add_work_item("WI-E2E-2", state="completed")  # decided in Dynamics meanwhile
+    click(stack, card, APPROVER[0], "approve")
+    wait_for(lambda: "work-item-closed" in stack.steps("contoso-fo|WorkflowWorkItem|WI-E2E-2"), what="closed")
+    assert not [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-E2E-2"]
+
+
+@pytest.mark.parametrize("age", [0, 360])
+def test_forged_or_stale_clicks_get_401_and_change_nothing(stack: Stack, age: int) -> None:
+    card = post_card(stack, f"WI-E2E-3{age}")
+    payload = stack.slack.block_actions_payload(APPROVER[0], APPROVALS_CHANNEL, card.ts, "approve", "job")
+    url = f"{stack.base_url}/api/slack/interactions/slack-main"
+    secret = "not-the-signing-secret" if age == 0 else SLACK_SIGNING_SECRET
+    answer = stack.slack.send_interaction(url, payload, secret, timestamp=int(time.time()) - age)
+    assert answer.status_code == 401
+    assert stack.dynamics.work_item_state(f"WI-E2E-3{age}") == "open"
