@@ -43,6 +43,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/import_time.py
 	$(BIN)/python bench/dynamics_twilio.py
+	$(BIN)/python bench/slack_interactions.py
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache

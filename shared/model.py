@@ -37,6 +37,7 @@ class Envelope:
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     attempt: int = 0
     version: int = ENVELOPE_VERSION
+    deferrals: int = 0  # returns to the queue to wait for a send slot: waiting, not failing
 
     def to_json(self) -> str:
         return json.dumps(
@@ -47,6 +48,7 @@ class Envelope:
                 "correlation_id": self.correlation_id,
                 "key": self.key,
                 "attempt": self.attempt,
+                "deferrals": self.deferrals,
                 "payload": self.payload,
             },
             separators=(",", ":"),
@@ -78,6 +80,9 @@ class Envelope:
         attempt = data.get("attempt", 0)
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
             raise EnvelopeError("attempt: must be a non-negative integer")
+        deferrals = data.get("deferrals", 0)
+        if not isinstance(deferrals, int) or isinstance(deferrals, bool) or deferrals < 0:
+            raise EnvelopeError("deferrals: must be a non-negative integer")
         correlation_id = data.get("correlation_id") or uuid.uuid4().hex
         if not isinstance(correlation_id, str):
             raise EnvelopeError("correlation_id: must be a string")
@@ -89,6 +94,7 @@ class Envelope:
             correlation_id=correlation_id,
             attempt=attempt,
             version=version,
+            deferrals=deferrals,
         )
 
 
@@ -100,6 +106,7 @@ TWILIO_STATUS = "twilio.status"  # callbacks: a message or call status callback
 TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
 SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
+SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
 POLL_RUN = "poll.run"  # poll-jobs: read one entity of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 

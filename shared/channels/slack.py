@@ -293,12 +293,18 @@ class SlackChannel:
 
     # --- messages ------------------------------------------------------------------------------
 
-    def post_card(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> PostedMessage:
-        """Post a card; ``text`` is the notification / screen-reader fallback (always send it)."""
+    def post_card(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]], *,
+                  wait_when_throttled: bool = True) -> PostedMessage:
+        """Post a card; ``text`` is the notification / screen-reader fallback (always send it).
+
+        ``wait_when_throttled=False`` hands a 429 straight back as RetryLater: a paced sender
+        takes a new slot instead of retrying into the next send's.
+        """
         response = self._call(
             "chat.postMessage",
             lambda client: client.chat_postMessage(channel=channel, text=text, blocks=list(blocks)),
             idempotent=False,
+            wait_when_throttled=wait_when_throttled,
         )
         return PostedMessage(str(response["channel"]), str(response["ts"]))
 
@@ -384,7 +390,8 @@ class SlackChannel:
         return value
 
     def _call(
-        self, method: str, operation: Callable[[WebClient], SlackResponse], *, idempotent: bool = True
+        self, method: str, operation: Callable[[WebClient], SlackResponse], *, idempotent: bool = True,
+        wait_when_throttled: bool = True,
     ) -> SlackResponse:
         """Run one Web API call under the retry policy; raise what the delivery stage acts on."""
         from slack_sdk.errors import SlackApiError
@@ -397,6 +404,10 @@ class SlackChannel:
             try:
                 return operation(self._client)
             except SlackApiError as error:
+                if not wait_when_throttled and error.response.status_code == 429:
+                    retry_after = parse_retry_after(header_value(error.response.headers or {}, "Retry-After"))
+                    raise RetryLater(retry_after or self._policy.default_retry_after,
+                                     f"Slack {method}: HTTP 429", 429) from error
                 self._after_api_error(error, method, attempt, idempotent)
             except OSError as error:  # URLError and timeouts, after the SDK's own retry
                 raise RetryLater(self._policy.default_retry_after, f"Slack {method}: {type(error).__name__}") from error

@@ -12,7 +12,7 @@ Any other exception propagates, so the host's own retry and poison handling appl
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from shared.model import Envelope, EnvelopeError
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["handled", "requeued", "dead-lettered"]
 DEFAULT_MAX_ATTEMPTS = 8
+MAX_DEFERRALS = 100  # returns to wait for a pacing slot; bounded all the same
 
 
 class PermanentFailure(Exception):
@@ -50,6 +51,7 @@ def max_attempts() -> int:
 
 def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = None) -> Outcome:
     from shared.http import RetryLater
+    from shared.pipeline.pacing import WaitForSlot
 
     registry.load_stages()
     try:
@@ -67,6 +69,12 @@ def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = 
     context = {"correlation_id": envelope.correlation_id, "connection": envelope.connection}
     try:
         spec.handler(envelope)
+    except WaitForSlot as wait:
+        if envelope.deferrals >= MAX_DEFERRALS:
+            return _dead_letter(bus, delivery, f"still waiting for a send slot after {envelope.deferrals} returns")
+        payload = {**envelope.payload, "paced_slot": wait.slot}
+        bus.send(delivery.queue, replace(envelope, payload=payload, deferrals=envelope.deferrals + 1), wait.delay)
+        return "requeued"
     except RetryLater as later:
         limit = attempts_allowed or max_attempts()
         if envelope.attempt + 1 >= limit:

@@ -1,34 +1,46 @@
 """Pace sends to a provider's per-channel limit instead of provoking 429s.
 
-Slack allows about one message per second per channel. Every send first takes a slot on
-its channel from a table shared by all instances; a slot that starts soon is waited for
-here, a later one is not taken: the message goes back to its queue until then. A burst
-is spread out over the channel's slots and nothing is dropped.
+Slack allows about one message per second per channel. Every send takes the next free
+slot on its channel from a table shared by all instances. A slot that starts soon is
+waited for here; a later one stays reserved, and the message goes back to its queue to
+return at that moment with its slot (``WaitForSlot``): a burst is spread over the
+channel's slots in order, each message scheduled once, and nothing is dropped.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 
 from shared.http import RetryLater
 from shared.storage.tables import PacingStore
 
-SLACK_CHANNEL_INTERVAL = 1.0  # seconds between messages to one channel
+# Seconds between messages to one channel: just under the limit, so jitter in the time from
+# slot to arrival does not land two posts inside one second.
+SLACK_CHANNEL_INTERVAL = 1.1
 INLINE_HORIZON = 2.0  # a slot within this is slept for; further out, the queue waits instead
 
 
-def wait_for_slot(pacing: PacingStore, connection: str, channel: str, *, interval: float = SLACK_CHANNEL_INTERVAL,
-                  horizon: float = INLINE_HORIZON, clock: Callable[[], float] = time.time,
-                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
-    """Return when this send may go; RetryLater when the channel is booked beyond the horizon."""
+class WaitForSlot(RetryLater):
+    """Come back at ``slot`` (epoch seconds), which is reserved for this send. Not a failure."""
+
+    def __init__(self, delay: float, slot: float, reason: str) -> None:
+        super().__init__(delay, reason)
+        self.slot = slot
+
+
+def wait_for_slot(pacing: PacingStore, connection: str, channel: str, reserved: float | None = None, *,
+                  interval: float = SLACK_CHANNEL_INTERVAL, horizon: float = INLINE_HORIZON,
+                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return when this send may go; WaitForSlot when its slot is further off than the horizon.
+
+    ``reserved`` is the slot an earlier attempt of this same send reserved.
+    """
     now = clock()
-    slot = pacing.reserve(connection, channel, now, interval, horizon)
-    if slot is None:
-        booked_until = pacing.next_free(connection, channel) or now
-        # Jitter spreads the waiting messages over the coming slots instead of all returning at once.
-        delay = max(interval, booked_until - now) + (rng or random).uniform(0, interval * 4)
-        raise RetryLater(delay, f"channel {channel} is paced: next free slot in {booked_until - now:.1f} s")
+    slot = reserved if reserved is not None else pacing.reserve(connection, channel, now, interval)
+    if slot - now > horizon:
+        # Back a little before the slot (queues schedule to the second at best), then sleep to it here.
+        early = slot - now - horizon / 2
+        raise WaitForSlot(early, slot, f"channel {channel} is paced: this send's slot is in {slot - now:.1f} s")
     if slot > now:
         sleep(slot - now)

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import DynamicsConnection, SlackConnection, get_config
 from shared.http import RetryLater
-from shared.model import CALLBACKS, SLACK_INTERACTION, Envelope, status_rank
+from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, status_rank
 from shared.pipeline.consume import PermanentFailure
-from shared.pipeline.pacing import wait_for_slot
+from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, WaitForSlot, wait_for_slot
 from shared.pipeline.registry import handles
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
@@ -53,10 +54,8 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
         return
     slack = slack_channel(connection)
     try:
-        target = str(payload.get("to", ""))
-        if "@" in target:  # an approver's email: their direct messages with the app
-            target = slack.open_dm(slack.user_id_for_email(target))
-        wait_for_slot(stores.pacing, connection.name, target)
+        target = direct_or_fallback(slack, connection, str(payload.get("to", "")), audit)
+        wait_for_slot(stores.pacing, connection.name, target, payload.get("paced_slot"))
         facts = [tuple(fact) for fact in payload.get("facts", [])]
         title = str(payload.get("title") or payload.get("event") or "Approval needed")
         text, blocks = approval_card(title, facts, None, job_id, job_id, job_id[:8])
@@ -66,7 +65,16 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
             job = stores.jobs.update(job, {"status": "dispatching", "updated_at": _now()})
         except ConcurrencyError:
             raise RetryLater(30.0, "another delivery of this card is under way") from None
-        posted = slack.post_card(target, text, blocks)
+        try:
+            posted = slack.post_card(target, text, blocks, wait_when_throttled=False)
+        except RetryLater as throttled:
+            # Slack still found it too fast: back through pacing for a new slot of our own.
+            stores.jobs.update(job, {"status": "pending", "updated_at": _now()})
+            now = time.time()
+            slot = stores.pacing.reserve(connection.name, target, max(now + throttled.delay, now),
+                                         SLACK_CHANNEL_INTERVAL)
+            reason = f"Slack throttled the post: {throttled.reason}"
+            raise WaitForSlot(max(slot - now - 1.0, 0.0), slot, reason) from None
     except SlackPermanentError as exc:
         stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": _now()})
         audit("failed", status="failed", reason=str(exc), channel="slack")
@@ -75,6 +83,23 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
                              "slack_channel": posted.channel, "slack_ts": posted.ts, "updated_at": _now()})
     stores.providers.link(slack_ref(posted.channel, posted.ts), job_id, connection.name)
     audit("sent", status="sent", channel="slack", to=posted.channel, provider_id=slack_ref(posted.channel, posted.ts))
+
+
+def direct_or_fallback(slack: Any, connection: SlackConnection, target: str, audit: Any) -> str:
+    """A channel as given; an approver's email becomes their DMs with the app, or, when Slack
+    knows no such user, the connection's default channel (SlackPermanentError without one)."""
+    from shared.channels.slack import SlackPermanentError
+
+    if "@" not in target:
+        return target
+    try:
+        return slack.open_dm(slack.user_id_for_email(target))
+    except SlackPermanentError as exc:
+        if exc.error != "users_not_found" or not connection.default_channel:
+            raise
+        audit("no-slack-user", reason=f"no Slack user has the email of the approver; posted to "
+                                      f"{connection.default_channel} instead")
+        return connection.default_channel
 
 
 def click_key(payload: dict[str, Any]) -> str:
@@ -169,3 +194,12 @@ def parse_interaction(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValueError("payload is not a JSON object")
     return payload
+
+
+@handles(CALLBACKS, SLACK_EVENT)
+def record_event(envelope: Envelope) -> None:
+    """Events API callbacks: each event_id counts once, whatever Slack retries."""
+    stores = get_stores()
+    if stores.dedup.claim("slack-event", envelope.key, owner=envelope.correlation_id):
+        event = envelope.payload.get("event") or {}
+        log.info("Slack event %s (%s) on %s", envelope.key, event.get("type", "?"), envelope.connection)

@@ -128,6 +128,8 @@ def servicebus_message_id(envelope: Envelope) -> str:
     """The key for the first attempt, so the broker drops repeats of the same work; each later
     attempt gets one of its own, or duplicate detection would drop the retry itself."""
     key = envelope.key if envelope.attempt == 0 else f"{envelope.key}#attempt-{envelope.attempt}"
+    if envelope.deferrals:
+        key += f"#deferral-{envelope.deferrals}"
     return message_id_for(key)
 
 

@@ -528,9 +528,10 @@ class PacingStore:
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
 
-    def reserve(self, connection: str, channel: str, now: float, interval: float, horizon: float) -> float | None:
-        """Take the next free slot if it starts within ``horizon`` seconds of ``now``: its time,
-        or None (nothing taken) when the channel is booked further out than that."""
+    def reserve(self, connection: str, channel: str, now: float, interval: float,
+                horizon: float | None = None) -> float | None:
+        """Take the next free slot: its time. With ``horizon``, only one starting within that many
+        seconds of ``now``; None (nothing taken) when the channel is booked further out."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
@@ -542,7 +543,7 @@ class PacingStore:
             except ResourceNotFoundError:
                 row = None
             slot = max(now, float(row["NextSlot"])) if row is not None else now
-            if slot - now > horizon:
+            if horizon is not None and slot - now > horizon:
                 return None
             entity = {**keys, "NextSlot": slot + interval}
             try:

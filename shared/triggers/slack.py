@@ -8,23 +8,24 @@ filtered by the click's key behind the queue.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
 from shared.triggers.responses import error_response
+
+if TYPE_CHECKING:
+    from shared.config import SlackConnection
 
 bp = func.Blueprint()
 
 MAX_INTERACTION_BYTES = 256 * 1024
 
 
-@bp.function_name("slack_interactions")
-@bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
+def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | func.HttpResponse:
+    """The Slack connection and raw body of a genuine Slack request, or the refusal."""
     from shared.channels.slack import slack_channel
     from shared.config import ConfigError, SlackConnection, get_config
-    from shared.model import CALLBACKS
-    from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
-    from shared.storage.bus import get_bus
 
     try:
         config = get_config()
@@ -38,6 +39,48 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(413, "too_large", f"at most {MAX_INTERACTION_BYTES} bytes are accepted")
     if not slack_channel(connection).verify_request(body, dict(req.headers)):
         return error_response(401, "bad_signature", "X-Slack-Signature is missing, forged or too old")
+    return connection, body
+
+
+@bp.function_name("slack_events")
+@bp.route(route="slack/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def slack_events(req: func.HttpRequest) -> func.HttpResponse:
+    """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
+    import json
+
+    from shared.model import CALLBACKS, SLACK_EVENT, Envelope
+    from shared.storage.bus import get_bus
+    from shared.triggers.responses import json_response
+
+    verified = _verified_body(req)
+    if isinstance(verified, func.HttpResponse):
+        return verified
+    connection, body = verified
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return error_response(400, "malformed_json", "the body is not JSON")
+    if not isinstance(event, dict):
+        return error_response(400, "malformed_json", "the body is not a JSON object")
+    if event.get("type") == "url_verification":
+        return json_response({"challenge": str(event.get("challenge", ""))})
+    if event.get("type") == "event_callback" and event.get("event_id"):
+        get_bus().send(CALLBACKS, Envelope(SLACK_EVENT, connection.name, str(event["event_id"]),
+                                           {"event": event.get("event") or {}}))
+    return func.HttpResponse(status_code=200)
+
+
+@bp.function_name("slack_interactions")
+@bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.model import CALLBACKS
+    from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
+    from shared.storage.bus import get_bus
+
+    verified = _verified_body(req)
+    if isinstance(verified, func.HttpResponse):
+        return verified
+    connection, body = verified
     try:
         payload = parse_interaction(body)
     except (ValueError, UnicodeDecodeError):

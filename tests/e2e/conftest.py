@@ -32,6 +32,8 @@ FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
 POLL_RECIPIENT = "+14155559901"
 SLACK_SIGNING_SECRET = "e2e-slack-signing-secret-0123456789"
 APPROVALS_CHANNEL = "C0APPROVALS"
+FALLBACK_CHANNEL = "C0FALLBACK"
+PACED_CHANNEL = "C0PACED"
 APPROVER = ("U0ANA", "ana@contoso.example")
 BYSTANDER = ("U0BOB", "bob@contoso.example")
 
@@ -118,7 +120,8 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
                             "verify_base_url": twilio.base_url},
             **({"slack-main": {"kind": "slack", "bot_token": {"secret": "slack-bot-token"},
                                "signing_secret": {"secret": "slack-signing-secret"},
-                               "api_base_url": slack.api_base_url}} if slack else {}),
+                               "api_base_url": slack.api_base_url, "default_channel": FALLBACK_CHANNEL}}
+               if slack else {}),
         },
         "rules": [
             {"id": "invoice-sms", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
@@ -134,7 +137,13 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
              "to": [POLL_RECIPIENT], "template": "invoice-on-hold"},
             *([{"id": "approval-card", "source": "contoso-fo",
                 "event": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem", "channel": "slack",
-                "via": "slack-main", "to": [APPROVALS_CHANNEL], "template": "workflow-approval"}] if slack else []),
+                "via": "slack-main", "to": [APPROVALS_CHANNEL], "template": "workflow-approval"},
+              {"id": "approval-dm", "source": "contoso-fo",
+               "event": "Workflow_PurchReqReview_000001_Review_WorkItem", "channel": "slack",
+               "via": "slack-main", "to": [{"field": "assignee_email"}], "template": "workflow-approval"},
+              {"id": "paced-cards", "source": "contoso-fo",
+               "event": "Workflow_BulkNotice_000001_Notice_WorkItem", "channel": "slack",
+               "via": "slack-main", "to": [PACED_CHANNEL], "template": "workflow-approval"}] if slack else []),
             {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
              "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
              "verify": True},
@@ -164,7 +173,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
     dynamics = FakeDynamics(entra).start()
     twilio = FakeTwilio().start()
     slack = FakeSlack().start()
-    slack.add_channel(APPROVALS_CHANNEL, "ap-approvals")
+    for channel_id, name in ((APPROVALS_CHANNEL, "ap-approvals"), (FALLBACK_CHANNEL, "ap-unrouted"),
+                             (PACED_CHANNEL, "ap-bulk")):
+        slack.add_channel(channel_id, name)
     for user_id, email in (APPROVER, BYSTANDER):
         slack.add_user(user_id, email, email.split("@")[0])
     entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)

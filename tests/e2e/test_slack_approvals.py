@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import APPROVALS_CHANNEL, APPROVER, BYSTANDER, SLACK_SIGNING_SECRET, Stack
+from tests.e2e.conftest import (
+    APPROVALS_CHANNEL,
+    APPROVER,
+    BYSTANDER,
+    FALLBACK_CHANNEL,
+    PACED_CHANNEL,
+    SLACK_SIGNING_SECRET,
+    Stack,
+)
 from tests.support.waiting import wait_for
 
 _controls = itertools.count(5637170000)
@@ -85,3 +93,61 @@ def test_forged_or_stale_clicks_get_401_and_change_nothing(stack: Stack, age: in
     answer = stack.slack.send_interaction(url, payload, secret, timestamp=int(time.time()) - age)
     assert answer.status_code == 401
     assert stack.dynamics.work_item_state(f"WI-E2E-3{age}") == "open"
+
+
+def review_event(work_item: str, email: str, event: str = "Workflow_PurchReqReview_000001_Review_WorkItem") -> dict:
+    return {"BusinessEventId": event, "ControlNumber": next(_controls), "LegalEntity": "usmf",
+            "WorkflowWorkItemInstanceId": work_item, "WorkflowUserEmail": email,
+            "WorkflowWorkItemSubject": f"Review {work_item}", "WorkflowDocument": f"Requisition {work_item}"}
+
+
+def test_a_card_for_an_approver_goes_to_their_dm_or_else_to_the_fallback_channel(stack: Stack) -> None:
+    stack.dynamics.add_work_item("WI-DM-1")
+    stack.post_events(review_event("WI-DM-1", APPROVER[1]))
+    dm = wait_for(lambda: next((m for m in stack.slack.messages() if "WI-DM-1" in m.text), None), what="a DM card")
+    assert dm.channel.startswith("D")
+    stack.post_events(review_event("WI-DM-2", "nobody@contoso.example"))
+    fallback = wait_for(lambda: next((m for m in stack.slack.messages() if "WI-DM-2" in m.text), None),
+                        what="a card in the fallback channel")
+    assert fallback.channel == FALLBACK_CHANNEL
+    assert "no-slack-user" in stack.steps("contoso-fo|WorkflowWorkItem|WI-DM-2")
+
+
+def test_thirty_cards_for_one_channel_are_all_posted_a_second_apart(stack: Stack) -> None:
+    events = [review_event(f"WI-BULK-{n:02d}", APPROVER[1], "Workflow_BulkNotice_000001_Notice_WorkItem")
+              for n in range(30)]
+    for n in range(30):
+        stack.dynamics.add_work_item(f"WI-BULK-{n:02d}")
+    assert stack.post_events(events).status_code == 202  # one burst
+    wait_for(lambda: len(stack.slack.messages(PACED_CHANNEL)) == 30, timeout=120, what="all thirty cards")
+    times = stack.slack.post_times(PACED_CHANNEL)
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times))
+    attempts = [r for r in stack.slack.requests_to("POST /api/chat.postMessage")
+                if f'"{PACED_CHANNEL}"' in r.body.decode() or PACED_CHANNEL in str(r.form)]
+    assert len(attempts) - 30 <= 3  # paced before sending: (almost) no 429s to absorb
+
+
+def test_events_api_challenge_and_retries(stack: Stack) -> None:
+    import json
+
+    from slack_sdk.signature import SignatureVerifier
+
+    url = f"{stack.base_url}/api/slack/events/slack-main"
+
+    def signed(body: dict, **headers: str) -> object:
+        raw = json.dumps(body)
+        timestamp = str(int(time.time()))
+        signature = SignatureVerifier(SLACK_SIGNING_SECRET).generate_signature(timestamp=timestamp, body=raw)
+        import requests
+
+        return requests.post(url, data=raw, timeout=10, headers={
+            "Content-Type": "application/json", "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": signature, **headers})
+
+    token = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    challenge = signed({"type": "url_verification", "challenge": token})
+    assert challenge.status_code == 200
+    assert challenge.json()["challenge"] == token
+    callback = {"type": "event_callback", "event_id": "Ev0PV52K21", "event": {"type": "app_mention"}}
+    assert signed(callback).status_code == 200
+    assert signed(callback, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}).status_code == 200

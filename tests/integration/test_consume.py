@@ -134,3 +134,17 @@ def test_other_exceptions_propagate_to_the_host(bus: StorageQueueBus, queue: str
     with pytest.raises(RuntimeError):
         consume(delivery(queue, envelope("test.crash")), bus)
     assert drain(bus, poison_queue(queue)) == []
+
+
+def test_waiting_for_a_send_slot_is_a_deferral_not_an_attempt(bus: StorageQueueBus, queue: str) -> None:
+    from shared.pipeline.pacing import WaitForSlot
+
+    def paced(_: Envelope) -> None:
+        raise WaitForSlot(0, 1_800_000_123.4, "channel C1 is paced")
+
+    registry.handles(queue, "test.paced")(paced)
+    tired = envelope("test.paced", attempt=7)  # out of attempts for failures; waiting is not one
+    assert consume(delivery(queue, tired), bus, attempts_allowed=8) == "requeued"
+    [again] = drain(bus, queue)
+    assert (again["attempt"], again["deferrals"]) == (7, 1)
+    assert again["payload"]["paced_slot"] == 1_800_000_123.4

@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.http import RetryLater
-from shared.pipeline.pacing import wait_for_slot
+from shared.pipeline.pacing import WaitForSlot, wait_for_slot
 from shared.settings import StorageSettings
 from shared.storage.tables import Stores
 
@@ -42,13 +41,19 @@ def test_channels_are_paced_separately(stores: Stores) -> None:
     assert stores.pacing.reserve("slack-main", "C1", now, 1.0, 5.0) == now + 1
 
 
-def test_beyond_the_horizon_nothing_is_taken_and_the_queue_waits(stores: Stores) -> None:
+def test_a_far_slot_is_kept_and_the_send_comes_back_for_it(stores: Stores) -> None:
     now = 1_800_000_000.0
     slept: list[float] = []
-    for _ in range(3):  # slots now, +1, +2
-        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, horizon=2.0)
-    assert slept == [1.0, 2.0]
-    with pytest.raises(RetryLater) as later:
-        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, horizon=2.0)
-    assert 3.0 <= later.value.delay <= 7.0
-    assert stores.pacing.next_free("slack-main", "C3") == now + 3  # the refused send took no slot
+    for _ in range(2):  # slots now and now + 1.1: within the horizon, slept for
+        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, interval=1.1)
+    assert slept == [pytest.approx(1.1)]
+    with pytest.raises(WaitForSlot) as wait:
+        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, interval=1.1)
+    assert wait.value.slot == pytest.approx(now + 2.2)
+    assert wait.value.delay == pytest.approx(1.2)  # back a second early, to sleep to the slot here
+    assert stores.pacing.next_free("slack-main", "C3") == pytest.approx(now + 3.3)  # the far slot is held
+
+    later = now + 2.0  # the send returns a little early, with its slot
+    wait_for_slot(stores.pacing, "slack-main", "C3", wait.value.slot, clock=lambda: later, sleep=slept.append)
+    assert slept[-1] == pytest.approx(0.2)
+    assert stores.pacing.next_free("slack-main", "C3") == pytest.approx(now + 3.3)  # nothing more taken
