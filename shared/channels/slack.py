@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.clients import PerConnection
 from shared.http import RetryLater, RetryPolicy, decide, header_value, parse_retry_after
 
 if TYPE_CHECKING:
@@ -293,6 +294,9 @@ class SlackChannel:
 
     # --- messages ------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Nothing to release: slack_sdk's WebClient opens a connection per call."""
+
     def post_card(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]], *,
                   wait_when_throttled: bool = True) -> PostedMessage:
         """Post a card; ``text`` is the notification / screen-reader fallback (always send it).
@@ -447,23 +451,19 @@ def _error_code(response: SlackResponse) -> str:
 
 # --- process-wide channels ----------------------------------------------------------------------
 
-_channels: dict[str, SlackChannel] = {}
-_channels_lock = threading.Lock()
+def _new_slack_channel(connection: SlackConnection) -> SlackChannel:
+    from shared.storage.secrets import get_secret_provider
+
+    return SlackChannel(connection, get_secret_provider())
+
+
+_channels: PerConnection[SlackChannel] = PerConnection(_new_slack_channel)
 
 
 def slack_channel(connection: SlackConnection) -> SlackChannel:
     """The process's channel for this connection name, rebuilt when its configuration changed."""
-    from shared.storage.secrets import get_secret_provider
-
-    with _channels_lock:
-        channel = _channels.get(connection.name)
-        if channel is None or channel.connection != connection:
-            channel = SlackChannel(connection, get_secret_provider())
-            _channels[connection.name] = channel
-        return channel
+    return _channels.get(connection)
 
 
 def reset_slack_channels() -> None:
-    """Forget every channel, so the next call builds new ones (tests, new configuration)."""
-    with _channels_lock:
-        _channels.clear()
+    _channels.reset()

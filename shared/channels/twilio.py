@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.clients import PerConnection
 from shared.http import (
     DEFAULT_POOL_MAXSIZE,
     NOT_PROCESSED_STATUSES,
@@ -607,27 +608,19 @@ class TwilioChannel:
 
 # --- process-wide channels ------------------------------------------------------------------------
 
-_channels: dict[str, TwilioChannel] = {}
-_channels_lock = threading.Lock()
+def _new_twilio_channel(connection: TwilioConnection) -> TwilioChannel:
+    from shared.storage.secrets import get_secret_provider
+
+    return TwilioChannel(connection, get_secret_provider())
+
+
+_channels: PerConnection[TwilioChannel] = PerConnection(_new_twilio_channel)
 
 
 def twilio_channel(connection: TwilioConnection) -> TwilioChannel:
     """The process's channel for this connection name, rebuilt when its configuration changed."""
-    from shared.storage.secrets import get_secret_provider
-
-    with _channels_lock:
-        channel = _channels.get(connection.name)
-        if channel is None or channel.connection != connection:
-            # A replaced channel is not closed: another thread may still be sending through it.
-            channel = TwilioChannel(connection, get_secret_provider())
-            _channels[connection.name] = channel
-        return channel
+    return _channels.get(connection)
 
 
 def reset_twilio_channels() -> None:
-    """Forget (and close) every channel, so the next call builds new ones (tests)."""
-    with _channels_lock:
-        channels = list(_channels.values())
-        _channels.clear()
-    for channel in channels:
-        channel.close()
+    _channels.reset()

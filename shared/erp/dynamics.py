@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from shared.clients import PerConnection
 from shared.config import DEFAULT_AUTHORITY, DynamicsConnection
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.model import Change
@@ -389,32 +390,22 @@ def odata_error_message(response: requests.Response | None) -> str | None:
 
 # --- one client per connection -----------------------------------------------------------
 
-_clients: dict[str, DynamicsClient] = {}
-_clients_lock = threading.Lock()
+def _new_dynamics_client(connection: DynamicsConnection) -> DynamicsClient:
+    from shared.storage.secrets import get_secret_provider
+
+    return DynamicsClient(connection, get_secret_provider())
+
+
+_clients: PerConnection[DynamicsClient] = PerConnection(_new_dynamics_client)
 
 
 def dynamics_client(connection: DynamicsConnection) -> DynamicsClient:
-    """The process-wide client of this connection (by name), so its token and pool are shared.
-
-    A changed connection of the same name (reloaded configuration) gets a new client.
-    """
-    from shared.storage.secrets import get_secret_provider
-
-    with _clients_lock:
-        client = _clients.get(connection.name)
-        if client is None or client.connection != connection:
-            client = DynamicsClient(connection, get_secret_provider())
-            _clients[connection.name] = client
-        return client
+    """The process-wide client of this connection (by name), so its token and pool are shared."""
+    return _clients.get(connection)
 
 
 def reset_dynamics_clients() -> None:
-    """Close and forget every process-wide client (tests)."""
-    with _clients_lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for client in clients:
-        client.close()
+    _clients.reset()
 
 
 # --- changes for the fallback poll ------------------------------------------------------------

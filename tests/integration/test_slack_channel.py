@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from shared.channels import slack as channel_module
 from shared.channels.slack import (
     APPROVE_ACTION_ID,
     REJECT_ACTION_ID,
@@ -386,7 +385,8 @@ def test_registry_keeps_one_channel_per_connection(slack: FakeSlack, monkeypatch
 
     assert first is again
     assert changed is not first
-    assert channel_module._channels == {}
+    assert slack_channel(connection_for(slack)) is not changed  # forgotten by the reset
+    reset_slack_channels()
 
 
 def test_importing_the_channel_does_not_import_slack_sdk() -> None:
