@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,7 +55,8 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live
 import requests  # noqa: E402
 from slack_sdk.signature import SignatureVerifier  # noqa: E402
 
-from bench.dynamics_twilio import BenchError, Fakes, ms, percentile, start_fakes, tail  # noqa: E402
+from bench.dynamics_twilio import App as FlowApp  # noqa: E402
+from bench.dynamics_twilio import BenchError, Fakes, ms, percentile, start_fakes, tail, wait_until  # noqa: E402
 from devhost.azurite import Azurite, start_azurite  # noqa: E402
 from shared.model import CALLBACKS  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
@@ -71,7 +72,7 @@ from tests.e2e.conftest import (  # noqa: E402
 )
 from tests.e2e.test_slack_approvals import work_item_event  # noqa: E402
 from tests.fakes.slack import FakeSlack, SlackMessage  # noqa: E402
-from tests.support.app import LocalApp, local_app  # noqa: E402
+from tests.support.app import local_app  # noqa: E402
 
 T = TypeVar("T")
 ACTIONS = ("approve", "reject")
@@ -86,14 +87,10 @@ _work_items = itertools.count(1)
 # --- the stack ---------------------------------------------------------------------------------
 
 
-class App(LocalApp):
+class App(FlowApp):
     @property
     def interactions_url(self) -> str:
         return f"{self.base_url}/api/slack/interactions/slack-main"
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(f"the app exited with {self.process.returncode}; its log:\n{tail(self.log_path)}")
 
 
 def start_slack(users: int) -> FakeSlack:
@@ -123,17 +120,6 @@ def running_app(folder: Path, fakes: Fakes, slack: FakeSlack, azurite: Azurite) 
     }
     with local_app(folder, config=config, values=values, host_json=FAST_HOST_JSON) as app:
         yield App(**vars(app))
-
-
-def wait_until(app: App, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app.check_alive()
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise BenchError(f"{what}: not within {timeout:.0f} s; the app's log ends:\n{tail(app.log_path)}")
 
 
 def post_cards(app: App, fakes: Fakes, slack: FakeSlack, count: int, timeout: float) -> list[SlackMessage]:
