@@ -14,9 +14,9 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.model import parse_utc_time
 from shared.storage.tables import AuditEntry
 
 
@@ -25,11 +25,6 @@ def load_settings(path: Path) -> None:
     values = json.loads(path.read_text(encoding="utf-8-sig")).get("Values") or {}
     for name, value in values.items():
         os.environ.setdefault(name, str(value))
-
-
-def _time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def print_trail(entries: list[AuditEntry]) -> None:
@@ -63,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     replay = commands.add_parser("replay", help="send failed jobs again (never a delivered one)")
     scope = replay.add_mutually_exclusive_group(required=True)
     scope.add_argument("--job")
-    scope.add_argument("--from", dest="since", type=_time)
-    replay.add_argument("--to", dest="until", type=_time)
+    scope.add_argument("--from", dest="since", type=parse_utc_time)
+    replay.add_argument("--to", dest="until", type=parse_utc_time)
     args = parser.parse_args(argv)
     if args.settings:
         if not args.settings.exists():

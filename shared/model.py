@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 ENVELOPE_VERSION = 1
+
+
+def parse_utc_time(value: str) -> datetime:
+    """ISO 8601 as ERPs, providers and operators write it (``Z``, up to 7 fractional digits
+    as F&O writes them, or no offset at all, read as UTC); the moment in UTC."""
+    text = value.strip().replace("Z", "+00:00")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python reads at most microseconds
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def now_iso() -> str:
+    """This moment in UTC as ISO 8601 text, as job rows record times."""
+    return datetime.now(UTC).isoformat()
 
 # The queues between stages (DESIGN.md, "The flow").
 POLL_JOBS = "poll-jobs"

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from shared.clients import PerConnection
 from shared.config import DEFAULT_AUTHORITY, DynamicsConnection
 from shared.http import HttpClient, HttpFailure, RetryPolicy
-from shared.model import Change
+from shared.model import Change, parse_utc_time
 
 if TYPE_CHECKING:
     import requests
@@ -421,7 +421,7 @@ def dynamics_changes(client: DynamicsClient, entity: str, since: datetime) -> It
                         orderby=f"{spec.stamp_field} asc", select=select)
     for row in rows:
         fields = {target: row.get(source) for source, target in spec.fields.items()}
-        stamp = _parse_stamp(row.get(spec.stamp_field))
+        stamp = _change_stamp(row.get(spec.stamp_field))
         yield Change(
             entity=entity,
             key="|".join(str(row.get(name, "")) for name in spec.keys),
@@ -432,11 +432,10 @@ def dynamics_changes(client: DynamicsClient, entity: str, since: datetime) -> It
         )
 
 
-def _parse_stamp(value: Any) -> datetime:
+def _change_stamp(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"a change stamp must be an ISO 8601 time, not {value!r}")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_utc_time(value)
 
 
 # --- workflow work items -----------------------------------------------------------------------

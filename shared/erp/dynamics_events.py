@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from shared.model import parse_utc_time
+
 TEST_EVENT = "BusinessEventsTestEndpointContract"
 VENDOR_INVOICE_POSTED = "VendorInvoicePostedBusinessEvent"
 VENDOR_PAYMENT_POSTED = "VendorPaymentPostedBusinessEvent"
@@ -40,14 +42,6 @@ def parse_wcf_date(value: str) -> datetime:
     return moment  # the offset only says where the writer was; the milliseconds are UTC
 
 
-def parse_iso_time(value: str) -> datetime:
-    """ISO 8601 with up to 7 fractional digits (``2023-10-16T15:42:46.3440655Z``), as UTC."""
-    text = value.strip().replace("Z", "+00:00")
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python reads at most microseconds
-    moment = datetime.fromisoformat(text)
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class BusinessEvent:
     business_event_id: str
@@ -66,7 +60,7 @@ def _event_time(raw: Mapping[str, Any], where: str) -> datetime | None:
     iso = raw.get("EventTimeIso8601")
     if isinstance(iso, str) and iso:
         try:
-            return parse_iso_time(iso)
+            return parse_utc_time(iso)
         except ValueError:
             raise EventError(f"{where}EventTimeIso8601: must be an ISO 8601 time, not {iso!r}") from None
     wcf = raw.get("EventTime")

@@ -19,7 +19,7 @@ from typing import Any
 from shared.config import SlackConnection, TwilioConnection, get_config
 from shared.http import RetryLater
 from shared.logs import mask_phone
-from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, status_rank
+from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso, status_rank
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.registry import handles
 from shared.settings import public_url
@@ -52,7 +52,7 @@ def deliver_notification(envelope: Envelope) -> None:
 def open_job(stores: Stores, envelope: Envelope) -> JobRow:
     """The job row for this notification, created on first sight."""
     payload = envelope.payload
-    fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": _now(),
+    fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": now_iso(),
               "envelope": envelope.to_json(),  # what a replay sends again
               **{name: payload.get(name) for name in ("rule", "channel", "via", "to", "record", "source", "event")}}
     created = stores.jobs.create(payload["job_id"], fields)
@@ -63,9 +63,6 @@ def open_job(stores: Stores, envelope: Envelope) -> JobRow:
         raise RetryLater(1.0, "job row vanished while opening it")
     return existing
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 class Delivery:
@@ -83,7 +80,7 @@ class Delivery:
                                  record=self.payload.get("record", ""), job_id=self.job_id, **detail)
 
     def update(self, **changes: Any) -> None:
-        self.job = self.stores.jobs.update(self.job, {**changes, "updated_at": _now()})
+        self.job = self.stores.jobs.update(self.job, {**changes, "updated_at": now_iso()})
 
     def finish(self, status: str, step: str, **detail: Any) -> None:
         self.update(status=status, **{k: v for k, v in detail.items() if k in ("reason", "error_code")})
@@ -123,7 +120,7 @@ class Delivery:
         """Another delivery may be sending this job right now: leave it be unless it is known
         to have ended ambiguously or has been silent longer than the lease."""
         fields = self.job.fields
-        claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or _now())
+        claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or now_iso())
         silent = (datetime.now(UTC) - claimed_at).total_seconds()
         if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
             raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
@@ -131,8 +128,8 @@ class Delivery:
     def claim_dispatch(self, number: str) -> None:
         """Move the job to dispatching; RetryLater when another delivery changed it first."""
         try:
-            self.update(status="dispatching", to=number, dispatch_id=uuid.uuid4().hex, dispatch_at=_now(),
-                        ambiguous=False, dispatch_started=self.job.fields.get("dispatch_started") or _now())
+            self.update(status="dispatching", to=number, dispatch_id=uuid.uuid4().hex, dispatch_at=now_iso(),
+                        ambiguous=False, dispatch_started=self.job.fields.get("dispatch_started") or now_iso())
         except ConcurrencyError:
             raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way") from None
 
@@ -140,7 +137,7 @@ class Delivery:
         """A job left dispatching (a crash, or an ambiguous error): did Twilio create it after all?"""
         if self.payload.get("channel") != "sms":
             return False  # calls cannot be matched reliably; the job is tried again
-        since = datetime.fromisoformat(self.job.fields.get("dispatch_started") or _now())
+        since = datetime.fromisoformat(self.job.fields.get("dispatch_started") or now_iso())
         found = channel.find_sent_message(number, self.payload.get("text", ""), since)
         if found is None:
             return False
@@ -177,7 +174,7 @@ class Delivery:
     def record_sent(self, number: str, sid: str, status: str, adopted: bool = False) -> None:
         # The job first, the link second: until the link exists no callback can find (and
         # move) the job, so this update cannot meet a stale ETag.
-        self.update(status=status, provider_id=sid, sent_at=_now())
+        self.update(status=status, provider_id=sid, sent_at=now_iso())
         self.stores.providers.link(sid, self.job_id, self.connection.name)
         self.stores.contacts.remember(self.connection.name, number, LastContact(
             self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))

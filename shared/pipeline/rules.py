@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.config import AppConfig, Condition, Rule
+from shared.model import parse_utc_time
 
 
 def _number(value: Any) -> float | None:
@@ -31,10 +32,9 @@ def _moment(value: Any) -> datetime | None:
     if not isinstance(value, str) or len(value) < 10:
         return None
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parse_utc_time(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _same(left: Any, right: Any) -> bool:

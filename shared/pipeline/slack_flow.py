@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.config import DynamicsConnection, SlackConnection, get_config
 from shared.http import RetryLater
-from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, status_rank
+from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, WaitForSlot, wait_for_slot
 from shared.pipeline.registry import handles
@@ -34,9 +34,6 @@ OUTCOMES = {"approve": "Approve", "reject": "Reject"}
 def slack_ref(channel: str, ts: str) -> str:
     return f"slack:{channel}|{ts}"
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
@@ -62,25 +59,25 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
         if not payload.get("work_item_id"):
             blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
         try:
-            job = stores.jobs.update(job, {"status": "dispatching", "updated_at": _now()})
+            job = stores.jobs.update(job, {"status": "dispatching", "updated_at": now_iso()})
         except ConcurrencyError:
             raise RetryLater(30.0, "another delivery of this card is under way") from None
         try:
             posted = slack.post_card(target, text, blocks, wait_when_throttled=False)
         except RetryLater as throttled:
             # Slack still found it too fast: back through pacing for a new slot of our own.
-            stores.jobs.update(job, {"status": "pending", "updated_at": _now()})
+            stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})
             now = time.time()
             slot = stores.pacing.reserve(connection.name, target, max(now + throttled.delay, now),
                                          SLACK_CHANNEL_INTERVAL)
             reason = f"Slack throttled the post: {throttled.reason}"
             raise WaitForSlot(max(slot - now - 1.0, 0.0), slot, reason) from None
     except SlackPermanentError as exc:
-        stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": _now()})
+        stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": now_iso()})
         audit("failed", status="failed", reason=str(exc), channel="slack")
         return
     stores.jobs.update(job, {"status": "sent", "provider_id": slack_ref(posted.channel, posted.ts),
-                             "slack_channel": posted.channel, "slack_ts": posted.ts, "updated_at": _now()})
+                             "slack_channel": posted.channel, "slack_ts": posted.ts, "updated_at": now_iso()})
     stores.providers.link(slack_ref(posted.channel, posted.ts), job_id, connection.name)
     audit("sent", status="sent", channel="slack", to=posted.channel, provider_id=slack_ref(posted.channel, posted.ts))
 
@@ -149,7 +146,7 @@ def handle_click(envelope: Envelope) -> None:
         return
     outcome = OUTCOMES[action_id]
     try:  # the decision is claimed on the job first: of two racing clicks, one writes back
-        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": _now()})
+        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": now_iso()})
     except ConcurrencyError:
         slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
         return

@@ -55,8 +55,7 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="ops/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again."""
-    from datetime import UTC, datetime
-
+    from shared.model import parse_utc_time
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
     from shared.storage.tables import get_stores
@@ -72,12 +71,10 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
         results = [replay_job(stores, bus, str(body["job_id"]))]
     else:
         try:
-            since = datetime.fromisoformat(str(body["from"]).replace("Z", "+00:00"))
-            until = datetime.fromisoformat(str(body["to"]).replace("Z", "+00:00")) if body.get("to") else None
+            since = parse_utc_time(str(body["from"]))
+            until = parse_utc_time(str(body["to"])) if body.get("to") else None
         except ValueError:
             return error_response(400, "bad_time", "from and to must be ISO 8601 times, e.g. 2026-11-22T08:00:00Z")
-        since = since if since.tzinfo else since.replace(tzinfo=UTC)
-        until = until if until is None or until.tzinfo else until.replace(tzinfo=UTC)
         results = replay_failed(stores, bus, since, until)
     return json_response({"replayed": sum(r.replayed for r in results),
                           "jobs": [{"job_id": r.job_id, "replayed": r.replayed, "reason": r.reason}
