@@ -49,13 +49,12 @@ import requests  # noqa: E402
 from bench.storage_proxy import CountingProxy, Key, TraceLine, total, wait_idle  # noqa: E402
 from devhost.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, start_azurite  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
-    CLIENT_ID,
-    CLIENT_SECRET,
     FAST_HOST_JSON,
     FUNCTION_KEY,
     MASTER_KEY,
-    TENANT,
     app_config,
+    app_values,
+    prepare_dynamics,
 )
 from tests.e2e.test_dynamics_to_twilio import invoice_event, record_of  # noqa: E402
 from tests.fakes.dynamics import FakeDynamics  # noqa: E402
@@ -120,13 +119,7 @@ def start_fakes() -> Fakes:
     entra = FakeEntra().start()
     dynamics = FakeDynamics(entra).start()
     twilio = FakeTwilio().start()
-    entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)
-    dynamics.allow_clients(CLIENT_ID)
-    dynamics.add_entities("VendorsV2", [
-        {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
-         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example",
-         "VendorGroupId": "10"},
-    ], keys=("dataAreaId", "VendorAccountNumber"))
+    prepare_dynamics(entra, dynamics)
     return Fakes(entra, dynamics, twilio)
 
 
@@ -162,13 +155,8 @@ def running_app(folder: Path, fakes: Fakes, storage: str, table_prefix: str) -> 
     config = app_config(fakes.dynamics, fakes.entra, fakes.twilio, creds)
     # Business events only: a scheduled poll firing inside a measured window would blur the counts.
     config["connections"]["contoso-fo"].pop("poll", None)
-    values = {
-        "AzureWebJobsStorage": storage, "STORAGE_TABLE_PREFIX": table_prefix,
-        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
-        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
-        "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
-    }
-    with local_app(folder, config=config, values=values, host_json=FAST_HOST_JSON) as app:
+    with local_app(folder, config=config, values=app_values(storage, table_prefix, creds),
+                   host_json=FAST_HOST_JSON) as app:
         yield App(**vars(app))
 
 

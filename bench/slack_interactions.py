@@ -63,12 +63,12 @@ from tests.e2e.conftest import (  # noqa: E402
     APPROVALS_CHANNEL,
     APPROVER,
     BYSTANDER,
-    CLIENT_SECRET,
     FAST_HOST_JSON,
     FUNCTION_KEY,
-    MASTER_KEY,
     SLACK_SIGNING_SECRET,
     app_config,
+    app_values,
+    prepare_slack,
 )
 from tests.e2e.test_slack_approvals import work_item_event  # noqa: E402
 from tests.fakes.slack import FakeSlack, SlackMessage  # noqa: E402
@@ -97,9 +97,7 @@ def start_slack(users: int) -> FakeSlack:
     """The fake workspace of the end-to-end stack: the approvals channel, the approver, a bystander,
     and ``users`` more members who may click but are not the approver."""
     slack = FakeSlack().start()
-    slack.add_channel(APPROVALS_CHANNEL, "ap-approvals")
-    for user_id, email in (APPROVER, BYSTANDER):
-        slack.add_user(user_id, email, email.split("@")[0])
+    prepare_slack(slack)
     for number in range(1, users + 1):
         slack.add_user(f"U0BENCH{number:05d}", f"member{number}@contoso.example", f"member{number}")
     return slack
@@ -111,13 +109,7 @@ def running_app(folder: Path, fakes: Fakes, slack: FakeSlack, azurite: Azurite) 
     creds = fakes.twilio.add_test_account()
     config = app_config(fakes.dynamics, fakes.entra, fakes.twilio, creds, slack)
     config["connections"]["contoso-fo"].pop("poll", None)  # no scheduled poll inside a measured window
-    values = {
-        "AzureWebJobsStorage": azurite.connection_string, "STORAGE_TABLE_PREFIX": "s" + uuid.uuid4().hex[:10],
-        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
-        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
-        "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
-        "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
-    }
+    values = app_values(azurite.connection_string, "s" + uuid.uuid4().hex[:10], creds, slack)
     with local_app(folder, config=config, values=values, host_json=FAST_HOST_JSON) as app:
         yield App(**vars(app))
 

@@ -154,6 +154,39 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
     }
 
 
+def prepare_dynamics(entra: FakeEntra, dynamics: FakeDynamics) -> None:
+    """The app's Entra registration, and the vendor the invoice events name."""
+    entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)
+    dynamics.allow_clients(CLIENT_ID)
+    dynamics.add_entities("VendorsV2", [
+        {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
+         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example",
+         "VendorGroupId": "10"},
+    ], keys=("dataAreaId", "VendorAccountNumber"))
+
+
+def prepare_slack(slack: FakeSlack) -> None:
+    """The workspace: the channels the rules name, the approver and a bystander."""
+    for channel_id, name in ((APPROVALS_CHANNEL, "ap-approvals"), (FALLBACK_CHANNEL, "ap-unrouted"),
+                             (PACED_CHANNEL, "ap-bulk")):
+        slack.add_channel(channel_id, name)
+    for user_id, email in (APPROVER, BYSTANDER):
+        slack.add_user(user_id, email, email.split("@")[0])
+
+
+def app_values(storage: str, table_prefix: str, creds: TwilioCredentials, slack: FakeSlack | None = None) -> dict:
+    """The local settings Values of the app under test: storage, keys, and every secret the config names."""
+    values = {
+        "AzureWebJobsStorage": storage, "STORAGE_TABLE_PREFIX": table_prefix,
+        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
+        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
+        "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
+    }
+    if slack is not None:
+        values |= {"SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET}
+    return values
+
+
 @pytest.fixture(scope="session")
 def e2e_azurite() -> Iterator[Azurite]:
     """An Azurite of its own: the app's queue names are fixed, and another app under test
@@ -173,26 +206,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
     dynamics = FakeDynamics(entra).start()
     twilio = FakeTwilio().start()
     slack = FakeSlack().start()
-    for channel_id, name in ((APPROVALS_CHANNEL, "ap-approvals"), (FALLBACK_CHANNEL, "ap-unrouted"),
-                             (PACED_CHANNEL, "ap-bulk")):
-        slack.add_channel(channel_id, name)
-    for user_id, email in (APPROVER, BYSTANDER):
-        slack.add_user(user_id, email, email.split("@")[0])
-    entra.register_client(TENANT, CLIENT_ID, CLIENT_SECRET)
-    dynamics.allow_clients(CLIENT_ID)
-    dynamics.add_entities("VendorsV2", [
-        {"dataAreaId": "usmf", "VendorAccountNumber": "US-104", "VendorOrganizationName": "Fabrikam Supplies",
-         "PrimaryPhoneNumber": "+14155550100", "PrimaryEmailAddress": "ap@fabrikam.example",
-         "VendorGroupId": "10"},
-    ], keys=("dataAreaId", "VendorAccountNumber"))
+    prepare_slack(slack)
+    prepare_dynamics(entra, dynamics)
     creds = twilio.add_test_account()
-    values = {
-        "AzureWebJobsStorage": azurite.connection_string, "STORAGE_TABLE_PREFIX": "e" + uuid.uuid4().hex[:10],
-        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
-        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
-        "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
-        "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
-    }
+    values = app_values(azurite.connection_string, "e" + uuid.uuid4().hex[:10], creds, slack)
     try:
         with local_app(folder, config=app_config(dynamics, entra, twilio, creds, slack), values=values,
                        host_json=FAST_HOST_JSON) as app:
