@@ -34,6 +34,12 @@ def invoice_event(invoice_id: str, phone: str, amount: float = 950.0, **extra: o
     }
 
 
+def payment_event(journal: str, amount: float, phone: str) -> dict:
+    return {"BusinessEventId": "VendorPaymentPostedBusinessEvent", "ControlNumber": next(_controls),
+            "LegalEntity": "usmf", "JournalBatchNumber": journal, "VendorAccount": "US-104",
+            "PaymentAmount": amount, "CurrencyCode": "USD", "NotifyPhone": phone}
+
+
 def record_of(invoice_id: str) -> str:
     return f"contoso-fo|VendorInvoice|usmf|{invoice_id}"
 
@@ -202,10 +208,7 @@ def test_an_unparseable_number_fails_the_job_at_once(stack: Stack) -> None:
 
 def test_the_verify_gate_sends_only_after_an_approved_code(stack: Stack) -> None:
     phone = new_phone()
-    payment = {"BusinessEventId": "VendorPaymentPostedBusinessEvent", "ControlNumber": next(_controls),
-               "LegalEntity": "usmf", "JournalBatchNumber": "APPAY-0042", "VendorAccount": "US-104",
-               "PaymentAmount": 1200.0, "CurrencyCode": "USD", "NotifyPhone": phone}
-    stack.post_events(payment)
+    stack.post_events(payment_event("APPAY-0042", 1200.0, phone))
     wait_for(lambda: stack.twilio.verifications(to=phone), what="a verification")
     inbound = f"{stack.base_url}/api/twilio/inbound/twilio-main"
     wrong = stack.twilio.inbound_sms_params(phone, stack.twilio_creds.phone_number, "000000")
@@ -223,10 +226,7 @@ def test_the_verify_gate_sends_only_after_an_approved_code(stack: Stack) -> None
 
 def test_a_code_checked_through_the_api_releases_the_held_message(stack: Stack) -> None:
     phone = new_phone()
-    payment = {"BusinessEventId": "VendorPaymentPostedBusinessEvent", "ControlNumber": next(_controls),
-               "LegalEntity": "usmf", "JournalBatchNumber": "APPAY-0043", "VendorAccount": "US-104",
-               "PaymentAmount": 800.0, "CurrencyCode": "USD", "NotifyPhone": phone}
-    stack.post_events(payment)
+    stack.post_events(payment_event("APPAY-0043", 800.0, phone))
     wait_for(lambda: stack.twilio.verifications(to=phone), what="a verification")
     url = f"{stack.base_url}/api/twilio/verify/twilio-main"
     key = {"x-functions-key": "e2e-function-key"}
