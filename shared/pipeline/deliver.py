@@ -49,6 +49,11 @@ def deliver_notification(envelope: Envelope) -> None:
     Delivery(stores, connection, envelope, job).run()
 
 
+def reached_provider(job: JobRow) -> bool:
+    """Whether the job's message went out (or ended): then it is never sent again."""
+    return status_rank(job.status) > status_rank("dispatching") or bool(job.fields.get("provider_id"))
+
+
 def open_job(stores: Stores, envelope: Envelope) -> JobRow:
     """The job row for this notification, created on first sight."""
     payload = envelope.payload
@@ -92,7 +97,7 @@ class Delivery:
         from shared.channels.twilio import InvalidNumber, normalize_number, twilio_channel
 
         status = self.job.status
-        if status_rank(status) > status_rank("dispatching") or self.job.fields.get("provider_id"):
+        if reached_provider(self.job):
             self.audit("duplicate", reason=f"job already {status}; not sent again")
             return
         try:

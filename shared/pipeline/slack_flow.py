@@ -19,8 +19,9 @@ from typing import Any
 
 from shared.config import DynamicsConnection, SlackConnection, get_config
 from shared.http import RetryLater
-from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
+from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso
 from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.deliver import reached_provider
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, WaitForSlot, wait_for_slot
 from shared.pipeline.registry import handles
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
@@ -46,7 +47,7 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
         stores.audit.append(envelope.correlation_id, step, connection=connection.name,
                             record=payload.get("record", ""), job_id=job_id, **detail)
 
-    if status_rank(job.status) > status_rank("dispatching") or job.fields.get("provider_id"):
+    if reached_provider(job):
         audit("duplicate", reason=f"job already {job.status}; not posted again")
         return
     slack = slack_channel(connection)
