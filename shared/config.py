@@ -464,16 +464,34 @@ _poll = _object_of(
 _COMMON_PARSERS: Mapping[str, Parser] = {"kind": _text, "ca_bundle": _text}
 
 
-def _dynamics_poll_problems(raw: Mapping[str, Any]) -> list[Problem]:
-    from shared.erp.dynamics_events import POLLED
+def _valid_zones() -> set[str]:
+    from zoneinfo import available_timezones
 
-    poll = raw.get("poll")
-    entities = poll.get("entities") if isinstance(poll, dict) else None
-    if not isinstance(entities, list):
-        return []  # reported by the field parser
-    known = ", ".join(sorted(POLLED))
-    return [(f".poll.entities[{index}]", f"cannot poll {name!r}; entities that can be polled: {known}")
-            for index, name in enumerate(entities) if isinstance(name, str) and name not in POLLED]
+    return available_timezones()
+
+
+def _poll_entity_problems(kind: str) -> Callable[[Mapping[str, Any]], list[Problem]]:
+    """Whether each entity named under ``poll.entities`` is one the kind's adapter can poll."""
+
+    def problems(raw: Mapping[str, Any]) -> list[Problem]:
+        from shared.erp.polling import polled_entities
+
+        poll = raw.get("poll")
+        entities = poll.get("entities") if isinstance(poll, dict) else None
+        if not isinstance(entities, list):
+            return []  # reported by the field parser
+        found: list[Problem] = []
+        if kind == "dynamics" and poll.get("time_zone", "UTC") in _valid_zones() - {"UTC"}:
+            found.append((".poll.time_zone", "F&O OData date-times are UTC; leave time_zone out or set it to UTC"))
+        try:
+            known = polled_entities(kind)
+        except ModuleNotFoundError:
+            return [*found, (".poll", f"{kind} connections cannot be polled in this version")]
+        names = ", ".join(known)
+        return [*found, *((f".poll.entities[{index}]", f"cannot poll {name!r}; entities that can be polled: {names}")
+                         for index, name in enumerate(entities) if isinstance(name, str) and name not in known)]
+
+    return problems
 
 
 def _twilio_sender_problems(raw: Mapping[str, Any]) -> list[Problem]:
@@ -502,7 +520,7 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
             "legal_entities": _list_of(_text, allow_empty=True),
             "poll": _poll,
         },
-        _dynamics_poll_problems,
+        _poll_entity_problems("dynamics"),
     ),
     "twilio": _KindSpec(
         TwilioConnection,
@@ -539,14 +557,17 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
             "company_password": _secret_ref,
             "poll": _poll,
         },
+        _poll_entity_problems("syspro"),
     ),
     "sagex3": _KindSpec(
         SageX3Connection,
         {"base_url": _url(), "folder": _text, "username": _text, "password": _secret_ref, "poll": _poll},
+        _poll_entity_problems("sagex3"),
     ),
     "qad": _KindSpec(
         QadConnection,
         {"base_url": _url(), "domain": _text, "client_id": _text, "client_secret": _secret_ref, "poll": _poll},
+        _poll_entity_problems("qad"),
     ),
 }
 

@@ -47,6 +47,8 @@ var appTables = [
   'contacts'
   'gates'
   'pacing'
+  'snapshots'
+  'leases'
 ]
 
 // Built-in roles for the app identity, least privilege for what the host and the code do.

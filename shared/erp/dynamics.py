@@ -25,7 +25,6 @@ from urllib.parse import quote, urlencode, urlsplit
 from shared.clients import PerConnection
 from shared.config import DEFAULT_AUTHORITY, DynamicsConnection
 from shared.http import HttpClient, HttpFailure, RetryPolicy
-from shared.model import Change, parse_utc_time
 
 if TYPE_CHECKING:
     import requests
@@ -201,8 +200,22 @@ class DynamicsClient:
             "$top": None if top is None else str(top),
             **_company_option(cross_company),
         }
-        first = self._with_query(f"{self._base_url}/data/{_identifier(entity_set, 'entity set')}", options)
-        return self._pages(first)
+        return self._pages(self.query_url(entity_set, options))
+
+    def query_url(self, entity_set: str, options: Mapping[str, str | None]) -> str:
+        """The URL of a query's first page, from OData system query options (``$filter``, ...)."""
+        return self._with_query(f"{self._base_url}/data/{_identifier(entity_set, 'entity set')}", options)
+
+    def page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a query: its rows and the checked ``@odata.nextLink`` (None on the last page)."""
+        page = self._get_json(url)
+        rows = page.get("value")
+        if not isinstance(rows, list):
+            raise ODataPagingError(f"the answer for {_path_of(url)} has no 'value' list")
+        next_link = page.get("@odata.nextLink")
+        if next_link is not None:
+            self._check_next_link(url, next_link)
+        return rows, next_link
 
     def run_action(self, entity_set: str, action: str, parameters: Mapping[str, Any], *,
                    keys: Mapping[str, str | int] | None = None) -> dict[str, Any] | None:
@@ -234,17 +247,10 @@ class DynamicsClient:
 
     def _pages(self, url: str) -> Iterator[dict[str, Any]]:
         # A generator: one page is held at a time, however many rows the query matches.
-        while True:
-            page = self._get_json(url)
-            rows = page.get("value")
-            if not isinstance(rows, list):
-                raise ODataPagingError(f"the answer for {_path_of(url)} has no 'value' list")
+        next_link: str | None = url
+        while next_link is not None:
+            rows, next_link = self.page(next_link)
             yield from rows
-            next_link = page.get("@odata.nextLink")
-            if next_link is None:
-                return
-            self._check_next_link(url, next_link)
-            url = next_link
 
     def _check_next_link(self, current: str, next_link: Any) -> None:
         if not isinstance(next_link, str) or not next_link:
@@ -406,36 +412,6 @@ def dynamics_client(connection: DynamicsConnection) -> DynamicsClient:
 
 def reset_dynamics_clients() -> None:
     _clients.reset()
-
-
-# --- changes for the fallback poll ------------------------------------------------------------
-
-
-def dynamics_changes(client: DynamicsClient, entity: str, since: datetime) -> Iterator[Change]:
-    """Rows of a polled entity changed after ``since``, oldest first, as changes the poll emits."""
-    from shared.erp.dynamics_events import POLLED
-
-    spec = POLLED[entity]
-    select = tuple(dict.fromkeys((*spec.keys, spec.stamp_field, *spec.fields)))
-    rows = client.query(spec.entity_set, filter=f"{spec.stamp_field} gt {odata_datetime(since)}",
-                        orderby=f"{spec.stamp_field} asc", select=select)
-    for row in rows:
-        fields = {target: row.get(source) for source, target in spec.fields.items()}
-        stamp = _change_stamp(row.get(spec.stamp_field))
-        yield Change(
-            entity=entity,
-            key="|".join(str(row.get(name, "")) for name in spec.keys),
-            stamp=stamp,
-            record_entity=spec.record_entity,
-            record_key="|".join(str(fields.get(name, "")) for name in spec.record_key),
-            fields={**{k: v for k, v in row.items() if not k.startswith("@")}, **fields},
-        )
-
-
-def _change_stamp(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"a change stamp must be an ISO 8601 time, not {value!r}")
-    return parse_utc_time(value)
 
 
 # --- workflow work items -----------------------------------------------------------------------

@@ -1,34 +1,64 @@
 """Scheduled polls of ERPs that do not push: which are due, and what changed since last time.
 
-- The scheduler (a timer, every minute) enqueues one ``poll.run`` per connection and entity
-  whose interval has come round. The interval slot is claimed in the dedup table, so
-  several instances firing the same minute enqueue it once.
-- The worker reads the watermark, asks the ERP for rows changed since the watermark minus
-  the overlap (late commits and clock skew), streams them page by page and puts one
-  ``erp.change`` on erp-events per change, keyed by entity + record key + change stamp.
-  Only then does the watermark move: to the newest stamp seen, never past the poll's own
-  start, never backwards. Re-read rows in the overlap are filtered by their keys.
+- The scheduler (a timer, every minute) enqueues one ``poll.run`` per connection whose
+  interval has come round, naming its entities. The interval slot is claimed in the dedup
+  table, so several instances firing the same minute enqueue it once. Each connection is
+  its own message: one that fails or hangs never delays another.
+- The worker reads the entities in the order their adapter declares (QAD receipts before
+  invoices), each from its watermark: a ``time`` cursor from the watermark minus the
+  overlap, in the ERP's time zone; a ``number`` cursor strictly after it; an entity with
+  no cursor by comparing each record's watched fields with the snapshot kept of them.
+  Pages are streamed, so memory does not grow with the number of rows, and a page token
+  that comes back again is an error, not a loop.
+- Each change becomes one ``erp.change`` on erp-events, keyed by connection + entity +
+  record key + change stamp; only once an entity's changes are all enqueued may its
+  watermark move, and never past the poll's own start, never backwards. Rows read again (the
+  overlap, a retried poll) carry the same keys and are claimed only once downstream.
 - An ``erp.change`` goes through the same claim, rules and templates as a business event.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from shared.config import AppConfig, Connection, DynamicsConnection, PollSettings, get_config
+from shared.config import AppConfig, Connection, PollSettings, get_config
+from shared.erp.polling import (
+    NONE,
+    NUMBER,
+    TIME,
+    PageRequest,
+    PolledEntity,
+    Source,
+    adapter,
+    local_bound,
+    number_stamp,
+    row_key,
+    time_stamp,
+    watched_hash,
+)
+from shared.http import RetryLater
 from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope
 from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.pacing import WaitForSlot
 from shared.pipeline.process import EVENT_SCOPE, queue_notifications, record_ref
 from shared.pipeline.registry import handles
 from shared.storage.bus import MessageBus, get_bus
-from shared.storage.tables import Stores, get_stores
+from shared.storage.tables import Snapshot, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
 POLL_SLOT_SCOPE = "poll-slot"
-ChangeReader = Callable[[str, datetime], Iterator[Change]]
+LEASE_SECONDS = 300.0  # renewed while the poll runs; lapses by itself if the instance dies
+PROGRESS_EVERY_ROWS = 10_000
+
+
+class PagingError(PermanentFailure):
+    """The ERP's paging cannot be followed (a page token came back again)."""
 
 
 def poll_settings(connection: Connection) -> PollSettings | None:
@@ -44,29 +74,13 @@ def schedule_polls(config: AppConfig, stores: Stores, bus: MessageBus, now: date
             continue
         period = settings.interval_minutes * 60
         slot = int(now.timestamp() // period)
-        for entity in settings.entities:
-            key = f"{connection.name}|{entity}|{slot}"
-            if not stores.dedup.claim(POLL_SLOT_SCOPE, key):
-                continue  # another instance (or an earlier minute) took this slot
-            bus.send(POLL_JOBS, Envelope(POLL_RUN, connection.name, key,
-                                         {"entity": entity, "slot_start": slot * period}))
-            enqueued.append(key)
+        key = f"{connection.name}|{slot}"
+        if not stores.dedup.claim(POLL_SLOT_SCOPE, key):
+            continue  # another instance (or an earlier minute) took this slot
+        bus.send(POLL_JOBS, Envelope(POLL_RUN, connection.name, key,
+                                     {"entities": list(settings.entities), "slot_start": slot * period}))
+        enqueued.append(key)
     return enqueued
-
-
-def change_reader(connection: Connection) -> ChangeReader:
-    """How to read changes from this connection's ERP."""
-    if isinstance(connection, DynamicsConnection):
-        from shared.erp.dynamics import dynamics_changes, dynamics_client
-
-        client = dynamics_client(connection)
-        return lambda entity, since: dynamics_changes(client, entity, since)
-    raise PermanentFailure(f"{connection.kind} connections cannot be polled yet")
-
-
-def change_key(connection: str, change: Change) -> str:
-    stamp = change.stamp.isoformat() if isinstance(change.stamp, datetime) else str(change.stamp)
-    return f"{connection}|{change.entity}|{change.key}|{stamp}"
 
 
 @handles(POLL_JOBS, POLL_RUN)
@@ -76,31 +90,169 @@ def run_poll(envelope: Envelope) -> None:
     settings = poll_settings(connection) if connection else None
     if connection is None or settings is None:
         raise PermanentFailure(f"{envelope.connection!r} is not a polled connection in the configuration")
-    poll(connection, settings, envelope.payload["entity"], stores, bus, change_reader(connection))
+    payload = envelope.payload
+    names = payload.get("entities") or [payload.get("entity")]
+    try:
+        source = adapter(connection.kind).open_source(connection)
+    except ValueError as error:
+        raise PermanentFailure(str(error)) from error
+    try:
+        poll_cycle(connection, settings, source, names, stores, bus)
+    finally:
+        source.close()
 
 
-def poll(connection: Connection, settings: PollSettings, entity: str, stores: Stores, bus: MessageBus,
-         read: ChangeReader, now: datetime | None = None) -> int:
+def poll_cycle(connection: Connection, settings: PollSettings, source: Source, names: Sequence[str],
+               stores: Stores, bus: MessageBus, now: datetime | None = None) -> dict[str, int]:
+    """Poll the named entities of one connection in the adapter's order; changes enqueued per entity."""
+    unknown = [name for name in names if name not in source.entities]
+    if unknown:
+        raise PermanentFailure(f"{connection.name}: cannot poll {', '.join(map(repr, unknown))}")
+    wanted = [entity for name, entity in source.entities.items() if name in names]
+    counts: dict[str, int] = {}
+    with _Lease(stores, source.exclusive) as lease:
+        for entity in wanted:
+            lease.renew()
+            counts[entity.name] = poll_entity(connection, settings, source, entity, stores, bus, now=now)
+    return counts
+
+
+def poll_entity(connection: Connection, settings: PollSettings, source: Source, entity: PolledEntity,
+                stores: Stores, bus: MessageBus, now: datetime | None = None) -> int:
     """One poll of one entity; the number of changes enqueued."""
     started = now or datetime.now(UTC)
-    watermark = stores.watermarks.get(connection.name, entity)
-    since = (watermark if isinstance(watermark, datetime) else started - timedelta(minutes=settings.interval_minutes))
-    since -= timedelta(seconds=settings.overlap_seconds)
-    newest: datetime | None = None
+    if entity.cursor == NONE:
+        return _poll_snapshots(connection, source, entity, stores, bus, started)
+    watermark = stores.watermarks.get(connection.name, entity.name)
+    # A counter's first poll only finds where the ERP stands: history is not news.
+    baseline = watermark is None and entity.cursor == NUMBER and entity.baseline
+    since = _lower_bound(entity, settings, watermark, started)
+    newest: datetime | int | None = None
     count = 0
-    for change in read(entity, since):
-        bus.send(ERP_EVENTS, Envelope(ERP_CHANGE, connection.name, change_key(connection.name, change), {
-            "entity": change.entity, "key": change.key, "record_entity": change.record_entity,
-            "record_key": change.record_key, "fields": change.fields,
-            "stamp": change.stamp.isoformat() if isinstance(change.stamp, datetime) else change.stamp,
-        }))
-        count += 1
-        if isinstance(change.stamp, datetime) and (newest is None or change.stamp > newest):
-            newest = change.stamp
+    for row in read_rows(source, entity, since, connection.name):
+        stamp = _row_stamp(entity, settings, row)
+        if not baseline:
+            _emit(bus, connection.name, entity, row, stamp)
+            count += 1
+        if newest is None or stamp > newest:  # type: ignore[operator]
+            newest = stamp
     # Everything read is on the queue: now the watermark may move, but not past our own start.
-    stores.watermarks.advance(connection.name, entity, min(newest or started, started))
-    log.info("polled %s/%s since %s: %d change(s)", connection.name, entity, since.isoformat(), count)
+    if entity.cursor == TIME:
+        stores.watermarks.advance(connection.name, entity.name, min(newest or started, started))  # type: ignore[type-var]
+    elif newest is not None:
+        stores.watermarks.advance(connection.name, entity.name, newest)
+    log.info("polled %s/%s since %s: %d change(s)%s", connection.name, entity.name, since, count,
+             " (baseline: nothing sent)" if baseline else "")
     return count
+
+
+def _lower_bound(entity: PolledEntity, settings: PollSettings, watermark: Any, started: datetime) -> Any:
+    if entity.cursor == NUMBER:
+        return watermark if isinstance(watermark, int) else None
+    if not isinstance(watermark, datetime):
+        watermark = started - timedelta(minutes=settings.interval_minutes)
+    since = watermark - timedelta(seconds=settings.overlap_seconds)
+    return local_bound(since, settings.zone, date_only=entity.date_only)
+
+
+def _row_stamp(entity: PolledEntity, settings: PollSettings, row: Mapping[str, Any]) -> datetime | int:
+    value = row.get(entity.cursor_field)
+    try:
+        if entity.cursor == NUMBER:
+            return number_stamp(value)
+        return time_stamp(value, settings.zone, date_only=entity.date_only)
+    except ValueError as error:
+        raise PermanentFailure(f"{entity.name} row {row_key(row, entity.keys)!r}: {error}") from error
+
+
+def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity, stores: Stores,
+                    bus: MessageBus, started: datetime) -> int:
+    """Read the whole watched set; a record whose watched fields hash differently is a change."""
+    baseline = entity.baseline and stores.watermarks.get(connection.name, entity.name) is None
+    count = 0
+    for row in read_rows(source, entity, None, connection.name):
+        key = row_key(row, entity.keys)
+        digest = watched_hash(row, entity.watched)
+        known = stores.snapshots.get(connection.name, entity.name, key)
+        if known is not None and known.hash == digest:
+            continue
+        version = known.version + 1 if known else 1
+        if not baseline:
+            # The version keeps A -> B -> A two changes; a retried poll computes the same stamp.
+            _emit(bus, connection.name, entity, row, f"v{version}:{digest}")
+            count += 1
+        stores.snapshots.put(connection.name, entity.name, key, Snapshot(digest, version))
+    stores.watermarks.advance(connection.name, entity.name, started)  # when the set was last read whole
+    log.info("polled %s/%s: %d change(s)%s", connection.name, entity.name, count,
+             " (baseline: nothing sent)" if baseline else "")
+    return count
+
+
+def read_rows(source: Source, entity: PolledEntity, since: Any, connection: str = "") -> Iterator[Mapping[str, Any]]:
+    """Every row from ``since`` on, one page in memory at a time."""
+    token: str | None = None
+    seen: set[str] = set()
+    rows_read = 0
+    while True:
+        page = entity.read(source.client, entity, PageRequest(since, token, entity.page_size))
+        yield from page.rows
+        before = rows_read
+        rows_read += len(page.rows)
+        if rows_read // PROGRESS_EVERY_ROWS > before // PROGRESS_EVERY_ROWS:
+            log.info("polling %s/%s: %d rows read", connection, entity.name, rows_read)
+        if page.next_token is None:
+            return
+        if page.next_token in seen or page.next_token == token:
+            raise PagingError(f"{connection}/{entity.name}: the page token {page.next_token[:80]!r} came back "
+                              f"after {rows_read} rows; the ERP's paging would loop")
+        seen.add(page.next_token)
+        token = page.next_token
+
+
+def change_key(connection: str, change: Change) -> str:
+    stamp = change.stamp.isoformat() if isinstance(change.stamp, datetime) else str(change.stamp)
+    return f"{connection}|{change.entity}|{change.key}|{stamp}"
+
+
+def _emit(bus: MessageBus, connection: str, entity: PolledEntity, row: Mapping[str, Any], stamp: Any) -> None:
+    fields = entity.fields(row)
+    record_key = ("|".join(str(fields.get(name, "")) for name in entity.record_key) if entity.record_key
+                  else row_key(row, entity.keys))
+    change = Change(entity=entity.name, key=row_key(row, entity.keys), stamp=stamp,
+                    record_entity=entity.record_entity, record_key=record_key, fields=fields)
+    bus.send(ERP_EVENTS, Envelope(ERP_CHANGE, connection, change_key(connection, change), {
+        "entity": change.entity, "key": change.key, "record_entity": change.record_entity,
+        "record_key": change.record_key, "fields": _jsonable(change.fields),
+        "stamp": stamp.isoformat() if isinstance(stamp, datetime) else stamp,
+    }))
+
+
+def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in fields.items()}
+
+
+class _Lease:
+    """Holds a named lease for the poll's duration when the source asks for exclusive access."""
+
+    def __init__(self, stores: Stores, name: str | None) -> None:
+        self._stores, self._name, self._holder = stores, name, uuid.uuid4().hex
+
+    def __enter__(self) -> _Lease:
+        if self._name is not None:
+            busy_until = self._stores.leases.acquire(self._name, self._holder, LEASE_SECONDS)
+            if busy_until is not None:
+                delay = max(1.0, busy_until - time.time())
+                # Not a failure: another poll of the same ERP account is running; come back after it.
+                raise WaitForSlot(min(delay, 60.0), busy_until, f"{self._name} is in use by another poll")
+        return self
+
+    def renew(self) -> None:
+        if self._name is not None and self._stores.leases.acquire(self._name, self._holder, LEASE_SECONDS):
+            raise RetryLater(60.0, f"another poll took over {self._name}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._name is not None:
+            self._stores.leases.release(self._name, self._holder)
 
 
 @handles(ERP_EVENTS, ERP_CHANGE)

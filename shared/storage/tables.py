@@ -30,8 +30,9 @@ DEFAULT_TABLE_PREFIX = "mlc"
 DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES, PACING = (
     "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
 )
+SNAPSHOTS, LEASES = "snapshots", "leases"
 TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
-                           PACING)
+                           PACING, SNAPSHOTS, LEASES)
 
 
 class ConcurrencyError(RuntimeError):
@@ -567,6 +568,91 @@ class PacingStore:
         return float(row["NextSlot"])
 
 
+# --- snapshots of records that carry no change stamp -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The last seen hash of a record's watched fields, and how many changes it has had."""
+
+    hash: str
+    version: int
+
+
+class SnapshotStore:
+    """Per (connection, entity) and record key: the hash of the watched fields last alerted on."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def get(self, connection: str, entity: str, key: str) -> Snapshot | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            row = self._tables.table(SNAPSHOTS).get_entity(table_key(f"{connection}|{entity}"), table_key(key))
+        except ResourceNotFoundError:
+            return None
+        return Snapshot(row["Hash"], int(row["Version"]))
+
+    def put(self, connection: str, entity: str, key: str, snapshot: Snapshot) -> None:
+        self._tables.table(SNAPSHOTS).upsert_entity(
+            {"PartitionKey": table_key(f"{connection}|{entity}"), "RowKey": table_key(key), "Key": key,
+             "Hash": snapshot.hash, "Version": snapshot.version, "SeenAt": utc_now()}
+        )
+
+
+# --- leases --------------------------------------------------------------------------------------------
+
+
+class LeaseStore:
+    """Named leases shared by every instance: one holder at a time, until released or expired."""
+
+    _MAX_TRIES = 10
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def acquire(self, name: str, holder: str, seconds: float, now: float | None = None) -> float | None:
+        """Take the lease for ``seconds``: None when taken, else the moment the current holder's lease ends."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        table = self._tables.table(LEASES)
+        keys = {"PartitionKey": table_key(name), "RowKey": "lease"}
+        for _ in range(self._MAX_TRIES):
+            moment = utc_now().timestamp() if now is None else now
+            try:
+                row = table.get_entity(keys["PartitionKey"], keys["RowKey"])
+            except ResourceNotFoundError:
+                row = None
+            if row is not None and row["Holder"] != holder and float(row["Until"]) > moment:
+                return float(row["Until"])
+            entity = {**keys, "Name": name, "Holder": holder, "Until": moment + seconds}
+            try:
+                if row is None:
+                    table.create_entity(entity)
+                else:
+                    table.update_entity(entity, etag=row.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+            except (ResourceExistsError, ResourceModifiedError):
+                continue
+            return None
+        raise ConcurrencyError(f"lease {name}: too much contention")
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease up, if this holder still has it."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        table = self._tables.table(LEASES)
+        try:
+            row = table.get_entity(table_key(name), "lease")
+            if row["Holder"] == holder:
+                table.delete_entity(row, etag=row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass  # gone or taken over after expiry: nothing of ours to release
+
+
 # --- process-wide access ---------------------------------------------------------------------
 
 
@@ -582,13 +668,15 @@ class Stores:
     contacts: ContactStore
     gates: GateStore
     pacing: PacingStore
+    snapshots: SnapshotStore
+    leases: LeaseStore
 
     @classmethod
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> Stores:
         tables = Tables(settings, prefix)
         return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
                    WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
-                   GateStore(tables), PacingStore(tables))
+                   GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables))
 
     def close(self) -> None:
         self.tables.close()

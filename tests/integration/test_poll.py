@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.config import config_from_dict
-from shared.erp.dynamics import DynamicsClient, dynamics_changes
+from shared.erp.dynamics import DynamicsClient
+from shared.erp.dynamics_poll import ENTITIES
+from shared.erp.polling import Source
 from shared.model import ERP_EVENTS, POLL_JOBS
-from shared.pipeline.poll import poll, schedule_polls
+from shared.pipeline.poll import poll_entity, schedule_polls
 from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
 from shared.storage.secrets import EnvSecretProvider
@@ -90,8 +92,8 @@ def test_a_poll_streams_every_change_and_moves_the_watermark(fo: tuple, stores: 
     connection = config.connections["fo"]
     client = DynamicsClient(connection, EnvSecretProvider(env={"fo-secret": "secret"}))
     bus = RecordingBus()
-    read = lambda entity, since: dynamics_changes(client, entity, since)  # noqa: E731
-    assert poll(connection, connection.poll, "VendorInvoiceHeaders", stores, bus, read, now=START) == 5
+    source, entity = Source(client, ENTITIES), ENTITIES["VendorInvoiceHeaders"]
+    assert poll_entity(connection, connection.poll, source, entity, stores, bus, now=START) == 5
     keys = [envelope.key for _, envelope in bus.sent]
     assert [k.split("|")[3] for k in keys] == ["B", "C", "D", "E", "F"]
     assert len(set(keys)) == 5
@@ -101,7 +103,7 @@ def test_a_poll_streams_every_change_and_moves_the_watermark(fo: tuple, stores: 
     assert stores.watermarks.get("fo", "VendorInvoiceHeaders") == START  # not past the poll's own start
 
     again = RecordingBus()
-    poll(connection, connection.poll, "VendorInvoiceHeaders", stores, again, read, now=START + timedelta(minutes=10))
+    poll_entity(connection, connection.poll, source, entity, stores, again, now=START + timedelta(minutes=10))
     # since = watermark - overlap: only F is re-read, under the same key, so its claim filters it.
     assert [envelope.key for _, envelope in again.sent] == [keys[-1]]
     assert stores.watermarks.get("fo", "VendorInvoiceHeaders") == START + timedelta(minutes=1)
@@ -116,8 +118,8 @@ def test_changes_are_put_on_erp_events(fo: tuple, stores: Stores, storage_connec
     client = DynamicsClient(connection, EnvSecretProvider(env={"fo-secret": "secret"}))
     bus = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
     before = bus._queue(ERP_EVENTS).get_queue_properties().approximate_message_count
-    poll(connection, connection.poll, "VendorInvoiceHeaders", stores, bus,
-         lambda entity, since: dynamics_changes(client, entity, since), now=START)
+    poll_entity(connection, connection.poll, Source(client, ENTITIES), ENTITIES["VendorInvoiceHeaders"], stores, bus,
+                now=START)
     assert bus._queue(ERP_EVENTS).get_queue_properties().approximate_message_count == before + 1
     peeked = [json.loads(base64.b64decode(m.content)) for m in bus._queue(ERP_EVENTS).peek_messages(max_messages=32)]
     assert any(p["type"] == "erp.change" and p["connection"] == "fo" for p in peeked)

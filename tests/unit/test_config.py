@@ -100,19 +100,13 @@ def test_the_sample_file_loads() -> None:
         "contoso-fo",
         "twilio-main",
         "slack-main",
-        "syspro-main",
-        "sagex3-main",
-        "qad-main",
     }
     assert {connection.kind for connection in loaded.connections.values()} == {
         "dynamics",
         "twilio",
         "slack",
-        "syspro",
-        "sagex3",
-        "qad",
     }
-    assert len(loaded.rules) == 4
+    assert len(loaded.rules) == 3
     fo = loaded.connection_of("contoso-fo", DynamicsConnection)
     assert fo.client_secret == SecretRef("contoso-fo-client-secret")
     assert fo.authority == "https://login.microsoftonline.com"

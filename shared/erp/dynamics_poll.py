@@ -1,0 +1,57 @@
+"""The Dynamics fallback poll as a poll-framework adapter: OData rows by ``ModifiedDateTime``.
+
+Business events are the normal path; entities whose events are not activated are polled.
+F&O's OData date-times are UTC, and server paging is followed through ``@odata.nextLink``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from shared.config import DynamicsConnection
+from shared.erp.dynamics import DynamicsClient, dynamics_client, odata_datetime
+from shared.erp.dynamics_events import POLLED
+from shared.erp.dynamics_events import PolledEntity as ODataEntity
+from shared.erp.polling import TIME, Page, PageRequest, PolledEntity, Source
+
+
+def _read_page(client: DynamicsClient, entity: PolledEntity, request: PageRequest) -> Page:
+    spec = POLLED[entity.name]
+    url = request.token or client.query_url(spec.entity_set, _first_page_options(spec, request.since))
+    rows, next_link = client.page(url)
+    return Page(rows, next_link)
+
+
+def _first_page_options(spec: ODataEntity, since: Any) -> dict[str, str | None]:
+    if not isinstance(since, datetime | date):
+        raise ValueError(f"a Dynamics poll needs a date-time lower bound, not {since!r}")
+    moment = since if isinstance(since, datetime) else datetime(since.year, since.month, since.day)
+    select = tuple(dict.fromkeys((*spec.keys, spec.stamp_field, *spec.fields)))
+    return {
+        "$filter": f"{spec.stamp_field} ge {odata_datetime(moment.replace(tzinfo=UTC))}",
+        "$orderby": f"{spec.stamp_field} asc",
+        "$select": ",".join(select),
+        "cross-company": "true",
+    }
+
+
+def _record_fields(spec: ODataEntity) -> Any:
+    def fields(row: Mapping[str, Any]) -> dict[str, Any]:
+        renamed = {target: row.get(source) for source, target in spec.fields.items()}
+        return {**{name: value for name, value in row.items() if not name.startswith("@")}, **renamed}
+
+    return fields
+
+
+ENTITIES: Mapping[str, PolledEntity] = {
+    name: PolledEntity(name=name, keys=spec.keys, cursor=TIME, cursor_field=spec.stamp_field, read=_read_page,
+                       record_entity=spec.record_entity, record_key=spec.record_key, fields=_record_fields(spec))
+    for name, spec in POLLED.items()
+}
+
+
+def open_source(connection: DynamicsConnection) -> Source:
+    # The client is the process-wide one of this connection: its token is shared, so nothing to close.
+    return Source(client=dynamics_client(connection), entities=ENTITIES)

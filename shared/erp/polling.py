@@ -1,0 +1,208 @@
+"""What an ERP adapter declares so that the poll framework can read it.
+
+An adapter module (``shared.erp.<kind>``) exposes:
+
+- ``ENTITIES``: the entities it can poll, in the order one poll cycle reads them, each a
+  ``PolledEntity`` (name, key fields, cursor, page size, how to read one page);
+- ``open_source(connection) -> Source``: a client for one poll cycle, closed at its end
+  (SYSPRO logs its session off there);
+- ``write_note(connection, note) -> None``: a reply written back against an ERP record.
+
+The framework (``shared.pipeline.poll``) owns the rest: which polls are due, watermarks,
+overlap, time zones, the page loop and its checks, change keys, snapshots of watched
+fields, and enqueueing.
+
+Three kinds of cursor, as the ERPs offer them:
+
+- ``time``: a modified date-time (Sage X3 ``UPDDATTIM_0``, Dynamics ``ModifiedDateTime``).
+  Read again from the watermark minus an overlap, in the ERP's time zone when its stamps
+  carry none; a date-only stamp re-reads its whole day.
+- ``number``: a counter that only grows (SYSPRO ``TimeStamp`` rowversion, QAD
+  ``tr_hist.tr_trnbr``); read strictly after the watermark, no overlap needed.
+- ``none``: nothing moves when the record changes (QAD purchase orders, a SYSPRO status
+  change). Every poll reads the whole watched set; a hash of the watched fields per record
+  is kept, and a record whose hash changed (or a new one) is a change.
+
+A page request carries the lower bound and the token the previous page returned. The
+token must resume right after the last row of that page in the adapter's order, so rows
+sharing a stamp across a page edge are neither lost nor read twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, tzinfo
+from types import ModuleType
+from typing import Any, Literal
+
+Cursor = Literal["time", "number", "none"]
+TIME: Cursor = "time"
+NUMBER: Cursor = "number"
+NONE: Cursor = "none"
+
+# The adapter module of each ERP kind.
+ADAPTERS: Mapping[str, str] = {
+    "dynamics": "shared.erp.dynamics_poll",
+    "syspro": "shared.erp.syspro",
+    "sagex3": "shared.erp.sagex3",
+    "qad": "shared.erp.qad",
+}
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page to read.
+
+    ``since`` is the lower bound: for a ``time`` cursor a naive date-time in the ERP's own
+    time zone (a ``date`` when the stamp is date-only), inclusive; for a ``number`` cursor
+    the last counter already read, exclusive; for ``none`` it is None. ``token`` is what
+    the previous page returned as ``next_token`` (None for the first page).
+    """
+
+    since: datetime | date | int | None
+    token: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: Sequence[Mapping[str, Any]]
+    next_token: str | None = None  # None: this was the last page
+
+
+ReadPage = Callable[[Any, "PolledEntity", PageRequest], Page]
+RecordFields = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def _as_is(row: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(row)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolledEntity:
+    """One thing a poll reads, and how.
+
+    ``read(client, entity, request)`` fetches one page. ``fields`` turns a row into the
+    record fields rules and templates see; ``record_key`` names the fields (of that
+    record) that identify the ERP record replies are written against.
+    """
+
+    name: str
+    keys: tuple[str, ...]  # the row's key fields
+    cursor: Cursor
+    read: ReadPage
+    record_entity: str
+    record_key: tuple[str, ...] = ()  # record fields; defaults to ``keys`` read from the row
+    cursor_field: str = ""  # the stamp's field, for time and number cursors
+    page_size: int = 1000
+    date_only: bool = False  # a time stamp that has no time of day
+    watched: tuple[str, ...] = ()  # for cursor "none": the fields whose change matters
+    fields: RecordFields = _as_is
+    # The first poll of a number or none cursor records where things stand without alerting,
+    # so connecting an ERP does not send one message per historic row. A window rule (say,
+    # invoices due within a week) wants its first poll to alert, and sets this False.
+    baseline: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cursor not in (TIME, NUMBER, NONE):
+            raise ValueError(f"{self.name}: unknown cursor {self.cursor!r}")
+        if self.cursor in (TIME, NUMBER) and not self.cursor_field:
+            raise ValueError(f"{self.name}: a {self.cursor} cursor needs cursor_field")
+        if self.cursor == NONE and not self.watched:
+            raise ValueError(f"{self.name}: a poll without a cursor needs watched fields")
+        if not self.keys or self.page_size < 1:
+            raise ValueError(f"{self.name}: keys and a positive page size are required")
+
+
+@dataclass
+class Source:
+    """One poll cycle's view of an ERP connection."""
+
+    client: Any
+    entities: Mapping[str, PolledEntity]
+    # A lease name when reads of this ERP account must never overlap, even across instances
+    # (a second SYSPRO logon by the same operator ends the first session).
+    exclusive: str | None = None
+    close: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True)
+class Note:
+    """A reply to write against an ERP record: who answered, when, and what."""
+
+    record_entity: str
+    record_key: str  # key parts joined by "|"
+    text: str
+    received_at: datetime
+    sender: str  # masked phone number or a name; never the full number
+    reference: str  # the provider's message id, so the ERP side can tell duplicates
+
+
+def adapter(kind: str) -> ModuleType:
+    """The adapter module of an ERP kind; imported on first use to keep cold start short."""
+    try:
+        return importlib.import_module(ADAPTERS[kind])
+    except KeyError:
+        raise ValueError(f"{kind!r} connections cannot be polled") from None
+
+
+def polled_entities(kind: str) -> Mapping[str, PolledEntity]:
+    return adapter(kind).ENTITIES
+
+
+# --- stamps ----------------------------------------------------------------------------------------
+
+
+def time_stamp(value: Any, zone: tzinfo, *, date_only: bool = False) -> datetime:
+    """An ERP date-time (ISO text, datetime or date) as an aware UTC datetime.
+
+    Stamps without a zone are in the ERP's own time zone; a date-only stamp is the start of
+    its day there.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        value = date.fromisoformat(text) if date_only and len(text) == 10 else datetime.fromisoformat(text)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    if not isinstance(value, datetime):
+        raise ValueError(f"a time stamp must be an ISO 8601 date-time, not {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(UTC)
+
+
+def number_stamp(value: Any) -> int:
+    """A counter: an integer, decimal text, or hexadecimal text (SQL Server rowversion, ``0x...``)."""
+    if isinstance(value, bool):
+        raise ValueError(f"a change counter must be a number, not {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text, 16) if text.lower().startswith("0x") else int(text)
+        except ValueError:
+            pass
+    raise ValueError(f"a change counter must be a number, not {value!r}")
+
+
+def local_bound(moment: datetime, zone: tzinfo, *, date_only: bool = False) -> datetime | date:
+    """The lower bound to send to an ERP whose stamps are in ``zone``: naive local time, or its date."""
+    local = moment.astimezone(zone).replace(tzinfo=None)
+    return local.date() if date_only else local
+
+
+def watched_hash(row: Mapping[str, Any], watched: Sequence[str]) -> str:
+    """A short stable digest of the watched fields; a change of any of them changes it."""
+    values = json.dumps([row.get(name) for name in watched], default=str, separators=(",", ":"))
+    return hashlib.sha256(values.encode()).hexdigest()[:16]
+
+
+def row_key(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return "|".join(str(row.get(name, "")).strip() for name in keys)
