@@ -25,7 +25,8 @@ install: $(VENV)/.installed node_modules/.installed
 
 local.settings.json:
 	cp local.settings.example.json $@
-	@echo "Created $@ from local.settings.example.json: edit it to point at your own endpoints."
+	$(PYTHON) -c "import base64, os, pathlib; p = pathlib.Path('$@'); p.write_text(p.read_text().replace('replace-with-openssl-rand-base64-32', base64.b64encode(os.urandom(32)).decode()))"
+	@echo "Created $@ from local.settings.example.json, with a new data protection key: edit it to point at your own endpoints."
 
 ## run: start Azurite and the local host on http://127.0.0.1:$(PORT)/api/
 run: install $(SETTINGS)

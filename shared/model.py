@@ -123,8 +123,9 @@ TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
 SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
 SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
-POLL_RUN = "poll.run"  # poll-jobs: read one entity of one connection for changes
+POLL_RUN = "poll.run"  # poll-jobs: read the due entities of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
+ERP_NOTE = "erp.note"  # callbacks: a reply to write back as a note on its ERP record
 
 
 @dataclass(frozen=True)

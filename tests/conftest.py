@@ -13,6 +13,10 @@ from devhost.azurite import Azurite, start_azurite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The key that seals phone numbers and messages in the tables; the apps under test inherit it.
+TEST_DATA_PROTECTION_KEY = "dGVzdC1vbmx5IGRhdGEgcHJvdGVjdGlvbiBrZXkgMzI="
+os.environ.setdefault("DATA_PROTECTION_KEY", TEST_DATA_PROTECTION_KEY)
+
 
 def shared_dir() -> Path:
     """The ``shared`` folder beside the repository (official API specs, references)."""

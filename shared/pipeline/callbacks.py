@@ -4,7 +4,8 @@
   ``delivered``), so a repeated or out-of-order callback changes nothing and is not
   audited twice; that order is the deduplication.
 - Inbound SMS: STOP / START / HELP keywords, Verify codes, and any other reply, which
-  is recorded against the record the last message to that number was about.
+  is recorded against the record the last message to that number was about, and written
+  back to that record as a note where its ERP takes notes.
 - Key presses on a voice call (``<Gather>``): 1 acknowledges the alert.
 """
 
@@ -19,10 +20,11 @@ from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
 from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.notes import queue_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code
 from shared.storage.bus import get_bus
-from shared.storage.tables import ConcurrencyError, Stores, get_stores
+from shared.storage.tables import ConcurrencyError, LastContact, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +97,20 @@ def record_inbound(envelope: Envelope) -> None:
 
         check_gate(stores, get_bus(), twilio_channel(connection), connection.name, number, code)
         return
-    _audit_reply(stores, envelope, connection.name, number, "reply", text=body[:MAX_REPLY_CHARS],
-                 message_sid=params.get("MessageSid", ""))
+    text, message_sid = body[:MAX_REPLY_CHARS], params.get("MessageSid", "")
+    last = _audit_reply(stores, envelope, connection.name, number, "reply", text=text, message_sid=message_sid)
+    queue_note(get_bus(), last, text, mask_phone(number), message_sid,
+               last.correlation_id if last else envelope.correlation_id)
 
 
-def _audit_reply(stores: Stores, envelope: Envelope, connection: str, number: str, step: str, **detail: Any) -> None:
-    """Record an answer against what the last message to that number was about."""
+def _audit_reply(stores: Stores, envelope: Envelope, connection: str, number: str, step: str,
+                 **detail: Any) -> LastContact | None:
+    """Record an answer against what the last message to that number was about; that last contact."""
     last = stores.contacts.last(connection, number)
     stores.audit.append(last.correlation_id if last else envelope.correlation_id, step, connection=connection,
                         record=last.record if last else "", job_id=last.job_id if last else "",
                         **{"from": mask_phone(number), **detail})
+    return last
 
 
 @handles(CALLBACKS, TWILIO_GATHER)

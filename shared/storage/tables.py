@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.settings import StorageSettings, env_str
+from shared.storage.protect import LazyProtector, Protector
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient, TableServiceClient
@@ -53,10 +54,13 @@ def utc_now() -> datetime:
 class Tables:
     """The account's tables under one name prefix; each created if missing on first use."""
 
-    def __init__(self, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
+    def __init__(self, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX,
+                 protector: Protector | None = None) -> None:
         if not _TABLE_PREFIX.match(prefix):
             raise ValueError(f"table prefix {prefix!r}: letters and digits only, starting with a letter")
         self.prefix = prefix
+        # Seals phone numbers and message texts before they are written (shared.storage.protect).
+        self.protector: Protector = protector or LazyProtector()
         self._service = _service_client(settings)
         self._clients: dict[str, TableClient] = {}
         self._lock = threading.Lock()
@@ -147,10 +151,11 @@ class JobRow:
         return str(self.fields.get("status", ""))
 
 
-def _job_entity(job_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    # Status and UpdatedAt are columns of their own so that operators can query by them.
-    return {"PartitionKey": table_key(job_id), "RowKey": "job", "JobId": job_id, "Fields": _dump(fields),
-            "Status": str(fields.get("status", "")), "UpdatedAt": utc_now()}
+def _job_entity(job_id: str, fields: Mapping[str, Any], protector: Protector) -> dict[str, Any]:
+    # Status and UpdatedAt are columns of their own so that operators can query by them; the
+    # fields (recipient, message text) are sealed.
+    return {"PartitionKey": table_key(job_id), "RowKey": "job", "JobId": job_id,
+            "Fields": protector.seal(_dump(fields)), "Status": str(fields.get("status", "")), "UpdatedAt": utc_now()}
 
 
 def _dump(fields: Mapping[str, Any]) -> str:
@@ -168,7 +173,7 @@ class JobStore:
         from azure.core.exceptions import ResourceExistsError
 
         try:
-            meta = self._tables.table(JOBS).create_entity(_job_entity(job_id, fields))
+            meta = self._tables.table(JOBS).create_entity(_job_entity(job_id, fields, self._tables.protector))
         except ResourceExistsError:
             return None
         return JobRow(job_id, dict(fields), meta["etag"])
@@ -180,7 +185,7 @@ class JobStore:
             entity = self._tables.table(JOBS).get_entity(table_key(job_id), "job")
         except ResourceNotFoundError:
             return None
-        return JobRow(job_id, json.loads(entity["Fields"]), entity.metadata["etag"])
+        return JobRow(job_id, self._fields(entity), entity.metadata["etag"])
 
     def with_status(self, statuses: Iterable[str], since: datetime, until: datetime) -> Iterator[JobRow]:
         """Jobs now in one of ``statuses`` whose last change falls in [since, until)."""
@@ -191,7 +196,10 @@ class JobStore:
         # Spaces inside the parentheses: the SDK finds @names by splitting the filter on whitespace.
         query = f"UpdatedAt ge @since and UpdatedAt lt @until and ( {either} )"
         for entity in self._tables.table(JOBS).query_entities(query, parameters=parameters):
-            yield JobRow(entity["JobId"], json.loads(entity["Fields"]), entity.metadata["etag"])
+            yield JobRow(entity["JobId"], self._fields(entity), entity.metadata["etag"])
+
+    def _fields(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        return json.loads(self._tables.protector.unseal(entity["Fields"]))
 
     def update(self, row: JobRow, changes: Mapping[str, Any]) -> JobRow:
         """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile."""
@@ -202,7 +210,7 @@ class JobStore:
         fields = {**row.fields, **changes}
         try:
             meta = self._tables.table(JOBS).update_entity(
-                _job_entity(row.job_id, fields),
+                _job_entity(row.job_id, fields, self._tables.protector),
                 mode=UpdateMode.REPLACE,
                 etag=row.etag,
                 match_condition=MatchConditions.IfNotModified,
@@ -262,7 +270,7 @@ class AuditLog:
                 "Connection": connection,
                 "Record": record,
                 "JobId": job_id,
-                "Detail": _dump(detail),
+                "Detail": self._tables.protector.seal(_dump(detail)) if detail else "{}",
             }
         )
         if record:
@@ -286,7 +294,7 @@ class AuditLog:
         rows = self._tables.table(AUDIT).query_entities(
             "PartitionKey eq @pk", parameters={"pk": table_key(correlation_id)}
         )
-        return [_audit_entry(row) for row in rows]
+        return [_audit_entry(row, self._tables.protector) for row in rows]
 
     def by_record(self, record: str) -> list[AuditEntry]:
         """Every step of every ERP change that concerned ``record``, oldest first."""
@@ -297,7 +305,7 @@ class AuditLog:
         return sorted(entries, key=lambda entry: entry.at)
 
 
-def _audit_entry(row: Mapping[str, Any]) -> AuditEntry:
+def _audit_entry(row: Mapping[str, Any], protector: Protector) -> AuditEntry:
     at = row["At"]
     if isinstance(at, datetime) and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -308,7 +316,7 @@ def _audit_entry(row: Mapping[str, Any]) -> AuditEntry:
         connection=row.get("Connection", ""),
         record=row.get("Record", ""),
         job_id=row.get("JobId", ""),
-        detail=json.loads(row.get("Detail") or "{}"),
+        detail=json.loads(protector.unseal(row.get("Detail") or "{}")),
     )
 
 
@@ -438,8 +446,9 @@ class OptOutStore:
         self._tables = tables
 
     def record(self, connection: str, number: str, opted_out: bool, keyword: str) -> None:
+        protector = self._tables.protector
         self._tables.table(OPT_OUTS).upsert_entity(
-            {"PartitionKey": table_key(connection), "RowKey": table_key(number), "Number": number,
+            {"PartitionKey": table_key(connection), "RowKey": protector.blind(number), "Number": protector.seal(number),
              "OptedOut": opted_out, "Keyword": keyword, "At": utc_now()}
         )
 
@@ -447,7 +456,7 @@ class OptOutStore:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            row = self._tables.table(OPT_OUTS).get_entity(table_key(connection), table_key(number))
+            row = self._tables.table(OPT_OUTS).get_entity(table_key(connection), self._tables.protector.blind(number))
         except ResourceNotFoundError:
             return False
         return bool(row.get("OptedOut"))
@@ -468,7 +477,8 @@ class ContactStore:
 
     def remember(self, connection: str, number: str, contact: LastContact) -> None:
         self._tables.table(CONTACTS).upsert_entity(
-            {"PartitionKey": table_key(connection), "RowKey": table_key(number), "JobId": contact.job_id,
+            {"PartitionKey": table_key(connection), "RowKey": self._tables.protector.blind(number),
+             "JobId": contact.job_id,
              "Record": contact.record, "CorrelationId": contact.correlation_id, "At": utc_now()}
         )
 
@@ -476,7 +486,7 @@ class ContactStore:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            row = self._tables.table(CONTACTS).get_entity(table_key(connection), table_key(number))
+            row = self._tables.table(CONTACTS).get_entity(table_key(connection), self._tables.protector.blind(number))
         except ResourceNotFoundError:
             return None
         return LastContact(row["JobId"], row["Record"], row["CorrelationId"])
@@ -501,21 +511,21 @@ class GateStore:
 
     def open(self, connection: str, number: str, gate: Gate) -> None:
         self._tables.table(GATES).upsert_entity(
-            {"PartitionKey": table_key(connection), "RowKey": table_key(number), "JobId": gate.job_id,
-             "Envelope": gate.envelope_json, "At": utc_now()}
+            {"PartitionKey": table_key(connection), "RowKey": self._tables.protector.blind(number),
+             "JobId": gate.job_id, "Envelope": self._tables.protector.seal(gate.envelope_json), "At": utc_now()}
         )
 
     def find(self, connection: str, number: str) -> Gate | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            row = self._tables.table(GATES).get_entity(table_key(connection), table_key(number))
+            row = self._tables.table(GATES).get_entity(table_key(connection), self._tables.protector.blind(number))
         except ResourceNotFoundError:
             return None
-        return Gate(row["JobId"], row["Envelope"])
+        return Gate(row["JobId"], self._tables.protector.unseal(row["Envelope"]))
 
     def close(self, connection: str, number: str) -> None:
-        self._tables.table(GATES).delete_entity(table_key(connection), table_key(number))
+        self._tables.table(GATES).delete_entity(table_key(connection), self._tables.protector.blind(number))
 
 
 # --- pacing --------------------------------------------------------------------------------------
@@ -672,8 +682,9 @@ class Stores:
     leases: LeaseStore
 
     @classmethod
-    def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX) -> Stores:
-        tables = Tables(settings, prefix)
+    def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX,
+             protector: Protector | None = None) -> Stores:
+        tables = Tables(settings, prefix, protector)
         return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
                    WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
                    GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables))

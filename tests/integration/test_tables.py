@@ -186,3 +186,56 @@ def test_jobs_are_found_by_status_and_time_window(stores: Stores) -> None:
                                     now - timedelta(minutes=1), now + timedelta(minutes=1))
     assert sorted(job.job_id for job in found) == ["w1", "w3", "w4"]
     assert list(stores.jobs.with_status({"failed"}, now + timedelta(minutes=1), now + timedelta(minutes=2))) == []
+
+
+# --- data protection --------------------------------------------------------------------------------
+
+PHONE, TEXT = "+14155550123", "Invoice INV-7 from Fabrikam is on hold"
+
+
+def raw_rows(stores: Stores, table: str) -> str:
+    """Every stored value of a table, as one string to search."""
+    return repr([dict(row) for row in stores.tables.table(table).list_entities()])
+
+
+def test_phone_numbers_and_message_texts_never_reach_the_tables_in_clear(stores: Stores) -> None:
+    from shared.storage.tables import AUDIT, CONTACTS, GATES, JOBS, OPT_OUTS, Gate, LastContact
+
+    stores.jobs.create("job-sealed", {"to": PHONE, "body": TEXT, "status": "pending"})
+    stores.audit.append("corr-sealed", "reply", connection="twilio-main", record="fo|Invoice|7", text=TEXT)
+    stores.opt_outs.record("twilio-main", PHONE, True, "STOP")
+    stores.contacts.remember("twilio-main", PHONE, LastContact("job-sealed", "fo|Invoice|7", "corr-sealed"))
+    stores.gates.open("twilio-main", PHONE, Gate("job-sealed", f'{{"to": "{PHONE}", "body": "{TEXT}"}}'))
+    for table in (JOBS, AUDIT, OPT_OUTS, CONTACTS, GATES):
+        stored = raw_rows(stores, table)
+        assert PHONE not in stored and PHONE[1:] not in stored, table
+        assert TEXT not in stored, table
+
+    # ... and everything reads back as it was written.
+    job = stores.jobs.get("job-sealed")
+    assert job is not None and job.fields["to"] == PHONE and job.fields["body"] == TEXT
+    assert stores.audit.by_correlation("corr-sealed")[0].detail["text"] == TEXT
+    assert stores.opt_outs.is_opted_out("twilio-main", PHONE) and not stores.opt_outs.is_opted_out("twilio-main",
+                                                                                                   "+14155550124")
+    assert stores.contacts.last("twilio-main", PHONE) == LastContact("job-sealed", "fo|Invoice|7", "corr-sealed")
+    gate = stores.gates.find("twilio-main", PHONE)
+    assert gate is not None and PHONE in gate.envelope_json
+    assert [row.job_id for row in stores.jobs.with_status(["pending"], datetime.now(UTC) - timedelta(minutes=1),
+                                                          datetime.now(UTC) + timedelta(minutes=1))] == ["job-sealed"]
+
+
+def test_sealed_values_do_not_open_under_another_key(storage_connection_string: str, table_prefix: str) -> None:
+    import base64
+    import os
+
+    from shared.storage.protect import DataProtectionError, DataProtector
+
+    settings = StorageSettings(storage_connection_string, None, None, None)
+    first = Stores.open(settings, table_prefix, DataProtector(os.urandom(32)))
+    first.jobs.create("job-key", {"to": PHONE})
+    other = Stores.open(settings, table_prefix, DataProtector.from_text(base64.b64encode(os.urandom(32)).decode()))
+    with pytest.raises(DataProtectionError, match="key"):
+        other.jobs.get("job-key")
+    assert other.contacts.last("twilio-main", PHONE) is None  # a keyed hash: another key finds nothing
+    first.close()
+    other.close()

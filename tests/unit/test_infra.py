@@ -38,6 +38,7 @@ NOT_SET_IN_AZURE: dict[str, str] = {
     "DEVHOST_MASTER_KEY": "local host only; in Azure the Functions host keeps the master key",
     "AzureWebJobsStorage": "set in its identity-based form, AzureWebJobsStorage__accountName",
     "ServiceBusConnection": "set in its identity-based form, ServiceBusConnection__fullyQualifiedNamespace",
+    "DATA_PROTECTION_KEY_SECRET": "optional: the default secret name, data-protection-key, is the one the docs create",
 }
 IDENTITY_BASED_FORMS = {
     "AzureWebJobsStorage": "AzureWebJobsStorage__accountName",

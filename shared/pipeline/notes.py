@@ -1,0 +1,80 @@
+"""Replies written back to the ERP: a supplier's SMS becomes a timestamped note on the record.
+
+An inbound reply is recorded against the record the last message to that number was
+about. When that record belongs to an ERP whose adapter can write notes, an ``erp.note``
+is queued (keyed by the provider's message id), and this stage writes it once: the claim
+is owned by the note's correlation id, so a retried attempt passes and a redelivered
+duplicate does not.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.config import get_config
+from shared.erp.polling import ADAPTERS, Note, adapter
+from shared.model import CALLBACKS, ERP_NOTE, Envelope
+from shared.pipeline.consume import PermanentFailure
+from shared.pipeline.registry import handles
+from shared.storage.bus import MessageBus
+from shared.storage.tables import LastContact, Stores, get_stores
+
+log = logging.getLogger(__name__)
+
+NOTE_SCOPE = "note"
+
+
+def split_record(record: str) -> tuple[str, str, str] | None:
+    """``connection|entity|key`` (the key may hold further ``|``) as its three parts."""
+    parts = record.split("|", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def writes_notes(kind: str) -> bool:
+    return kind in ADAPTERS and hasattr(adapter(kind), "write_note")
+
+
+def queue_note(bus: MessageBus, last: LastContact | None, text: str, sender: str, message_id: str,
+               correlation_id: str) -> bool:
+    """Queue the reply as a note on the record ``last`` was about, if that ERP takes notes."""
+    parts = split_record(last.record) if last else None
+    if parts is None or not text or not message_id:
+        return False
+    connection = get_config().connections.get(parts[0])
+    if connection is None or not writes_notes(connection.kind):
+        return False
+    bus.send(CALLBACKS, Envelope(ERP_NOTE, connection.name, f"note|{message_id}", {
+        "record_entity": parts[1], "record_key": parts[2], "text": text, "sender": sender,
+        "reference": message_id, "received_at": datetime.now(UTC).isoformat(),
+        "job_id": last.job_id if last else "",
+    }, correlation_id=correlation_id))
+    return True
+
+
+@handles(CALLBACKS, ERP_NOTE)
+def write_reply_note(envelope: Envelope) -> None:
+    config, stores = get_config(), get_stores()
+    connection = config.connections.get(envelope.connection)
+    if connection is None or not writes_notes(connection.kind):
+        raise PermanentFailure(f"{envelope.connection!r} is not an ERP connection that takes notes")
+    payload = envelope.payload
+    record = f"{connection.name}|{payload['record_entity']}|{payload['record_key']}"
+    if not stores.dedup.claim(NOTE_SCOPE, envelope.key, owner=envelope.correlation_id):
+        _audit(stores, envelope, record, "duplicate", reference=payload["reference"])
+        return
+    note = Note(record_entity=payload["record_entity"], record_key=payload["record_key"], text=payload["text"],
+                received_at=datetime.fromisoformat(payload["received_at"]), sender=payload["sender"],
+                reference=payload["reference"])
+    try:
+        adapter(connection.kind).write_note(connection, note)
+    except PermanentFailure as failure:
+        _audit(stores, envelope, record, "note-failed", reason=str(failure))
+        raise
+    _audit(stores, envelope, record, "note-written", reference=note.reference)
+
+
+def _audit(stores: Stores, envelope: Envelope, record: str, step: str, **detail: Any) -> None:
+    stores.audit.append(envelope.correlation_id, step, connection=envelope.connection, record=record,
+                        job_id=envelope.payload.get("job_id", ""), **detail)
