@@ -32,9 +32,10 @@ def start_gate(delivery: Delivery, channel: Any, number: str) -> None:
     """Send a code to ``number`` and park the job until it is checked."""
     if delivery.job.status == "verifying":
         return  # a code is already on its way; a second would only confuse
-    result = channel.start_verification(number)
+    # The gate opens before the code is sent: a reply may come back faster than we can record it.
     delivery.stores.gates.open(delivery.connection.name, number,
                                Gate(delivery.job_id, delivery.envelope.to_json()))
+    result = channel.start_verification(number)
     delivery.update(status="verifying", verification_sid=result.sid, to=number)
     delivery.audit("verify-started", verification_sid=result.sid, to=mask_phone(number))
 
