@@ -3,10 +3,10 @@
 import azure.functions as func
 
 from shared.logs import install_redaction
-from shared.triggers import dynamics, health, ops, queues, slack, timers, twilio
+from shared.triggers import dynamics, health, ops, queues, sendgrid, slack, timers, twilio
 
 install_redaction()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (health.bp, ops.bp, dynamics.bp, twilio.bp, slack.bp, timers.bp, queues.bp):
+for blueprint in (health.bp, ops.bp, dynamics.bp, twilio.bp, slack.bp, sendgrid.bp, timers.bp, queues.bp):
     app.register_functions(blueprint)

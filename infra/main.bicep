@@ -244,3 +244,4 @@ output DYNAMICS_BUSINESS_EVENTS_URL string = '${publicBaseUrl}/api/dynamics/even
 output TWILIO_STATUS_CALLBACK_URL string = '${publicBaseUrl}/api/twilio/status/<connection>'
 output TWILIO_INBOUND_WEBHOOK_URL string = '${publicBaseUrl}/api/twilio/inbound/<connection>'
 output SLACK_INTERACTIVITY_URL string = '${publicBaseUrl}/api/slack/interactions/<connection>'
+output SENDGRID_EVENT_WEBHOOK_URL string = '${publicBaseUrl}/api/sendgrid/events/<connection>'

@@ -1,7 +1,7 @@
 """Connections and routing rules: one JSON file, validated once at load into frozen types.
 
 A connection is one ERP (dynamics, syspro, sagex3, qad) or one channel account (twilio,
-slack). A rule says: when this ERP connection reports this event and these conditions
+slack, sendgrid). A rule says: when this ERP connection reports this event and these conditions
 hold, send this template over this channel to these recipients.
 
 Validation collects every error of a file, each naming the field path and the reason,
@@ -32,13 +32,14 @@ from shared.templates import Template, TemplateError, placeholders
 CONFIG_PATH_SETTING = "CONNECTOR_CONFIG_PATH"
 
 ERP_KINDS: tuple[str, ...] = ("dynamics", "syspro", "sagex3", "qad")
-CHANNEL_KINDS: tuple[str, ...] = ("twilio", "slack")
+CHANNEL_KINDS: tuple[str, ...] = ("twilio", "slack", "sendgrid")
 KINDS: tuple[str, ...] = ERP_KINDS + CHANNEL_KINDS
 
-Channel = Literal["sms", "voice", "slack"]
-CHANNELS: tuple[str, ...] = ("sms", "voice", "slack")
+Channel = Literal["sms", "voice", "slack", "email"]
+CHANNELS: tuple[str, ...] = ("sms", "voice", "slack", "email")
 # Which kind of connection can carry each channel.
-CHANNEL_CONNECTION_KIND: Mapping[str, str] = MappingProxyType({"sms": "twilio", "voice": "twilio", "slack": "slack"})
+CHANNEL_CONNECTION_KIND: Mapping[str, str] = MappingProxyType(
+    {"sms": "twilio", "voice": "twilio", "slack": "slack", "email": "sendgrid"})
 
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists"]
 OPS: tuple[str, ...] = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists")
@@ -47,6 +48,7 @@ DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 DEFAULT_TWILIO_VERIFY_BASE_URL = "https://verify.twilio.com"
 DEFAULT_SLACK_API_BASE_URL = "https://slack.com/api/"  # slack_sdk joins method names onto ".../api/"
+DEFAULT_SENDGRID_API_BASE_URL = "https://api.sendgrid.com"  # EU regional subusers: https://api.eu.sendgrid.com
 DEFAULT_REGION = "US"
 
 
@@ -138,6 +140,17 @@ class SlackConnection(Connection):
     signing_secret: SecretRef
     api_base_url: str = DEFAULT_SLACK_API_BASE_URL
     default_channel: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendGridConnection(Connection):
+    kind: ClassVar[str] = "sendgrid"
+    api_key: SecretRef  # a key with the Mail Send permission
+    from_email: str  # a verified sender of the SendGrid account
+    from_name: str | None = None
+    api_base_url: str = DEFAULT_SENDGRID_API_BASE_URL
+    # The Signed Event Webhook's verification key (base64 DER, as SendGrid shows it): public, not a secret.
+    event_webhook_public_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +288,11 @@ _E164_REASON = "must be an E.164 phone number such as +14155550123"
 # Channel id (C…, G…, D…) or user id for a DM, or a channel name with or without '#'.
 _SLACK_TARGET = re.compile(r"#?\w[\w.-]{0,79}")
 _SLACK_TARGET_REASON = "must be a Slack channel id or name such as C0123ABCD or #ap-approvals"
+# One plain address (no display name): a local part without spaces or brackets, a dotted domain.
+EMAIL_ADDRESS = re.compile(
+    r"[^@\s<>()\[\],;:\"]{1,64}@(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_EMAIL_REASON = "must be an email address such as ap@contoso.com"
 
 
 def _text(value: Any) -> str:
@@ -494,6 +512,16 @@ def _poll_entity_problems(kind: str) -> Callable[[Mapping[str, Any]], list[Probl
     return problems
 
 
+def _event_public_key(value: Any) -> str:
+    """SendGrid's verification key: base64 DER of an ECDSA P-256 public key (PEM armour is taken off)."""
+    from shared.channels.sendgrid import InvalidPublicKey, public_key_text
+
+    try:
+        return public_key_text(value)
+    except InvalidPublicKey as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _twilio_sender_problems(raw: Mapping[str, Any]) -> list[Problem]:
     if "from_number" in raw or "messaging_service_sid" in raw:
         return []
@@ -545,6 +573,16 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
             "signing_secret": _secret_ref,
             "api_base_url": _url(trailing_slash=True),
             "default_channel": _matching(_SLACK_TARGET.pattern, _SLACK_TARGET_REASON),
+        },
+    ),
+    "sendgrid": _KindSpec(
+        SendGridConnection,
+        {
+            "api_key": _secret_ref,
+            "from_email": _matching(EMAIL_ADDRESS.pattern, _EMAIL_REASON),
+            "from_name": _text,
+            "api_base_url": _url(),
+            "event_webhook_public_key": _event_public_key,
         },
     ),
     "syspro": _KindSpec(
@@ -732,8 +770,12 @@ def _verify_problems(via: str, found: _Connections) -> list[Problem]:
     return [(".verify", f"needs a twilio connection with verify_service_sid as via; {via!r} has none")]
 
 
+_RECIPIENT_FORMS: Mapping[str, tuple[re.Pattern[str], str]] = {
+    "slack": (_SLACK_TARGET, _SLACK_TARGET_REASON), "email": (EMAIL_ADDRESS, _EMAIL_REASON)}
+
+
 def _recipient_problems(channel: str, recipients: tuple[Recipient, ...]) -> list[Problem]:
-    pattern, reason = (_SLACK_TARGET, _SLACK_TARGET_REASON) if channel == "slack" else (_E164, _E164_REASON)
+    pattern, reason = _RECIPIENT_FORMS.get(channel, (_E164, _E164_REASON))
     return [
         (f".to[{index}]", reason)
         for index, recipient in enumerate(recipients)
@@ -789,7 +831,8 @@ def _template_text(value: Any) -> str:
     return text
 
 
-_template = _object_of(Template, {"sms": _template_text, "voice": _template_text, "gather": _boolean})
+_template = _object_of(Template, {"sms": _template_text, "voice": _template_text, "gather": _boolean,
+                                  "subject": _template_text, "email": _template_text})
 
 
 def _parse_templates(raw: Any, errors: list[str]) -> dict[str, Template]:
@@ -809,7 +852,8 @@ def _parse_templates(raw: Any, errors: list[str]) -> dict[str, Template]:
 
 
 def _template_problems(rules: list[Rule], templates: Mapping[str, Template]) -> list[str]:
-    """Each rule names a known template that has text for its channel (Slack cards need none)."""
+    """Each rule names a known template that has text for its channel (Slack cards need none;
+    an email without text of its own sends the SMS text)."""
     problems = []
     for index, rule in enumerate(rules):
         template = templates.get(rule.template)
@@ -818,6 +862,8 @@ def _template_problems(rules: list[Rule], templates: Mapping[str, Template]) -> 
             problems.append(f"rules[{index}].template: unknown template {rule.template!r} (known: {known})")
         elif rule.channel in ("sms", "voice") and not getattr(template, rule.channel):
             problems.append(f"rules[{index}].template: template {rule.template!r} has no {rule.channel} text")
+        elif rule.channel == "email" and not (template.email or template.sms):
+            problems.append(f"rules[{index}].template: template {rule.template!r} has no email (or sms) text")
     return problems
 
 

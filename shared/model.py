@@ -123,6 +123,7 @@ TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
 SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
 SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
+SENDGRID_EVENT = "sendgrid.event"  # callbacks: one event of a SendGrid Event Webhook post
 POLL_RUN = "poll.run"  # poll-jobs: read the due entities of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 ERP_NOTE = "erp.note"  # callbacks: a reply to write back as a note on its ERP record
@@ -144,10 +145,11 @@ class Change:
 
 # Status only moves forward: a late "sent" never overwrites "delivered". Our own states
 # before the provider has the message come first; messages and calls share one scale;
-# final states share a rank, and "read" may still follow "delivered".
+# final states share a rank, and "read" may still follow "delivered". "unknown": a send whose
+# answer was lost, with no way to ask the provider; never sent again unless replayed.
 _STATUS_RANK: dict[str, int] = {
     "pending": 0, "verifying": 1, "dispatching": 2,
-    "scheduled": 3, "accepted": 3, "queued": 4, "initiated": 4, "sending": 5, "ringing": 5,
+    "scheduled": 3, "accepted": 3, "unknown": 3, "queued": 4, "initiated": 4, "sending": 5, "ringing": 5,
     "sent": 6, "in-progress": 6,
     "delivered": 7, "undelivered": 7, "failed": 7, "completed": 7, "busy": 7, "no-answer": 7,
     "canceled": 7, "suppressed": 7,
@@ -155,7 +157,7 @@ _STATUS_RANK: dict[str, int] = {
 }
 FINAL_STATUSES = frozenset(s for s, rank in _STATUS_RANK.items() if rank >= 7)
 # Jobs an operator may send again: the recipient did not get the message.
-REPLAYABLE_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
+REPLAYABLE_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled", "unknown"})
 
 
 def status_rank(status: str) -> int:

@@ -2,7 +2,8 @@
 
 SMS text is checked against segment limits (GSM-7: 160 characters in one segment, 153 per
 segment beyond; anything else is UCS-2: 70, then 67). Voice text becomes TwiML built with
-twilio's own builder, optionally with a ``<Gather>`` to acknowledge by key press.
+twilio's own builder, optionally with a ``<Gather>`` to acknowledge by key press. An email
+is a subject line and a plain-text body; a template without them sends its SMS text.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Template:
     sms: str = ""
     voice: str = ""
     gather: bool = False  # ask the callee to press 1 to acknowledge
+    subject: str = ""  # email subject line
+    email: str = ""  # email body (plain text)
 
 
 BUILTIN: Mapping[str, Template] = {
@@ -144,6 +147,23 @@ def fit_sms(text: str, max_segments: int = DEFAULT_MAX_SEGMENTS) -> str:
         else:
             high = middle - 1
     return text[:low].rstrip() + ELLIPSIS
+
+
+SUBJECT_MAX_CHARS = 78  # RFC 5322's recommended line length
+
+
+def email_message(template: Template, fields: Mapping[str, Any], fallback_subject: str) -> tuple[str, str]:
+    """The subject and plain-text body of an email; the SMS text stands in for what the template lacks."""
+    body = render(template.email or template.sms, fields)
+    subject = (render(template.subject, fields) if template.subject else "") or _first_line(body) or fallback_subject
+    subject = " ".join(subject.split())  # a header value: one line
+    if len(subject) > SUBJECT_MAX_CHARS:
+        subject = subject[: SUBJECT_MAX_CHARS - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    return subject, body
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def voice_twiml(say: str, gather_action: str | None = None, language: str = "en-US") -> str:

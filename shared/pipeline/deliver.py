@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import SlackConnection, TwilioConnection, get_config
+from shared.config import SendGridConnection, SlackConnection, TwilioConnection, get_config
 from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso, status_rank
@@ -43,8 +43,14 @@ def deliver_notification(envelope: Envelope) -> None:
 
         deliver_card(stores, connection, envelope, open_job(stores, envelope))
         return
+    if isinstance(connection, SendGridConnection):
+        from shared.pipeline.email_flow import deliver_email
+
+        deliver_email(stores, connection, envelope, open_job(stores, envelope))
+        return
     if not isinstance(connection, TwilioConnection):
-        raise PermanentFailure(f"no Twilio or Slack connection named {payload.get('via')!r} in the configuration")
+        raise PermanentFailure(f"no Twilio, Slack or SendGrid connection named {payload.get('via')!r} "
+                               "in the configuration")
     job = open_job(stores, envelope)
     Delivery(stores, connection, envelope, job).run()
 

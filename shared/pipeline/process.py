@@ -22,7 +22,7 @@ from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
 from shared.storage.bus import MessageBus, get_bus
 from shared.storage.tables import AuditLog, Stores, get_stores
-from shared.templates import display_fields, fit_sms, render
+from shared.templates import display_fields, email_message, fit_sms, render
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
     elif rule.channel == "voice":
         payload["say"] = render(template.voice, fields)
         payload["gather"] = template.gather
+    elif rule.channel == "email":
+        payload["subject"], payload["text"] = email_message(template, fields, event_type)
     else:
         shown = display_fields(fields)
         payload["title"] = render(template.sms, fields) if template.sms else event_type

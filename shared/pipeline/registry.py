@@ -44,4 +44,13 @@ def load_stages() -> None:
 
     Done on the first message rather than at import of function_app, which must stay fast.
     """
-    from shared.pipeline import callbacks, deliver, diagnostics, notes, poll, process, slack_flow  # noqa: F401
+    from shared.pipeline import (  # noqa: F401
+        callbacks,
+        deliver,
+        diagnostics,
+        email_flow,
+        notes,
+        poll,
+        process,
+        slack_flow,
+    )

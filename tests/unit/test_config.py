@@ -131,7 +131,7 @@ INVALID_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "unknown kind",
         lambda d: dynamics(d).update(kind="sap"),
-        "connections.contoso.kind: must be one of dynamics, syspro, sagex3, qad, twilio, slack",
+        "connections.contoso.kind: must be one of dynamics, syspro, sagex3, qad, twilio, slack, sendgrid",
     ),
     (
         "http URL on a public host",
