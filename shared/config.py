@@ -175,13 +175,41 @@ class SageX3Connection(Connection):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QxtendSettings:
+    """QXtend Inbound, where notes are written: ``{url}/services/QdocWebService``."""
+
+    url: str  # e.g. https://qad.example.com:8443/qxilive
+    receiver: str  # the QXtend receiver, sent as wsa:To urn:services-qad-com:<receiver>
+    username: str | None = None  # defaults to the connection's username
+    password: SecretRef | None = None  # defaults to the connection's password
+    version: str = "ERP3_1"  # the QDoc version in the session context
+    comment_type: str = ""  # cmt_type of the notes written; blank is QAD's untyped master comment
+    language: str | None = None  # cmt_lang; QAD's default when absent
+
+
+QAD_AUTH_MODES: tuple[str, ...] = ("session", "oauth")
+
+
+@dataclass(frozen=True, kw_only=True)
 class QadConnection(Connection):
+    """A QAD EE / Adaptive ERP tenant, read through the Web UI's browses within one domain."""
+
     kind: ClassVar[str] = "qad"
-    base_url: str
+    base_url: str  # the tenant: https://<host>:<port>/clouderp or /qad-central
     domain: str
-    client_id: str
-    client_secret: SecretRef
+    username: str
+    password: SecretRef
     poll: PollSettings
+    auth: str = "session"  # "session": Web UI login and its cookie; "oauth": {base_url}/oauth/token
+    client_id: str | None = None  # oauth only, when the token endpoint wants a client
+    client_secret: SecretRef | None = None  # oauth only
+    browses: tuple[tuple[str, str], ...] = ()  # browse id per browse name, overriding the defaults
+    page_size: int = 500
+    default_region: str = DEFAULT_REGION
+    qxtend: QxtendSettings | None = None
+
+    def browse_id(self, name: str, default: str) -> str:
+        return dict(self.browses).get(name, default)
 
 
 @dataclass(frozen=True)
@@ -528,6 +556,58 @@ def _twilio_sender_problems(raw: Mapping[str, Any]) -> list[Problem]:
     return [(".from_number", "is required unless messaging_service_sid is given")]
 
 
+def _qad_value(value: Any) -> str:
+    # Values travel inside browse filters, where a comma separates the parts.
+    text = _text(value)
+    if "," in text:
+        raise _Invalid("must not contain a comma")
+    return text
+
+
+def _qad_browses(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise _Invalid('must be an object of browse ids, e.g. {"receipts": "urn:browse:mfg:..."}')
+    problems: list[Problem] = []
+    for name, browse_id in value.items():
+        if not isinstance(browse_id, str) or not browse_id.strip():
+            problems.append((f".{name}", "must be a non-empty browse id"))
+    if problems:
+        raise _Invalid(problems=problems)
+    return tuple(sorted(value.items()))
+
+
+_qxtend = _object_of(
+    QxtendSettings,
+    {
+        "url": _url(),
+        "receiver": _text,
+        "username": _text,
+        "password": _secret_ref,
+        "version": _text,
+        "comment_type": _matching(r"\S{0,20}", "must be a comment type code: no spaces, at most 20 characters"),
+        "language": _text,
+    },
+)
+
+
+def _qad_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """Entities the adapter can poll, browse names it knows, and client credentials only for oauth."""
+    found = _poll_entity_problems("qad")(raw)
+    browses = raw.get("browses")
+    if isinstance(browses, dict):
+        from shared.erp.qad import BROWSES
+
+        known = ", ".join(BROWSES)
+        found += [(f".browses.{name}", f"unknown browse; the browses are {known}")
+                  for name in browses if name not in BROWSES]
+    if raw.get("auth", "session") != "oauth":
+        found += [(f".{name}", 'is used only with "auth": "oauth"')
+                  for name in ("client_id", "client_secret") if name in raw]
+    elif "client_secret" in raw and "client_id" not in raw:
+        found.append((".client_id", "is required with client_secret"))
+    return found
+
+
 @dataclass(frozen=True)
 class _KindSpec:
     cls: type[Connection]
@@ -604,8 +684,21 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
     ),
     "qad": _KindSpec(
         QadConnection,
-        {"base_url": _url(), "domain": _text, "client_id": _text, "client_secret": _secret_ref, "poll": _poll},
-        _poll_entity_problems("qad"),
+        {
+            "base_url": _url(),
+            "domain": _qad_value,
+            "username": _text,
+            "password": _secret_ref,
+            "poll": _poll,
+            "auth": _one_of(QAD_AUTH_MODES),
+            "client_id": _text,
+            "client_secret": _secret_ref,
+            "browses": _qad_browses,
+            "page_size": _int_between(1, 5000),
+            "default_region": _region,
+            "qxtend": _qxtend,
+        },
+        _qad_problems,
     ),
 }
 

@@ -68,6 +68,26 @@ BUILTIN: Mapping[str, Template] = {
         sms="Supplier invoice {invoice_id} from {vendor_name}: {money}.",
         voice="A large supplier invoice from {vendor_name} needs attention: {money}.",
     ),
+    # --- QAD (records of shared.erp.qad) ------------------------------------------------------
+    "qad-receipt-posted": Template(
+        sms="Goods received on PO {po_number} line {po_line}: {quantity} x {part} from {supplier_name}, "
+            "receiver {receiver}.",
+        voice="Goods were received on purchase order {po_number}, line {po_line}: {quantity} of {part}, "
+              "from {supplier_name}.",
+    ),
+    "qad-invoice-awaiting-receipt": Template(
+        sms="Invoice {document} from {supplier_name} ({money}, due {due_date}) is blocked: no goods receipt "
+            "posted for PO {po_number}.",
+        voice="Attention. Supplier invoice {document} from {supplier_name}, for {money}, is blocked in the "
+              "three-way match: no goods receipt has been posted for purchase order {po_number}. "
+              "It is due {due_date}.",
+        gather=True,
+    ),
+    "qad-po-approval": Template(
+        sms="PO {po_number} for {supplier_name} awaits approval: {money}, due {due_date}.",
+        voice="Purchase order {po_number} for {supplier_name} is waiting for approval. Total {money}, "
+              "due {due_date}.",
+    ),
 }
 
 

@@ -100,13 +100,15 @@ def test_the_sample_file_loads() -> None:
         "contoso-fo",
         "twilio-main",
         "slack-main",
+        "qad-main",
     }
     assert {connection.kind for connection in loaded.connections.values()} == {
         "dynamics",
         "twilio",
         "slack",
+        "qad",
     }
-    assert len(loaded.rules) == 3
+    assert len(loaded.rules) == 6
     fo = loaded.connection_of("contoso-fo", DynamicsConnection)
     assert fo.client_secret == SecretRef("contoso-fo-client-secret")
     assert fo.authority == "https://login.microsoftonline.com"
