@@ -123,6 +123,7 @@ TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
 SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
 SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
+SLACK_CODE_APPROVED = "slack.code_approved"  # callbacks: Verify approved the code of a Slack approval
 POLL_RUN = "poll.run"  # poll-jobs: read one entity of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 

@@ -44,4 +44,4 @@ def load_stages() -> None:
 
     Done on the first message rather than at import of function_app, which must stay fast.
     """
-    from shared.pipeline import callbacks, deliver, diagnostics, poll, process, slack_flow  # noqa: F401
+    from shared.pipeline import callbacks, deliver, diagnostics, poll, process, slack_codes, slack_flow  # noqa: F401
