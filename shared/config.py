@@ -245,6 +245,12 @@ class Rule:
     when: tuple[Condition, ...] = ()  # all must hold
     verify: bool = False  # demand a Verify one-time passcode before acting on the answer
     priority: int = 100  # lower numbers first
+    # Slack approvals: Approve needs a Verify code (sent by SMS through verify_via) when the
+    # record's amount is above verify_above, or unknown.
+    verify_above: float | None = None
+    verify_via: str | None = None
+    verify_amount_field: str = "amount"
+    verify_phone_field: str | None = None  # the approver's phone in the record; None: their Slack profile
 
 
 C = TypeVar("C", bound=Connection)
@@ -367,6 +373,12 @@ def _int_between(low: int, high: int) -> Parser:
         return value
 
     return parse
+
+
+def _non_negative_number(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise _Invalid("must be a number of at least 0")
+    return float(value)
 
 
 def _boolean(value: Any) -> bool:
@@ -831,7 +843,12 @@ _RULE_PARSERS: Mapping[str, Parser] = {
     "template": _text,
     "verify": _boolean,
     "priority": _integer,
+    "verify_above": _non_negative_number,
+    "verify_via": _text,
+    "verify_amount_field": _text,
+    "verify_phone_field": _text,
 }
+_APPROVAL_CODE_FIELDS = ("verify_above", "verify_via", "verify_amount_field", "verify_phone_field")
 
 
 def _source_problems(source: str, found: _Connections) -> list[Problem]:
@@ -852,7 +869,8 @@ def _via_problems(via: str, channel: str | None, found: _Connections) -> list[Pr
     return []
 
 
-def _verify_problems(via: str, found: _Connections) -> list[Problem]:
+def _verify_problems(via: str, found: _Connections, path: str = ".verify",
+                     needs: str = "needs a twilio connection with verify_service_sid as via") -> list[Problem]:
     if found.declared.get(via) is None:
         return []  # unknown or broken connection: reported on its own
     connection = found.built.get(via)
@@ -860,7 +878,30 @@ def _verify_problems(via: str, found: _Connections) -> list[Problem]:
         return []  # a twilio connection with errors of its own; cannot tell yet
     if isinstance(connection, TwilioConnection) and connection.verify_service_sid:
         return []
-    return [(".verify", f"needs a twilio connection with verify_service_sid as via; {via!r} has none")]
+    return [(path, f"{needs}; {via!r} has none")]
+
+
+def _approval_code_problems(values: Mapping[str, Any], written: Iterable[str], found: _Connections) -> list[Problem]:
+    """verify_above and verify_via go together, on slack rules only, via a Verify service.
+
+    ``written`` are the rule's field names as in the file (a field that did not parse is
+    reported on its own, not as missing).
+    """
+    given = [name for name in _APPROVAL_CODE_FIELDS if name in written]
+    if not given:
+        return []
+    if values.get("channel") not in (None, "slack"):
+        return [(f".{given[0]}", "only slack rules ask for a code on Approve; sms and voice rules use verify")]
+    problems = [(f".{needed}", f"is required with {given[0]}")
+                for needed in ("verify_above", "verify_via") if needed not in written]
+    via = values.get("verify_via")
+    if via is not None:
+        if via not in found.declared:
+            problems.append((".verify_via", f"unknown connection {via!r}"))
+        else:
+            problems += _verify_problems(via, found, ".verify_via",
+                                         "must name a twilio connection with verify_service_sid")
+    return problems
 
 
 _RECIPIENT_FORMS: Mapping[str, tuple[re.Pattern[str], str]] = {
@@ -876,7 +917,7 @@ def _recipient_problems(channel: str, recipients: tuple[Recipient, ...]) -> list
     ]
 
 
-def _rule_problems(values: Mapping[str, Any], found: _Connections) -> list[Problem]:
+def _rule_problems(values: Mapping[str, Any], written: Iterable[str], found: _Connections) -> list[Problem]:
     """Checks that look beyond one field: references to connections, recipients for the channel."""
     problems: list[Problem] = []
     channel, via = values.get("channel"), values.get("via")
@@ -888,6 +929,7 @@ def _rule_problems(values: Mapping[str, Any], found: _Connections) -> list[Probl
             problems += _verify_problems(via, found)
     if channel is not None and "to" in values:
         problems += _recipient_problems(channel, values["to"])
+    problems += _approval_code_problems(values, written, found)
     return problems
 
 
@@ -899,7 +941,7 @@ def _parse_rules(raw: Any, found: _Connections, errors: list[str]) -> list[Rule]
     first_index: dict[str, int] = {}
     for index, body in enumerate(raw):
         values, problems = _read_fields(body, Rule, _RULE_PARSERS)
-        problems += _rule_problems(values, found)
+        problems += _rule_problems(values, body if isinstance(body, dict) else (), found)
         rule_id = values.get("id")
         if rule_id in first_index:
             problems.append((".id", f"duplicate rule id {rule_id!r} (first used by rules[{first_index[rule_id]}])"))

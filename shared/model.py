@@ -124,6 +124,7 @@ TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
 SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
 SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
 SENDGRID_EVENT = "sendgrid.event"  # callbacks: one event of a SendGrid Event Webhook post
+SLACK_CODE_APPROVED = "slack.code_approved"  # callbacks: Verify approved the code of a Slack approval
 POLL_RUN = "poll.run"  # poll-jobs: read the due entities of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 ERP_NOTE = "erp.note"  # callbacks: a reply to write back as a note on its ERP record

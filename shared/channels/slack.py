@@ -43,6 +43,9 @@ DEFAULT_TIMEOUT_SECONDS = 15
 # chat.postMessage allows about one message per second per channel: a Retry-After of 1 s is
 # slept through once; anything longer goes back to the queue.
 SLACK_RETRY_POLICY = RetryPolicy(max_attempts=2, inline_wait_limit=1.0, default_retry_after=1.0, base_delay=0.5)
+# Inside a request Slack abandons after 3 s (opening a modal for a click): one attempt, no waits.
+INTERACTIVE_TIMEOUT_SECONDS = 2
+INTERACTIVE_POLICY = RetryPolicy(max_attempts=1, inline_wait_limit=0.0, default_retry_after=1.0)
 USER_CACHE_TTL_SECONDS = 3600.0
 SIGNATURE_WINDOW_SECONDS = 300  # Slack's replay window, fixed in SignatureVerifier
 
@@ -57,6 +60,12 @@ CONTEXT_TEXT_LIMIT = 3000
 FALLBACK_TEXT_LIMIT = 3000  # Slack truncates at 40,000; a notification shows far less
 APPROVE_ACTION_ID = "approve"
 REJECT_ACTION_ID = "reject"
+# The modal that asks for a one-time code before a high-value approval.
+CODE_CALLBACK_ID = "approval-code"
+CODE_BLOCK_ID = "approval-code"
+CODE_ACTION_ID = "code"
+CODE_VIEW_TITLE = "Approve with a code"  # a modal title holds at most 24 characters
+CODE_VALUE_SUFFIX = "|code"  # on the Approve button of a card whose approval needs a code
 
 # ok:false codes that a later attempt of the same call may get past.
 TRANSIENT_ERRORS = frozenset(
@@ -81,6 +90,9 @@ PERMANENT_ERRORS = frozenset(
         "message_not_found",
         "cant_update_message",
         "expired_trigger_id",
+        "not_found",  # views.update of a view the user closed
+        "hash_conflict",
+        "invalid_arguments",
     }
 )
 
@@ -94,6 +106,14 @@ class PostedMessage:
 
     channel: str
     ts: str
+
+
+@dataclass(frozen=True)
+class SlackProfile:
+    """What a user's profile says about reaching them; None where hidden or empty."""
+
+    email: str | None
+    phone: str | None
 
 
 class SlackPermanentError(Exception):
@@ -175,6 +195,40 @@ def decided_card(
         ContextBlock(elements=[MarkdownTextObject(text=_cap(line, CONTEXT_TEXT_LIMIT))]),
     ]
     return _cap(f"{escape_mrkdwn(title)}: {line}", FALLBACK_TEXT_LIMIT), [block.to_dict() for block in blocks]
+
+
+def code_modal(job_id: str, message: str, about: str = "") -> dict[str, Any]:
+    """A modal asking for the one-time code; ``private_metadata`` names the job it is for
+    (what comes back with the submission is checked against the job's stored state)."""
+    import json
+
+    from slack_sdk.models.blocks import ContextBlock, InputBlock, MarkdownTextObject, PlainTextInputElement
+    from slack_sdk.models.views import View
+
+    blocks: list[Any] = [_message_block(message)]
+    if about:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cap(about, CONTEXT_TEXT_LIMIT))]))
+    blocks.append(InputBlock(
+        block_id=CODE_BLOCK_ID, label="Code from the text message",
+        element=PlainTextInputElement(action_id=CODE_ACTION_ID, min_length=4, max_length=10, placeholder="123456"),
+    ))
+    return View(type="modal", callback_id=CODE_CALLBACK_ID, title=CODE_VIEW_TITLE, submit="Approve",
+                close="Cancel", private_metadata=json.dumps({"job": job_id}), blocks=blocks).to_dict()
+
+
+def notice_modal(message: str) -> dict[str, Any]:
+    """The code modal once there is nothing more to type: a message and a Close button."""
+    from slack_sdk.models.views import View
+
+    return View(type="modal", callback_id=CODE_CALLBACK_ID, title=CODE_VIEW_TITLE, close="Close",
+                blocks=[_message_block(message)]).to_dict()
+
+
+def _message_block(message: str) -> Any:
+    from slack_sdk.models.blocks import PlainTextObject, SectionBlock
+
+    # Plain text: a masked number's asterisks are not mrkdwn emphasis.
+    return SectionBlock(block_id="message", text=PlainTextObject(text=_cap(message, SECTION_TEXT_LIMIT)))
 
 
 def _summary_blocks(
@@ -288,8 +342,8 @@ class SlackChannel:
             base_url=self.connection.api_base_url,
             timeout=timeout,
             ssl=context,
-            # Connection errors only: 429 and 5xx are decided in _call.
-            retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)],
+            # Connection errors only (none for a one-attempt policy): 429 and 5xx are decided in _call.
+            retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)] if self._policy.max_attempts > 1 else [],
         )
 
     # --- messages ------------------------------------------------------------------------------
@@ -339,6 +393,10 @@ class SlackChannel:
         response = self._call("views.open", lambda client: client.views_open(trigger_id=trigger_id, view=dict(view)))
         return str(response["view"]["id"])
 
+    def update_view(self, view_id: str, view: Mapping[str, Any]) -> None:
+        """Replace what an open modal shows (``not_found`` once the user has closed it)."""
+        self._call("views.update", lambda client: client.views_update(view_id=view_id, view=dict(view)))
+
     # --- users ---------------------------------------------------------------------------------
 
     def user_id_for_email(self, email: str) -> str:
@@ -365,9 +423,14 @@ class SlackChannel:
 
     def email_for_user(self, user_id: str) -> str | None:
         """The email on a user's profile (who clicked, for the ERP's audit); None if hidden."""
+        return self.profile_for_user(user_id).email
+
+    def profile_for_user(self, user_id: str) -> SlackProfile:
+        """Email (scope users:read.email) and phone (users:read) from one users.info call."""
         response = self._call("users.info", lambda client: client.users_info(user=user_id))
-        email = response["user"].get("profile", {}).get("email")
-        return str(email) if email else None
+        profile = response["user"].get("profile") or {}
+        email, phone = profile.get("email"), profile.get("phone")
+        return SlackProfile(str(email) if email else None, str(phone).strip() if phone else None)
 
     # --- requests from Slack -------------------------------------------------------------------
 
@@ -457,7 +520,15 @@ def _new_slack_channel(connection: SlackConnection) -> SlackChannel:
     return SlackChannel(connection, get_secret_provider())
 
 
+def _new_interactive_channel(connection: SlackConnection) -> SlackChannel:
+    from shared.storage.secrets import get_secret_provider
+
+    return SlackChannel(connection, get_secret_provider(), timeout=INTERACTIVE_TIMEOUT_SECONDS,
+                        policy=INTERACTIVE_POLICY)
+
+
 _channels: PerConnection[SlackChannel] = PerConnection(_new_slack_channel)
+_interactive: PerConnection[SlackChannel] = PerConnection(_new_interactive_channel)
 
 
 def slack_channel(connection: SlackConnection) -> SlackChannel:
@@ -465,5 +536,11 @@ def slack_channel(connection: SlackConnection) -> SlackChannel:
     return _channels.get(connection)
 
 
+def interactive_slack_channel(connection: SlackConnection) -> SlackChannel:
+    """A channel for calls made while Slack waits for our answer: short timeout, one attempt."""
+    return _interactive.get(connection)
+
+
 def reset_slack_channels() -> None:
     _channels.reset()
+    _interactive.reset()

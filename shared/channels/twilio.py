@@ -57,6 +57,10 @@ DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 15.0)
 # Twilio's 429 is a concurrency limit that clears within about a second, and its Retry-After
 # is not guaranteed: wait 1 s when it is missing, sleep up to 2 s inline, then hand back.
 TWILIO_RETRY_POLICY = RetryPolicy(default_retry_after=1.0, inline_wait_limit=2.0, max_attempts=4)
+# Inside a request Slack abandons after 3 s (checking a code typed into a modal): one attempt.
+INTERACTIVE_TIMEOUT: tuple[float, float] = (1.0, 1.5)
+INTERACTIVE_POLICY = RetryPolicy(default_retry_after=1.0, inline_wait_limit=0.0, max_attempts=1,
+                                 connect_timeout=INTERACTIVE_TIMEOUT[0], read_timeout=INTERACTIVE_TIMEOUT[1])
 
 OPTED_OUT_CODE = 21610
 # 'To' invalid, not a mobile number, or a landline: the number itself is the problem.
@@ -614,7 +618,14 @@ def _new_twilio_channel(connection: TwilioConnection) -> TwilioChannel:
     return TwilioChannel(connection, get_secret_provider())
 
 
+def _new_interactive_channel(connection: TwilioConnection) -> TwilioChannel:
+    from shared.storage.secrets import get_secret_provider
+
+    return TwilioChannel(connection, get_secret_provider(), timeout=INTERACTIVE_TIMEOUT, policy=INTERACTIVE_POLICY)
+
+
 _channels: PerConnection[TwilioChannel] = PerConnection(_new_twilio_channel)
+_interactive: PerConnection[TwilioChannel] = PerConnection(_new_interactive_channel)
 
 
 def twilio_channel(connection: TwilioConnection) -> TwilioChannel:
@@ -622,5 +633,11 @@ def twilio_channel(connection: TwilioConnection) -> TwilioChannel:
     return _channels.get(connection)
 
 
+def interactive_twilio_channel(connection: TwilioConnection) -> TwilioChannel:
+    """A channel for calls made while someone waits for the answer: short timeouts, one attempt."""
+    return _interactive.get(connection)
+
+
 def reset_twilio_channels() -> None:
     _channels.reset()
+    _interactive.reset()

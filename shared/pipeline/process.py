@@ -19,7 +19,7 @@ from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.registry import handles
-from shared.pipeline.rules import targets
+from shared.pipeline.rules import needs_approval_code, targets
 from shared.storage.bus import MessageBus, get_bus
 from shared.storage.tables import AuditLog, Stores, get_stores
 from shared.templates import display_fields, email_message, fit_sms, render
@@ -120,7 +120,17 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
         payload["facts"] = [[label, shown[name]] for label, name in CARD_FACTS if shown.get(name)]
         payload["approver"] = str(fields.get("assignee_email") or "")
         payload["work_item_id"] = str(fields.get("work_item_id") or "")
+        if needs_approval_code(rule, fields):
+            payload["code"] = approval_code(rule, fields)
     return payload
+
+
+def approval_code(rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """How Approve on this card is confirmed: a Verify code through ``verify_via``, to the phone
+    in the record field ``verify_phone_field`` (kept now) or else on the approver's Slack profile."""
+    phone_field, amount = rule.verify_phone_field, fields.get(rule.verify_amount_field)
+    return {"via": rule.verify_via, "above": rule.verify_above, "amount": "" if amount is None else str(amount),
+            "phone_field": phone_field or "", "phone": str(fields.get(phone_field) or "") if phone_field else ""}
 
 
 def _audit_routed(audit: AuditLog, correlation_id: str, source: str, record: str, job_id: str, rule: str,

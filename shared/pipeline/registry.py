@@ -52,5 +52,6 @@ def load_stages() -> None:
         notes,
         poll,
         process,
+        slack_codes,
         slack_flow,
     )

@@ -118,3 +118,12 @@ def targets(config: AppConfig, source: str, event_type: str, fields: Mapping[str
             else:
                 found.append(Target(rule, "", f"the record has no value in {recipient.field!r}"))
     return found
+
+
+def needs_approval_code(rule: Rule, fields: Mapping[str, Any]) -> bool:
+    """Whether Approve on this rule's card needs a Verify code: its amount is above
+    ``verify_above``, or missing or unreadable (nothing shows the approval is a small one)."""
+    if rule.verify_above is None or rule.verify_via is None:
+        return False
+    amount = _number(fields.get(rule.verify_amount_field))
+    return amount is None or amount > rule.verify_above

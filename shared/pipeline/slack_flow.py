@@ -7,6 +7,8 @@
   approver the card was sent for, and only while the Dynamics work item is still open:
   Validate, then Complete with the outcome and a comment naming the approver. The card
   then shows who decided and when, without buttons. Every step is audited.
+- A high-value card's Approve first asks for a one-time code (``shared.pipeline.slack_codes``);
+  the decision is the same, taken once the code is approved.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def slack_ref(channel: str, ts: str) -> str:
 
 
 def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
-    from shared.channels.slack import SlackPermanentError, approval_card, slack_channel
+    from shared.channels.slack import CODE_VALUE_SUFFIX, SlackPermanentError, approval_card, slack_channel
 
     payload = envelope.payload
     job_id = payload["job_id"]
@@ -56,7 +58,8 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
         wait_for_slot(stores.pacing, connection.name, target, payload.get("paced_slot"))
         facts = [tuple(fact) for fact in payload.get("facts", [])]
         title = str(payload.get("title") or payload.get("event") or "Approval needed")
-        text, blocks = approval_card(title, facts, None, job_id, job_id, job_id[:8])
+        approve = job_id + (CODE_VALUE_SUFFIX if payload.get("code") else "")  # the endpoint opens the modal
+        text, blocks = approval_card(title, facts, None, approve, job_id, job_id[:8])
         if not payload.get("work_item_id"):
             blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
         try:
@@ -107,15 +110,39 @@ def click_key(payload: dict[str, Any]) -> str:
                                             action.get("action_id"), (payload.get("user") or {}).get("id")))
 
 
+def audit_job(stores: Stores, job: JobRow, connection: str, step: str, **detail: Any) -> None:
+    stores.audit.append(str(job.fields.get("correlation_id", "")), step, connection=connection,
+                        record=str(job.fields.get("record", "")), job_id=job.job_id, **detail)
+
+
+def notification_of(job: JobRow) -> dict[str, Any]:
+    """The notification the card was posted from (rendered facts, approver, work item)."""
+    return Envelope.from_json(job.fields["envelope"]).payload
+
+
+def tell(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> None:
+    """Show ``text`` to the one user: in their open code modal, else as an ephemeral message."""
+    from shared.channels.slack import SlackPermanentError, notice_modal
+
+    if view_id:
+        try:
+            slack.update_view(view_id, notice_modal(text))
+            return
+        except SlackPermanentError:
+            pass  # the modal was closed meanwhile
+    slack.post_ephemeral(channel_id, user, text)
+
+
 @handles(CALLBACKS, SLACK_INTERACTION)
 def handle_click(envelope: Envelope) -> None:
-    from shared.channels.slack import decided_card, slack_channel
+    from shared.channels.slack import slack_channel
 
     config, stores = get_config(), get_stores()
     connection = config.connections.get(envelope.connection)
     if not isinstance(connection, SlackConnection):
         raise PermanentFailure(f"no Slack connection named {envelope.connection!r} in the configuration")
     click = envelope.payload["payload"]
+    view_id = str(envelope.payload.get("view_id") or "")  # the code modal opened for this click
     user = (click.get("user") or {}).get("id", "")
     container = click.get("container") or {}
     channel_id, ts = container.get("channel_id", ""), container.get("message_ts", "")
@@ -127,43 +154,81 @@ def handle_click(envelope: Envelope) -> None:
     job = stores.jobs.get(link.job_id)
     if job is None:
         return
-    notification = Envelope.from_json(job.fields["envelope"]).payload
+    notification = notification_of(job)
     slack = slack_channel(connection)
 
     def audit(step: str, **detail: Any) -> None:
-        stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id), step,
-                            connection=connection.name, record=job.fields.get("record", ""), job_id=link.job_id,
-                            user=user, **detail)
+        audit_job(stores, job, connection.name, step, user=user, **detail)
 
     if not stores.dedup.claim(CLICK_SCOPE, envelope.key, owner=envelope.correlation_id):
         return  # the same click again, or Slack's retry of it
-    if job.fields.get("decision"):
-        slack.post_ephemeral(channel_id, user, f"This was already decided: {job.fields['decision']}.")
+    if job.fields.get("decision") and job.fields.get("decision_key") != envelope.key:
+        tell(slack, channel_id, user, view_id, f"This was already decided: {job.fields['decision']}.")
         return
-    email = slack.email_for_user(user) or ""
+    profile = slack.profile_for_user(user)
+    email = profile.email or ""
     if email.casefold() != str(notification.get("approver", "")).casefold() or not email:
-        slack.post_ephemeral(channel_id, user, "You are not the approver of this item; nothing was changed.")
+        tell(slack, channel_id, user, view_id, "You are not the approver of this item; nothing was changed.")
         audit("refused", reason="the clicking user is not the approver")
         return
     outcome = OUTCOMES[action_id]
-    try:  # the decision is claimed on the job first: of two racing clicks, one writes back
-        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": now_iso()})
+    if outcome == "Approve" and notification.get("code"):
+        from shared.pipeline.slack_codes import send_code
+
+        send_code(stores, slack, job, click, profile, view_id)  # the decision waits for the code
+        return
+    try:
+        decide(stores, slack, connection.name, job, outcome, user, email, key=envelope.key)
     except ConcurrencyError:
         slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
+
+
+def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: str, user: str, email: str, *,
+           key: str, how: str = "") -> None:
+    """Record ``outcome`` once: claim it on the job (ConcurrencyError when another decision got
+    there first), Validate and Complete in Dynamics, show it on the card, audit it. Handling the
+    same ``key`` again (the queue's retry) resumes after the last step that was done."""
+    from shared.channels.slack import decided_card
+
+    if job.fields.get("decision_key") != key:  # of two racing decisions, one claims the job
+        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": now_iso(),
+                                       "decision_key": key})
+    notification = notification_of(job)
+    if "written" not in job.fields:
+        connection_of_source = get_config().connections.get(str(job.fields.get("source", "")))
+        written = write_back(connection_of_source, notification, outcome, email, how)
+        job = merge_job(stores, job.job_id, {"written": written})
+    if job.fields.get("shown"):
         return
-    written = write_back(config.connections.get(str(job.fields.get("source", ""))), notification, outcome, email)
+    written = bool(job.fields["written"])
     title = str(notification.get("title") or "Approval")
     facts = [tuple(fact) for fact in notification.get("facts", [])]
     decision = f"{outcome}d" if written else "Closed in Dynamics before this click; nothing"
     text, blocks = decided_card(title, facts, decision, user, datetime.now(UTC))
-    slack.update_card(channel_id, ts, text, blocks)
+    slack.update_card(str(job.fields.get("slack_channel", "")), str(job.fields.get("slack_ts", "")), text, blocks)
     if written:
-        audit("decided", outcome=outcome, by=email, decided_at=job.fields["decided_at"])
+        audit_job(stores, job, connection, "decided", user=user, outcome=outcome, by=email,
+                  decided_at=job.fields["decided_at"], **({"confirmed": how} if how else {}))
     else:
-        audit("work-item-closed", reason="the work item was completed or recalled elsewhere")
+        audit_job(stores, job, connection, "work-item-closed", user=user,
+                  reason="the work item was completed or recalled elsewhere")
+    merge_job(stores, job.job_id, {"shown": True})
 
 
-def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str) -> bool:
+def merge_job(stores: Stores, job_id: str, changes: dict[str, Any], attempts: int = 5) -> JobRow:
+    """Apply ``changes`` to the job as it is now, reading it again when it changed meanwhile."""
+    for _ in range(attempts):
+        job = stores.jobs.get(job_id)
+        if job is None:
+            raise PermanentFailure(f"job {job_id} vanished")
+        try:
+            return stores.jobs.update(job, changes)
+        except ConcurrencyError:
+            continue
+    raise RetryLater(1.0, f"job {job_id} kept changing")
+
+
+def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:
     """Complete the Dynamics work item; False when it is no longer open (nothing written)."""
     from shared.erp.dynamics import complete_work_item, dynamics_client, work_item_is_open
 
@@ -175,12 +240,19 @@ def write_back(connection: Any, notification: dict[str, Any], outcome: str, emai
     client = dynamics_client(connection)
     if not work_item_is_open(client, work_item):
         return False
-    complete_work_item(client, work_item, outcome, f"{outcome}d in Slack by {email}")
+    comment = f"{outcome}d in Slack by {email}" + (f", {how}" if how else "")
+    complete_work_item(client, work_item, outcome, comment)
     return True
 
 
-def envelope_for_click(connection: str, payload: dict[str, Any]) -> Envelope:
-    return Envelope(SLACK_INTERACTION, connection, click_key(payload), {"payload": payload})
+def envelope_for_click(connection: str, payload: dict[str, Any], view_id: str | None = None) -> Envelope:
+    """The queued click. A click that asks for a code carries the modal opened for it (``view_id``,
+    "" when it could not be opened) and is keyed by its trigger too: each such click is a new
+    attempt (a fresh code after an expired one), while Slack's retry of one click stays one."""
+    if view_id is None:
+        return Envelope(SLACK_INTERACTION, connection, click_key(payload), {"payload": payload})
+    key = f"{click_key(payload)}|{payload.get('trigger_id', '')}"
+    return Envelope(SLACK_INTERACTION, connection, key, {"payload": payload, "view_id": view_id})
 
 
 def parse_interaction(body: bytes) -> dict[str, Any]:

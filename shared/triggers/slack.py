@@ -1,9 +1,14 @@
-"""``POST /api/slack/interactions/{connection}``: Slack button clicks.
+"""``POST /api/slack/interactions/{connection}``: Slack button clicks and code modals.
 
 Slack wants an answer within 3 seconds: the request is verified (X-Slack-Signature over
 the raw body, 5-minute window; forged or stale: 401, nothing happens), queued, and
 answered at once. A retry of the same click (X-Slack-Retry-Num) is acknowledged and
 filtered by the click's key behind the queue.
+
+Two things cannot wait for the queue (``shared.pipeline.slack_codes``): an Approve that
+needs a one-time code opens its modal here, since the click's trigger_id expires in 3 s;
+a submitted code is checked here, since only this answer can keep the modal open for
+another try.
 """
 
 from __future__ import annotations
@@ -74,8 +79,10 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import CALLBACKS
+    from shared.pipeline.slack_codes import answer_code, asks_for_code, is_code_submission, open_code_modal
     from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
     from shared.storage.bus import get_bus
+    from shared.triggers.responses import json_response
 
     verified = _verified_body(req)
     if isinstance(verified, func.HttpResponse):
@@ -86,5 +93,8 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "bad_payload", "the body holds no JSON payload")
     if payload.get("type") == "block_actions" and payload.get("actions"):
-        get_bus().send(CALLBACKS, envelope_for_click(connection.name, payload))
+        view_id = open_code_modal(connection, payload) if asks_for_code(payload) else None
+        get_bus().send(CALLBACKS, envelope_for_click(connection.name, payload, view_id))
+    elif is_code_submission(payload):
+        return json_response(answer_code(connection, payload))
     return func.HttpResponse(status_code=200)

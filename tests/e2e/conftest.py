@@ -35,6 +35,8 @@ APPROVALS_CHANNEL = "C0APPROVALS"
 FALLBACK_CHANNEL = "C0FALLBACK"
 PACED_CHANNEL = "C0PACED"
 APPROVER = ("U0ANA", "ana@contoso.example")
+HIGH_VALUE_EVENT = "Workflow_VendInvoiceHighValue_000001_Approval_WorkItem"
+CODE_ABOVE = 10000
 BYSTANDER = ("U0BOB", "bob@contoso.example")
 
 # Fast queue polling so each hop takes milliseconds, not the 2 s of the production host.json.
@@ -141,6 +143,9 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
               {"id": "approval-dm", "source": "contoso-fo",
                "event": "Workflow_PurchReqReview_000001_Review_WorkItem", "channel": "slack",
                "via": "slack-main", "to": [{"field": "assignee_email"}], "template": "workflow-approval"},
+              {"id": "high-value-approval-card", "source": "contoso-fo", "event": HIGH_VALUE_EVENT,
+               "channel": "slack", "via": "slack-main", "to": [APPROVALS_CHANNEL], "template": "workflow-approval",
+               "verify_above": CODE_ABOVE, "verify_via": "twilio-main", "verify_amount_field": "InvoiceAmount"},
               {"id": "paced-cards", "source": "contoso-fo",
                "event": "Workflow_BulkNotice_000001_Notice_WorkItem", "channel": "slack",
                "via": "slack-main", "to": [PACED_CHANNEL], "template": "workflow-approval"}] if slack else []),

@@ -20,14 +20,22 @@ Behaviour follows Slack's Web API spec and the Slack reference (Part B):
   holds every accepted post's monotonic time.
 - ``chat.update`` (``message_not_found``), ``chat.postEphemeral`` (``user_not_in_channel``
   for unknown users), ``users.lookupByEmail`` (``users_not_found``), ``users.info``
-  (``user_not_found``), ``conversations.open`` (a ``D...`` id per user), ``views.open``
-  (``expired_trigger_id`` unless the trigger was issued by this fake within
-  ``trigger_ttl`` seconds and not used yet), ``auth.test``.
+  (``user_not_found``; the profile carries ``email`` and ``phone``), ``conversations.open``
+  (a ``D...`` id per user), ``views.open`` (``expired_trigger_id`` unless the trigger was
+  issued by this fake within ``trigger_ttl`` seconds and not used yet), ``views.update``
+  (by ``view_id`` or ``external_id``; ``not_found`` for an unknown view, and for one the
+  user closed (``close_view``; Slack's answer there is unconfirmed), ``hash_conflict`` for a
+  stale ``hash``), ``auth.test``. Views get Slack's documented checks, minimally: a
+  ``modal`` with a ``title`` of at most 24 characters, ``submit`` whenever an ``input``
+  block is present, ``private_metadata`` and ``callback_id`` within 3000 / 255 characters
+  (else ``invalid_arguments``).
 - Failure injection from the base: ``fail_next(status=429)`` answers ``ratelimited`` with
   ``Retry-After: 2``; 5xx carry ``{"ok": false, "error": "fatal_error"}``.
 
 Interactions to the app: ``block_actions_payload`` builds a real-shaped ``block_actions``
 payload (issuing a fresh ``trigger_id`` and a ``response_url`` on this fake);
+``view_submission_payload`` the ``view_submission`` of an open view with the values typed
+into its inputs;
 ``send_interaction`` POSTs it as ``payload=<JSON>`` signed like Slack
 (``X-Slack-Request-Timestamp``, ``X-Slack-Signature``), optionally stale or marked as a
 retry. JSON posted to a response URL is kept in ``response_url_posts``.
@@ -66,6 +74,9 @@ SECTION_TEXT_LIMIT = 3000
 BUTTON_TEXT_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2000
 MAX_BLOCKS = 50
+VIEW_TITLE_LIMIT = 24
+PRIVATE_METADATA_LIMIT = 3000
+CALLBACK_ID_LIMIT = 255
 # Arguments whose value is JSON text in a form body.
 _JSON_ARGUMENTS = frozenset({"blocks", "attachments", "view", "metadata"})
 _ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -91,6 +102,7 @@ class SlackUser:
     id: str
     email: str
     name: str
+    phone: str = ""
 
     def resource(self) -> dict[str, Any]:
         """A user object in the shape users.info / users.lookupByEmail answer."""
@@ -116,7 +128,7 @@ class SlackUser:
                 "email": self.email,
                 "avatar_hash": "g0123456789a",
                 "title": "",
-                "phone": "",
+                "phone": self.phone,
                 "skype": "",
                 "status_text": "",
                 "status_emoji": "",
@@ -176,6 +188,17 @@ class OpenedView:
     view: Mapping[str, Any]
 
 
+@dataclass
+class _LiveView:
+    """An open modal as Slack keeps it: what it shows now and the hash of that version."""
+
+    id: str
+    view: dict[str, Any]
+    hash: str
+    closed: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)  # every version shown, oldest first
+
+
 @dataclass(frozen=True)
 class ResponseUrlPost:
     path: str
@@ -219,6 +242,7 @@ class FakeSlack(FakeServer):
         self._updates: list[SlackUpdate] = []
         self._ephemerals: list[SlackEphemeral] = []
         self._views: list[OpenedView] = []
+        self._live_views: dict[str, _LiveView] = {}
         self._triggers: dict[str, float] = {}  # trigger_id -> monotonic time issued
         self._response_url_posts: list[ResponseUrlPost] = []
         self._windows: dict[str, _RateWindow] = {}
@@ -240,8 +264,8 @@ class FakeSlack(FakeServer):
         with self._state_lock:
             self._channels[channel_id] = name.lstrip("#")
 
-    def add_user(self, user_id: str, email: str, name: str) -> SlackUser:
-        user = SlackUser(user_id, email, name)
+    def add_user(self, user_id: str, email: str, name: str, phone: str = "") -> SlackUser:
+        user = SlackUser(user_id, email, name, phone)
         with self._state_lock:
             self._users[user_id] = user
         return user
@@ -276,6 +300,21 @@ class FakeSlack(FakeServer):
     def views_opened(self) -> list[OpenedView]:
         with self._state_lock:
             return list(self._views)
+
+    def view(self, view_id: str) -> dict[str, Any]:
+        """What the modal ``view_id`` shows now (after every views.update)."""
+        with self._state_lock:
+            return dict(self._live_views[view_id].view)
+
+    def view_history(self, view_id: str) -> list[dict[str, Any]]:
+        """Every version of the modal ``view_id``, as opened and then updated."""
+        with self._state_lock:
+            return list(self._live_views[view_id].history)
+
+    def close_view(self, view_id: str) -> None:
+        """The user dismissed the modal: later views.update calls get ``not_found``."""
+        with self._state_lock:
+            self._live_views[view_id].closed = True
 
     @property
     def response_url_posts(self) -> list[ResponseUrlPost]:
@@ -349,6 +388,38 @@ class FakeSlack(FakeServer):
             ],
         }
 
+    def view_submission_payload(self, user_id: str, view_id: str, values: Mapping[str, str]) -> dict[str, Any]:
+        """A ``view_submission`` of the open view ``view_id``; ``values`` maps an input's
+        ``action_id`` to the text typed into it."""
+        with self._state_lock:
+            live = self._live_views[view_id]
+            view = dict(live.view)
+            view_hash = live.hash
+        state: dict[str, dict[str, Any]] = {}
+        for block in view.get("blocks", []):
+            element = block.get("element") or {}
+            if block.get("type") == "input" and element.get("action_id") in values:
+                state[block.get("block_id", "")] = {
+                    element["action_id"]: {"type": element.get("type"), "value": values[element["action_id"]]}}
+        user = self._users.get(user_id)
+        return {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+            "user": {"id": user_id, "username": user.name if user else user_id.lower(),
+                     "name": user.name if user else user_id.lower(), "team_id": TEAM_ID},
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "trigger_id": self.issue_trigger_id(),
+            "view": {**view, "id": view_id, "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT_ID,
+                     "hash": view_hash, "state": {"values": state}, "root_view_id": view_id,
+                     "previous_view_id": None, "app_installed_team_id": TEAM_ID,
+                     "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+                     "external_id": view.get("external_id", "")},
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
     def send_interaction(
         self,
         url: str,
@@ -392,6 +463,7 @@ class FakeSlack(FakeServer):
             "users.info": self._user_info,
             "conversations.open": self._open_conversation,
             "views.open": self._open_view,
+            "views.update": self._update_view,
             "auth.test": self._auth_test,
         }
 
@@ -523,16 +595,37 @@ class FakeSlack(FakeServer):
 
     def _open_view(self, arguments: dict[str, Any]) -> dict[str, Any]:
         trigger_id = str(arguments.get("trigger_id") or "")
-        view = arguments.get("view")
-        if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
-            raise SlackApiFailure("invalid_arguments")
         with self._state_lock:
             issued = self._triggers.pop(trigger_id, None)  # single use
             if issued is None or self._clock() - issued > self.trigger_ttl:
                 raise SlackApiFailure("expired_trigger_id")
+        view = _checked_view(arguments.get("view"))
+        with self._state_lock:
             opened = OpenedView(new_id("V"), trigger_id, view)
             self._views.append(opened)
-        return {"view": {**view, "id": opened.id, "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT_ID}}
+            live = _LiveView(opened.id, dict(view), secrets.token_hex(8), history=[dict(view)])
+            self._live_views[opened.id] = live
+        return {"view": self._view_resource(live)}
+
+    def _update_view(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        view = _checked_view(arguments.get("view"))
+        view_id, external_id = str(arguments.get("view_id") or ""), str(arguments.get("external_id") or "")
+        with self._state_lock:
+            live = self._live_views.get(view_id) or next(
+                (v for v in self._live_views.values() if external_id and v.view.get("external_id") == external_id),
+                None)
+            if live is None or live.closed:
+                raise SlackApiFailure("not_found")
+            if arguments.get("hash") and arguments["hash"] != live.hash:
+                raise SlackApiFailure("hash_conflict")
+            live.view, live.hash = dict(view), secrets.token_hex(8)
+            live.history.append(dict(view))
+            return {"view": self._view_resource(live)}
+
+    @staticmethod
+    def _view_resource(live: _LiveView) -> dict[str, Any]:
+        return {**live.view, "id": live.id, "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT_ID,
+                "hash": live.hash, "state": {"values": {}}}
 
     def _auth_test(self, _arguments: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -620,6 +713,25 @@ def _check_blocks(blocks: Any) -> None:
                 or len(str(element.get("value", ""))) > BUTTON_VALUE_LIMIT
             ):
                 raise SlackApiFailure("invalid_blocks")
+
+
+def _checked_view(view: Any) -> dict[str, Any]:
+    """Slack's own checks of a view, minimally; invalid_arguments as Slack answers them."""
+    if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
+        raise SlackApiFailure("invalid_arguments")
+    blocks = view.get("blocks", [])
+    _check_blocks(blocks)
+    if view["type"] == "modal":
+        title = view.get("title")
+        if not isinstance(title, dict) or title.get("type") != "plain_text" or not (
+                0 < len(_text_of(title)) <= VIEW_TITLE_LIMIT):
+            raise SlackApiFailure("invalid_arguments")
+        if any(block.get("type") == "input" for block in blocks) and not view.get("submit"):
+            raise SlackApiFailure("invalid_arguments")  # "must define submit to use an input block"
+    if len(str(view.get("private_metadata", ""))) > PRIVATE_METADATA_LIMIT or len(
+            str(view.get("callback_id", ""))) > CALLBACK_ID_LIMIT:
+        raise SlackApiFailure("invalid_arguments")
+    return view
 
 
 def _text_of(text_object: Any) -> str:

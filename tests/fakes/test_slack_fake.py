@@ -242,6 +242,87 @@ def test_views_open_refuses_a_trigger_older_than_its_ttl(client: WebClient) -> N
     assert expired.response["error"] == "expired_trigger_id"
 
 
+CODE_VIEW = {
+    "type": "modal", "callback_id": "approval-code", "private_metadata": '{"job": "job-1"}',
+    "title": {"type": "plain_text", "text": "Approve with a code"}, "submit": {"type": "plain_text", "text": "Approve"},
+    "blocks": [{"type": "input", "block_id": "approval-code", "label": {"type": "plain_text", "text": "Code"},
+                "element": {"type": "plain_text_input", "action_id": "code"}}],
+}
+
+
+def open_code_view(slack: FakeSlack, client: WebClient) -> str:
+    trigger = slack.block_actions_payload(ALICE, APPROVALS, "1000000000.000001", "approve", "job-1")["trigger_id"]
+    return str(client.views_open(trigger_id=trigger, view=CODE_VIEW)["view"]["id"])
+
+
+def test_views_update_replaces_an_open_view_and_refuses_a_stale_hash(slack: FakeSlack, client: WebClient) -> None:
+    view_id = open_code_view(slack, client)
+    first_hash = client.views_update(view_id=view_id, view=CODE_VIEW)["view"]["hash"]
+    notice = {"type": "modal", "title": {"type": "plain_text", "text": "Done"},
+              "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Approved."}}]}
+
+    updated = client.views_update(view_id=view_id, view=notice, hash=first_hash)
+    stale = api_error(lambda: client.views_update(view_id=view_id, view=notice, hash=first_hash))
+    unknown = api_error(lambda: client.views_update(view_id="V0NOWHERE1", view=notice))
+
+    assert updated["view"]["id"] == view_id and updated["view"]["hash"] != first_hash
+    assert slack.view(view_id)["blocks"][0]["text"]["text"] == "Approved."
+    assert len(slack.view_history(view_id)) == 3
+    assert (stale.response["error"], unknown.response["error"]) == ("hash_conflict", "not_found")
+    assert_valid("/views.update", updated.data)
+
+
+def test_a_closed_view_cannot_be_updated(slack: FakeSlack, client: WebClient) -> None:
+    view_id = open_code_view(slack, client)
+    slack.close_view(view_id)
+
+    closed = api_error(lambda: client.views_update(view_id=view_id, view=CODE_VIEW))
+
+    assert closed.response["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda view: view.pop("submit"),  # an input block needs a submit button
+        lambda view: view["title"].update(text="A title longer than 24 chars"),
+        lambda view: view.update(private_metadata="x" * 3001),
+        lambda view: view.update(type="dialog"),
+    ],
+)
+def test_views_are_checked_as_slack_checks_them(slack: FakeSlack, client: WebClient, change: Any) -> None:
+    view = json.loads(json.dumps(CODE_VIEW))
+    change(view)
+    trigger = slack.issue_trigger_id()
+
+    refused = api_error(lambda: client.views_open(trigger_id=trigger, view=view))
+
+    assert refused.response["error"] == "invalid_arguments"
+
+
+def test_view_submission_carries_the_view_and_what_was_typed(slack: FakeSlack, client: WebClient) -> None:
+    view_id = open_code_view(slack, client)
+
+    submission = slack.view_submission_payload(ALICE, view_id, {"code": "123456"})
+
+    assert submission["type"] == "view_submission" and submission["user"]["id"] == ALICE
+    view = submission["view"]
+    assert (view["id"], view["callback_id"], view["private_metadata"]) == (
+        view_id, "approval-code", '{"job": "job-1"}')
+    assert view["state"]["values"] == {"approval-code": {"code": {"type": "plain_text_input", "value": "123456"}}}
+    assert view["hash"] and submission["trigger_id"]
+
+
+def test_users_info_carries_the_profile_phone(slack: FakeSlack, client: WebClient) -> None:
+    slack.add_user("U0PHONE0001", "pat@contoso.example", "pat", phone="(415) 555-0142")
+
+    answer = client.users_info(user="U0PHONE0001")
+
+    assert answer["user"]["profile"]["phone"] == "(415) 555-0142"
+    assert client.users_info(user=ALICE)["user"]["profile"]["phone"] == ""
+    assert_valid("/users.info", answer.data)
+
+
 # --- rate limits and injected failures ----------------------------------------------------------
 
 

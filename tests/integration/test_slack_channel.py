@@ -20,8 +20,12 @@ from shared.channels.slack import (
     SlackChannel,
     SlackConfigurationError,
     SlackPermanentError,
+    SlackProfile,
     approval_card,
+    code_modal,
     decided_card,
+    interactive_slack_channel,
+    notice_modal,
     reset_slack_channels,
     slack_channel,
 )
@@ -30,7 +34,7 @@ from shared.http import RetryLater
 from shared.storage.secrets import EnvSecretProvider, Secret
 from tests.fakes.server import FakeServer, Response, Route, route
 from tests.fakes.slack import FakeSlack
-from tests.support.openapi import require_spec, validate_swagger_request
+from tests.support.openapi import require_spec, validate_swagger_definition, validate_swagger_request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -334,6 +338,59 @@ def test_email_for_user_dm_ephemeral_and_modal(slack: FakeSlack, channel: SlackC
     assert dm.startswith("D")
     assert [(e.user, e.message_ts) for e in slack.ephemerals] == [(ALICE, message_ts)]
     assert [v.id for v in slack.views_opened] == [view_id]
+
+
+def test_code_modal_opens_updates_and_matches_the_spec(slack: FakeSlack, channel: SlackChannel) -> None:
+    spec = require_spec(SPEC)
+    trigger = slack.issue_trigger_id()
+
+    view_id = channel.open_view(trigger, code_modal(JOB, "A code is on its way.", "Approval requested: PO-0042"))
+    channel.update_view(view_id, code_modal(JOB, "We sent a code to +1*******42."))
+    channel.update_view(view_id, notice_modal("Code accepted."))
+    slack.close_view(view_id)
+
+    with pytest.raises(SlackPermanentError) as closed:
+        channel.update_view(view_id, notice_modal("Too late."))
+    assert closed.value.error == "not_found"
+    assert [view["blocks"][0]["text"]["text"] for view in slack.view_history(view_id)] == [
+        "A code is on its way.", "We sent a code to +1*******42.", "Code accepted."]
+    for method in ("views.open", "views.update"):
+        for request in slack.requests_to(f"POST /api/{method}"):
+            assert request.content_type.startswith("application/json")
+            assert validate_swagger_request(spec, f"/{method}", request.json) == []
+            assert validate_swagger_definition(spec, "blocks", request.json["view"]["blocks"]) == []
+
+
+def test_profile_gives_email_and_phone_in_one_call(slack: FakeSlack, channel: SlackChannel) -> None:
+    slack.add_user("U0PAT000001", "pat@contoso.example", "pat", phone=" (415) 555-0142 ")
+
+    with_phone, without = channel.profile_for_user("U0PAT000001"), channel.profile_for_user(ALICE)
+
+    assert with_phone == SlackProfile("pat@contoso.example", "(415) 555-0142")
+    assert without == SlackProfile(ALICE_EMAIL, None)
+    assert len(slack.requests_to("POST /api/users.info")) == 2
+    request = slack.requests_to("POST /api/users.info")[0]
+    assert validate_swagger_request(require_spec(SPEC), "/users.info", {k: v[0] for k, v in request.form.items()}) == []
+
+
+def test_the_interactive_channel_tries_once_and_does_not_wait(
+    slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.storage.secrets.get_secret_provider", lambda: secrets_for(slack))
+    reset_slack_channels()
+    try:
+        quick = interactive_slack_channel(connection_for(slack))
+        slack.fail_next(status=429, headers={"Retry-After": "1"}, match="POST /api/views.open")
+        started = time.monotonic()
+        with pytest.raises(RetryLater):
+            quick.open_view(slack.issue_trigger_id(), notice_modal("x"))
+        elapsed = time.monotonic() - started
+    finally:
+        reset_slack_channels()
+
+    assert quick is not slack_channel(connection_for(slack))
+    assert elapsed < 0.9 and len(slack.requests_to("POST /api/views.open")) == 1
+    reset_slack_channels()
 
 
 # --- signatures ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from shared.channels.twilio import (
     SendResult,
     TwilioChannel,
     TwilioConfigurationError,
+    interactive_twilio_channel,
     normalize_number,
     reset_twilio_channels,
     twilio_channel,
@@ -535,6 +536,34 @@ def test_verification_attempt_limits_are_not_treated_as_throttling(
         channel.start_verification(other)
     assert (raised.value.code, raised.value.status) == (60203, 429)
     assert sleep.waits == []
+
+
+def test_the_interactive_channel_checks_a_code_once_within_two_seconds(
+    fake: FakeTwilio, account: TwilioCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr("shared.storage.secrets.get_secret_provider", lambda: secrets_for(account))
+    reset_twilio_channels()
+    quick = interactive_twilio_channel(connection_for(fake, account))
+    try:
+        quick.start_verification(CUSTOMER)
+        checks = "POST /v2/Services"
+        fake.fail_next(status=429, match=lambda request: request.path.endswith("/VerificationCheck"))
+        with pytest.raises(RetryLater):
+            quick.check_verification(CUSTOMER, "123456")
+        fake.stall_after_handling(1, 3.0, match=lambda request: request.path.endswith("/VerificationCheck"))
+        started = time.monotonic()
+        with pytest.raises(AmbiguousSendError):
+            quick.check_verification(CUSTOMER, "123456")
+        elapsed = time.monotonic() - started
+    finally:
+        reset_twilio_channels()
+
+    assert quick is not twilio_channel(connection_for(fake, account))
+    assert elapsed < 2.0
+    assert len([r for r in fake.requests_to(checks) if r.path.endswith("/VerificationCheck")]) == 2
+    reset_twilio_channels()
 
 
 def test_verification_needs_a_service(fake: FakeTwilio, account: TwilioCredentials) -> None:

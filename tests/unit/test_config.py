@@ -93,6 +93,20 @@ def rule(data: dict[str, Any]) -> dict[str, Any]:
     return data["rules"][0]
 
 
+VERIFY_SID = "VA" + "a" * 32
+
+
+def slack_rule(data: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The base rule made a Slack approval card rule, with ``fields`` on top."""
+    rule(data).update(channel="slack", via="slack", to=["#ap-approvals"], template="workflow-approval", **fields)
+    return rule(data)
+
+
+def with_verify_service(data: dict[str, Any]) -> dict[str, Any]:
+    twilio(data)["verify_service_sid"] = VERIFY_SID
+    return data
+
+
 def test_the_sample_file_loads() -> None:
     loaded = load_config(SAMPLE)
 
@@ -243,6 +257,46 @@ INVALID_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "rules[0].verify: needs a twilio connection with verify_service_sid as via; 'twilio' has none",
     ),
     (
+        "approval code on an sms rule",
+        lambda d: rule(with_verify_service(d)).update(verify_above=5000, verify_via="twilio"),
+        "rules[0].verify_above: only slack rules ask for a code on Approve; sms and voice rules use verify",
+    ),
+    (
+        "approval code threshold without a Verify connection",
+        lambda d: slack_rule(d, verify_above=5000),
+        "rules[0].verify_via: is required with verify_above",
+    ),
+    (
+        "approval code connection without a threshold",
+        lambda d: slack_rule(with_verify_service(d), verify_via="twilio", verify_phone_field="assignee_phone"),
+        "rules[0].verify_above: is required with verify_via",
+    ),
+    (
+        "approval code threshold below zero",
+        lambda d: slack_rule(with_verify_service(d), verify_above=-1, verify_via="twilio"),
+        "rules[0].verify_above: must be a number of at least 0",
+    ),
+    (
+        "approval code through a twilio connection without Verify",
+        lambda d: slack_rule(d, verify_above=5000, verify_via="twilio"),
+        "rules[0].verify_via: must name a twilio connection with verify_service_sid; 'twilio' has none",
+    ),
+    (
+        "approval code through a slack connection",
+        lambda d: slack_rule(d, verify_above=5000, verify_via="slack"),
+        "rules[0].verify_via: must name a twilio connection with verify_service_sid; 'slack' has none",
+    ),
+    (
+        "approval code through an unknown connection",
+        lambda d: slack_rule(d, verify_above=5000, verify_via="twilio-verify"),
+        "rules[0].verify_via: unknown connection 'twilio-verify'",
+    ),
+    (
+        "approval code amount field empty",
+        lambda d: slack_rule(with_verify_service(d), verify_above=5000, verify_via="twilio", verify_amount_field=""),
+        "rules[0].verify_amount_field: must be a non-empty string",
+    ),
+    (
         "URL with credentials",
         lambda d: dynamics(d).update(environment_url="https://user:pw@contoso.operations.dynamics.com"),
         "connections.contoso.environment_url: must not hold credentials; name a secret in the credential field instead",
@@ -374,6 +428,25 @@ def test_conditions_and_recipients_become_typed_values() -> None:
     assert only.to[1].field == "ApproverPhone"
     assert only.when[2].value == ("closed", "void")
     assert [condition.op for condition in only.when] == ["ge", "lt", "not_in", "exists"]
+
+
+def test_a_slack_rule_asks_for_a_code_above_an_amount() -> None:
+    data = with_verify_service(base())
+    slack_rule(data, verify_above=10000, verify_via="twilio")
+    plain = dict(rule(data), id="r2")
+    for name in ("verify_above", "verify_via"):
+        plain.pop(name)
+    data["rules"].append(plain)
+    data["rules"].append(dict(rule(data), id="r3", verify_above=0, verify_amount_field="InvoiceAmount",
+                              verify_phone_field="assignee_phone"))
+
+    coded, uncoded, custom = config_from_dict(data).rules
+
+    assert (coded.verify_above, coded.verify_via, coded.verify_amount_field, coded.verify_phone_field) == (
+        10000.0, "twilio", "amount", None)
+    assert (uncoded.verify_above, uncoded.verify_via) == (None, None)
+    assert (custom.verify_above, custom.verify_amount_field, custom.verify_phone_field) == (
+        0.0, "InvoiceAmount", "assignee_phone")
 
 
 def test_rules_for_orders_by_priority_then_file_order() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Condition, config_from_dict
-from shared.pipeline.rules import holds, targets
+from shared.config import Condition, Recipient, Rule, config_from_dict
+from shared.pipeline.rules import holds, needs_approval_code, targets
 
 RECORD = {
     "event": "VendorInvoicePostedBusinessEvent",
@@ -88,3 +88,32 @@ def test_a_lookup_recipient_missing_from_the_record_is_reported() -> None:
         ("", "the record has no value in 'approver_phone'"),
         ("+14155550101", ""),
     ]
+
+
+def card_rule(**fields: object) -> Rule:
+    return Rule(id="card", source="contoso", channel="slack", via="slack", to=(Recipient(value="#ap"),),
+                template="workflow-approval", **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"amount": 10000.01}, True),
+        ({"amount": 10000}, False),  # above, not at
+        ({"amount": "25,000.00"}, True),  # amounts written as text
+        ({"amount": 900}, False),
+        ({}, True),  # no amount: nothing shows the approval is small
+        ({"amount": "n/a"}, True),
+        ({"amount": True}, True),
+    ],
+)
+def test_approve_needs_a_code_above_the_amount_or_when_it_is_unknown(record: dict, expected: bool) -> None:
+    assert needs_approval_code(card_rule(verify_above=10000.0, verify_via="twilio"), record) is expected
+
+
+def test_the_amount_field_is_configurable_and_rules_without_a_threshold_need_no_code() -> None:
+    rule = card_rule(verify_above=0.0, verify_via="twilio", verify_amount_field="InvoiceAmount")
+
+    assert needs_approval_code(rule, {"InvoiceAmount": 1, "amount": 0})
+    assert not needs_approval_code(rule, {"InvoiceAmount": 0})
+    assert not needs_approval_code(card_rule(), {})
