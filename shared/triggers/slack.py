@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from shared.telemetry import bind, traced
 from shared.triggers.responses import error_response
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | fun
 
 @bp.function_name("slack_events")
 @bp.route(route="slack/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
     import json
@@ -65,13 +67,15 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     if event.get("type") == "url_verification":
         return json_response({"challenge": str(event.get("challenge", ""))})
     if event.get("type") == "event_callback" and event.get("event_id"):
-        get_bus().send(CALLBACKS, Envelope(SLACK_EVENT, connection.name, str(event["event_id"]),
-                                           {"event": event.get("event") or {}}))
+        envelope = Envelope(SLACK_EVENT, connection.name, str(event["event_id"]), {"event": event.get("event") or {}})
+        bind(correlation_id=envelope.correlation_id)
+        get_bus().send(CALLBACKS, envelope)
     return func.HttpResponse(status_code=200)
 
 
 @bp.function_name("slack_interactions")
 @bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import CALLBACKS
     from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
@@ -86,5 +90,7 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "bad_payload", "the body holds no JSON payload")
     if payload.get("type") == "block_actions" and payload.get("actions"):
-        get_bus().send(CALLBACKS, envelope_for_click(connection.name, payload))
+        envelope = envelope_for_click(connection.name, payload)
+        bind(correlation_id=envelope.correlation_id)
+        get_bus().send(CALLBACKS, envelope)
     return func.HttpResponse(status_code=200)
