@@ -5,6 +5,8 @@ import azure.functions as func
 from shared.logs import install_redaction
 from shared.triggers import dynamics, health, ops, queues, sendgrid, slack, timers, twilio
 
+# Log export to Application Insights starts on the first invocation (shared/telemetry.py), not
+# here: this import is the cold start.
 install_redaction()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)

@@ -83,6 +83,11 @@ param alwaysReady array = [
 @maxValue(1000)
 param httpPerInstanceConcurrency int = 16
 
+@description('Threads of the Python worker that run the (synchronous) functions: PYTHON_THREADPOOL_THREAD_COUNT. At least httpPerInstanceConcurrency and host.json\'s serviceBus.maxConcurrentCalls (16), or concurrent calls wait for a thread; the worker\'s own default is the CPU count + 4.')
+@minValue(1)
+@maxValue(64)
+param workerThreadCount int = 16
+
 @description('Key Vault public network access.')
 @allowed([
   'Enabled'
@@ -206,6 +211,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     alwaysReady: alwaysReady
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    workerThreadCount: workerThreadCount
   }
 }
 

@@ -2,7 +2,9 @@
 
 Secrets are registered as they are read (``shared.storage.secrets`` does that), and a
 ``RedactingFilter`` on the log handlers replaces any registered value in a record's
-final text with ``***``. This is a safety net for mistakes, not a licence to log secrets.
+final text with ``***``, and in the attributes a record carries beyond the standard ones
+(``extra`` fields, telemetry dimensions), where it also masks phone numbers. This is a
+safety net for mistakes, not a licence to log secrets.
 """
 
 from __future__ import annotations
@@ -74,6 +76,26 @@ def redact(text: str) -> str:
     return _registry.redact(text)
 
 
+# An E.164-looking number (a '+', then digits with the usual separators) inside free text.
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+\d[\d\s().\-/]{5,20}\d")
+
+
+def scrub(text: str) -> str:
+    """``text`` fit to leave the process as telemetry: secrets as ``***``, phone numbers masked."""
+    return _PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group()), _registry.redact(text))
+
+
+# Attributes every LogRecord has; anything else on a record came from ``extra`` or a filter.
+_STANDARD_ATTRIBUTES = frozenset(
+    {*vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)), "message", "asctime", "taskName"}
+)
+
+
+def custom_attributes(record: logging.LogRecord) -> dict[str, object]:
+    """The attributes of ``record`` beyond the standard ones: ``extra`` fields and dimensions."""
+    return {name: value for name, value in vars(record).items() if name not in _STANDARD_ATTRIBUTES}
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites a record so its message, exception text and stack text carry no registered secret.
 
@@ -82,6 +104,10 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Exporters send these attributes as they are (Application Insights: customDimensions).
+        for name, value in custom_attributes(record).items():
+            if isinstance(value, str):
+                setattr(record, name, scrub(value))
         if not _registry.active:
             return True
         try:

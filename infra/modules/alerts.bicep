@@ -138,14 +138,19 @@ resource poisonMessages 'Microsoft.Insights/metricAlerts@2018-03-01' = {
 }
 
 // A notification whose job ended failed (the audit step "failed": a permanent provider error,
-// an invalid number, or attempts exhausted).
+// an invalid number, a record that could not be read), or that the provider reported failed or
+// undelivered (audit step "status"). Every audit step is one log line whose custom dimensions
+// (step, status, connection, channel, job_id, erp_record, correlation_id, reason) the app
+// exports itself (shared/telemetry.py). The query is in the classic Application Insights schema
+// (traces.customDimensions, the same data as AppTraces.Properties in the workspace), as the rule
+// is scoped to the Application Insights resource.
 resource failedNotifications 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   name: '${namePrefix}-failed-notifications'
   location: location
   tags: tags
   properties: {
     displayName: '${namePrefix}: failed notifications'
-    description: 'A notification job reached the audit step "failed". The failures query shows which job, channel and provider error.'
+    description: 'A notification job reached the audit step "failed", or the provider reported it failed or undelivered. The failures query shows which job, channel and reason.'
     severity: 2
     enabled: true
     scopes: [
@@ -156,7 +161,7 @@ resource failedNotifications 'Microsoft.Insights/scheduledQueryRules@2022-06-15'
     criteria: {
       allOf: [
         {
-          query: 'union traces, customEvents | where tostring(customDimensions.step) == "failed" | project timestamp, connection = tostring(customDimensions.connection), channel = tostring(customDimensions.channel), job_id = tostring(customDimensions.job_id), correlation_id = tostring(customDimensions.correlation_id)'
+          query: 'traces | where isnotempty(customDimensions.step) | extend step = tostring(customDimensions.step), status = tostring(customDimensions.status) | where step == "failed" or (step == "status" and status in ("failed", "undelivered")) | project timestamp, step, status, connection = tostring(customDimensions.connection), channel = tostring(customDimensions.channel), job_id = tostring(customDimensions.job_id), erp_record = tostring(customDimensions.erp_record), correlation_id = tostring(customDimensions.correlation_id), reason = tostring(customDimensions.reason)'
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

@@ -62,6 +62,9 @@ param alwaysReady array
 @description('Concurrent HTTP requests per instance.')
 param httpPerInstanceConcurrency int
 
+@description('Threads of the Python worker that run the functions (PYTHON_THREADPOOL_THREAD_COUNT).')
+param workerThreadCount int
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -195,9 +198,18 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'QUEUE_MAX_ATTEMPTS'
           value: string(queueMaxAttempts)
         }
+        // The functions are synchronous and run on the worker's thread pool: one thread per
+        // concurrent HTTP request or Service Bus message (host.json maxConcurrentCalls).
+        {
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: string(workerThreadCount)
+        }
         // Not a secret: it names the Application Insights component. Local authentication is
         // disabled there, so telemetry is accepted only with the identity's Entra ID token,
-        // which the next setting tells the host to use.
+        // which the next setting tells the host and the app's log exporter to use. The app
+        // exports its own log lines with their custom dimensions (shared/telemetry.py); it
+        // configures the Azure Monitor distro itself, so PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY
+        // (the worker configuring it too: every line twice) and PYTHON_ENABLE_OPENTELEMETRY stay unset.
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: appInsightsConnectionString

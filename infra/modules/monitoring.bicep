@@ -70,19 +70,21 @@ resource telemetryPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01'
   }
 }
 
-// The queries are written in the Application Insights schema (traces, customDimensions):
-// run them from the Application Insights resource's Logs blade.
+// The queries are written in the classic Application Insights schema (traces, exceptions,
+// requests, customDimensions), which the workspace-based component translates to AppTraces,
+// AppExceptions, AppRequests and their Properties: run them from the Application Insights
+// resource's Logs blade. The dimensions come from the app's own log export (shared/telemetry.py).
 var savedQueries = [
   {
     key: 'invoice-history'
     displayName: 'ml-connector: what happened to invoice X'
-    description: 'Every log line of one ERP record (and of the correlation ids it started), oldest first.'
+    description: 'Every log line of one ERP record and of the correlation ids it started, across functions, oldest first.'
     body: loadTextContent('../queries/invoice-history.kql')
   }
   {
     key: 'failures-last-24h'
     displayName: 'ml-connector: what failed in the last 24 hours'
-    description: 'Failed audit steps, dead-lettered messages, exceptions and failed requests.'
+    description: 'Failed audit steps and provider statuses, dead-lettered messages, exceptions and failed runs, grouped by connection, step and reason.'
     body: loadTextContent('../queries/failures-last-24h.kql')
   }
 ]

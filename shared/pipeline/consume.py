@@ -7,6 +7,10 @@ Outcomes for a message:
 - dead-lettered: unreadable, unknown type or version, a permanent failure, or out
   of attempts: the message goes to ``<queue>-poison`` with the reason.
 Any other exception propagates, so the host's own retry and poison handling apply.
+
+Every line logged while a message is handled carries the envelope's dimensions
+(``shared.telemetry``): connection, correlation id, and the job, ERP record and channel
+its payload names.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from shared import telemetry
 from shared.model import Envelope, EnvelopeError
 from shared.pipeline import registry
 from shared.settings import env_int
@@ -50,14 +55,29 @@ def max_attempts() -> int:
 
 
 def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = None) -> Outcome:
-    from shared.http import RetryLater
-    from shared.pipeline.pacing import WaitForSlot
-
+    telemetry.configure_export()
     registry.load_stages()
     try:
         envelope = Envelope.from_json(delivery.body)
     except EnvelopeError as exc:
         return _dead_letter(bus, delivery, f"unreadable envelope: {exc}")
+    with telemetry.scope(**envelope_dimensions(envelope)):
+        return _handle(delivery, envelope, bus, attempts_allowed)
+
+
+def envelope_dimensions(envelope: Envelope) -> dict[str, str]:
+    """What an envelope says about the work: its connection and correlation id, and the job,
+    ERP record and channel of a notification (never its recipient)."""
+    payload = envelope.payload
+    named = {"job_id": payload.get("job_id"), "erp_record": payload.get("record"), "channel": payload.get("channel")}
+    return {"connection": envelope.connection, "correlation_id": envelope.correlation_id,
+            **{name: value for name, value in named.items() if isinstance(value, str)}}
+
+
+def _handle(delivery: Delivery, envelope: Envelope, bus: MessageBus, attempts_allowed: int | None) -> Outcome:
+    from shared.http import RetryLater
+    from shared.pipeline.pacing import WaitForSlot
+
     spec = registry.handler_for(delivery.queue, envelope.type)
     if spec is None:
         return _dead_letter(bus, delivery, f"unknown message type {envelope.type!r} on queue {delivery.queue!r}")
@@ -66,7 +86,6 @@ def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = 
         return _dead_letter(
             bus, delivery, f"{envelope.type} version {envelope.version} cannot be read (reads {readable})"
         )
-    context = {"correlation_id": envelope.correlation_id, "connection": envelope.connection}
     try:
         spec.handler(envelope)
     except WaitForSlot as wait:
@@ -80,7 +99,8 @@ def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = 
         if envelope.attempt + 1 >= limit:
             return _dead_letter(bus, delivery, f"gave up after {envelope.attempt + 1} attempts: {later.reason}")
         bus.send(delivery.queue, envelope.next_attempt(), later.delay)
-        log.info("%s requeued in %.1f s: %s", envelope.type, later.delay, later.reason, extra=context)
+        with telemetry.scope(step="requeued", reason=later.reason):
+            log.info("%s requeued in %.1f s: %s", envelope.type, later.delay, later.reason)
         return "requeued"
     except PermanentFailure as failure:
         return _dead_letter(bus, delivery, f"{envelope.type} failed permanently: {failure.reason}")
@@ -88,5 +108,6 @@ def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = 
 
 
 def _dead_letter(bus: MessageBus, delivery: Delivery, reason: str) -> Outcome:
-    bus.dead_letter(delivery.queue, delivery.body, reason)
+    with telemetry.scope(step="dead-lettered", reason=reason):  # the bus logs the dead letter
+        bus.dead_letter(delivery.queue, delivery.body, reason)
     return "dead-lettered"

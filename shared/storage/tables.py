@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import uuid
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared import telemetry
+from shared.logs import scrub
 from shared.settings import StorageSettings, env_str
 from shared.storage.protect import LazyProtector, Protector
 
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9\-_.:@|=+,;!~ ]{1,400}$")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,20}$")
 DEFAULT_TABLE_PREFIX = "mlc"
+
+log = logging.getLogger(__name__)
 
 DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES, PACING = (
     "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
@@ -275,6 +280,7 @@ class AuditLog:
         )
         if record:
             self._index(record, correlation_id)
+        _log_step(entry)
         return entry
 
     def _index(self, record: str, correlation_id: str) -> None:
@@ -303,6 +309,17 @@ class AuditLog:
         )
         entries = [entry for row in index for entry in self.by_correlation(row["CorrelationId"])]
         return sorted(entries, key=lambda entry: entry.at)
+
+
+def _log_step(entry: AuditEntry) -> None:
+    """One log line per audit step, with the step and what it concerns as dimensions: the
+    failed-notifications alert and the saved queries read these lines."""
+    detail = entry.detail
+    reason = scrub(str(detail.get("reason") or detail.get("error_code") or ""))
+    with telemetry.scope(step=entry.step, correlation_id=entry.correlation_id, connection=entry.connection,
+                         erp_record=entry.record, job_id=entry.job_id, channel=detail.get("channel"),
+                         status=detail.get("status"), reason=reason):
+        log.info("audit step %s%s", entry.step, f": {reason}" if reason else "")
 
 
 def _audit_entry(row: Mapping[str, Any], protector: Protector) -> AuditEntry:

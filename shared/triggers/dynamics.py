@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.telemetry import traced
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -15,6 +16,7 @@ bp = func.Blueprint()
 
 @bp.function_name("dynamics_events")
 @bp.route(route="dynamics/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 def dynamics_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.config import ConfigError, get_config
     from shared.pipeline.ingest import MAX_BODY_BYTES, IngestError, accept_business_events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.telemetry import traced
 from shared.triggers.responses import json_response
 
 bp = func.Blueprint()
@@ -11,6 +12,7 @@ bp = func.Blueprint()
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def health(req: func.HttpRequest) -> func.HttpResponse:
     from shared.health import health_report
 

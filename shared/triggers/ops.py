@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.telemetry import traced
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -15,6 +16,7 @@ bp = func.Blueprint()
 
 @bp.function_name("ops_ping")
 @bp.route(route="ops/ping", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@traced
 def ops_ping(req: func.HttpRequest) -> func.HttpResponse:
     """Send a ping through every queue; its audit trail shows which consumers answered."""
     from shared.pipeline.diagnostics import send_pings
@@ -27,6 +29,7 @@ def ops_ping(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("ops_audit")
 @bp.route(route="ops/audit", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
 def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
     """The audit trail of one ERP record (``record=``) or one correlation id (``correlation=``)."""
     from shared.storage.tables import get_stores
@@ -53,6 +56,7 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("ops_replay")
 @bp.route(route="ops/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@traced
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again."""
     from shared.model import parse_utc_time

@@ -12,6 +12,7 @@ import azure.functions as func
 
 from shared.model import QUEUES
 from shared.settings import SERVICEBUS_SETTING, STORAGE_SETTING, queue_backend
+from shared.telemetry import invocation
 
 bp = func.Blueprint()
 
@@ -20,7 +21,8 @@ def _consume(queue: str, body: bytes, message_id: str, delivery_count: int) -> N
     from shared.pipeline.consume import Delivery, consume
     from shared.storage.bus import get_bus
 
-    consume(Delivery(queue, body, message_id, delivery_count), get_bus())
+    with invocation(function_name_for(queue)):
+        consume(Delivery(queue, body, message_id, delivery_count), get_bus())
 
 
 def function_name_for(queue: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from shared.telemetry import bind, traced
 from shared.triggers.responses import error_response
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | fun
 
 @bp.function_name("slack_events")
 @bp.route(route="slack/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
     import json
@@ -70,13 +72,15 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     if event.get("type") == "url_verification":
         return json_response({"challenge": str(event.get("challenge", ""))})
     if event.get("type") == "event_callback" and event.get("event_id"):
-        get_bus().send(CALLBACKS, Envelope(SLACK_EVENT, connection.name, str(event["event_id"]),
-                                           {"event": event.get("event") or {}}))
+        envelope = Envelope(SLACK_EVENT, connection.name, str(event["event_id"]), {"event": event.get("event") or {}})
+        bind(correlation_id=envelope.correlation_id)
+        get_bus().send(CALLBACKS, envelope)
     return func.HttpResponse(status_code=200)
 
 
 @bp.function_name("slack_interactions")
 @bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import CALLBACKS
     from shared.pipeline.slack_codes import answer_code, asks_for_code, is_code_submission, open_code_modal
@@ -94,7 +98,9 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(400, "bad_payload", "the body holds no JSON payload")
     if payload.get("type") == "block_actions" and payload.get("actions"):
         view_id = open_code_modal(connection, payload) if asks_for_code(payload) else None
-        get_bus().send(CALLBACKS, envelope_for_click(connection.name, payload, view_id))
+        envelope = envelope_for_click(connection.name, payload, view_id)
+        bind(correlation_id=envelope.correlation_id)
+        get_bus().send(CALLBACKS, envelope)
     elif is_code_submission(payload):
         return json_response(answer_code(connection, payload))
     return func.HttpResponse(status_code=200)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.telemetry import traced
+
 bp = func.Blueprint()
 
 
 @bp.function_name("poll_scheduler")
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
+@traced
 def poll_scheduler(timer: func.TimerRequest) -> None:
     from datetime import UTC, datetime
 

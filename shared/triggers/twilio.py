@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.telemetry import bind, traced
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -44,12 +45,15 @@ def _enqueue(req: func.HttpRequest, message_type: str, params: dict[str, str], r
         return error_response(400, "missing_fields", f"missing parameter(s): {', '.join(missing)}")
     key = req.headers.get("i-twilio-idempotency-token") or "|".join(params[name] for name in required)
     connection = req.route_params.get("connection", "")
-    get_bus().send(CALLBACKS, Envelope(message_type, connection, key, {"params": params, **(extra or {})}))
+    envelope = Envelope(message_type, connection, key, {"params": params, **(extra or {})})
+    bind(correlation_id=envelope.correlation_id, job_id=(extra or {}).get("job_id"))
+    get_bus().send(CALLBACKS, envelope)
     return None
 
 
 @bp.function_name("twilio_status")
 @bp.route(route="twilio/status/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def twilio_status(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import TWILIO_STATUS
 
@@ -62,6 +66,7 @@ def twilio_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("twilio_inbound")
 @bp.route(route="twilio/inbound/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def twilio_inbound(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import TWILIO_INBOUND
 
@@ -74,6 +79,7 @@ def twilio_inbound(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("twilio_gather")
 @bp.route(route="twilio/gather/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
 def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import TWILIO_GATHER
 
@@ -89,6 +95,7 @@ def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("twilio_verify_check")
 @bp.route(route="twilio/verify/{connection}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@traced
 def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     """``{"to": "+1...", "code": "123456"}``: check a code collected elsewhere; act only on approved."""
     from shared.channels.twilio import InvalidNumber, normalize_number, twilio_channel

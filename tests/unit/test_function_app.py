@@ -26,7 +26,8 @@ for f in function_app.app.get_functions():
                       "connection": trigger.get("connection")})
 heavy = sorted(m for m in sys.modules
                if m.split(".")[0] in ("requests", "urllib3", "twilio", "slack_sdk", "phonenumbers")
-               or m.startswith(("azure.data", "azure.storage", "azure.servicebus", "azure.identity", "azure.keyvault")))
+               or m.startswith(("azure.data", "azure.storage", "azure.servicebus", "azure.identity", "azure.keyvault",
+                                "azure.monitor", "opentelemetry")))
 print(json.dumps({"functions": functions, "heavy": heavy}))
 """
 

@@ -50,9 +50,13 @@ HOST_SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__clientId": "host and code: which user-assigned identity",
     "ServiceBusConnection__credential": "Service Bus trigger: use a managed identity",
     "ServiceBusConnection__clientId": "Service Bus trigger and code: which user-assigned identity",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "host telemetry destination",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "host telemetry sent with the identity's Entra ID token",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "host telemetry destination (the app's log export reads it too)",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "host and the app's log exporter send with the identity's token",
+    "PYTHON_THREADPOOL_THREAD_COUNT": "Python worker: threads that run the synchronous functions",
 }
+# Set by neither: the app configures its own log export (shared/telemetry.py); the worker
+# doing it as well would export every line twice.
+NOT_SET_BY_DESIGN = {"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "PYTHON_ENABLE_OPENTELEMETRY"}
 # Refused or meaningless on Flex Consumption (functionAppConfig replaces them), or key-based.
 FORBIDDEN_SETTINGS = {
     "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
@@ -383,6 +387,7 @@ def test_every_app_setting_is_read_by_someone() -> None:
 def test_app_settings_are_identity_based() -> None:
     settings = app_settings()
     assert not FORBIDDEN_SETTINGS & set(settings), sorted(FORBIDDEN_SETTINGS & set(settings))
+    assert not NOT_SET_BY_DESIGN & set(settings), sorted(NOT_SET_BY_DESIGN & set(settings))
     assert literal(settings["AzureWebJobsStorage__credential"]) == "managedidentity"
     assert literal(settings["ServiceBusConnection__credential"]) == "managedidentity"
     assert literal(settings["QUEUE_BACKEND"]) == "servicebus"
@@ -466,8 +471,40 @@ def test_alerts_cover_dead_letters_poison_queues_failed_notifications_and_functi
 
 def test_saved_queries_exist() -> None:
     queries = {path.name: path.read_text(encoding="utf-8") for path in (INFRA / "queries").glob("*.kql")}
-    assert any("customDimensions.record" in text for text in queries.values()), "what happened to invoice X"
+    assert any("customDimensions.erp_record" in text for text in queries.values()), "what happened to invoice X"
     assert any("ago(24h)" in text and "exceptions" in text for text in queries.values()), "what failed in 24 hours"
+
+
+def kql_dimensions(text: str) -> set[str]:
+    return set(re.findall(r"customDimensions\.(\w+)", text))
+
+
+def test_queries_and_alerts_read_dimensions_the_app_writes() -> None:
+    from shared.telemetry import DIMENSIONS
+
+    texts = [path.read_text(encoding="utf-8") for path in (INFRA / "queries").glob("*.kql")]
+    texts += [alert.get("properties.criteria").text.decode()
+              for alert in all_resources("Microsoft.Insights/scheduledQueryRules")]
+    read = set().union(*(kql_dimensions(text) for text in texts))
+    assert {"correlation_id", "erp_record", "step", "connection", "reason"} <= read
+    assert read <= set(DIMENSIONS), f"not a dimension the app writes: {sorted(read - set(DIMENSIONS))}"
+
+
+def test_failed_notifications_alert_reads_the_audit_step_dimension() -> None:
+    [rule] = [alert for alert in all_resources("Microsoft.Insights/scheduledQueryRules")
+              if "failed-notifications" in alert.get("name").text.decode()]
+    query = literal(rule.get("properties.criteria"))["allOf"][0]["query"]
+    assert "customDimensions.step" in query and '"failed"' in query
+
+
+def test_worker_threads_cover_the_concurrency_host_json_and_the_plan_allow() -> None:
+    host = json.loads((REPO_ROOT / "host.json").read_text(encoding="utf-8"))
+    main_params = parameters(tree(MAIN))
+    threads = literal(main_params["workerThreadCount"].default)
+    assert threads >= host["extensions"]["serviceBus"]["maxConcurrentCalls"]
+    assert threads >= literal(main_params["httpPerInstanceConcurrency"].default)
+    assert "PYTHON_THREADPOOL_THREAD_COUNT" in app_settings()
+    assert module_params("modules/functionapp.bicep")["workerThreadCount"].text.decode() == "workerThreadCount"
 
 
 # --- no secrets ---------------------------------------------------------------------------------
