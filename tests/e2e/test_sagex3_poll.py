@@ -80,10 +80,18 @@ def config(x3: FakeSageX3, twilio: FakeTwilio, creds: object) -> dict:
     }
 
 
+def own_azurite() -> Azurite:
+    """An Azurite of its own: queue names are fixed, and the session's other app would take these messages."""
+    try:
+        return start_azurite()
+    except (RuntimeError, TimeoutError):
+        # A free port can be taken by another process before Azurite binds it: one more try, on new ports.
+        return start_azurite()
+
+
 @pytest.fixture(scope="module")
 def x3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[X3Stack]:
-    # An Azurite of its own: queue names are fixed, and the session's other app would take these messages.
-    azurite = start_azurite()
+    azurite = own_azurite()
     x3 = FakeSageX3().start()
     twilio = FakeTwilio().start()
     x3.add_supplier("S001", "Acme Parts", mobile=SUPPLIER_MOBILE)

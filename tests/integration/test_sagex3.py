@@ -149,8 +149,9 @@ def test_each_change_alerts_once_and_a_later_change_again(x3: FakeSageX3, stores
     assert changed["approved"] is True and changed["is_new"] is False
 
 
-def test_ten_overlapping_polls_with_shared_stamps_across_page_edges(x3: FakeSageX3, stores: Stores) -> None:
-    conn = connection(x3)
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_ten_overlapping_polls_with_shared_stamps_across_page_edges(x3: FakeSageX3, stores: Stores, api: str) -> None:
+    conn = connection(x3, api)
     src = source(conn, page_size=3)
     versions: set[tuple[str, str]] = set()
     new_keys: list[str] = []
