@@ -5,8 +5,8 @@ Entities (in the order one poll reads them; rules match them by name as ``event`
 - ``PORDER``: purchase orders changed since the last poll (``UPDDATTIM``). ``is_new`` says
   the order was created since the last poll, ``approved`` that it is totally signed.
 - ``PORDER-approved``: purchase orders totally signed (``APPFLG`` 3) and changed in the last
-  ``approval_lookback_days``, compared with what the last poll saw: one alert per signature
-  (and again after a revision is signed), none for later edits.
+  ``approval_lookback_days``, compared with what the last poll saw: one alert per revision
+  (``REVNUM``) signed, none for later edits.
 - ``PORDER-delivery``: open order lines expected within ``delivery_window_days`` (0: today),
   not yet received: one alert per order and expected date.
 - ``PINVOICE``: supplier invoices changed since the last poll.
