@@ -164,14 +164,46 @@ class SysproConnection(Connection):
     company_password: SecretRef | None = None
 
 
+@dataclass(frozen=True)
+class SageX3Published:
+    """A Syracuse REST class and the representation to read it through (``{CLASS}?representation={REP}``)."""
+
+    cls: str
+    representation: str
+
+
+@dataclass(frozen=True)
+class SageX3NoteTarget:
+    """Where notes go on one kind of record: a SOAP publication, its key, and the text field of a group."""
+
+    public_name: str
+    key: str
+    group: str
+    field: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class SageX3Connection(Connection):
     kind: ClassVar[str] = "sagex3"
-    base_url: str
-    folder: str
-    username: str
-    password: SecretRef
+    base_url: str  # the Syracuse server, e.g. https://x3.example.com:8124
+    folder: str  # the X3 endpoint (folder), e.g. SEED
+    username: str  # REST and SOAP: the Basic user; GraphQL: the connected application's user (JWT sub)
     poll: PollSettings
+    api: Literal["rest", "graphql"] = "rest"
+    password: SecretRef | None = None  # REST reads and SOAP note writes
+    client_id: str | None = None  # GraphQL: the connected application (JWT iss)
+    client_secret: SecretRef | None = None  # GraphQL: signs the JWT
+    token_lifetime_seconds: int = 300
+    token_audience: str | None = None  # JWT aud; default: the GraphQL URL
+    timeout_seconds: int = 30
+    default_region: str = DEFAULT_REGION
+    due_window_days: int = 3  # invoices due within this many days alert (once per due date)
+    delivery_window_days: int = 0  # purchase order lines expected within this many days alert
+    approval_lookback_days: int = 7  # how far back approved purchase orders are compared
+    soap_pool_alias: str | None = None  # the SOAP web-service pool; needed to write notes
+    soap_language: str = "ENG"
+    representations: Mapping[str, SageX3Published] = field(default_factory=dict)  # over the adapter's defaults
+    notes: Mapping[str, SageX3NoteTarget] = field(default_factory=dict)  # over the adapter's defaults
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -620,6 +652,74 @@ def _qad_problems(raw: Mapping[str, Any]) -> list[Problem]:
     return found
 
 
+def _sagex3_published(value: Any) -> SageX3Published:
+    # "class" is a keyword in Python, so this object is read by hand rather than by _object_of.
+    if not isinstance(value, dict):
+        raise _Invalid("must be an object")
+    allowed = ("class", "representation")
+    problems: list[Problem] = [(f".{name}", "unknown field") for name in value if name not in allowed]
+    parsed: dict[str, str] = {}
+    for name in allowed:
+        if name not in value:
+            problems.append((f".{name}", "is required"))
+            continue
+        try:
+            parsed[name] = _text(value[name])
+        except _Invalid as exc:
+            problems += _under(f".{name}", exc.problems)
+    if problems:
+        raise _Invalid(problems=problems)
+    return SageX3Published(parsed["class"], parsed["representation"])
+
+
+_sagex3_note_target = _object_of(
+    SageX3NoteTarget, {"public_name": _text, "key": _text, "group": _text, "field": _text}
+)
+
+
+def _named_objects(kind: str, names_attribute: str, item: Parser) -> Parser:
+    """An object whose keys must be among the adapter's ``names_attribute`` and whose values parse with ``item``."""
+
+    def parse(value: Any) -> Mapping[str, Any]:
+        from shared.erp.polling import adapter
+
+        if not isinstance(value, dict):
+            raise _Invalid("must be an object")
+        known: tuple[str, ...] = tuple(getattr(adapter(kind), names_attribute))
+        parsed: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for name, body in value.items():
+            if name not in known:
+                problems.append((f".{name}", f"unknown name; one of {', '.join(known)}"))
+                continue
+            try:
+                parsed[name] = item(body)
+            except _Invalid as exc:
+                problems += _under(f".{name}", exc.problems)
+        if problems:
+            raise _Invalid(problems=problems)
+        return MappingProxyType(parsed)
+
+    return parse
+
+
+def _sagex3_credential_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """REST reads need the user's password; GraphQL reads need the connected application's id and secret."""
+    api = raw.get("api", "rest")
+    needed = ("password",) if api == "rest" else ("client_id", "client_secret") if api == "graphql" else ()
+    return [(f".{name}", f"is required when api is {api}") for name in needed if name not in raw]
+
+
+Check = Callable[[Mapping[str, Any]], list[Problem]]
+
+
+def _all_problems(*checks: Check) -> Check:
+    def problems(raw: Mapping[str, Any]) -> list[Problem]:
+        return [problem for check in checks for problem in check(raw)]
+
+    return problems
+
+
 @dataclass(frozen=True)
 class _KindSpec:
     cls: type[Connection]
@@ -691,8 +791,28 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
     ),
     "sagex3": _KindSpec(
         SageX3Connection,
-        {"base_url": _url(), "folder": _text, "username": _text, "password": _secret_ref, "poll": _poll},
-        _poll_entity_problems("sagex3"),
+        {
+            "base_url": _url(),
+            "folder": _text,
+            "username": _text,
+            "poll": _poll,
+            "api": _one_of(("rest", "graphql")),
+            "password": _secret_ref,
+            "client_id": _text,
+            "client_secret": _secret_ref,
+            "token_lifetime_seconds": _int_between(30, 86400),
+            "token_audience": _url(),
+            "timeout_seconds": _int_between(1, 300),
+            "default_region": _region,
+            "due_window_days": _int_between(0, 90),
+            "delivery_window_days": _int_between(0, 90),
+            "approval_lookback_days": _int_between(1, 90),
+            "soap_pool_alias": _text,
+            "soap_language": _matching(r"[A-Z]{3}", "must be an X3 language code such as ENG"),
+            "representations": _named_objects("sagex3", "rest_sources", _sagex3_published),
+            "notes": _named_objects("sagex3", "note_entities", _sagex3_note_target),
+        },
+        _all_problems(_poll_entity_problems("sagex3"), _sagex3_credential_problems),
     ),
     "qad": _KindSpec(
         QadConnection,

@@ -41,6 +41,36 @@ class Template:
     email: str = ""  # email body (plain text)
 
 
+# --- Sage X3 (record fields from shared.erp.sagex3) ---------------------------------------------
+SAGEX3_TEMPLATES: Mapping[str, Template] = {
+    "sagex3-po-created": Template(
+        sms="New purchase order {document} for {supplier_name}: {money}.",
+        voice="A new purchase order, {document}, was created for {supplier_name}, total {money}.",
+    ),
+    "sagex3-po-approved": Template(
+        sms="Purchase order {document} for {supplier_name} is approved: {money}.",
+        voice="Purchase order {document} for {supplier_name} was approved, total {money}.",
+    ),
+    "sagex3-po-delivery-due": Template(
+        sms="Purchase order {document} from {supplier_name}: delivery expected {due_date}, item {item}.",
+        voice="A delivery on purchase order {document} from {supplier_name} is expected on {due_date}.",
+    ),
+    "sagex3-invoice-received": Template(
+        sms="Supplier invoice {document} from {supplier_name}: {money}, due {due_date}.",
+        voice="A supplier invoice from {supplier_name} was entered for {money}, due {due_date}.",
+    ),
+    "sagex3-invoice-due": Template(
+        sms="Invoice {document} from {supplier_name}: {money} due {due_date} ({days_left} days). "
+            "Ref {supplier_document}.",
+        voice="Invoice {document} from {supplier_name}, for {money}, is due on {due_date}.",
+        gather=True,
+    ),
+    "sagex3-payment-sent": Template(
+        sms="Payment {document} to {supplier_name}: {money}, ref {reference}.",
+        voice="A payment to {supplier_name} was made for {money}.",
+    ),
+}
+
 BUILTIN: Mapping[str, Template] = {
     "vendor-invoice-posted": Template(
         sms="Invoice {invoice_id} from {vendor_name} posted: {money}, due {due_date}. Legal entity {legal_entity}.",
@@ -88,6 +118,7 @@ BUILTIN: Mapping[str, Template] = {
         voice="Purchase order {po_number} for {supplier_name} is waiting for approval. Total {money}, "
               "due {due_date}.",
     ),
+    **SAGEX3_TEMPLATES,
 }
 
 

@@ -112,17 +112,19 @@ def test_the_sample_file_loads() -> None:
 
     assert set(loaded.connections) == {
         "contoso-fo",
+        "sagex3-main",
         "twilio-main",
         "slack-main",
         "qad-main",
     }
     assert {connection.kind for connection in loaded.connections.values()} == {
         "dynamics",
+        "sagex3",
         "twilio",
         "slack",
         "qad",
     }
-    assert len(loaded.rules) == 6
+    assert len(loaded.rules) == 8
     fo = loaded.connection_of("contoso-fo", DynamicsConnection)
     assert fo.client_secret == SecretRef("contoso-fo-client-secret")
     assert fo.authority == "https://login.microsoftonline.com"

@@ -1,0 +1,147 @@
+"""Sage X3 polled by the real app under the local host: changed records reach suppliers by SMS, once each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from devhost.azurite import Azurite, start_azurite
+from shared.model import POLL_JOBS, POLL_RUN, Envelope
+from shared.settings import StorageSettings
+from shared.storage.bus import StorageQueueBus
+from tests.e2e.conftest import FAST_HOST_JSON, MASTER_KEY, app_values
+from tests.fakes.sagex3 import FakeSageX3
+from tests.fakes.twilio import FakeTwilio
+from tests.support.app import LocalApp, local_app
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+CONNECTION = "x3-e2e"
+SUPPLIER_MOBILE = "+14155559902"
+AP_CLERK = "+14155559903"
+
+
+@dataclass
+class X3Stack:
+    app: LocalApp
+    x3: FakeSageX3
+    twilio: FakeTwilio
+    azurite: Azurite
+
+    def poll(self, *entities: str) -> None:
+        bus = StorageQueueBus(StorageSettings(self.azurite.connection_string, None, None, None))
+        try:
+            bus.send(POLL_JOBS, Envelope(POLL_RUN, CONNECTION, f"test-poll|{uuid.uuid4().hex}",
+                                         {"entities": list(entities)}))
+        finally:
+            bus.close()
+
+    def texts(self, to: str, containing: str) -> list[str]:
+        return [message.body for message in self.twilio.messages(to=to) if containing in message.body]
+
+    def steps(self, record: str) -> list[str]:
+        answer = requests.get(f"{self.app.base_url}/api/ops/audit", params={"record": record},
+                              headers={"x-functions-key": MASTER_KEY}, timeout=10)
+        answer.raise_for_status()
+        return [entry["step"] for entry in answer.json()["entries"]]
+
+    def polls_logged(self, entity: str) -> int:
+        return self.app.log().count(f"polled {CONNECTION}/{entity}")
+
+
+def config(x3: FakeSageX3, twilio: FakeTwilio, creds: object) -> dict:
+    return {
+        "connections": {
+            CONNECTION: {"kind": "sagex3", "base_url": x3.base_url, "folder": x3.folder, "username": x3.user,
+                         "password": {"secret": "x3-e2e-password"}, "due_window_days": 3,
+                         # A daily slot: the test drives polls itself instead of waiting for the timer.
+                         "poll": {"entities": ["PORDER", "PINVOICE-due"], "interval_minutes": 1440}},
+            "twilio-main": {"kind": "twilio", "account_sid": creds.account_sid,  # type: ignore[attr-defined]
+                            "api_key_sid": creds.api_key_sid,  # type: ignore[attr-defined]
+                            "api_key_secret": {"secret": "twilio-api-key-secret"},
+                            "auth_token": {"secret": "twilio-auth-token"},
+                            "from_number": creds.phone_number,  # type: ignore[attr-defined]
+                            "api_base_url": twilio.base_url, "verify_base_url": twilio.base_url},
+        },
+        "rules": [
+            {"id": "po-changed-to-supplier", "source": CONNECTION, "event": "PORDER", "channel": "sms",
+             "via": "twilio-main", "to": [{"field": "supplier_phone"}], "template": "po-changed"},
+            {"id": "invoice-due-to-clerk", "source": CONNECTION, "event": "PINVOICE-due", "channel": "sms",
+             "via": "twilio-main", "to": [AP_CLERK], "template": "sagex3-invoice-due"},
+        ],
+        "templates": {"po-changed": {"sms": "PO {document} for {supplier_name}: {approval}, {money}."}},
+    }
+
+
+def own_azurite() -> Azurite:
+    """An Azurite of its own: queue names are fixed, and the session's other app would take these messages."""
+    try:
+        return start_azurite()
+    except (RuntimeError, TimeoutError):
+        # A free port can be taken by another process before Azurite binds it: one more try, on new ports.
+        return start_azurite()
+
+
+@pytest.fixture(scope="module")
+def x3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[X3Stack]:
+    azurite = own_azurite()
+    x3 = FakeSageX3().start()
+    twilio = FakeTwilio().start()
+    x3.add_supplier("S001", "Acme Parts", mobile=SUPPLIER_MOBILE)
+    creds = twilio.add_test_account()
+    values = {**app_values(azurite.connection_string, "x" + uuid.uuid4().hex[:10], creds),
+              "X3_E2E_PASSWORD": x3.password}
+    folder: Path = tmp_path_factory.mktemp("sagex3-e2e")
+    try:
+        with local_app(folder, config=config(x3, twilio, creds), values=values, host_json=FAST_HOST_JSON) as app:
+            yield X3Stack(app, x3, twilio, azurite)
+    finally:
+        twilio.stop()
+        x3.stop()
+        azurite.stop()
+
+
+def test_changed_orders_become_one_sms_each_and_a_later_change_another(x3_stack: X3Stack) -> None:
+    x3, now = x3_stack.x3, datetime.now(UTC)
+    numbers = [f"PO-{uuid.uuid4().hex[:6].upper()}" for _ in range(3)]
+    for number in numbers:
+        x3.add_order(number, updated=now - timedelta(minutes=2), signed=3)
+    x3_stack.poll("PORDER")
+    for number in numbers:
+        [text] = wait_for(lambda number=number: x3_stack.texts(SUPPLIER_MOBILE, number), what=f"an SMS for {number}")
+        assert text == f"PO {number} for Acme Parts: signed, 1,080.00 USD."
+    assert x3_stack.steps(f"{CONNECTION}|PORDER|{numbers[0]}")[0] == "received"
+
+    x3_stack.poll("PORDER")  # nothing new: the overlap re-reads the same versions
+    wait_for(lambda: "duplicate" in x3_stack.steps(f"{CONNECTION}|PORDER|{numbers[-1]}"), what="the re-read seen")
+    assert [len(x3_stack.texts(SUPPLIER_MOBILE, number)) for number in numbers] == [1, 1, 1]
+
+    x3.change("PORDER", numbers[1], APPFLG=1)  # changed again later
+    x3_stack.poll("PORDER")
+    texts = wait_for(lambda: [text for text in x3_stack.texts(SUPPLIER_MOBILE, numbers[1]) if "not signed" in text],
+                     what="an SMS for the new change")
+    assert len(texts) == 1
+    wait_for(lambda: x3_stack.steps(f"{CONNECTION}|PORDER|{numbers[0]}").count("duplicate") >= 2,
+             what="the third poll's re-read seen")
+    assert [len(x3_stack.texts(SUPPLIER_MOBILE, number)) for number in numbers] == [1, 2, 1]
+
+
+def test_invoices_due_soon_alert_once(x3_stack: X3Stack) -> None:
+    x3, today = x3_stack.x3, date.today()
+    due, paid = f"INV-{uuid.uuid4().hex[:6].upper()}", f"INV-{uuid.uuid4().hex[:6].upper()}"
+    x3.add_invoice(due, updated=datetime.now(UTC), due=today + timedelta(days=2), amount=1500)
+    x3.add_invoice(paid, updated=datetime.now(UTC), due=today + timedelta(days=1), amount=90, paid=90)
+    polls = x3_stack.polls_logged("PINVOICE-due")
+    x3_stack.poll("PINVOICE-due")
+    [text] = wait_for(lambda: x3_stack.texts(AP_CLERK, due), what="an SMS for the invoice due")
+    assert "Acme Parts: 1,500.00 USD due" in text
+    x3_stack.poll("PINVOICE-due")  # the same window again: nothing new
+    wait_for(lambda: x3_stack.polls_logged("PINVOICE-due") >= polls + 2, what="the second poll")
+    assert len(x3_stack.texts(AP_CLERK, due)) == 1 and x3_stack.texts(AP_CLERK, paid) == []
