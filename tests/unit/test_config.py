@@ -98,15 +98,17 @@ def test_the_sample_file_loads() -> None:
 
     assert set(loaded.connections) == {
         "contoso-fo",
+        "syspro-main",
         "twilio-main",
         "slack-main",
     }
     assert {connection.kind for connection in loaded.connections.values()} == {
         "dynamics",
+        "syspro",
         "twilio",
         "slack",
     }
-    assert len(loaded.rules) == 3
+    assert len(loaded.rules) == 5
     fo = loaded.connection_of("contoso-fo", DynamicsConnection)
     assert fo.client_secret == SecretRef("contoso-fo-client-secret")
     assert fo.authority == "https://login.microsoftonline.com"
