@@ -142,6 +142,10 @@ class SlackConnection(Connection):
     default_channel: str | None = None
 
 
+SysproApi = Literal["enet", "odata"]
+SYSPRO_APIS: tuple[str, ...] = ("enet", "odata")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SendGridConnection(Connection):
     kind: ClassVar[str] = "sendgrid"
@@ -156,12 +160,16 @@ class SendGridConnection(Connection):
 @dataclass(frozen=True, kw_only=True)
 class SysproConnection(Connection):
     kind: ClassVar[str] = "syspro"
-    base_url: str
+    base_url: str  # e.net REST: https://<host>:<port>/SYSPROWCFService/Rest (logon, queries, notes)
     operator: str
     password: SecretRef
     company_id: str
     poll: PollSettings
     company_password: SecretRef | None = None
+    api: SysproApi = "enet"  # how polls read tables: e.net COMFND, or the OData service
+    odata_url: str | None = None  # https://<server>/SYSPRO8Odata/SYSPROOData (the company is appended)
+    odata_password: SecretRef | None = None  # the operator's OData password (Operator Maintenance)
+    default_region: str = DEFAULT_REGION  # for supplier phone numbers written without a country code
 
 
 @dataclass(frozen=True)
@@ -594,6 +602,14 @@ def _event_public_key(value: Any) -> str:
         raise _Invalid(str(exc)) from None
 
 
+def _syspro_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    found = _poll_entity_problems("syspro")(raw)
+    if raw.get("api") == "odata":
+        found += [(f".{name}", "is required when api is odata") for name in ("odata_url", "odata_password")
+                  if name not in raw]
+    return found
+
+
 def _twilio_sender_problems(raw: Mapping[str, Any]) -> list[Problem]:
     if "from_number" in raw or "messaging_service_sid" in raw:
         return []
@@ -786,8 +802,12 @@ _KIND_SPECS: Mapping[str, _KindSpec] = {
             "company_id": _text,
             "company_password": _secret_ref,
             "poll": _poll,
+            "api": _one_of(SYSPRO_APIS),
+            "odata_url": _url(),
+            "odata_password": _secret_ref,
+            "default_region": _region,
         },
-        _poll_entity_problems("syspro"),
+        _syspro_problems,
     ),
     "sagex3": _KindSpec(
         SageX3Connection,

@@ -119,6 +119,17 @@ BUILTIN: Mapping[str, Template] = {
               "due {due_date}.",
     ),
     **SAGEX3_TEMPLATES,
+    # --- SYSPRO (record fields of shared.erp.syspro) ---
+    "syspro-po-approval": Template(
+        sms="PO {document} for {supplier_name} is now {status_text}: {line_count} line(s), {money}, due {due_date}. "
+            "Reply to add a note to the PO.",
+        voice="Purchase order {document} for {supplier_name} is now {status_text}. Order lines: {line_count}, "
+              "total {money}, due {due_date}.",
+    ),
+    "syspro-invoice-posted": Template(
+        sms="Invoice {document} from {supplier_name} posted: {money}, due {due_date} ({payment_state}).",
+        voice="Supplier invoice {document} from {supplier_name} was posted for {money}, due {due_date}.",
+    ),
 }
 
 

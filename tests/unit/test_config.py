@@ -113,6 +113,7 @@ def test_the_sample_file_loads() -> None:
     assert set(loaded.connections) == {
         "contoso-fo",
         "sagex3-main",
+        "syspro-main",
         "twilio-main",
         "slack-main",
         "qad-main",
@@ -120,11 +121,12 @@ def test_the_sample_file_loads() -> None:
     assert {connection.kind for connection in loaded.connections.values()} == {
         "dynamics",
         "sagex3",
+        "syspro",
         "twilio",
         "slack",
         "qad",
     }
-    assert len(loaded.rules) == 8
+    assert len(loaded.rules) == 10
     fo = loaded.connection_of("contoso-fo", DynamicsConnection)
     assert fo.client_secret == SecretRef("contoso-fo-client-secret")
     assert fo.authority == "https://login.microsoftonline.com"
