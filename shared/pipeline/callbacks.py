@@ -35,6 +35,7 @@ HELP = frozenset({"HELP", "INFO"})
 MAX_REPLY_CHARS = 1000
 _UPDATE_TRIES = 5
 UNLINKED_RETRY_SECONDS = 2.0
+INBOUND_SCOPE = "twilio-inbound"
 
 
 def _twilio_connection(name: str) -> TwilioConnection:
@@ -81,6 +82,11 @@ def record_inbound(envelope: Envelope) -> None:
     connection = _twilio_connection(envelope.connection)
     number, body = params.get("From", ""), (params.get("Body") or "").strip()
     stores = get_stores()
+    message_sid = params.get("MessageSid", "")
+    # Twilio posts again what it thinks went unanswered: one SMS is acted on once.
+    if message_sid and not stores.dedup.claim(INBOUND_SCOPE, message_sid, owner=envelope.correlation_id):
+        _audit_reply(stores, envelope, connection.name, number, "duplicate", message_sid=message_sid)
+        return
     keyword = body.upper()
     if keyword in OPT_OUT or keyword in OPT_IN:
         opted_out = keyword in OPT_OUT
@@ -97,7 +103,7 @@ def record_inbound(envelope: Envelope) -> None:
 
         check_gate(stores, get_bus(), twilio_channel(connection), connection.name, number, code)
         return
-    text, message_sid = body[:MAX_REPLY_CHARS], params.get("MessageSid", "")
+    text = body[:MAX_REPLY_CHARS]
     last = _audit_reply(stores, envelope, connection.name, number, "reply", text=text, message_sid=message_sid)
     queue_note(get_bus(), last, text, mask_phone(number), message_sid,
                last.correlation_id if last else envelope.correlation_id)

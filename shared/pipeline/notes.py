@@ -3,13 +3,14 @@
 An inbound reply is recorded against the record the last message to that number was
 about. When that record belongs to an ERP whose adapter can write notes, an ``erp.note``
 is queued (keyed by the provider's message id), and this stage writes it once: the claim
-is owned by the note's correlation id, so a retried attempt passes and a redelivered
-duplicate does not.
+is owned by a token the note carries, so its own retried attempts pass and a second
+queueing of the same reply does not.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,8 @@ def queue_note(bus: MessageBus, last: LastContact | None, text: str, sender: str
         "record_entity": parts[1], "record_key": parts[2], "text": text, "sender": sender,
         "reference": message_id, "received_at": datetime.now(UTC).isoformat(),
         "job_id": last.job_id if last else "",
+        # Owns the claim below: this note's own retries pass it, a second queueing of it does not.
+        "claim_owner": uuid.uuid4().hex,
     }, correlation_id=correlation_id))
     return True
 
@@ -61,7 +64,7 @@ def write_reply_note(envelope: Envelope) -> None:
         raise PermanentFailure(f"{envelope.connection!r} is not an ERP connection that takes notes")
     payload = envelope.payload
     record = f"{connection.name}|{payload['record_entity']}|{payload['record_key']}"
-    if not stores.dedup.claim(NOTE_SCOPE, envelope.key, owner=envelope.correlation_id):
+    if not stores.dedup.claim(NOTE_SCOPE, envelope.key, owner=payload.get("claim_owner") or envelope.correlation_id):
         _audit(stores, envelope, record, "duplicate", reference=payload["reference"])
         return
     note = Note(record_entity=payload["record_entity"], record_key=payload["record_key"], text=payload["text"],

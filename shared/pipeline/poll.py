@@ -141,6 +141,8 @@ def poll_entity(connection: Connection, settings: PollSettings, source: Source, 
         stores.watermarks.advance(connection.name, entity.name, min(newest or started, started))  # type: ignore[type-var]
     elif newest is not None:
         stores.watermarks.advance(connection.name, entity.name, newest)
+    elif baseline:
+        stores.watermarks.advance(connection.name, entity.name, 0)  # empty so far: every row from now on is news
     log.info("polled %s/%s since %s: %d change(s)%s", connection.name, entity.name, since, count,
              " (baseline: nothing sent)" if baseline else "")
     return count

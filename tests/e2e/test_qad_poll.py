@@ -185,6 +185,14 @@ def test_statuses_and_replies_are_recorded_against_the_qad_record(qad_stack: Qad
     wait_for(lambda: "reply" in [e["step"] for e in stack.audit(record)["entries"]], what="the reply on the PO")
     [entry] = [e for e in stack.audit(record)["entries"] if e["step"] == "reply"]
     assert entry["detail"]["text"] == "Approved by phone, ship it"
+    # ... and written back to QAD as a master comment on the PO, once.
+    wait_for(lambda: "note-written" in [e["step"] for e in stack.audit(record)["entries"]], what="the note")
+    [comment] = fake.comments("PO310", domain="10USA")
+    assert "Approved by phone, ship it" in " ".join(comment.lines)
+    stack.twilio.send_status_callback(f"{stack.base_url}/api/twilio/inbound/twilio-main", reply)  # Twilio's retry
+    wait_for(lambda: "duplicate" in [e["step"] for e in stack.audit(record)["entries"]], what="the retry seen")
+    assert len(fake.comments("PO310", domain="10USA")) == 1
+    assert [e["step"] for e in stack.audit(record)["entries"]].count("note-written") == 1
 
 
 def test_a_poll_failing_on_page_three_resumes_while_another_connection_goes_on(qad_stack: QadStack) -> None:

@@ -325,6 +325,10 @@ class FakeServer:
         return f"{self.scheme}://{LOOPBACK}:{self.port}"
 
     def _track(self, connection: socket.socket) -> socket.socket:
+        # Headers and body leave in two writes: without TCP_NODELAY each keep-alive answer waits for
+        # the client's delayed ACK (about 40 ms).
+        with contextlib.suppress(OSError):
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._connections.add(connection)
         return connection

@@ -46,11 +46,9 @@ from __future__ import annotations
 import base64
 import bisect
 import collections
-import contextlib
 import heapq
 import itertools
 import json
-import socket
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -629,13 +627,6 @@ class FakeSyspro(FakeServer):
             if table is None or (root.findtext("TableName") or "").lower() == table.lower():
                 found.append(root)
         return found
-
-    def _track(self, connection: socket.socket) -> socket.socket:
-        # Headers and body leave in two writes: without TCP_NODELAY each keep-alive answer waits for
-        # the client's delayed ACK (about 40 ms), which would make large polls crawl.
-        with contextlib.suppress(OSError):
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return super()._track(connection)
 
     def handled(self, match: str) -> int:
         """How many requests whose ``"METHOD /path"`` starts with ``match`` have been answered (stalled ones

@@ -119,6 +119,14 @@ def test_a_counter_starts_from_where_the_erp_stands_then_reports_each_new_row_on
     assert stores.watermarks.get(conn.name, "Things") == 7
 
 
+def test_a_counter_whose_first_poll_finds_nothing_reports_the_first_row_that_appears(stores: Stores) -> None:
+    table = Table()
+    conn, polled = connection(), entity(table, NUMBER)
+    assert run(conn, polled, stores) == []
+    table.rows.append({"id": "FIRST", "counter": 1})
+    assert [key.split("|")[2] for key in run(conn, polled, stores)] == ["FIRST"]
+
+
 # --- time cursor -----------------------------------------------------------------------------------
 
 
