@@ -206,3 +206,20 @@ def watched_hash(row: Mapping[str, Any], watched: Sequence[str]) -> str:
 
 def row_key(row: Mapping[str, Any], keys: Sequence[str]) -> str:
     return "|".join(str(row.get(name, "")).strip() for name in keys)
+
+
+def phone_or_as_stored(raw: Any, region: str) -> str:
+    """A phone number from an ERP in E.164 when it parses in ``region``; otherwise the text as stored.
+
+    ERP masters hold numbers as people typed them; a rule can still send to those that parse,
+    and the audit shows the others as they are.
+    """
+    text = str(raw or "").strip()
+    if not text:
+        return ""
+    from shared.channels.twilio import InvalidNumber, normalize_number
+
+    try:
+        return normalize_number(text, region)
+    except InvalidNumber:
+        return text

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.clients import PerConnection
 from shared.config import QadConnection
-from shared.erp.polling import NONE, NUMBER, Note, Page, PageRequest, PolledEntity, Source
+from shared.erp.polling import NONE, NUMBER, Note, Page, PageRequest, PolledEntity, Source, phone_or_as_stored
 from shared.http import HttpClient, HttpFailure, RetryPolicy, header_value, redact_url
 from shared.pipeline.consume import PermanentFailure
 
@@ -464,7 +464,7 @@ class QadCycle:
             return Supplier()
         row = clean_row(rows[0])
         name = text(row.get("ad_name")) or text(row.get("vd_sort"))
-        return Supplier(name, phone_number(text(row.get("ad_phone")), self.client.connection.default_region))
+        return Supplier(name, phone_or_as_stored(row.get("ad_phone"), self.client.connection.default_region))
 
     # --- receipts: what this cycle read, and look-ups for the rest ------------------------------
 
@@ -500,18 +500,6 @@ def _check_key_order(browse: Browse, keys: Sequence[Any], after: Any) -> None:
     if not in_order or any(a >= b for a, b in pairwise(ordered)):
         raise QadPagingError(f"browse {browse.name}: rows do not come in ascending {browse.key} order after "
                              f"{after!r}; the sort or filter parameters are not honoured")
-
-
-def phone_number(raw: str, region: str) -> str:
-    """E.164 when the number parses in ``region``, else as stored."""
-    if not raw:
-        return ""
-    from shared.channels.twilio import InvalidNumber, normalize_number
-
-    try:
-        return normalize_number(raw, region)
-    except InvalidNumber:
-        return raw
 
 
 def _after(request: PageRequest) -> Any:

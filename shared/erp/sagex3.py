@@ -38,7 +38,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from shared.config import SageX3Connection
-from shared.erp.polling import NONE, TIME, Note, Page, PageRequest, PolledEntity, Source, time_stamp
+from shared.erp.polling import (
+    NONE,
+    TIME,
+    Note,
+    Page,
+    PageRequest,
+    PolledEntity,
+    Source,
+    phone_or_as_stored,
+    time_stamp,
+)
 from shared.erp.sagex3_api import (
     NOTE_TARGETS,
     REST_DEFAULTS,
@@ -186,7 +196,7 @@ class SageX3Session:
         if not mobile:
             addresses = self._lookup(Query("BPADDRESS", (Term("BPANUM", "eq", code),), ("BPANUM", "BPAADD")))
             mobile = _first(addresses, "TEL", preferred=lambda row: menu(row.get("BPAADDFLG")) == YES)
-        return supplier_phone(mobile, self.connection.default_region)
+        return phone_or_as_stored(mobile, self.connection.default_region)
 
     def _lookup(self, query: Query) -> list[dict[str, Any]]:
         # A supplier detail X3 will not give (a class not published) costs the phone, not the poll.
@@ -205,18 +215,6 @@ class SageX3Session:
 def _first(rows: Sequence[Mapping[str, Any]], name: str, preferred: Callable[[Mapping[str, Any]], bool]) -> str:
     ordered = sorted(rows, key=lambda row: not preferred(row))  # stable: preferred rows first
     return next((text(row.get(name)) for row in ordered if text(row.get(name))), "")
-
-
-def supplier_phone(raw: str, region: str) -> str:
-    """E.164 when the number parses in the connection's region; otherwise as X3 holds it."""
-    from shared.channels.twilio import InvalidNumber, normalize_number
-
-    if not raw:
-        return ""
-    try:
-        return normalize_number(raw, region)
-    except InvalidNumber:
-        return raw
 
 
 def later_stamp(row: Mapping[str, Any], zone: Any) -> Any:

@@ -43,7 +43,17 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from shared.config import SysproConnection
-from shared.erp.polling import NONE, NUMBER, TIME, Note, Page, PageRequest, PolledEntity, Source
+from shared.erp.polling import (
+    NONE,
+    NUMBER,
+    TIME,
+    Note,
+    Page,
+    PageRequest,
+    PolledEntity,
+    Source,
+    phone_or_as_stored,
+)
 from shared.erp.syspro_client import (
     Cond,
     EnetReader,
@@ -140,7 +150,7 @@ class Cycle:
             query = TableQuery("ApSupplier", ("Supplier", "SupplierName", "Telephone"), ("Supplier",),
                                len(chunk) + 1, any_of("Supplier", chunk))
             for row in read_all(self.reader, query):
-                phone = e164_or_as_stored(row.get("Telephone"), self.region)
+                phone = phone_or_as_stored(row.get("Telephone"), self.region) or None
                 self.suppliers[str(row["Supplier"])] = SupplierInfo(_text(row.get("SupplierName")), phone)
             for code in chunk:
                 self.suppliers.setdefault(code, SupplierInfo())  # no such supplier: do not ask again
@@ -318,22 +328,6 @@ def _payment_state(original: Decimal | None, balance: Decimal | None) -> str:
     if balance == 0:
         return "paid"
     return "part-paid" if abs(balance) < abs(original) else "unpaid"
-
-
-def e164_or_as_stored(raw: Any, region: str) -> str | None:
-    """The number in E.164 when it parses as a valid number in ``region``, else the text as stored."""
-    text = _text(raw)
-    if not text:
-        return None
-    import phonenumbers
-
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return text
-    if not phonenumbers.is_valid_number(number):
-        return text
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 # --- the entities ---------------------------------------------------------------------------------

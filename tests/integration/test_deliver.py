@@ -13,17 +13,9 @@ from shared.config import TwilioConnection
 from shared.http import RetryLater
 from shared.model import NOTIFICATION, Envelope
 from shared.pipeline.deliver import Delivery, open_job
-from shared.settings import StorageSettings
 from shared.storage.secrets import reset_secret_provider
 from shared.storage.tables import Stores
 from tests.fakes.twilio import FakeTwilio
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

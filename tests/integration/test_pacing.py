@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from shared.pipeline.pacing import WaitForSlot, wait_for_slot
-from shared.settings import StorageSettings
 from shared.storage.tables import Stores
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 def test_a_burst_of_thirty_takes_distinct_slots_a_second_apart(stores: Stores) -> None:

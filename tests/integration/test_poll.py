@@ -26,13 +26,6 @@ from tests.fakes.entra import FakeEntra
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
-
-
 class RecordingBus:
     """Collects what would be queued (the queue itself is tested elsewhere)."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -31,19 +31,11 @@ from shared.erp.polling import (
 )
 from shared.pipeline.pacing import WaitForSlot
 from shared.pipeline.poll import PagingError, poll_cycle, poll_entity
-from shared.settings import StorageSettings
 from shared.storage.tables import Stores
 from tests.integration.test_poll import RecordingBus
 
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CHICAGO = ZoneInfo("America/Chicago")
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 @dataclass

@@ -25,7 +25,6 @@ from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.model import ERP_EVENTS, Envelope
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.poll import poll_cycle
-from shared.settings import StorageSettings
 from shared.storage.secrets import EnvSecretProvider, reset_secret_provider
 from shared.storage.tables import Stores
 from tests.fakes.qad import DEFAULT_PASSWORD, DEFAULT_USER, FakeQad
@@ -63,13 +62,6 @@ class CountingBus(RecordingBus):
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self.count += 1
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

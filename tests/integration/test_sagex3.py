@@ -21,7 +21,6 @@ from shared.erp.sagex3_api import SageX3Api, SageX3Error, SageX3Unavailable, res
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.poll import poll_cycle, poll_entity
-from shared.settings import StorageSettings
 from shared.storage.secrets import EnvSecretProvider
 from shared.storage.tables import Stores
 from tests.fakes.sagex3 import FakeSageX3
@@ -68,13 +67,6 @@ class CountingBus(RecordingBus):
 
     def send(self, queue: str, envelope: Any, delay_seconds: float = 0) -> None:
         self.count += 1
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from shared.model import Envelope
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.poll import poll_cycle
 from shared.pipeline.process import EVENT_SCOPE
-from shared.settings import StorageSettings
 from shared.storage.secrets import EnvSecretProvider
 from shared.storage.tables import Stores
 from tests.fakes.syspro import FakeSyspro
@@ -44,13 +43,6 @@ START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CHICAGO = ZoneInfo("America/Chicago")
 FAST = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
 ALL = tuple(ENTITIES)
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

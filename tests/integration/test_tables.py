@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -11,13 +10,6 @@ import pytest
 
 from shared.settings import StorageSettings
 from shared.storage.tables import ConcurrencyError, Stores, table_key
-
-
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
 
 
 def test_fifty_concurrent_claims_of_one_key_have_exactly_one_winner(stores: Stores) -> None:

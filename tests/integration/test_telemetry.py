@@ -58,13 +58,6 @@ def bus(storage_connection_string: str) -> Iterator[StorageQueueBus]:
     instance.close()
 
 
-@pytest.fixture
-def stores(storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    opened = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
-    yield opened
-    opened.close()
-
-
 def dimensions_of(record: logging.LogRecord) -> dict[str, str]:
     return {name: getattr(record, name) for name in telemetry.DIMENSIONS if hasattr(record, name)}
 

@@ -12,7 +12,7 @@ import pytest
 
 from shared.config import ConfigError, SageX3Connection, SageX3NoteTarget, SageX3Published, config_from_dict
 from shared.erp.polling import Note
-from shared.erp.sagex3 import clean_value, later_stamp, note_line, supplier_phone
+from shared.erp.sagex3 import clean_value, later_stamp, note_line
 from shared.erp.sagex3_api import (
     GRAPHQL_NODES,
     Term,
@@ -62,13 +62,6 @@ def test_the_change_stamp_is_the_later_of_header_and_lines() -> None:
                                                          {"UPDDATTIM": None}]}
     assert later_stamp(row, UTC) == "2026-11-22T10:05:00Z"
     assert later_stamp({"UPDDATTIM": None, "CREDATTIM": "2026-11-22T09:00:00Z"}, UTC) == "2026-11-22T09:00:00Z"
-
-
-def test_supplier_phones_become_e164_where_they_parse() -> None:
-    assert supplier_phone("(415) 555-0134", "US") == "+14155550134"
-    assert supplier_phone("020 7946 0958", "GB") == "+442079460958"
-    assert supplier_phone("ext. 12", "US") == "ext. 12"
-    assert supplier_phone("", "US") == ""
 
 
 # --- filters ---------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from shared.erp.syspro import (
     as_stored,
     comment_lines,
     custom_form_value,
-    e164_or_as_stored,
 )
 from shared.erp.syspro_client import (
     SESSION_ENDED,
@@ -165,13 +164,6 @@ def test_one_lease_per_server_company_and_operator() -> None:
 
 
 # --- record fields and notes -------------------------------------------------------------------------
-
-
-def test_supplier_phones_in_e164_when_they_parse() -> None:
-    assert e164_or_as_stored("(415) 555-0123", "US") == "+14155550123"
-    assert e164_or_as_stored("020 7946 0958", "GB") == "+442079460958"
-    assert e164_or_as_stored("ask reception", "US") == "ask reception"
-    assert e164_or_as_stored("  ", "US") is None
 
 
 def reply(text: str) -> Note:
