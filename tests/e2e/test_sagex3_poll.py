@@ -1,4 +1,5 @@
-"""Sage X3 polled by the real app under the local host: changed records reach suppliers by SMS, once each."""
+"""Sage X3 polled by the real app under the local host: changed records reach suppliers by SMS, once each;
+a supplier's reply is written to the record as a note, and a STOP stops further texts to that phone."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
 from tests.e2e.conftest import FAST_HOST_JSON, MASTER_KEY, app_values
 from tests.fakes.sagex3 import FakeSageX3
-from tests.fakes.twilio import FakeTwilio
+from tests.fakes.twilio import FakeTwilio, TwilioCredentials
 from tests.support.app import LocalApp, local_app
 from tests.support.waiting import wait_for
 
@@ -33,6 +34,7 @@ class X3Stack:
     app: LocalApp
     x3: FakeSageX3
     twilio: FakeTwilio
+    creds: TwilioCredentials
     azurite: Azurite
 
     def poll(self, *entities: str) -> None:
@@ -46,11 +48,20 @@ class X3Stack:
     def texts(self, to: str, containing: str) -> list[str]:
         return [message.body for message in self.twilio.messages(to=to) if containing in message.body]
 
-    def steps(self, record: str) -> list[str]:
+    def audit(self, record: str) -> list[dict]:
+        """The audit entries of ``record``, oldest first."""
         answer = requests.get(f"{self.app.base_url}/api/ops/audit", params={"record": record},
                               headers={"x-functions-key": MASTER_KEY}, timeout=10)
         answer.raise_for_status()
-        return [entry["step"] for entry in answer.json()["entries"]]
+        return answer.json()["entries"]
+
+    def steps(self, record: str) -> list[str]:
+        return [entry["step"] for entry in self.audit(record)]
+
+    def text_in(self, params: dict[str, str]) -> None:
+        """Twilio posting an SMS someone sent to our number (``inbound_sms_params``) to the app's webhook."""
+        answer = self.twilio.send_status_callback(f"{self.app.base_url}/api/twilio/inbound/twilio-main", params)
+        assert answer.status_code == 200, answer.text
 
     def polls_logged(self, entity: str) -> int:
         return self.app.log().count(f"polled {CONNECTION}/{entity}")
@@ -61,6 +72,7 @@ def config(x3: FakeSageX3, twilio: FakeTwilio, creds: object) -> dict:
         "connections": {
             CONNECTION: {"kind": "sagex3", "base_url": x3.base_url, "folder": x3.folder, "username": x3.user,
                          "password": {"secret": "x3-e2e-password"}, "due_window_days": 3,
+                         "soap_pool_alias": x3.pool_alias,  # replies are written back as notes through SOAP
                          # A daily slot: the test drives polls itself instead of waiting for the timer.
                          "poll": {"entities": ["PORDER", "PINVOICE-due"], "interval_minutes": 1440}},
             "twilio-main": {"kind": "twilio", "account_sid": creds.account_sid,  # type: ignore[attr-defined]
@@ -101,7 +113,7 @@ def x3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[X3Stack]:
     folder: Path = tmp_path_factory.mktemp("sagex3-e2e")
     try:
         with local_app(folder, config=config(x3, twilio, creds), values=values, host_json=FAST_HOST_JSON) as app:
-            yield X3Stack(app, x3, twilio, azurite)
+            yield X3Stack(app, x3, twilio, creds, azurite)
     finally:
         twilio.stop()
         x3.stop()
@@ -145,3 +157,70 @@ def test_invoices_due_soon_alert_once(x3_stack: X3Stack) -> None:
     x3_stack.poll("PINVOICE-due")  # the same window again: nothing new
     wait_for(lambda: x3_stack.polls_logged("PINVOICE-due") >= polls + 2, what="the second poll")
     assert len(x3_stack.texts(AP_CLERK, due)) == 1 and x3_stack.texts(AP_CLERK, paid) == []
+
+
+def new_number(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6].upper()}"
+
+
+def order_notes(x3: FakeSageX3, order: str) -> str:
+    """What the order's notes field (YNOTES, where replies go) holds in X3."""
+    row = x3.record("PORDER", order)
+    assert row is not None, f"no order {order} in X3"
+    return row["YNOTES"]
+
+
+def test_a_supplier_reply_becomes_one_note_on_the_order(x3_stack: X3Stack) -> None:
+    x3, phone = x3_stack.x3, "+14155559911"
+    supplier, order = new_number("SR"), new_number("PO")
+    x3.add_supplier(supplier, "Reply Parts", mobile=phone)
+    x3.add_order(order, supplier=supplier, updated=datetime.now(UTC), signed=3)
+    x3_stack.poll("PORDER")
+    [text] = wait_for(lambda: x3_stack.texts(phone, order), what=f"an SMS for {order}")
+    assert text.startswith(f"PO {order} for Reply Parts")
+
+    reply = x3_stack.twilio.inbound_sms_params(phone, x3_stack.creds.phone_number, "Confirmed, ships Friday")
+    x3_stack.text_in(reply)
+    record = f"{CONNECTION}|PORDER|{order}"
+    wait_for(lambda: "note-written" in x3_stack.steps(record), what="the reply written to X3")
+    steps = x3_stack.steps(record)
+    assert steps.index("reply") < steps.index("note-written")
+    [entry] = [entry for entry in x3_stack.audit(record) if entry["step"] == "reply"]
+    assert entry["detail"]["text"] == "Confirmed, ships Friday"
+    # One line in the order's notes field, with the text and the SMS's id.
+    notes = order_notes(x3, order)
+    [line] = notes.splitlines()
+    assert line.endswith(f": Confirmed, ships Friday [{reply['MessageSid']}]") and " SMS from " in line
+
+    x3_stack.text_in(reply)  # Twilio posts the same SMS again
+    wait_for(lambda: [entry for entry in x3_stack.audit(record) if entry["step"] == "duplicate"
+                      and entry["detail"].get("message_sid") == reply["MessageSid"]], what="the repeat seen")
+    assert order_notes(x3, order) == notes
+    assert x3_stack.steps(record).count("note-written") == 1
+
+
+def test_after_stop_a_supplier_gets_no_more_texts_and_others_still_do(x3_stack: X3Stack) -> None:
+    x3, stopping, other = x3_stack.x3, "+14155559921", "+14155559922"
+    stopper, goer = new_number("SS"), new_number("SG")
+    first, held, sent = new_number("PO"), new_number("PO"), new_number("PO")
+    x3.add_supplier(stopper, "Stop Parts", mobile=stopping)
+    x3.add_supplier(goer, "Go-On Parts", mobile=other)
+    x3.add_order(first, supplier=stopper, updated=datetime.now(UTC), signed=3)
+    x3_stack.poll("PORDER")
+    wait_for(lambda: x3_stack.texts(stopping, first), what=f"an SMS for {first}")
+
+    x3_stack.text_in(x3_stack.twilio.inbound_sms_params(stopping, x3_stack.creds.phone_number, "STOP"))
+    wait_for(lambda: "opted-out" in x3_stack.steps(f"{CONNECTION}|PORDER|{first}"), what="the STOP recorded")
+
+    # The fake Twilio is not told about the STOP: only the app's own opt-out list can hold the text back.
+    x3.add_order(held, supplier=stopper, updated=datetime.now(UTC), signed=3)
+    x3.add_order(sent, supplier=goer, updated=datetime.now(UTC), signed=3)
+    x3_stack.poll("PORDER")
+    [text] = wait_for(lambda: x3_stack.texts(other, sent), what=f"an SMS for {sent} to the other supplier")
+    assert text.startswith(f"PO {sent} for Go-On Parts")
+    [entry] = wait_for(lambda: [entry for entry in x3_stack.audit(f"{CONNECTION}|PORDER|{held}")
+                                if entry["step"] == "suppressed"], what=f"the SMS for {held} held back")
+    assert entry["detail"]["status"] == "suppressed" and entry["detail"]["reason"] == "the recipient replied STOP"
+    assert "sent" not in x3_stack.steps(f"{CONNECTION}|PORDER|{held}")
+    assert x3_stack.texts(stopping, held) == []
+    assert len(x3_stack.twilio.messages(to=stopping)) == 1  # only the first order's, from before the STOP

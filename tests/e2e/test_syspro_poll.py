@@ -1,4 +1,5 @@
-"""SYSPRO polls end to end: records changed in the fake SYSPRO become one SMS each at the fake Twilio.
+"""SYSPRO polls end to end: records changed in the fake SYSPRO become one SMS each at the fake Twilio,
+and what suppliers text back is written to SYSPRO as a note, or stops further texts.
 
 The app runs under the local host with its own Azurite: queue names are fixed, and the
 session's shared app would otherwise take this module's poll jobs for a connection it
@@ -14,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from devhost.azurite import Azurite, start_azurite
 from shared.model import POLL_JOBS, POLL_RUN, Envelope
 from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
-from tests.e2e.conftest import FAST_HOST_JSON, app_values
+from tests.e2e.conftest import FAST_HOST_JSON, MASTER_KEY, app_values
 from tests.fakes.syspro import FakeSyspro
-from tests.fakes.twilio import FakeTwilio
+from tests.fakes.twilio import FakeTwilio, TwilioCredentials
 from tests.support.app import LocalApp, local_app
 from tests.support.waiting import wait_for
 
@@ -36,6 +38,7 @@ class SysproStack:
     app: LocalApp
     erp: FakeSyspro
     twilio: FakeTwilio
+    creds: TwilioCredentials
     azurite: Azurite
 
     def poll(self, *entities: str) -> None:
@@ -58,6 +61,30 @@ class SysproStack:
 
     def texts_to(self, phone: str) -> list[str]:
         return [message.body for message in self.twilio.messages(to=phone)]
+
+    def past_baseline(self) -> None:
+        """Make sure the first poll (which only finds where SYSPRO stands) is done: orders added now are news."""
+        if not self.polls_of("PorMasterHdr"):
+            self.poll("PorMasterHdr")
+
+    def text_in(self, params: dict[str, str]) -> None:
+        """Twilio posting an SMS someone sent to our number (``inbound_sms_params``) to the app's webhook."""
+        answer = self.twilio.send_status_callback(f"{self.app.base_url}/api/twilio/inbound/twilio-main", params)
+        assert answer.status_code == 200, answer.text
+
+    def audit(self, record: str) -> list[dict]:
+        """The audit entries of ``record``, oldest first."""
+        answer = requests.get(f"{self.app.base_url}/api/ops/audit", params={"record": record},
+                              headers={"x-functions-key": MASTER_KEY}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()["entries"]
+
+    def steps(self, record: str) -> list[str]:
+        return [entry["step"] for entry in self.audit(record)]
+
+
+def order_record(order: str) -> str:
+    return f"{CONNECTION}|PorMasterHdr|{order}"
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +123,7 @@ def syspro_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SysproSta
     folder: Path = tmp_path_factory.mktemp("syspro-e2e")
     try:
         with local_app(folder, config=config, values=values, host_json=FAST_HOST_JSON) as app:
-            yield SysproStack(app, erp, twilio, azurite)
+            yield SysproStack(app, erp, twilio, creds, azurite)
     finally:
         twilio.stop()
         erp.stop()
@@ -133,3 +160,59 @@ def test_changed_records_become_one_sms_each_and_only_once(syspro_stack: SysproS
     assert not erp.active_sessions()  # every poll logged off
     log = stack.app.log()
     assert PASSWORD not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_supplier_reply_becomes_one_comment_on_the_po(syspro_stack: SysproStack) -> None:
+    stack, erp = syspro_stack, syspro_stack.erp
+    phone = "+14155550161"
+    erp.add_supplier("S-REPLY", "Reply Supplies", phone)
+    stack.past_baseline()
+    erp.add_purchase_order("PO-3001", "S-REPLY", [(2, "10.00")], status="4")
+    stack.poll("PorMasterHdr")
+    [text] = wait_for(lambda: stack.texts_to(phone), what="an SMS for PO-3001")
+    assert "PO PO-3001" in text
+
+    reply = stack.twilio.inbound_sms_params(phone, stack.creds.phone_number, "Confirmed, ships Friday")
+    stack.text_in(reply)
+    record = order_record("PO-3001")
+    wait_for(lambda: "note-written" in stack.steps(record), what="the reply written to SYSPRO")
+    steps = stack.steps(record)
+    assert steps.index("reply") < steps.index("note-written")
+    [entry] = [entry for entry in stack.audit(record) if entry["step"] == "reply"]
+    assert entry["detail"]["text"] == "Confirmed, ships Friday"
+    # One PORTOI comment on that order: a heading naming the SMS, then the text.
+    [heading, body] = erp.comments("PO-3001")
+    assert heading.startswith("SMS ") and heading.endswith(f"ref {reply['MessageSid']}")
+    assert body == "Confirmed, ships Friday"
+
+    stack.text_in(reply)  # Twilio posts the same SMS again
+    wait_for(lambda: [entry for entry in stack.audit(record) if entry["step"] == "duplicate"
+                      and entry["detail"].get("message_sid") == reply["MessageSid"]], what="the repeat seen")
+    assert erp.comments("PO-3001") == [heading, body]
+    assert stack.steps(record).count("note-written") == 1
+
+
+def test_after_stop_a_supplier_gets_no_more_texts_and_others_still_do(syspro_stack: SysproStack) -> None:
+    stack, erp = syspro_stack, syspro_stack.erp
+    stopping, other = "+14155550171", "+14155550172"
+    erp.add_supplier("S-STOP", "Stop Supplies", stopping)
+    erp.add_supplier("S-GOON", "Go-On Supplies", other)
+    stack.past_baseline()
+    erp.add_purchase_order("PO-4001", "S-STOP", status="4")
+    stack.poll("PorMasterHdr")
+    wait_for(lambda: stack.texts_to(stopping), what="an SMS for PO-4001")
+
+    stack.text_in(stack.twilio.inbound_sms_params(stopping, stack.creds.phone_number, "STOP"))
+    wait_for(lambda: "opted-out" in stack.steps(order_record("PO-4001")), what="the STOP recorded")
+
+    # The fake Twilio is not told about the STOP: only the app's own opt-out list can hold the text back.
+    erp.add_purchase_order("PO-4002", "S-STOP", status="4")
+    erp.add_purchase_order("PO-4003", "S-GOON", status="4")
+    stack.poll("PorMasterHdr")
+    [text] = wait_for(lambda: stack.texts_to(other), what="an SMS for PO-4003 to the other supplier")
+    assert "PO PO-4003" in text
+    [held] = wait_for(lambda: [entry for entry in stack.audit(order_record("PO-4002"))
+                               if entry["step"] == "suppressed"], what="the SMS for PO-4002 held back")
+    assert held["detail"]["status"] == "suppressed" and held["detail"]["reason"] == "the recipient replied STOP"
+    assert "sent" not in stack.steps(order_record("PO-4002"))
+    assert len(stack.texts_to(stopping)) == 1  # only PO-4001's, from before the STOP
