@@ -45,7 +45,7 @@ bench: install
 	$(BIN)/python bench/import_time.py
 	$(BIN)/python bench/dynamics_twilio.py
 	$(BIN)/python bench/slack_interactions.py
-	$(BIN)/python bench/qad_poll.py
+	$(BIN)/python bench/erp_poll.py
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache
