@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from devhost.azurite import Azurite, start_azurite
+from tests.support.app import TEST_DATA_PROTECTION_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The key that seals phone numbers and messages in the tables; the apps under test inherit it.
-TEST_DATA_PROTECTION_KEY = "dGVzdC1vbmx5IGRhdGEgcHJvdGVjdGlvbiBrZXkgMzI="
+# The key that seals phone numbers and messages in the tables of the stores tests open.
 os.environ.setdefault("DATA_PROTECTION_KEY", TEST_DATA_PROTECTION_KEY)
 
 

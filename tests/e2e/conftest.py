@@ -25,7 +25,7 @@ from tests.fakes.dynamics import FakeDynamics
 from tests.fakes.entra import FakeEntra
 from tests.fakes.slack import FakeSlack
 from tests.fakes.twilio import FakeTwilio, TwilioCredentials
-from tests.support.app import REPO_ROOT, local_app
+from tests.support.app import REPO_ROOT, TEST_DATA_PROTECTION_KEY, local_app
 
 TENANT, CLIENT_ID, CLIENT_SECRET = "contoso-tenant", "a1b2c3d4-app", "entra-client-secret-value"
 FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
@@ -186,6 +186,7 @@ def app_values(storage: str, table_prefix: str, creds: TwilioCredentials, slack:
         "DEVHOST_FUNCTION_KEY": FUNCTION_KEY, "DEVHOST_MASTER_KEY": MASTER_KEY,
         "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
         "TWILIO_AUTH_TOKEN": creds.auth_token, "QUEUE_MAX_ATTEMPTS": "6",
+        "DATA_PROTECTION_KEY": TEST_DATA_PROTECTION_KEY,
     }
     if slack is not None:
         values |= {"SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET}

@@ -15,6 +15,8 @@ from typing import Any
 from devhost.azurite import free_port, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The key that seals phone numbers and messages in the tables of every app under test.
+TEST_DATA_PROTECTION_KEY = "dGVzdC1vbmx5IGRhdGEgcHJvdGVjdGlvbiBrZXkgMzI="
 STOP_TIMEOUT = 10.0
 
 
