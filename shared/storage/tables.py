@@ -80,6 +80,15 @@ class Tables:
                     self._clients[name] = client
         return client
 
+    def row(self, name: str, partition_key: str, row_key: str) -> Any:
+        """The entity at these keys in table ``name``, or None when there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.table(name).get_entity(partition_key, row_key)
+        except ResourceNotFoundError:
+            return None
+
     def ping(self, timeout: float = 3.0) -> None:
         """One cheap request that proves the table service answers and accepts our credentials.
 
@@ -184,11 +193,8 @@ class JobStore:
         return JobRow(job_id, dict(fields), meta["etag"])
 
     def get(self, job_id: str) -> JobRow | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            entity = self._tables.table(JOBS).get_entity(table_key(job_id), "job")
-        except ResourceNotFoundError:
+        entity = self._tables.row(JOBS, table_key(job_id), "job")
+        if entity is None:
             return None
         return JobRow(job_id, self._fields(entity), entity.metadata["etag"])
 
@@ -377,12 +383,7 @@ class WatermarkStore:
         return None if row is None else _decode_watermark(row["Kind"], row["Value"])
 
     def _read(self, connection: str, entity: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self._tables.table(WATERMARKS).get_entity(table_key(connection), table_key(entity))
-        except ResourceNotFoundError:
-            return None
+        return self._tables.row(WATERMARKS, table_key(connection), table_key(entity))
 
     def advance(self, connection: str, entity: str, value: WatermarkValue) -> bool:
         """Move the watermark to ``value`` if that is further; True when it moved.
@@ -444,11 +445,8 @@ class ProviderIndex:
         )
 
     def lookup(self, provider_id: str) -> ProviderLink | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._tables.table(PROVIDER_IDS).get_entity(table_key(provider_id), "")
-        except ResourceNotFoundError:
+        row = self._tables.row(PROVIDER_IDS, table_key(provider_id), "")
+        if row is None:
             return None
         return ProviderLink(provider_id, row["JobId"], row["Connection"])
 
@@ -470,13 +468,8 @@ class OptOutStore:
         )
 
     def is_opted_out(self, connection: str, number: str) -> bool:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._tables.table(OPT_OUTS).get_entity(table_key(connection), self._tables.protector.blind(number))
-        except ResourceNotFoundError:
-            return False
-        return bool(row.get("OptedOut"))
+        row = self._tables.row(OPT_OUTS, table_key(connection), self._tables.protector.blind(number))
+        return row is not None and bool(row.get("OptedOut"))
 
 
 @dataclass(frozen=True)
@@ -500,11 +493,8 @@ class ContactStore:
         )
 
     def last(self, connection: str, number: str) -> LastContact | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._tables.table(CONTACTS).get_entity(table_key(connection), self._tables.protector.blind(number))
-        except ResourceNotFoundError:
+        row = self._tables.row(CONTACTS, table_key(connection), self._tables.protector.blind(number))
+        if row is None:
             return None
         return LastContact(row["JobId"], row["Record"], row["CorrelationId"])
 
@@ -533,11 +523,8 @@ class GateStore:
         )
 
     def find(self, connection: str, number: str) -> Gate | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._tables.table(GATES).get_entity(table_key(connection), self._tables.protector.blind(number))
-        except ResourceNotFoundError:
+        row = self._tables.row(GATES, table_key(connection), self._tables.protector.blind(number))
+        if row is None:
             return None
         return Gate(row["JobId"], self._tables.protector.unseal(row["Envelope"]))
 
@@ -561,15 +548,12 @@ class PacingStore:
         """Take the next free slot: its time. With ``horizon``, only one starting within that many
         seconds of ``now``; None (nothing taken) when the channel is booked further out."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
         table = self._tables.table(PACING)
         keys = {"PartitionKey": table_key(connection), "RowKey": table_key(channel)}
         for _ in range(self._MAX_TRIES):
-            try:
-                row = table.get_entity(keys["PartitionKey"], keys["RowKey"])
-            except ResourceNotFoundError:
-                row = None
+            row = self._tables.row(PACING, keys["PartitionKey"], keys["RowKey"])
             slot = max(now, float(row["NextSlot"])) if row is not None else now
             if horizon is not None and slot - now > horizon:
                 return None
@@ -586,13 +570,8 @@ class PacingStore:
         raise ConcurrencyError(f"pacing {connection}/{channel}: too much contention")
 
     def next_free(self, connection: str, channel: str) -> float | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._tables.table(PACING).get_entity(table_key(connection), table_key(channel))
-        except ResourceNotFoundError:
-            return None
-        return float(row["NextSlot"])
+        row = self._tables.row(PACING, table_key(connection), table_key(channel))
+        return None if row is None else float(row["NextSlot"])
 
 
 # --- snapshots of records that carry no change stamp -----------------------------------------------
@@ -613,11 +592,8 @@ class SnapshotStore:
         self._tables = tables
 
     def get(self, connection: str, entity: str, key: str) -> Snapshot | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._tables.table(SNAPSHOTS).get_entity(table_key(f"{connection}|{entity}"), table_key(key))
-        except ResourceNotFoundError:
+        row = self._tables.row(SNAPSHOTS, table_key(f"{connection}|{entity}"), table_key(key))
+        if row is None:
             return None
         return Snapshot(row["Hash"], int(row["Version"]))
 
@@ -642,16 +618,13 @@ class LeaseStore:
     def acquire(self, name: str, holder: str, seconds: float, now: float | None = None) -> float | None:
         """Take the lease for ``seconds``: None when taken, else the moment the current holder's lease ends."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
         table = self._tables.table(LEASES)
         keys = {"PartitionKey": table_key(name), "RowKey": "lease"}
         for _ in range(self._MAX_TRIES):
             moment = utc_now().timestamp() if now is None else now
-            try:
-                row = table.get_entity(keys["PartitionKey"], keys["RowKey"])
-            except ResourceNotFoundError:
-                row = None
+            row = self._tables.row(LEASES, keys["PartitionKey"], keys["RowKey"])
             if row is not None and row["Holder"] != holder and float(row["Until"]) > moment:
                 return float(row["Until"])
             entity = {**keys, "Name": name, "Holder": holder, "Until": moment + seconds}
