@@ -32,10 +32,8 @@ import json
 import logging
 import re
 import textwrap
-import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -513,19 +511,15 @@ def as_stored(text: str) -> str:
 
 @contextmanager
 def _operator_lease(connection: SysproConnection, stores: Stores | None) -> Iterator[None]:
-    if stores is None:
-        from shared.storage.tables import get_stores
+    from shared.storage.tables import LeaseBusy, get_stores
 
-        stores = get_stores()
-    name, holder = lease_name(connection), uuid.uuid4().hex
-    busy_until = stores.leases.acquire(name, holder, NOTE_LEASE_SECONDS)
-    if busy_until is not None:
-        raise RetryLater(min(max(1.0, busy_until - time.time()), 60.0), f"{connection.name}: a poll is using the "
-                         "SYSPRO operator")
-    try:
+    stores = stores or get_stores()
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(stores.leases.held(lease_name(connection), NOTE_LEASE_SECONDS))
+        except LeaseBusy as busy:
+            raise RetryLater(busy.wait(), f"{connection.name}: a poll is using the SYSPRO operator") from None
         yield
-    finally:
-        stores.leases.release(name, holder)
 
 
 # --- values --------------------------------------------------------------------------------------

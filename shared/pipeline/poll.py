@@ -20,9 +20,8 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,7 +47,7 @@ from shared.pipeline.pacing import WaitForSlot
 from shared.pipeline.process import EVENT_SCOPE, queue_notifications, record_ref
 from shared.pipeline.registry import handles
 from shared.storage.bus import MessageBus, get_bus
-from shared.storage.tables import Snapshot, Stores, get_stores
+from shared.storage.tables import HeldLease, LeaseBusy, Snapshot, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +109,24 @@ def poll_cycle(connection: Connection, settings: PollSettings, source: Source, n
         raise PermanentFailure(f"{connection.name}: cannot poll {', '.join(map(repr, unknown))}")
     wanted = [entity for name, entity in source.entities.items() if name in names]
     counts: dict[str, int] = {}
-    with _Lease(stores, source.exclusive) as lease:
-        for entity in wanted:
-            lease.renew()
+    with ExitStack() as stack:
+        lease = _hold(stores, source.exclusive, stack)
+        for index, entity in enumerate(wanted):
+            if lease is not None and index and not lease.renew():
+                raise RetryLater(60.0, f"another poll took over {lease.name}")
             counts[entity.name] = poll_entity(connection, settings, source, entity, stores, bus, now=now)
     return counts
+
+
+def _hold(stores: Stores, name: str | None, stack: ExitStack) -> HeldLease | None:
+    """The source's lease, held until ``stack`` closes; None when the source needs none."""
+    if name is None:
+        return None
+    try:
+        return stack.enter_context(stores.leases.held(name, LEASE_SECONDS))
+    except LeaseBusy as busy:
+        # Not a failure: another poll of the same ERP account is running; come back after it.
+        raise WaitForSlot(busy.wait(), busy.until, f"{name} is in use by another poll") from None
 
 
 def poll_entity(connection: Connection, settings: PollSettings, source: Source, entity: PolledEntity,
@@ -231,30 +243,6 @@ def _emit(bus: MessageBus, connection: str, entity: PolledEntity, row: Mapping[s
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in fields.items()}
-
-
-class _Lease:
-    """Holds a named lease for the poll's duration when the source asks for exclusive access."""
-
-    def __init__(self, stores: Stores, name: str | None) -> None:
-        self._stores, self._name, self._holder = stores, name, uuid.uuid4().hex
-
-    def __enter__(self) -> _Lease:
-        if self._name is not None:
-            busy_until = self._stores.leases.acquire(self._name, self._holder, LEASE_SECONDS)
-            if busy_until is not None:
-                delay = max(1.0, busy_until - time.time())
-                # Not a failure: another poll of the same ERP account is running; come back after it.
-                raise WaitForSlot(min(delay, 60.0), busy_until, f"{self._name} is in use by another poll")
-        return self
-
-    def renew(self) -> None:
-        if self._name is not None and self._stores.leases.acquire(self._name, self._holder, LEASE_SECONDS):
-            raise RetryLater(60.0, f"another poll took over {self._name}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._name is not None:
-            self._stores.leases.release(self._name, self._holder)
 
 
 @handles(ERP_EVENTS, ERP_CHANGE)

@@ -13,6 +13,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -607,6 +608,30 @@ class SnapshotStore:
 # --- leases --------------------------------------------------------------------------------------------
 
 
+class LeaseBusy(Exception):
+    """Someone else holds the lease until ``until`` (epoch seconds)."""
+
+    def __init__(self, name: str, until: float) -> None:
+        super().__init__(f"lease {name} is held until {until:.0f}")
+        self.name, self.until = name, until
+
+    def wait(self, most: float = 60.0) -> float:
+        """Seconds to wait before asking again: until it frees, at least one, at most ``most``."""
+        return min(max(1.0, self.until - utc_now().timestamp()), most)
+
+
+@dataclass(frozen=True)
+class HeldLease:
+    store: LeaseStore
+    name: str
+    holder: str
+    seconds: float
+
+    def renew(self) -> bool:
+        """Extend the lease; False when another holder took it over after it expired."""
+        return self.store.acquire(self.name, self.holder, self.seconds) is None
+
+
 class LeaseStore:
     """Named leases shared by every instance: one holder at a time, until released or expired."""
 
@@ -638,6 +663,18 @@ class LeaseStore:
                 continue
             return None
         raise ConcurrencyError(f"lease {name}: too much contention")
+
+    @contextmanager
+    def held(self, name: str, seconds: float) -> Iterator[HeldLease]:
+        """Hold the lease for the block, released at its end; ``LeaseBusy`` when someone else has it."""
+        holder = uuid.uuid4().hex
+        busy_until = self.acquire(name, holder, seconds)
+        if busy_until is not None:
+            raise LeaseBusy(name, busy_until)
+        try:
+            yield HeldLease(self, name, holder, seconds)
+        finally:
+            self.release(name, holder)
 
     def release(self, name: str, holder: str) -> None:
         """Give the lease up, if this holder still has it."""
