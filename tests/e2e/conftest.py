@@ -48,6 +48,20 @@ FAST_HOST_JSON = {
 }
 
 
+def audit_of(base_url: str, record: str) -> dict:
+    """The ops audit of one ERP record from the app at ``base_url``: its ``entries`` and ``contacts``."""
+    response = requests.get(f"{base_url}/api/ops/audit", params={"record": record},
+                            headers={"x-functions-key": MASTER_KEY}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def text_in(twilio: FakeTwilio, base_url: str, params: dict[str, str]) -> None:
+    """Twilio posting an SMS someone sent to our number (``inbound_sms_params``) to the app's webhook."""
+    answer = twilio.send_status_callback(f"{base_url}/api/twilio/inbound/twilio-main", params)
+    assert answer.status_code == 200, answer.text
+
+
 @dataclass
 class Stack:
     base_url: str
@@ -65,10 +79,7 @@ class Stack:
                              headers={"x-functions-key": key}, timeout=10)
 
     def audit(self, record: str) -> dict:
-        response = requests.get(f"{self.base_url}/api/ops/audit", params={"record": record},
-                                headers={"x-functions-key": MASTER_KEY}, timeout=10)
-        response.raise_for_status()
-        return response.json()
+        return audit_of(self.base_url, record)
 
     def steps(self, record: str) -> list[str]:
         return [entry["step"] for entry in self.audit(record)["entries"]]

@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     FUNCTION_KEY,
     MASTER_KEY,
     TENANT,
+    audit_of,
     prepare_dynamics,
 )
 from tests.e2e.test_dynamics_to_twilio import invoice_event, record_of
@@ -58,10 +59,7 @@ class EmailStack:
                              headers={"x-functions-key": FUNCTION_KEY}, timeout=10)
 
     def audit(self, record: str) -> dict:
-        response = requests.get(f"{self.base_url}/api/ops/audit", params={"record": record},
-                                headers={"x-functions-key": MASTER_KEY}, timeout=10)
-        response.raise_for_status()
-        return response.json()
+        return audit_of(self.base_url, record)
 
     def steps(self, record: str) -> list[str]:
         return [entry["step"] for entry in self.audit(record)["entries"]]

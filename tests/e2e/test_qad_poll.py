@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from devhost.azurite import Azurite, start_azurite
 from shared.erp.qad import INVOICES_ENTITY, PURCHASE_ORDERS_ENTITY, RECEIPTS_ENTITY
@@ -24,7 +23,7 @@ from shared.model import POLL_JOBS, POLL_RUN, Envelope
 from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
 from shared.storage.tables import Stores
-from tests.e2e.conftest import FAST_HOST_JSON, MASTER_KEY, app_values
+from tests.e2e.conftest import FAST_HOST_JSON, app_values, audit_of
 from tests.fakes.qad import DEFAULT_PASSWORD, DEFAULT_USER, FakeQad
 from tests.fakes.twilio import FakeTwilio, Message, TwilioCredentials
 from tests.support.app import local_app
@@ -68,10 +67,7 @@ class QadStack:
         return [message for message in self.twilio.messages(to=to) if containing in message.body]
 
     def audit(self, record: str) -> dict:
-        answer = requests.get(f"{self.base_url}/api/ops/audit", params={"record": record},
-                              headers={"x-functions-key": MASTER_KEY}, timeout=10)
-        answer.raise_for_status()
-        return answer.json()
+        return audit_of(self.base_url, record)
 
 
 def qad_connection(fake: FakeQad, domain: str) -> dict[str, Any]:

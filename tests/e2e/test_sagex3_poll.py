@@ -10,13 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
 
 from devhost.azurite import Azurite, start_azurite
 from shared.model import POLL_JOBS, POLL_RUN, Envelope
 from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
-from tests.e2e.conftest import FAST_HOST_JSON, MASTER_KEY, app_values
+from tests.e2e.conftest import FAST_HOST_JSON, app_values, audit_of, text_in
 from tests.fakes.sagex3 import FakeSageX3
 from tests.fakes.twilio import FakeTwilio, TwilioCredentials
 from tests.support.app import LocalApp, local_app
@@ -50,18 +49,13 @@ class X3Stack:
 
     def audit(self, record: str) -> list[dict]:
         """The audit entries of ``record``, oldest first."""
-        answer = requests.get(f"{self.app.base_url}/api/ops/audit", params={"record": record},
-                              headers={"x-functions-key": MASTER_KEY}, timeout=10)
-        answer.raise_for_status()
-        return answer.json()["entries"]
+        return audit_of(self.app.base_url, record)["entries"]
 
     def steps(self, record: str) -> list[str]:
         return [entry["step"] for entry in self.audit(record)]
 
     def text_in(self, params: dict[str, str]) -> None:
-        """Twilio posting an SMS someone sent to our number (``inbound_sms_params``) to the app's webhook."""
-        answer = self.twilio.send_status_callback(f"{self.app.base_url}/api/twilio/inbound/twilio-main", params)
-        assert answer.status_code == 200, answer.text
+        text_in(self.twilio, self.app.base_url, params)
 
     def polls_logged(self, entity: str) -> int:
         return self.app.log().count(f"polled {CONNECTION}/{entity}")
