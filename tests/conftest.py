@@ -14,6 +14,9 @@ from tests.support.app import TEST_DATA_PROTECTION_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures shared by unit and integration tests: ``captured`` log records.
+pytest_plugins = ["tests.support.logs"]
+
 # The key that seals phone numbers and messages in the tables of the stores tests open.
 os.environ.setdefault("DATA_PROTECTION_KEY", TEST_DATA_PROTECTION_KEY)
 

@@ -22,33 +22,10 @@ from shared.storage.bus import StorageQueueBus
 from shared.storage.tables import Stores
 from tests.conftest import REPO_ROOT
 from tests.fakes.appinsights import FakeAppInsights
+from tests.support.logs import ListHandler
 
 PHONE = "+14155550123"
 RECORD = "contoso-fo|VendorInvoice|usmf|INV-0042"
-
-
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def captured() -> Iterator[ListHandler]:
-    handler = ListHandler()
-    telemetry.install_dimensions(handler)
-    logger = logging.getLogger("shared")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture

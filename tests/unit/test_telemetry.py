@@ -9,7 +9,6 @@ import subprocess
 import sys
 import typing
 import uuid
-from collections.abc import Iterator
 
 import azure.functions as func
 import pytest
@@ -17,33 +16,9 @@ import pytest
 from shared import telemetry
 from shared.logs import RedactingFilter, register_secret
 from tests.conftest import REPO_ROOT
+from tests.support.logs import ListHandler
 
 PHONE = "+14155550123"
-
-
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def captured() -> Iterator[ListHandler]:
-    """Records logged on ``shared.*`` loggers, through a handler with the dimensions filter."""
-    handler = ListHandler()
-    telemetry.install_dimensions(handler)
-    logger = logging.getLogger("shared")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def log() -> logging.Logger:
