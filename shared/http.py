@@ -29,8 +29,12 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
+from shared.outcomes import RetryLater
+
 if TYPE_CHECKING:
     import requests
+
+__all__ = ["HttpClient", "HttpFailure", "RetryLater", "RetryPolicy", "decide"]
 
 log = logging.getLogger(__name__)
 
@@ -268,16 +272,6 @@ def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
 
 
 # --- Exceptions --------------------------------------------------------------------------
-
-
-class RetryLater(Exception):
-    """Try again after ``delay`` seconds: the queue consumer re-enqueues the message with it."""
-
-    def __init__(self, delay: float, reason: str, status: int | None = None) -> None:
-        super().__init__(f"retry after {delay:.1f}s: {reason}")
-        self.delay = delay
-        self.reason = reason
-        self.status = status
 
 
 class HttpFailure(Exception):

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.clients import PerConnection
-from shared.http import RetryLater, RetryPolicy, decide, header_value, parse_retry_after
+from shared.http import RetryPolicy, decide, header_value, parse_retry_after
+from shared.outcomes import RetryLater
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient

@@ -47,7 +47,7 @@ from shared.clients import PerConnection
 from shared.config import QadConnection
 from shared.erp.polling import NONE, NUMBER, Note, Page, PageRequest, PolledEntity, Source, phone_or_as_stored
 from shared.http import HttpClient, HttpFailure, RetryPolicy, header_value, redact_url
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure
 
 if TYPE_CHECKING:
     import requests

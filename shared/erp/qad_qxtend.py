@@ -25,8 +25,8 @@ from xml.sax.saxutils import escape
 from shared.clients import PerConnection
 from shared.config import QadConnection
 from shared.erp.polling import Note
-from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
-from shared.pipeline.consume import PermanentFailure
+from shared.http import HttpClient, HttpFailure, RetryPolicy
+from shared.outcomes import PermanentFailure, RetryLater
 
 if TYPE_CHECKING:
     from shared.storage.secrets import SecretProvider

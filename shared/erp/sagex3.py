@@ -60,7 +60,7 @@ from shared.erp.sagex3_api import (
     sagex3_api,
 )
 from shared.http import HttpFailure
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure
 
 log = logging.getLogger(__name__)
 

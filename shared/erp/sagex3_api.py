@@ -41,8 +41,8 @@ from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
 from shared.config import SageX3Connection, SageX3NoteTarget, SageX3Published
-from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy, is_transient_error
-from shared.pipeline.consume import PermanentFailure
+from shared.http import HttpClient, HttpFailure, RetryPolicy, is_transient_error
+from shared.outcomes import PermanentFailure, RetryLater
 
 if TYPE_CHECKING:
     import requests

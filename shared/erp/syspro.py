@@ -68,8 +68,8 @@ from shared.erp.syspro_client import (
     read_all,
     transport,
 )
-from shared.http import HttpClient, RetryLater
-from shared.pipeline.consume import PermanentFailure
+from shared.http import HttpClient
+from shared.outcomes import PermanentFailure, RetryLater
 
 if TYPE_CHECKING:
     from shared.storage.secrets import SecretProvider

@@ -42,8 +42,8 @@ from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
 from shared.config import SysproConnection
-from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
-from shared.pipeline.consume import PermanentFailure
+from shared.http import HttpClient, HttpFailure, RetryPolicy
+from shared.outcomes import PermanentFailure, RetryLater
 
 if TYPE_CHECKING:
     import requests

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.config import TwilioConnection, get_config
-from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.notes import queue_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code

@@ -21,6 +21,7 @@ from typing import Literal
 
 from shared import telemetry
 from shared.model import Envelope, EnvelopeError
+from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
 from shared.pipeline import registry
 from shared.settings import env_int
 from shared.storage.bus import MessageBus
@@ -30,14 +31,6 @@ log = logging.getLogger(__name__)
 Outcome = Literal["handled", "requeued", "dead-lettered"]
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_DEFERRALS = 100  # returns to wait for a pacing slot; bounded all the same
-
-
-class PermanentFailure(Exception):
-    """Work that cannot succeed by trying again (bad data, a refused recipient)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -75,9 +68,6 @@ def envelope_dimensions(envelope: Envelope) -> dict[str, str]:
 
 
 def _handle(delivery: Delivery, envelope: Envelope, bus: MessageBus, attempts_allowed: int | None) -> Outcome:
-    from shared.http import RetryLater
-    from shared.pipeline.pacing import WaitForSlot
-
     spec = registry.handler_for(delivery.queue, envelope.type)
     if spec is None:
         return _dead_letter(bus, delivery, f"unknown message type {envelope.type!r} on queue {delivery.queue!r}")

@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import SendGridConnection, SlackConnection, TwilioConnection, get_config
-from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso, status_rank
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.registry import handles
 from shared.settings import public_url
 from shared.storage.tables import ConcurrencyError, JobRow, LastContact, Stores, get_stores

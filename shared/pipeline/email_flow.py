@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import AppConfig, SendGridConnection
-from shared.http import RetryLater
 from shared.model import CALLBACKS, SENDGRID_EVENT, Envelope, moves_forward, now_iso
+from shared.outcomes import RetryLater
 from shared.pipeline.deliver import Delivery, reached_provider
 from shared.pipeline.registry import handles
 from shared.pipeline.webhooks import WebhookError

@@ -17,7 +17,7 @@ from typing import Any
 from shared.config import get_config
 from shared.erp.polling import ADAPTERS, Note, adapter
 from shared.model import CALLBACKS, ERP_NOTE, Envelope
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
 from shared.storage.bus import MessageBus
 from shared.storage.tables import LastContact, Stores, get_stores

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from shared.http import RetryLater
+from shared.outcomes import WaitForSlot
 from shared.storage.tables import PacingStore
 
 # Seconds between messages to one channel: a margin over Slack's one per second, because a
@@ -21,14 +21,6 @@ from shared.storage.tables import PacingStore
 # of the next one.
 SLACK_CHANNEL_INTERVAL = 1.25
 INLINE_HORIZON = 2.0  # a slot within this is slept for; further out, the queue waits instead
-
-
-class WaitForSlot(RetryLater):
-    """Come back at ``slot`` (epoch seconds), which is reserved for this send. Not a failure."""
-
-    def __init__(self, delay: float, slot: float, reason: str) -> None:
-        super().__init__(delay, reason)
-        self.slot = slot
 
 
 def wait_for_slot(pacing: PacingStore, connection: str, channel: str, reserved: float | None = None, *,

@@ -40,10 +40,8 @@ from shared.erp.polling import (
     time_stamp,
     watched_hash,
 )
-from shared.http import RetryLater
 from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope
-from shared.pipeline.consume import PermanentFailure
-from shared.pipeline.pacing import WaitForSlot
+from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
 from shared.pipeline.process import EVENT_SCOPE, queue_notifications, record_ref
 from shared.pipeline.registry import handles
 from shared.storage.bus import MessageBus, get_bus

@@ -17,7 +17,7 @@ from shared.config import AppConfig, DynamicsConnection, Rule, get_config
 from shared.erp.dynamics_events import EnrichmentError, event_record, parse_event, record_fields
 from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import needs_approval_code, targets
 from shared.storage.bus import MessageBus, get_bus

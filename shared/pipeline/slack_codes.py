@@ -27,10 +27,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.config import SlackConnection, TwilioConnection, get_config
-from shared.http import RetryLater
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, SLACK_CODE_APPROVED, Envelope, now_iso
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.registry import handles
 from shared.pipeline.slack_flow import audit_job, decide, merge_job, notification_of, tell
 from shared.pipeline.verify import looks_like_code

@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import DynamicsConnection, SlackConnection, get_config
-from shared.http import RetryLater
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso
-from shared.pipeline.consume import PermanentFailure
+from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
 from shared.pipeline.deliver import reached_provider
-from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, WaitForSlot, wait_for_slot
+from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
 from shared.pipeline.registry import handles
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 

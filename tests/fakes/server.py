@@ -8,6 +8,9 @@ percent-encoded path) and answers in the real service's shapes. Tests get:
 - failure injection consumed before normal handling: ``fail_next`` (scripted status,
   headers, body), ``delay_next`` (stall, then answer normally: read timeouts) and
   ``drop_next`` (close the connection without an answer);
+- failure injection after handling, the lost answer: ``drop_after_handling`` (the work is
+  done, the connection closes), ``fail_after_handling`` (done, answered with an error) and
+  ``delay_after_handling`` (done, answered late: a read timeout);
 - ``handler_errors``: exceptions raised by the fake's own handlers (answered as 500), so a
   test can assert the fake itself did not break.
 """
@@ -88,7 +91,9 @@ class RecordedRequest:
     body: bytes
     form: Mapping[str, tuple[str, ...]] | None  # only for form-encoded bodies, blanks kept
     json: Any  # parsed body when the content type is JSON and it parses, else None
-    scripted: str | None = None  # "fail", "delay" or "drop" when failure injection answered it
+    # "fail", "delay" or "drop" when failure injection answered it instead of the service;
+    # "drop-after", "fail-after" or "delay-after" when the service acted and its answer was lost
+    scripted: str | None = None
 
     @property
     def content_type(self) -> str:
@@ -148,7 +153,7 @@ def request_filter(match: RequestFilter) -> Callable[[RecordedRequest], bool]:
 
 @dataclass
 class _Script:
-    kind: str  # "fail" | "delay" | "drop"
+    kind: str  # "fail" | "delay" | "drop", or "drop-after" | "fail-after" | "delay-after"
     remaining: int
     accepts: Callable[[RecordedRequest], bool]
     response: Response | None = None
@@ -382,6 +387,22 @@ class FakeServer:
         """Close the connection of the next ``n`` matching requests without answering."""
         self._add_script(_Script("drop", n, request_filter(match)))
 
+    def drop_after_handling(self, n: int = 1, match: RequestFilter = None) -> None:
+        """Handle the next ``n`` matching requests, then close the connection without answering:
+        the work is done and its answer is lost (a reset after the provider acted)."""
+        self._add_script(_Script("drop-after", n, request_filter(match)))
+
+    def fail_after_handling(self, n: int = 1, status: int = 500, match: RequestFilter = None) -> None:
+        """Handle the next ``n`` matching requests, then answer ``status`` instead of the result:
+        the work is done, the client is told it failed."""
+        response = self._scripted_response(status, {}, None)
+        self._add_script(_Script("fail-after", n, request_filter(match), response=response))
+
+    def delay_after_handling(self, n: int = 1, seconds: float = 1.0, match: RequestFilter = None) -> None:
+        """Handle the next ``n`` matching requests, then stall ``seconds`` before answering: a
+        client with a shorter read timeout gives up after the work was done."""
+        self._add_script(_Script("delay-after", n, request_filter(match), seconds=seconds))
+
     def clear_scripts(self) -> None:
         with self._lock:
             self._scripts.clear()
@@ -425,7 +446,15 @@ class FakeServer:
             return script.response
         if script is not None and script.kind == "delay" and self._stopping.wait(script.seconds):
             return None  # stopping: do not keep the thread (or the client) hanging
-        return self._route(request)
+        response = self._route(request)
+        if script is None or not script.kind.endswith("-after"):
+            return response
+        if script.kind == "drop-after":
+            return None
+        if script.kind == "fail-after":
+            return script.response
+        self._stopping.wait(script.seconds)  # delay-after: answer late (or never, when stopping)
+        return response
 
     def _route(self, request: RecordedRequest) -> Response:
         path_known = False

@@ -223,6 +223,32 @@ def test_delay_next_times_out_the_client_and_drop_next_hangs_up(echo: EchoServer
     assert [r.scripted for r in echo.requests] == ["delay", "drop", None]
 
 
+class CountingEcho(EchoServer):
+    """Counts the submissions it acted on, whatever the client was told."""
+
+    handled = 0
+
+    def _submit(self, request: RecordedRequest, match: Any) -> Response:
+        self.handled += 1
+        return super()._submit(request, match)
+
+
+def test_after_handling_the_work_is_done_and_the_answer_is_lost() -> None:
+    with CountingEcho() as server:
+        server.drop_after_handling(match="/submit")
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"{server.base_url}/submit", data={"a": "1"}, timeout=5)
+        server.fail_after_handling(status=502, match="/submit")
+        assert requests.post(f"{server.base_url}/submit", data={"a": "2"}, timeout=5).status_code == 502
+        server.delay_after_handling(seconds=1.0, match="/submit")
+        with pytest.raises(requests.ReadTimeout):
+            requests.post(f"{server.base_url}/submit", data={"a": "3"}, timeout=0.3)
+        assert requests.post(f"{server.base_url}/submit", data={"a": "4"}, timeout=5).status_code == 201
+
+        assert server.handled == 4
+        assert [r.scripted for r in server.requests] == ["drop-after", "fail-after", "delay-after", None]
+
+
 def test_unknown_paths_and_methods_get_the_service_error_shape(echo: EchoServer) -> None:
     assert requests.get(f"{echo.base_url}/nowhere", timeout=5).status_code == 404
     assert requests.delete(f"{echo.base_url}/echo/x", timeout=5).status_code == 405

@@ -1,0 +1,127 @@
+"""What a failed piece of work means, named by what the queue consumer does about it.
+
+Every stage raises one of these, or lets ``classify`` name what it met:
+
+- ``RetryLater``: the work can succeed later (a network error, a timeout, a 5xx, a 429, a
+  token that could not be had, storage that did not answer). The message goes back to its
+  queue after the delay, with exponential backoff and full jitter when the stage named
+  none, until the stage's maximum age is spent; then it is dead-lettered with the reason.
+- ``WaitForSlot``: not a failure at all: a send waits for its paced slot.
+- ``PermanentFailure``: trying again cannot help (bad data, a refused recipient, a
+  configuration that names nothing). The message is dead-lettered at once with the reason.
+
+Anything else is a bug: it reaches the host, whose own redelivery and poison handling apply.
+This module imports nothing of the application, so every layer may raise these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+# HTTP statuses that say "not now" rather than "never".
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Exception class names (matched over the MRO, so no SDK need be imported to classify).
+_TRANSIENT_NAMES = frozenset({
+    # requests / urllib3 / the standard library
+    "ConnectionError", "Timeout", "TimeoutError", "ChunkedEncodingError", "ConnectTimeout", "ReadTimeout",
+    "ProtocolError", "IncompleteRead", "RemoteDisconnected", "ConnectionResetError", "ConnectionRefusedError",
+    "BrokenPipeError", "socket.gaierror", "gaierror",
+    # azure-core: no answer, or an answer cut off (storage, Key Vault, Service Bus, Entra)
+    "ServiceRequestError", "ServiceResponseError", "ServiceRequestTimeoutError", "ServiceResponseTimeoutError",
+    "IncompleteReadError",
+    # azure-identity: a token that could not be had (Entra unreachable or answering 5xx)
+    "ClientAuthenticationError", "CredentialUnavailableError",
+    # azure-servicebus
+    "ServiceBusConnectionError", "OperationTimeoutError", "ServiceBusServerBusyError",
+    # our own: a row that kept changing under us
+    "ConcurrencyError",
+})
+# Classes among the names above whose subclasses say otherwise.
+_PERMANENT_NAMES = frozenset({"SSLError", "CertificateError", "SSLCertVerificationError"})
+
+
+class RetryLater(Exception):
+    """Try again after ``delay`` seconds (0: the consumer's backoff decides)."""
+
+    def __init__(self, delay: float, reason: str, status: int | None = None) -> None:
+        super().__init__(f"retry after {delay:.1f}s: {reason}")
+        self.delay = delay
+        self.reason = reason
+        self.status = status
+
+
+class WaitForSlot(RetryLater):
+    """Come back at ``slot`` (epoch seconds), which is reserved for this send. Not a failure."""
+
+    def __init__(self, delay: float, slot: float, reason: str) -> None:
+        super().__init__(delay, reason)
+        self.slot = slot
+
+
+class PermanentFailure(Exception):
+    """Work that cannot succeed by trying again (bad data, a refused recipient)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and the ones it was raised from or during, innermost last, without loops."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _names(error: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(error).__mro__}
+
+
+def _status_of(error: BaseException) -> int | None:
+    """The HTTP status an error carries: ours (``status``), azure-core's (``status_code``)."""
+    for attribute in ("status", "status_code"):
+        value = getattr(error, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """A reason for the audit and the logs: the class, and the status where there is one.
+    Never the message: it can repeat a URL with its query string, or a phone number."""
+    if isinstance(error, RetryLater | PermanentFailure):
+        return error.reason
+    status = _status_of(error)
+    return f"{type(error).__name__} (HTTP {status})" if status is not None else type(error).__name__
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) heals with time."""
+    for link in _chain(error):
+        if isinstance(link, RetryLater):
+            return True
+        names = _names(link)
+        if names & _PERMANENT_NAMES:
+            return False
+        status = _status_of(link)
+        if status is not None and "ClientAuthenticationError" not in names:
+            return status in TRANSIENT_STATUSES
+        if names & _TRANSIENT_NAMES:
+            return True
+    return False
+
+
+def classify(error: BaseException) -> RetryLater | PermanentFailure | None:
+    """What the consumer does with ``error``: RetryLater (delay 0: back off), PermanentFailure,
+    or None for a bug, which is left to the host."""
+    if isinstance(error, RetryLater | PermanentFailure):
+        return error
+    if is_transient(error):
+        return RetryLater(0.0, describe(error), _status_of(error))
+    status = _status_of(error)
+    if status is not None and 400 <= status < 500:
+        return PermanentFailure(f"refused: {describe(error)}")
+    return None
