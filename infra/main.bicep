@@ -45,9 +45,11 @@ param storageTablePrefix string = 'mlc'
 @minValue(0)
 param secretCacheTtlSeconds int = 300
 
-@description('Attempts per piece of queued work (re-enqueues after transient failures) before it is dead-lettered.')
-@minValue(1)
-param queueMaxAttempts int = 8
+@description('Attempts per piece of queued work before it is dead-lettered; 0: bounded by retryMaxAgeSeconds alone.')
+@minValue(0)
+param queueMaxAttempts int = 0
+@description('Seconds a stage keeps retrying work after transient failures before dead-lettering it.')
+param retryMaxAgeSeconds int = 86400
 
 @description('Service Bus deliveries of one message before the broker dead-letters it (a handler that keeps crashing).')
 @minValue(1)
@@ -207,6 +209,7 @@ module functionApp 'modules/functionapp.bicep' = {
     storageTablePrefix: storageTablePrefix
     secretCacheTtlSeconds: secretCacheTtlSeconds
     queueMaxAttempts: queueMaxAttempts
+    retryMaxAgeSeconds: retryMaxAgeSeconds
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     alwaysReady: alwaysReady

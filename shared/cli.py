@@ -4,6 +4,10 @@
     python -m shared.cli audit --correlation 3f2a...
     python -m shared.cli replay --job 9c1e...
     python -m shared.cli replay --from 2026-11-22T08:00:00Z [--to 2026-11-22T12:00:00Z]
+    python -m shared.cli deadletters list [--all]
+    python -m shared.cli deadletters show 5d41402abc4b2a76b9719d911017c592
+    python -m shared.cli deadletters redrive 5d41402abc4b2a76b9719d911017c592 [...]
+    python -m shared.cli deadletters redrive --all [--queue erp-events] [--connection contoso-fo]
 
 Settings come from the environment, or from a local.settings.json given with --settings.
 """
@@ -17,7 +21,7 @@ import sys
 from pathlib import Path
 
 from shared.model import parse_utc_time
-from shared.storage.tables import AuditEntry
+from shared.storage.tables import AuditEntry, Stores
 
 
 def load_settings(path: Path) -> None:
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--job")
     scope.add_argument("--from", dest="since", type=parse_utc_time)
     replay.add_argument("--to", dest="until", type=parse_utc_time)
+    add_deadletter_commands(commands)
     args = parser.parse_args(argv)
     if args.settings:
         if not args.settings.exists():
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         audit_log = stores.audit
         print_trail(audit_log.by_record(args.record) if args.record else audit_log.by_correlation(args.correlation))
         return 0
+    if args.command == "deadletters":
+        return run_deadletters(args, stores)
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
 
@@ -87,6 +94,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result.job_id}  {'replayed' if result.replayed else 'skipped '}  {result.reason}")
     print(f"{sum(r.replayed for r in results)} of {len(results)} job(s) replayed")
     return 0
+
+
+def add_deadletter_commands(commands: argparse._SubParsersAction) -> None:
+    deadletters = commands.add_parser("deadletters", help="list, show and redrive dead-lettered work")
+    actions = deadletters.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the open dead letters, oldest first (collected from the queues first)")
+    listing.add_argument("--all", action="store_true", help="redriven ones too")
+    show = actions.add_parser("show", help="one dead letter in full (its payload stays sealed)")
+    show.add_argument("id")
+    redrive = actions.add_parser("redrive", help="send dead-lettered work again; exactly once still holds")
+    redrive.add_argument("ids", nargs="*")
+    redrive.add_argument("--all", action="store_true", help="every open dead letter (narrowed by the options below)")
+    redrive.add_argument("--queue")
+    redrive.add_argument("--connection")
+
+
+def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
+    from shared.pipeline.deadletters import collect, redrive, redrive_all, summary
+    from shared.storage.bus import get_bus
+
+    bus = get_bus()
+    collected = collect(stores, bus)
+    if args.action == "list":
+        letters = stores.dead_letters.all(None if args.all else "open")
+        for letter in letters:
+            print(f"{letter.id}  {letter.at:%Y-%m-%d %H:%M:%S}  {letter.state:<8}  {letter.queue:<13} "
+                  f"{letter.type or '-':<26} {letter.record or letter.key}  {letter.reason}")
+        print(f"{len(letters)} dead letter(s){f'; {collected} newly collected' if collected else ''}")
+        return 0
+    if args.action == "show":
+        letter = stores.dead_letters.get(args.id)
+        if letter is None:
+            print(f"error: no dead letter {args.id}", file=sys.stderr)
+            return 1
+        print(json.dumps(summary(letter), indent=2))
+        return 0
+    if not args.ids and not args.all:
+        print("error: name the dead letters to redrive, or --all", file=sys.stderr)
+        return 2
+    results = [redrive(stores, bus, letter_id) for letter_id in args.ids] if args.ids else redrive_all(
+        stores, bus, lambda letter: (not args.queue or letter.queue == args.queue)
+        and (not args.connection or letter.connection == args.connection))
+    for result in results:
+        print(f"{result.id}  {'redriven' if result.redriven else 'skipped '}  {result.reason}")
+    print(f"{sum(r.redriven for r in results)} of {len(results)} dead letter(s) redriven")
+    return 0 if all(r.redriven for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,44 @@ class EnvelopeError(ValueError):
     """A queue message that cannot be read; the reason goes with it to the dead-letter queue."""
 
 
+# Payload fields that travel in clear on the queues: what routes the work and what the logs'
+# dimensions name, never a recipient or a text. Everything else goes sealed (``SEALED_FIELD``),
+# so phone numbers, message texts and provider parameters are unreadable in queues and dead letters.
+CLEAR_PAYLOAD_FIELDS = frozenset({
+    "job_id", "rule", "channel", "via", "source", "record", "entity", "record_entity", "record_key", "stamp",
+    "received_at", "paced_slot", "view_id", "entities",
+})
+SEALED_FIELD = "sealed"
+
+
+def seal_payload(payload: Mapping[str, Any], seal: Callable[[str], str]) -> dict[str, Any]:
+    """The payload as it travels: routing fields in clear, the rest sealed in one field."""
+    clear = {name: value for name, value in payload.items() if _travels_clear(name, value)}
+    rest = {name: value for name, value in payload.items() if name not in clear}
+    if rest:
+        clear[SEALED_FIELD] = seal(json.dumps(rest, separators=(",", ":"), ensure_ascii=False))
+    return clear
+
+
+def open_payload(payload: Mapping[str, Any], unseal: Callable[[str], str]) -> dict[str, Any]:
+    """The payload as the stage reads it: the sealed field opened and merged back."""
+    sealed = payload.get(SEALED_FIELD)
+    if not isinstance(sealed, str):
+        return dict(payload)
+    try:
+        rest = json.loads(unseal(sealed))
+    except ValueError as exc:
+        raise EnvelopeError(f"the sealed payload does not open: {exc}") from None
+    if not isinstance(rest, dict):
+        raise EnvelopeError("the sealed payload is not a JSON object")
+    return {**{name: value for name, value in payload.items() if name != SEALED_FIELD}, **rest}
+
+
+def _travels_clear(name: str, value: Any) -> bool:
+    # "event" is an event type (clear) on notifications but a whole ERP payload on business events.
+    return name in CLEAR_PAYLOAD_FIELDS or (name == "event" and isinstance(value, str))
+
+
 @dataclass(frozen=True)
 class Envelope:
     """One queue message: what it is, whose it is, and how to recognise it again.
@@ -54,28 +93,33 @@ class Envelope:
     attempt: int = 0
     version: int = ENVELOPE_VERSION
     deferrals: int = 0  # returns to the queue to wait for a send slot: waiting, not failing
+    since: str = ""  # when this stage first failed on the work (ISO time): retries are bounded by age
+    redrives: int = 0  # times an operator sent this work again from the dead letters
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "type": self.type,
-                "version": self.version,
-                "connection": self.connection,
-                "correlation_id": self.correlation_id,
-                "key": self.key,
-                "attempt": self.attempt,
-                "deferrals": self.deferrals,
-                "payload": self.payload,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+    def to_json(self, seal: Callable[[str], str] | None = None) -> str:
+        """The message text; with ``seal``, every payload field but the routing ones is sealed."""
+        data: dict[str, Any] = {
+            "type": self.type,
+            "version": self.version,
+            "connection": self.connection,
+            "correlation_id": self.correlation_id,
+            "key": self.key,
+            "attempt": self.attempt,
+            "deferrals": self.deferrals,
+            "payload": seal_payload(self.payload, seal) if seal else self.payload,
+        }
+        if self.since:
+            data["since"] = self.since
+        if self.redrives:
+            data["redrives"] = self.redrives
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def next_attempt(self) -> Envelope:
         return replace(self, attempt=self.attempt + 1)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> Envelope:
+    def from_json(cls, raw: str | bytes, unseal: Callable[[str], str] | None = None) -> Envelope:
+        """Read a message; with ``unseal``, a sealed payload is opened (EnvelopeError if it cannot be)."""
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -102,15 +146,24 @@ class Envelope:
         correlation_id = data.get("correlation_id") or uuid.uuid4().hex
         if not isinstance(correlation_id, str):
             raise EnvelopeError("correlation_id: must be a string")
+        since = data.get("since", "")
+        if not isinstance(since, str):
+            raise EnvelopeError("since: must be a string")
+        redrives = data.get("redrives", 0)
+        if not isinstance(redrives, int) or isinstance(redrives, bool) or redrives < 0:
+            raise EnvelopeError("redrives: must be a non-negative integer")
+        payload = open_payload(data["payload"], unseal) if unseal else data["payload"]
         return cls(
             type=data["type"],
             connection=data["connection"],
             key=data["key"],
-            payload=data["payload"],
+            payload=payload,
             correlation_id=correlation_id,
             attempt=attempt,
             version=version,
             deferrals=deferrals,
+            since=since,
+            redrives=redrives,
         )
 
 
@@ -149,7 +202,7 @@ class Change:
 # final states share a rank, and "read" may still follow "delivered". "unknown": a send whose
 # answer was lost, with no way to ask the provider; never sent again unless replayed.
 _STATUS_RANK: dict[str, int] = {
-    "pending": 0, "verifying": 1, "dispatching": 2,
+    "pending": 0, "verifying": 1, "dead-lettered": 1, "dispatching": 2,
     "scheduled": 3, "accepted": 3, "unknown": 3, "queued": 4, "initiated": 4, "sending": 5, "ringing": 5,
     "sent": 6, "in-progress": 6,
     "delivered": 7, "undelivered": 7, "failed": 7, "completed": 7, "busy": 7, "no-answer": 7,
@@ -158,7 +211,11 @@ _STATUS_RANK: dict[str, int] = {
 }
 FINAL_STATUSES = frozenset(s for s, rank in _STATUS_RANK.items() if rank >= 7)
 # Jobs an operator may send again: the recipient did not get the message.
-REPLAYABLE_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled", "unknown"})
+# "dead-lettered": its notification ran out of retries before it reached the provider.
+REPLAYABLE_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled", "unknown", "dead-lettered"})
+# Jobs that may be stuck when they have not changed for a while (their message dead-lettered by
+# the host, say): replayed too, through the same lookup-before-resend as any redelivery.
+IN_FLIGHT_STATUSES = frozenset({"pending", "dispatching"})
 
 
 def status_rank(status: str) -> int:

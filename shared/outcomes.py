@@ -4,8 +4,8 @@ Every stage raises one of these, or lets ``classify`` name what it met:
 
 - ``RetryLater``: the work can succeed later (a network error, a timeout, a 5xx, a 429, a
   token that could not be had, storage that did not answer). The message goes back to its
-  queue after the delay, with exponential backoff and full jitter when the stage named
-  none, until the stage's maximum age is spent; then it is dead-lettered with the reason.
+  queue after the delay, or after exponential backoff with full jitter (``back_off``),
+  until the stage's maximum age is spent; then it is dead-lettered with the reason.
 - ``WaitForSlot``: not a failure at all: a send waits for its paced slot.
 - ``PermanentFailure``: trying again cannot help (bad data, a refused recipient, a
   configuration that names nothing). The message is dead-lettered at once with the reason.
@@ -41,13 +41,14 @@ _PERMANENT_NAMES = frozenset({"SSLError", "CertificateError", "SSLCertVerificati
 
 
 class RetryLater(Exception):
-    """Try again after ``delay`` seconds (0: the consumer's backoff decides)."""
+    """Try again after ``delay`` seconds; with ``back_off``, after the consumer's exponential backoff."""
 
-    def __init__(self, delay: float, reason: str, status: int | None = None) -> None:
-        super().__init__(f"retry after {delay:.1f}s: {reason}")
+    def __init__(self, delay: float, reason: str, status: int | None = None, *, back_off: bool = False) -> None:
+        super().__init__(f"retry after backoff: {reason}" if back_off else f"retry after {delay:.1f}s: {reason}")
         self.delay = delay
         self.reason = reason
         self.status = status
+        self.back_off = back_off
 
 
 class WaitForSlot(RetryLater):
@@ -115,12 +116,12 @@ def is_transient(error: BaseException) -> bool:
 
 
 def classify(error: BaseException) -> RetryLater | PermanentFailure | None:
-    """What the consumer does with ``error``: RetryLater (delay 0: back off), PermanentFailure,
-    or None for a bug, which is left to the host."""
+    """What the consumer does with ``error``: RetryLater (backing off), PermanentFailure, or None
+    for a bug, which is left to the host."""
     if isinstance(error, RetryLater | PermanentFailure):
         return error
     if is_transient(error):
-        return RetryLater(0.0, describe(error), _status_of(error))
+        return RetryLater(0.0, describe(error), _status_of(error), back_off=True)
     status = _status_of(error)
     if status is not None and 400 <= status < 500:
         return PermanentFailure(f"refused: {describe(error)}")

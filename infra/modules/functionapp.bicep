@@ -49,6 +49,7 @@ param secretCacheTtlSeconds int
 
 @description('Attempts per piece of queued work before it is dead-lettered.')
 param queueMaxAttempts int
+param retryMaxAgeSeconds int
 
 @description('Memory of each instance, in MB.')
 param instanceMemoryMB int
@@ -197,6 +198,25 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'QUEUE_MAX_ATTEMPTS'
           value: string(queueMaxAttempts)
+        }
+        // Transient failures are retried with backoff until the work is this old, then dead-lettered.
+        {
+          name: 'RETRY_MAX_AGE_SECONDS'
+          value: string(retryMaxAgeSeconds)
+        }
+        {
+          name: 'RETRY_BACKOFF_BASE_SECONDS'
+          value: '2'
+        }
+        {
+          name: 'RETRY_BACKOFF_CAP_SECONDS'
+          value: '300'
+        }
+        // A crash that repeats is dead-lettered by the app itself on this delivery (audited),
+        // below the queues' maxDeliveryCount, so the broker's own dead-lettering is the last resort.
+        {
+          name: 'QUEUE_MAX_DELIVERIES'
+          value: '5'
         }
         // The functions are synchronous and run on the worker's thread pool: one thread per
         // concurrent HTTP request or Service Bus message (host.json maxConcurrentCalls).

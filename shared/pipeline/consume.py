@@ -1,12 +1,20 @@
 """The one queue consumer behind every queue trigger, whatever the backend.
 
-Outcomes for a message:
+Outcomes for a message (``shared.outcomes`` names them):
 - handled: the handler returned;
-- requeued: the handler asked to try again later (RetryLater), and the envelope
-  goes back on its queue with ``attempt + 1`` after the delay it named;
-- dead-lettered: unreadable, unknown type or version, a permanent failure, or out
-  of attempts: the message goes to ``<queue>-poison`` with the reason.
-Any other exception propagates, so the host's own retry and poison handling apply.
+- requeued: the work can succeed later (``RetryLater``, or an error that ``classify`` finds
+  transient: a network error, a timeout, a 5xx or 429, a token not had, storage not
+  answering). The envelope goes back on its queue with ``attempt + 1``, after the delay the
+  stage named or else exponential backoff with full jitter, and ``retrying`` is audited with
+  the reason. A stage's retries are bounded by age (``RETRY_MAX_AGE_SECONDS``, 24 h), not by
+  a small count. A wait for a send slot (``WaitForSlot``) is requeued too, and is no failure.
+- dead-lettered: unreadable, unknown type or version, a permanent failure, or out of time:
+  the message goes to ``<queue>-poison`` with the reason, ``dead-lettered`` is audited on its
+  ERP record, and the stage's own undo runs (an event's claim is released, a job is marked
+  not sent), so that a resend or a redrive is processed again.
+Any other exception is a bug: it propagates, so the host retries it, until the last delivery
+the host allows (``QUEUE_MAX_DELIVERIES``), which this consumer dead-letters itself, audited
+like any other, rather than leave it to the host's poison handling.
 
 Every line logged while a message is handled carries the envelope's dimensions
 (``shared.telemetry``): connection, correlation id, and the job, ERP record and channel
@@ -17,20 +25,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from shared import telemetry
-from shared.model import Envelope, EnvelopeError
-from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
+from shared.http import backoff_delay
+from shared.model import Envelope, EnvelopeError, parse_utc_time
+from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, classify, describe
 from shared.pipeline import registry
-from shared.settings import env_int
-from shared.storage.bus import MessageBus
+from shared.settings import env_float, env_int
+from shared.storage.bus import MessageBus, read_envelope
+
+__all__ = ["Delivery", "PermanentFailure", "consume"]
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["handled", "requeued", "dead-lettered"]
-DEFAULT_MAX_ATTEMPTS = 8
 MAX_DEFERRALS = 100  # returns to wait for a pacing slot; bounded all the same
+DEFAULT_MAX_AGE_SECONDS = 24 * 3600.0
+DEFAULT_BACKOFF_BASE_SECONDS = 2.0
+DEFAULT_BACKOFF_CAP_SECONDS = 300.0
+# The host's maxDequeueCount in host.json; Service Bus queues allow more, and stop here too.
+DEFAULT_MAX_DELIVERIES = 5
 
 
 @dataclass(frozen=True)
@@ -43,15 +59,34 @@ class Delivery:
     delivery_count: int
 
 
-def max_attempts() -> int:
-    return env_int("QUEUE_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS) or DEFAULT_MAX_ATTEMPTS
+@dataclass(frozen=True)
+class RetryBounds:
+    """How long and how often one stage's work is tried again after transient failures."""
+
+    max_age: float = DEFAULT_MAX_AGE_SECONDS
+    max_attempts: int = 0  # 0: no bound by count, only by age
+    backoff_base: float = DEFAULT_BACKOFF_BASE_SECONDS
+    backoff_cap: float = DEFAULT_BACKOFF_CAP_SECONDS
+
+    @classmethod
+    def from_settings(cls) -> RetryBounds:
+        """``RETRY_MAX_AGE_SECONDS``, ``QUEUE_MAX_ATTEMPTS`` (0: none), ``RETRY_BACKOFF_BASE_SECONDS``
+        and ``RETRY_BACKOFF_CAP_SECONDS``: the same for every stage, each stage's work counted apart."""
+        return cls(max_age=env_float("RETRY_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS),
+                   max_attempts=max(env_int("QUEUE_MAX_ATTEMPTS", 0), 0),
+                   backoff_base=env_float("RETRY_BACKOFF_BASE_SECONDS", DEFAULT_BACKOFF_BASE_SECONDS),
+                   backoff_cap=env_float("RETRY_BACKOFF_CAP_SECONDS", DEFAULT_BACKOFF_CAP_SECONDS))
+
+
+def max_deliveries() -> int:
+    return env_int("QUEUE_MAX_DELIVERIES", DEFAULT_MAX_DELIVERIES) or DEFAULT_MAX_DELIVERIES
 
 
 def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = None) -> Outcome:
     telemetry.configure_export()
     registry.load_stages()
     try:
-        envelope = Envelope.from_json(delivery.body)
+        envelope = read_envelope(delivery.body)
     except EnvelopeError as exc:
         return _dead_letter(bus, delivery, f"unreadable envelope: {exc}")
     with telemetry.scope(**envelope_dimensions(envelope)):
@@ -80,24 +115,84 @@ def _handle(delivery: Delivery, envelope: Envelope, bus: MessageBus, attempts_al
         spec.handler(envelope)
     except WaitForSlot as wait:
         if envelope.deferrals >= MAX_DEFERRALS:
-            return _dead_letter(bus, delivery, f"still waiting for a send slot after {envelope.deferrals} returns")
+            return _dead_letter(bus, delivery, f"still waiting for a send slot after {envelope.deferrals} returns",
+                                envelope, spec)
         payload = {**envelope.payload, "paced_slot": wait.slot}
         bus.send(delivery.queue, replace(envelope, payload=payload, deferrals=envelope.deferrals + 1), wait.delay)
         return "requeued"
-    except RetryLater as later:
-        limit = attempts_allowed or max_attempts()
-        if envelope.attempt + 1 >= limit:
-            return _dead_letter(bus, delivery, f"gave up after {envelope.attempt + 1} attempts: {later.reason}")
-        bus.send(delivery.queue, envelope.next_attempt(), later.delay)
-        with telemetry.scope(step="requeued", reason=later.reason):
-            log.info("%s requeued in %.1f s: %s", envelope.type, later.delay, later.reason)
-        return "requeued"
-    except PermanentFailure as failure:
-        return _dead_letter(bus, delivery, f"{envelope.type} failed permanently: {failure.reason}")
+    except Exception as error:  # noqa: BLE001 - every error is classified; a bug is raised again
+        outcome = classify(error)
+        if outcome is None:
+            return _after_bug(bus, delivery, envelope, spec, error)
+        if isinstance(outcome, PermanentFailure):
+            return _dead_letter(bus, delivery, f"{envelope.type} failed permanently: {outcome.reason}", envelope, spec)
+        bounds = RetryBounds.from_settings()
+        if attempts_allowed:
+            bounds = replace(bounds, max_attempts=attempts_allowed)
+        return _retry_later(bus, delivery, envelope, spec, outcome, bounds)
     return "handled"
 
 
-def _dead_letter(bus: MessageBus, delivery: Delivery, reason: str) -> Outcome:
+def _retry_later(bus: MessageBus, delivery: Delivery, envelope: Envelope, spec: registry.HandlerSpec,
+                 later: RetryLater, bounds: RetryBounds) -> Outcome:
+    now = datetime.now(UTC)
+    since = envelope.since or now.isoformat()
+    age = (now - parse_utc_time(since)).total_seconds()
+    tries = envelope.attempt + 1
+    if bounds.max_attempts and tries >= bounds.max_attempts:
+        return _dead_letter(bus, delivery, f"gave up after {tries} attempts: {later.reason}", envelope, spec)
+    if age >= bounds.max_age:
+        return _dead_letter(bus, delivery, f"gave up after {tries} attempts over {age / 3600:.1f} h: {later.reason}",
+                            envelope, spec)
+    delay = backoff_delay(envelope.attempt, base=bounds.backoff_base, cap=bounds.backoff_cap) \
+        if later.back_off else later.delay
+    bus.send(delivery.queue, replace(envelope.next_attempt(), since=since), delay)
+    with telemetry.scope(step="requeued", reason=later.reason):
+        log.info("%s requeued in %.1f s: %s", envelope.type, delay, later.reason)
+    _audit(envelope, spec, "retrying", reason=later.reason, attempt=tries, retry_in_seconds=round(delay, 1))
+    return "requeued"
+
+
+def _after_bug(bus: MessageBus, delivery: Delivery, envelope: Envelope, spec: registry.HandlerSpec,
+               error: Exception) -> Outcome:
+    """A bug: the host retries it; its last delivery is dead-lettered here, with the reason audited."""
+    if delivery.delivery_count < max_deliveries():
+        raise error
+    log.exception("%s failed on its last delivery with an unexpected error", envelope.type)
+    reason = f"{envelope.type} failed {delivery.delivery_count} deliveries with an unexpected {describe(error)}"
+    return _dead_letter(bus, delivery, reason, envelope, spec)
+
+
+def _dead_letter(bus: MessageBus, delivery: Delivery, reason: str, envelope: Envelope | None = None,
+                 spec: registry.HandlerSpec | None = None) -> Outcome:
     with telemetry.scope(step="dead-lettered", reason=reason):  # the bus logs the dead letter
         bus.dead_letter(delivery.queue, delivery.body, reason)
+    if envelope is not None and spec is not None:
+        undo_for_dead_letter(envelope, spec, reason)
     return "dead-lettered"
+
+
+def undo_for_dead_letter(envelope: Envelope, spec: registry.HandlerSpec, reason: str) -> None:
+    """Audit the dead letter on its ERP record and run the stage's undo. The message is safe in
+    the poison queue already: a failure here is logged, and the redrive still works."""
+    _audit(envelope, spec, "dead-lettered", reason=reason)
+    if spec.on_dead_letter is None:
+        return
+    try:
+        spec.on_dead_letter(envelope, reason)
+    except Exception as error:  # noqa: BLE001 - logged; the dead letter itself is kept
+        log.error("could not undo %s after dead-lettering it: %s", envelope.type, describe(error))
+
+
+def _audit(envelope: Envelope, spec: registry.HandlerSpec, step: str, **detail: Any) -> None:
+    """One audit step about this message's work; storage trouble is logged, never raised, so it
+    cannot turn a retry or a dead letter into a lost message."""
+    from shared.storage.tables import get_stores
+
+    payload = envelope.payload
+    try:
+        record = spec.record_of(envelope) if spec.record_of else str(payload.get("record") or "")
+        get_stores().audit.append(envelope.correlation_id, step, connection=envelope.connection, record=record,
+                                  job_id=str(payload.get("job_id") or ""), type=envelope.type, **detail)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("could not audit %s of %s: %s", step, envelope.type, describe(error))

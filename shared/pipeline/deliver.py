@@ -32,7 +32,20 @@ AMBIGUOUS_RECHECK_SECONDS = 30.0
 DISPATCH_LEASE_SECONDS = 120.0
 
 
-@handles(NOTIFICATIONS, NOTIFICATION)
+def mark_not_sent(envelope: Envelope, reason: str) -> None:
+    """A dead-lettered notification that never reached its provider: its job says so, and a
+    replay takes it. A job already at the provider, or mid-dispatch, is left as it is."""
+    stores = get_stores()
+    job = stores.jobs.get(str(envelope.payload.get("job_id", "")))
+    if job is None or job.status != "pending":
+        return
+    try:
+        stores.jobs.update(job, {"status": "dead-lettered", "reason": reason, "updated_at": now_iso()})
+    except ConcurrencyError:
+        log.info("job %s changed while it was being marked dead-lettered; left as it is", job.job_id)
+
+
+@handles(NOTIFICATIONS, NOTIFICATION, on_dead_letter=mark_not_sent)
 def deliver_notification(envelope: Envelope) -> None:
     payload = envelope.payload
     config, stores = get_config(), get_stores()

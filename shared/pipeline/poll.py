@@ -243,16 +243,27 @@ def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in fields.items()}
 
 
-@handles(ERP_EVENTS, ERP_CHANGE)
+def change_record_of(envelope: Envelope) -> str:
+    payload = envelope.payload
+    return record_ref(envelope.connection, str(payload.get("record_entity", "")), str(payload.get("record_key", "")))
+
+
+def release_change_claim(envelope: Envelope, reason: str) -> None:
+    """A dead-lettered change is not done: give its claim back, so the next poll or a redrive sends it."""
+    get_stores().dedup.release(EVENT_SCOPE, envelope.key)
+
+
+@handles(ERP_EVENTS, ERP_CHANGE, record_of=change_record_of, on_dead_letter=release_change_claim)
 def process_change(envelope: Envelope) -> None:
     config, stores = get_config(), get_stores()
     payload = envelope.payload
-    record = record_ref(envelope.connection, payload["record_entity"], payload["record_key"])
-    if not stores.dedup.claim(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id):
+    record = change_record_of(envelope)
+    claim = stores.dedup.take(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id)
+    if claim == "taken":
         stores.audit.append(envelope.correlation_id, "duplicate", connection=envelope.connection, record=record,
                             entity=payload["entity"])
         return
-    if envelope.attempt == 0:
+    if claim == "new":
         stores.audit.append(envelope.correlation_id, "received", connection=envelope.connection, record=record,
                             entity=payload["entity"], stamp=payload.get("stamp"), source="poll")
     queue_notifications(config, stores, get_bus(), source=envelope.connection, event_type=payload["entity"],

@@ -5,6 +5,11 @@ whether the event is new; a requeued attempt of the same event passes its own cl
 Each job id is a stable hash of event key, rule, channel and recipient, and is the
 notification's MessageId: however often this stage runs for one ERP change, one send
 per recipient is all that can follow.
+
+Failures to read the record (Dynamics 5xx or 429, Entra unreachable, DNS, timeouts) are not
+handled here: the queue consumer classifies them, retries with backoff, and audits each
+``retrying``. A record Dynamics says is not there ends the event as ``failed``. When the
+event is dead-lettered its claim is released, so Dynamics' resend, or a redrive, is processed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.config import AppConfig, DynamicsConnection, Rule, get_config
-from shared.erp.dynamics_events import EnrichmentError, event_record, parse_event, record_fields
+from shared.erp.dynamics_events import EnrichmentError, EventError, event_record, parse_event, record_fields
 from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
 from shared.outcomes import PermanentFailure
@@ -41,21 +46,39 @@ def masked(channel: str, address: str) -> str:
     return mask_phone(address) if channel in ("sms", "voice") else address
 
 
-@handles(ERP_EVENTS, BUSINESS_EVENT)
+def event_record_of(envelope: Envelope) -> str:
+    """The ERP record a business event concerns, as the audit names it ("" when it names none)."""
+    try:
+        entity, key = event_record(parse_event(envelope.payload.get("event")))
+    except ValueError:
+        return ""
+    return record_ref(envelope.connection, entity, key) if key else ""
+
+
+def release_event_claim(envelope: Envelope, reason: str) -> None:
+    """A dead-lettered event is not done: give its claim back, so a resend of it is new."""
+    get_stores().dedup.release(EVENT_SCOPE, envelope.key)
+
+
+@handles(ERP_EVENTS, BUSINESS_EVENT, record_of=event_record_of, on_dead_letter=release_event_claim)
 def process_business_event(envelope: Envelope) -> None:
     config, stores = get_config(), get_stores()
     connection = config.connections.get(envelope.connection)
     if not isinstance(connection, DynamicsConnection):
         raise PermanentFailure(f"no Dynamics connection named {envelope.connection!r} in the configuration")
-    event = parse_event(envelope.payload.get("event"))
+    try:
+        event = parse_event(envelope.payload.get("event"))
+    except EventError as exc:
+        raise PermanentFailure(f"not a business event: {exc}") from None
     entity, key = event_record(event)
     known_record = record_ref(connection.name, entity, key) if key else ""
     audit = stores.audit
-    if not stores.dedup.claim(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id):
+    claim = stores.dedup.take(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id)
+    if claim == "taken":
         audit.append(envelope.correlation_id, "duplicate", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number)
         return
-    if envelope.attempt == 0:
+    if claim == "new":  # not on the host's redelivery, nor on a retry, of the same work
         audit.append(envelope.correlation_id, "received", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number,
                      legal_entity=event.legal_entity)

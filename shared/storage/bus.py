@@ -8,6 +8,12 @@ Either way a message that the code refuses (unreadable, unknown type, out of
 attempts) is dead-lettered explicitly to ``<queue>-poison`` with its reason, the
 same queue the Functions host uses for storage-queue poison messages, so an
 operator finds refused work in one place whatever the backend.
+
+Payloads travel sealed (``shared.model.seal_payload``): only the fields that route the
+work are readable on a queue or in a dead letter; recipients and texts are not.
+
+Every call has a bounded timeout and few retries: an HTTP trigger that enqueues must
+answer within seconds whatever storage or the broker does (Dynamics gives up after 10 s).
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.model import Envelope
 from shared.settings import ServiceBusSettings, StorageSettings, queue_backend
+from shared.storage.protect import LazyProtector
 
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage
@@ -34,6 +43,26 @@ POISON_SUFFIX = "-poison"
 # but no retry in this app waits that long.
 MAX_DELAY_SECONDS = 7 * 24 * 3600
 SERVICEBUS_MESSAGE_ID_MAX = 128
+
+
+# One protector for every message this process sends or reads.
+_protector = LazyProtector()
+# Per try, and tries: the SDKs' defaults (minutes of retries) would hold an HTTP trigger's
+# answer far past the 5 s it has when storage or the broker is down.
+SEND_TIMEOUT_SECONDS = 2.0
+SEND_RETRIES = 1
+# How long a dead letter taken for collection stays hidden from another collector.
+TAKE_VISIBILITY_SECONDS = 120
+
+
+def message_text(envelope: Envelope) -> str:
+    """The envelope as it travels: JSON with its payload sealed."""
+    return envelope.to_json(seal=_protector.seal)
+
+
+def read_envelope(body: str | bytes) -> Envelope:
+    """A message as a consumer reads it: parsed, and its sealed payload opened."""
+    return Envelope.from_json(body, unseal=_protector.unseal)
 
 
 def poison_queue(queue: str) -> str:
@@ -61,10 +90,48 @@ def dead_letter_body(queue: str, body: str | bytes, reason: str, now: datetime |
     )
 
 
+@dataclass(frozen=True)
+class TakenDeadLetter:
+    """One message taken from a dead-letter queue: its text, where it came from, and ``settle``,
+    which removes it from there once it is safely kept elsewhere."""
+
+    text: str
+    source_queue: str
+    origin: str  # "app": dead-lettered by the consumer with its reason; "host": by the host or broker
+    enqueued_at: datetime | None
+    settle: Callable[[], None]
+    reason: str = ""
+
+
+def _decode_poison(content: str) -> str:
+    """A storage poison message's text: base64 as the host and this bus write it, else as it is."""
+    try:
+        return base64.b64decode(content, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return content
+
+
+def _taken(text: str, queue: str, enqueued_at: datetime | None, settle: Callable[[], None],
+           broker_reason: str = "") -> TakenDeadLetter:
+    """What a dead-letter queue held: the app's wrapper (original body and reason), or a message
+    the host or broker parked as it was."""
+    try:
+        wrapper = json.loads(text)
+    except ValueError:
+        wrapper = None
+    if isinstance(wrapper, dict) and isinstance(wrapper.get("body"), str) and "dead_letter_reason" in wrapper:
+        return TakenDeadLetter(wrapper["body"], str(wrapper.get("source_queue") or queue), "app", enqueued_at,
+                               settle, str(wrapper["dead_letter_reason"]))
+    reason = broker_reason or "the host gave up on it after its allowed deliveries (a crash or a timeout)"
+    return TakenDeadLetter(text, queue, "host", enqueued_at, settle, reason)
+
+
 class MessageBus(Protocol):
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None: ...
 
     def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None: ...
+
+    def take_dead_letters(self, queue: str, limit: int) -> Iterator[TakenDeadLetter]: ...
 
     def close(self) -> None: ...
 
@@ -77,17 +144,21 @@ class StorageQueueBus:
     """Azure Storage queues, base64-encoded as the Functions host reads them by default."""
 
     def __init__(self, settings: StorageSettings) -> None:
-        from azure.storage.queue import QueueServiceClient
+        from azure.storage.queue import LinearRetry, QueueServiceClient
 
+        # The storage SDK's default waits 15 s between tries; one quick retry is all an edge can afford.
+        retry = LinearRetry(backoff=0, retry_total=SEND_RETRIES, random_jitter_range=0)
+        bounded = {"retry_policy": retry, "connection_timeout": SEND_TIMEOUT_SECONDS,
+                   "read_timeout": SEND_TIMEOUT_SECONDS}
         if settings.connection_string:
-            self._service = QueueServiceClient.from_connection_string(settings.connection_string)
+            self._service = QueueServiceClient.from_connection_string(settings.connection_string, **bounded)
         else:
             from azure.identity import DefaultAzureCredential
 
             if not settings.queue_service_uri:
                 raise ValueError("AzureWebJobsStorage__queueServiceUri or __accountName is needed for queues")
             credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-            self._service = QueueServiceClient(settings.queue_service_uri, credential=credential)
+            self._service = QueueServiceClient(settings.queue_service_uri, credential=credential, **bounded)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -112,11 +183,23 @@ class StorageQueueBus:
         self._queue(queue).send_message(encoded, visibility_timeout=visibility)
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
-        self.send_text(queue, envelope.to_json(), delay_seconds)
+        self.send_text(queue, message_text(envelope), delay_seconds)
 
     def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None:
         self.send_text(poison_queue(queue), dead_letter_body(queue, body, reason))
         log.warning("dead-lettered a message from %s: %s", queue, reason)
+
+    def take_dead_letters(self, queue: str, limit: int) -> Iterator[TakenDeadLetter]:
+        """The messages of ``<queue>-poison``, hidden while taken; each gone once settled."""
+        client = self._queue(poison_queue(queue))
+        for message in client.receive_messages(messages_per_page=32, max_messages=limit,
+                                               visibility_timeout=TAKE_VISIBILITY_SECONDS):
+            text = _decode_poison(message.content or "")
+
+            def settle(message: Any = message) -> None:
+                client.delete_message(message)
+
+            yield _taken(text, queue, message.inserted_on, settle)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -130,6 +213,8 @@ def servicebus_message_id(envelope: Envelope) -> str:
     key = envelope.key if envelope.attempt == 0 else f"{envelope.key}#attempt-{envelope.attempt}"
     if envelope.deferrals:
         key += f"#deferral-{envelope.deferrals}"
+    if envelope.redrives:
+        key += f"#redrive-{envelope.redrives}"
     return message_id_for(key)
 
 
@@ -141,7 +226,7 @@ def servicebus_message(envelope: Envelope, delay_seconds: float = 0, now: dateti
     if delay_seconds > 0:
         scheduled = (now or datetime.now(UTC)) + timedelta(seconds=_clamp_delay(delay_seconds))
     message = ServiceBusMessage(
-        envelope.to_json(),
+        message_text(envelope),
         message_id=servicebus_message_id(envelope),
         correlation_id=envelope.correlation_id,
         subject=envelope.type,
@@ -164,13 +249,14 @@ class ServiceBusBus:
     def __init__(self, settings: ServiceBusSettings) -> None:
         from azure.servicebus import ServiceBusClient
 
+        bounded = {"retry_total": SEND_RETRIES, "retry_backoff_factor": 0.2, "retry_backoff_max": 1.0}
         if settings.connection_string:
-            self._client = ServiceBusClient.from_connection_string(settings.connection_string)
+            self._client = ServiceBusClient.from_connection_string(settings.connection_string, **bounded)
         else:
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-            self._client = ServiceBusClient(settings.namespace, credential)
+            self._client = ServiceBusClient(settings.namespace, credential, **bounded)
         self._senders: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -182,7 +268,30 @@ class ServiceBusBus:
             return sender
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
-        self._sender(queue).send_messages(servicebus_message(envelope, delay_seconds))
+        self._sender(queue).send_messages(servicebus_message(envelope, delay_seconds), timeout=SEND_TIMEOUT_SECONDS)
+
+    def take_dead_letters(self, queue: str, limit: int) -> Iterator[TakenDeadLetter]:
+        """The app's dead letters (``<queue>-poison``), then the broker's (the queue's dead-letter
+        sub-queue: the host's give-ups after maxDeliveryCount), each gone once settled."""
+        from azure.servicebus import ServiceBusSubQueue
+
+        sources = ((poison_queue(queue), None), (queue, ServiceBusSubQueue.DEAD_LETTER))
+        taken = 0
+        for name, sub_queue in sources:
+            with self._client.get_queue_receiver(name, sub_queue=sub_queue, max_wait_time=1) as receiver:
+                while taken < limit:
+                    batch = receiver.receive_messages(max_message_count=min(32, limit - taken), max_wait_time=1)
+                    if not batch:
+                        break
+                    for message in batch:
+                        taken += 1
+                        text = b"".join(message.body).decode("utf-8", errors="replace")
+                        reason = (message.dead_letter_reason or "") if sub_queue else ""
+
+                        def settle(message: Any = message, receiver: Any = receiver) -> None:
+                            receiver.complete_message(message)
+
+                        yield _taken(text, queue, message.enqueued_time_utc, settle, reason)
 
     def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None:
         from azure.servicebus import ServiceBusMessage

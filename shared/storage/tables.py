@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared import telemetry
 from shared.logs import scrub
@@ -31,15 +31,19 @@ if TYPE_CHECKING:
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9\-_.:@|=+,;!~ ]{1,400}$")
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,20}$")
 DEFAULT_TABLE_PREFIX = "mlc"
+# Storage that does not answer is a transient failure to hand back to the queue, not minutes of
+# waiting inside a function: short timeouts and two quick retries (azure-core's default is ten).
+BOUNDED_CALLS: dict[str, float] = {"connection_timeout": 3.0, "read_timeout": 10.0, "retry_total": 2,
+                                   "retry_backoff_factor": 0.4, "retry_backoff_max": 2.0}
 
 log = logging.getLogger(__name__)
 
 DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES, PACING = (
     "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
 )
-SNAPSHOTS, LEASES = "snapshots", "leases"
+SNAPSHOTS, LEASES, DEAD_LETTERS = "snapshots", "leases", "deadletters"
 TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
-                           PACING, SNAPSHOTS, LEASES)
+                           PACING, SNAPSHOTS, LEASES, DEAD_LETTERS)
 
 
 class ConcurrencyError(RuntimeError):
@@ -111,11 +115,11 @@ def _service_client(settings: StorageSettings) -> TableServiceClient:
     from azure.data.tables import TableServiceClient
 
     if settings.connection_string:
-        return TableServiceClient.from_connection_string(settings.connection_string)
+        return TableServiceClient.from_connection_string(settings.connection_string, **BOUNDED_CALLS)
     from azure.identity import DefaultAzureCredential
 
     credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-    return TableServiceClient(endpoint=settings.table_service_uri, credential=credential)
+    return TableServiceClient(endpoint=settings.table_service_uri, credential=credential, **BOUNDED_CALLS)
 
 
 # --- dedup -----------------------------------------------------------------------------------
@@ -133,6 +137,11 @@ class DedupStore:
         With an ``owner`` (the correlation id of one piece of work), that owner's own
         retries are let through again: a requeued attempt is not a duplicate of itself.
         """
+        return self.take(scope, key, owner, **info) != "taken"
+
+    def take(self, scope: str, key: str, owner: str = "", **info: str | int) -> Literal["new", "again", "taken"]:
+        """``new`` for the first caller, ``again`` for the same owner once more (a retry of its own
+        work), ``taken`` for anyone else."""
         from azure.core.exceptions import ResourceExistsError
 
         entity = {"PartitionKey": table_key(scope), "RowKey": table_key(key), "Key": key, "Owner": owner, **info}
@@ -140,13 +149,16 @@ class DedupStore:
             self._tables.table(DEDUP).create_entity(entity)
         except ResourceExistsError:
             if not owner:
-                return False
-            held = self._tables.table(DEDUP).get_entity(entity["PartitionKey"], entity["RowKey"])
-            return held.get("Owner") == owner
-        return True
+                return "taken"
+            held = self._tables.row(DEDUP, entity["PartitionKey"], entity["RowKey"])
+            if held is None:  # released meanwhile: take it afresh
+                return self.take(scope, key, owner, **info)
+            return "again" if held.get("Owner") == owner else "taken"
+        return "new"
 
     def release(self, scope: str, key: str) -> None:
-        """Give a claim back when the work it guarded could not even be handed on."""
+        """Give a claim back when the work it guarded was dead-lettered: a resend is then new.
+        Releasing a claim that is not there is no error."""
         self._tables.table(DEDUP).delete_entity(table_key(scope), table_key(key))
 
 
@@ -690,6 +702,94 @@ class LeaseStore:
             pass  # gone or taken over after expiry: nothing of ours to release
 
 
+# --- dead letters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Work that was given up on: what it was, why, and whether it was sent again.
+
+    ``body`` is the original message text (its payload sealed as it travelled); the other fields
+    are read from its envelope where it has one, for listing without opening anything.
+    """
+
+    id: str
+    queue: str
+    at: datetime
+    reason: str
+    origin: str  # "app" or "host"
+    body: str
+    type: str = ""
+    connection: str = ""
+    correlation_id: str = ""
+    key: str = ""
+    job_id: str = ""
+    record: str = ""
+    attempt: int = 0
+    state: str = "open"  # "open", or "redriven" once sent again
+    redriven_at: datetime | None = None
+    redrives: int = 0
+
+
+class DeadLetterStore:
+    """Every dead letter, kept once (its id is a hash of where it was and what it said), so that
+    operators can list, show and redrive them from one place whatever the queue backend."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def add(self, letter: DeadLetter) -> bool:
+        """Keep ``letter``; False when it is kept already (collected twice)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._tables.table(DEAD_LETTERS).create_entity(self._entity(letter))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        row = self._tables.row(DEAD_LETTERS, "deadletter", table_key(letter_id))
+        return None if row is None else self._letter(row)
+
+    def all(self, state: str | None = "open") -> list[DeadLetter]:
+        """Oldest first; ``state`` None for every one."""
+        query, parameters = "PartitionKey eq @pk", {"pk": "deadletter"}
+        if state:
+            query, parameters = query + " and State eq @state", {**parameters, "state": state}
+        rows = self._tables.table(DEAD_LETTERS).query_entities(query, parameters=parameters)
+        return sorted((self._letter(row) for row in rows), key=lambda letter: letter.at)
+
+    def mark_redriven(self, letter: DeadLetter) -> DeadLetter:
+        from dataclasses import replace
+
+        done = replace(letter, state="redriven", redriven_at=utc_now(), redrives=letter.redrives + 1)
+        self._tables.table(DEAD_LETTERS).upsert_entity(self._entity(done))
+        return done
+
+    def _entity(self, letter: DeadLetter) -> dict[str, Any]:
+        return {"PartitionKey": "deadletter", "RowKey": table_key(letter.id), "Id": letter.id, "Queue": letter.queue,
+                "At": letter.at, "Reason": letter.reason[:4000], "Origin": letter.origin,
+                "Body": self._tables.protector.seal(letter.body), "Type": letter.type,
+                "Connection": letter.connection, "CorrelationId": letter.correlation_id, "Key": letter.key,
+                "JobId": letter.job_id, "Record": letter.record, "Attempt": letter.attempt, "State": letter.state,
+                "RedrivenAt": letter.redriven_at, "Redrives": letter.redrives}
+
+    def _letter(self, row: Mapping[str, Any]) -> DeadLetter:
+        return DeadLetter(
+            id=row["Id"], queue=row["Queue"], at=_aware(row["At"]), reason=row.get("Reason", ""),
+            origin=row.get("Origin", ""), body=self._tables.protector.unseal(row.get("Body", "")),
+            type=row.get("Type", ""), connection=row.get("Connection", ""),
+            correlation_id=row.get("CorrelationId", ""), key=row.get("Key", ""), job_id=row.get("JobId", ""),
+            record=row.get("Record", ""), attempt=int(row.get("Attempt") or 0), state=row.get("State", "open"),
+            redriven_at=_aware(row["RedrivenAt"]) if row.get("RedrivenAt") else None,
+            redrives=int(row.get("Redrives") or 0))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 # --- process-wide access ---------------------------------------------------------------------
 
 
@@ -707,6 +807,7 @@ class Stores:
     pacing: PacingStore
     snapshots: SnapshotStore
     leases: LeaseStore
+    dead_letters: DeadLetterStore
 
     @classmethod
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX,
@@ -714,7 +815,8 @@ class Stores:
         tables = Tables(settings, prefix, protector)
         return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
                    WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
-                   GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables))
+                   GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables),
+                   DeadLetterStore(tables))
 
     def close(self) -> None:
         self.tables.close()

@@ -83,3 +83,67 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"replayed": sum(r.replayed for r in results),
                           "jobs": [{"job_id": r.job_id, "replayed": r.replayed, "reason": r.reason}
                                    for r in results]})
+
+
+@bp.function_name("ops_deadletters")
+@bp.route(route="ops/deadletters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+def ops_deadletters(req: func.HttpRequest) -> func.HttpResponse:
+    """Dead letters, oldest first, collected from the dead-letter queues first: ``state=open`` (default),
+    ``redriven`` or ``all``. Payloads stay sealed; each entry names its queue, type, record and reason."""
+    from shared.pipeline.deadletters import collect, summary
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    state = (req.params.get("state") or "open").strip()
+    if state not in ("open", "redriven", "all"):
+        return error_response(400, "bad_state", "state is one of open, redriven, all")
+    stores = get_stores()
+    collected = collect(stores, get_bus())
+    letters = stores.dead_letters.all(None if state == "all" else state)
+    return json_response({"collected": collected, "count": len(letters),
+                          "dead_letters": [summary(letter) for letter in letters]})
+
+
+@bp.function_name("ops_deadletter")
+@bp.route(route="ops/deadletters/{id}", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+def ops_deadletter(req: func.HttpRequest) -> func.HttpResponse:
+    """One dead letter."""
+    from shared.pipeline.deadletters import summary
+    from shared.storage.tables import get_stores
+
+    letter = get_stores().dead_letters.get(req.route_params.get("id", ""))
+    if letter is None:
+        return error_response(404, "not_found", "no such dead letter")
+    return json_response(summary(letter))
+
+
+@bp.function_name("ops_deadletters_redrive")
+@bp.route(route="ops/deadletters/redrive", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@traced
+def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"ids": ["..."]}``, or ``{"all": true}`` narrowed by ``queue`` and ``connection``: send the work
+    again. Each job still goes out at most once; an event is processed as new work."""
+    from shared.pipeline.deadletters import redrive, redrive_all
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    try:
+        body = req.get_json()
+    except ValueError:
+        return error_response(400, "malformed_json", "the body is not JSON")
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not (body.get("all") is True or (
+            isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids))):
+        return error_response(400, "bad_request", 'send {"ids": ["<dead letter id>", ...]} or {"all": true}')
+    queue, connection = body.get("queue"), body.get("connection")
+    stores, bus = get_stores(), get_bus()
+    if ids:
+        results = [redrive(stores, bus, letter_id) for letter_id in ids]
+    else:
+        results = redrive_all(stores, bus, lambda letter: (not queue or letter.queue == queue)
+                              and (not connection or letter.connection == connection))
+    return json_response({"redriven": sum(r.redriven for r in results),
+                          "dead_letters": [{"id": r.id, "redriven": r.redriven, "reason": r.reason}
+                                           for r in results]})

@@ -1,4 +1,5 @@
-"""Timers: the poll scheduler, every minute (each connection's own interval decides what runs)."""
+"""Timers: the poll scheduler, every minute (each connection's own interval decides what runs), and the
+collector of dead letters."""
 
 from __future__ import annotations
 
@@ -21,3 +22,15 @@ def poll_scheduler(timer: func.TimerRequest) -> None:
     from shared.storage.tables import get_stores
 
     schedule_polls(get_config(), get_stores(), get_bus(), datetime.now(UTC))
+
+
+@bp.function_name("deadletters_collector")
+@bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+@traced
+def deadletters_collector(timer: func.TimerRequest) -> None:
+    """Every five minutes: the dead-letter queues into the dead-letters table, each audited once."""
+    from shared.pipeline.deadletters import SETTLED_AFTER, collect
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    collect(get_stores(), get_bus(), older_than=SETTLED_AFTER)
