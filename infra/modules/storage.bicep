@@ -49,6 +49,7 @@ var appTables = [
   'pacing'
   'snapshots'
   'leases'
+  'deadletters'
 ]
 
 // Built-in roles for the app identity, least privilege for what the host and the code do.
