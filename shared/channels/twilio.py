@@ -10,7 +10,8 @@ The delivery stage sees outcomes, not Twilio:
   worth sleeping through, or the short inline retries ran out: the queue takes over;
 - ``AmbiguousSendError`` when a create may have reached Twilio but no answer came back
   (read timeout, dropped connection, 500/502/504): sending again could text the person
-  twice, so the caller first asks ``find_sent_message`` whether the message exists.
+  twice, so the caller first asks ``find_sent_message`` (or ``find_placed_call``) whether
+  the message or call exists.
 
 Retries follow ``shared.http.decide`` (the one retry policy of the app); the HTTP client
 under the SDK never retries on its own. twilio, phonenumbers and requests are imported on
@@ -430,32 +431,48 @@ class TwilioChannel:
         call = self._call(lambda: self._client.calls.create(**options), idempotent=False, action="place a call")
         return SendResult(call.sid, str(call.status))
 
-    def find_sent_message(self, to: str, body: str, since: datetime) -> SendResult | None:
+    def find_sent_message(
+        self, to: str, body: str, since: datetime, skip: Callable[[str], bool] | None = None
+    ) -> SendResult | None:
         """The newest outbound message to ``to`` with this ``body`` created at or after ``since``.
 
-        For the moment after an ``AmbiguousSendError``: found means Twilio has it, do not send
-        again. Not found is weaker evidence: Twilio's list can lag, and a message still queued
-        has no sent date for the DateSent filter to match.
+        For the moment after an ``AmbiguousSendError`` or a crash: found means Twilio has it, do
+        not send again. The list is read by ``To`` (and ``From`` for a fixed sender) with no date
+        filter: Twilio filters only on the sent date, which a message still ``queued`` or
+        ``accepted`` does not have yet. ``skip(sid)`` leaves out messages known to be another's.
         """
         recipient = self._recipient(to)
-        # Twilio's timestamps have whole seconds; a naive `since` is taken as UTC.
-        start = (since if since.tzinfo else since.replace(tzinfo=UTC)).astimezone(UTC).replace(microsecond=0)
-        return self._call(
-            lambda: self._newest_match(recipient, body, start), idempotent=True, action="look up sent messages"
-        )
+        start = _whole_seconds_utc(since)
+        # A Messaging Service picks the sender later: filter on From only when it is fixed.
+        sender = {} if self.connection.messaging_service_sid or not self.connection.from_number \
+            else {"from_": self.connection.from_number}
 
-    def _newest_match(self, recipient: str, body: str, start: datetime) -> SendResult | None:
-        # DateSent> takes a GMT day (YYYY-MM-DD) and means "sent on or after that day".
-        records = self._client.messages.stream(
-            to=recipient, date_sent_after=start.date().isoformat(), page_size=FIND_PAGE_SIZE, limit=FIND_LIMIT
-        )
-        for message in records:
-            created = message.date_created
-            if created is not None and created < start:
-                return None  # the list runs newest first: the rest is older still
-            if str(message.direction or "").startswith("outbound") and message.body == body:
-                return SendResult(message.sid, str(message.status))
-        return None
+        def lookup() -> SendResult | None:
+            records = self._client.messages.stream(to=recipient, page_size=FIND_PAGE_SIZE, limit=FIND_LIMIT, **sender)
+            return _newest_match(records, start, lambda message: message.body == body, skip, stop_at_older=True)
+
+        return self._call(lookup, idempotent=True, action="look up sent messages")
+
+    def find_placed_call(
+        self, to: str, since: datetime, skip: Callable[[str], bool] | None = None
+    ) -> SendResult | None:
+        """The newest outbound call from our number to ``to`` created at or after ``since``.
+
+        Listed by ``To`` and ``From`` with no date filter: a queued call has no start time for
+        ``StartTime>`` to match. The Calls list's order is not documented, so older calls are
+        passed over rather than taken as the end of the list.
+        """
+        recipient = self._recipient(to)
+        start = _whole_seconds_utc(since)
+        sender = self.connection.from_number
+        if not sender:
+            return None  # place_call refuses to call without one: nothing can have been placed
+
+        def lookup() -> SendResult | None:
+            records = self._client.calls.stream(to=recipient, from_=sender, page_size=FIND_PAGE_SIZE, limit=FIND_LIMIT)
+            return _newest_match(records, start, lambda call: True, skip, stop_at_older=False)
+
+        return self._call(lookup, idempotent=True, action="look up placed calls")
 
     # --- Verify ----------------------------------------------------------------------------------
 
@@ -608,6 +625,30 @@ class TwilioChannel:
         )
         reason = f"Twilio: {action}: {failure.describe()} after {attempt} attempts"
         return RetryLater(later.delay, reason, failure.status)
+
+
+def _whole_seconds_utc(moment: datetime) -> datetime:
+    # Twilio's timestamps have whole seconds; a naive moment is taken as UTC.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0)
+
+
+def _newest_match(
+    records: Iterator[Any], start: datetime, matches: Callable[[Any], bool], skip: Callable[[str], bool] | None,
+    *, stop_at_older: bool
+) -> SendResult | None:
+    """The first outbound record created at or after ``start`` that ``matches`` and is not skipped."""
+    for record in records:
+        created = record.date_created
+        if created is not None and created < start:
+            if stop_at_older:
+                return None  # the list runs newest first: the rest is older still
+            continue
+        if not str(record.direction or "").startswith("outbound") or not matches(record):
+            continue
+        if skip is None or not skip(record.sid):
+            return SendResult(record.sid, str(record.status))
+    return None
 
 
 # --- process-wide channels ------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 - Status: the job's status moves forward only (a late ``sent`` never overwrites
   ``delivered``), so a repeated or out-of-order callback changes nothing and is not
-  audited twice; that order is the deduplication.
+  audited twice; that order is the deduplication. The job is found by the provider id's
+  link, or by the job id in the callback URL when the sender stopped before linking: then
+  the link and the number's last contact are written here.
 - Inbound SMS: STOP / START / HELP keywords, Verify codes, and any other reply, which
   is recorded against the record the last message to that number was about, and written
   back to that record as a note where its ERP takes notes.
@@ -23,7 +25,7 @@ from shared.pipeline.notes import queue_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code
 from shared.storage.bus import get_bus
-from shared.storage.tables import ConcurrencyError, LastContact, Stores, get_stores
+from shared.storage.tables import ConcurrencyError, JobRow, LastContact, ProviderLink, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +52,18 @@ def record_status(envelope: Envelope) -> None:
     sid = params.get("MessageSid") or params.get("CallSid") or ""
     status = (params.get("MessageStatus") or params.get("CallStatus") or "").lower()
     stores = get_stores()
-    link = stores.providers.lookup(sid)
+    link = stores.providers.lookup(sid) or _link_job_named_in_url(stores, envelope, sid)
     if link is None:
-        # Twilio can call back before the sender has linked the sid to its job: wait a little.
-        raise RetryLater(UNLINKED_RETRY_SECONDS, f"no job is linked to {sid} (yet)")
+        return
     for _ in range(_UPDATE_TRIES):
         job = stores.jobs.get(link.job_id)
         if job is None or not moves_forward(job.status, status):
             return
-        error_code = params.get("ErrorCode") or job.fields.get("error_code")
+        changes = {"status": status, "error_code": params.get("ErrorCode") or job.fields.get("error_code")}
+        if not job.fields.get("provider_id"):
+            changes["provider_id"] = sid  # the sender stopped before recording it on the job
         try:
-            stores.jobs.update(job, {"status": status, "error_code": error_code})
+            stores.jobs.update(job, changes)
         except ConcurrencyError:
             continue  # another callback moved it meanwhile: compare again
         detail = {"status": status, "provider_id": sid}
@@ -73,6 +76,33 @@ def record_status(envelope: Envelope) -> None:
                             **detail)
         return
     raise ConcurrencyError(f"job {link.job_id}: status {status} lost every race")
+
+
+def _link_job_named_in_url(stores: Stores, envelope: Envelope, sid: str) -> ProviderLink | None:
+    """The job named by the callback URL's ``job``, linked to ``sid`` now; None to ignore the callback.
+
+    Without ``job`` (or before its job exists) Twilio may have called back before the sender
+    linked the sid: wait a little.
+    """
+    job_id = envelope.payload.get("job_id") or ""
+    job = stores.jobs.get(job_id) if job_id else None
+    if job is None:
+        raise RetryLater(UNLINKED_RETRY_SECONDS, f"no job is linked to {sid} (yet)")
+    if job.fields.get("provider_id") not in (None, "", sid):
+        # An earlier try of this job that was not adopted: its progress is not the job's.
+        log.warning("a status callback for %s, which is not the message or call of job %s", sid, job_id)
+        return None
+    stores.providers.link(sid, job_id, envelope.connection)  # an upsert: repeating it is harmless
+    _remember_contact(stores, envelope.connection, job)
+    return ProviderLink(sid, job_id, envelope.connection)
+
+
+def _remember_contact(stores: Stores, connection: str, job: JobRow) -> None:
+    """The job as the last contact of its number, so that a reply lands on its record."""
+    number = str(job.fields.get("to") or "")
+    if number:
+        stores.contacts.remember(connection, number, LastContact(
+            job.job_id, job.fields.get("record", ""), job.fields.get("correlation_id", "")))
 
 
 @handles(CALLBACKS, TWILIO_INBOUND)

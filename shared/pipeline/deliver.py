@@ -5,20 +5,25 @@ pending -> dispatching -> the provider's statuses; or suppressed (opted out), fa
 (a permanent error), verifying (waiting for a one-time passcode). The move to
 ``dispatching`` is an ETag-conditional update, so of two deliveries of one job only
 one sends. A job that already reached the provider is never sent again. After an
-ambiguous failure (Twilio may have created the message before the connection broke)
-the next attempt first asks Twilio whether the message exists.
+ambiguous failure (Twilio may have created the message or call before the connection
+broke) or a delivery that went silent, the next attempt first asks Twilio whether the
+message or call exists, and adopts it when it does.
+
+Status callbacks carry the job id in their URL, and a send is linked to its job (provider
+id, last contact) before the job row records it: a stop between the two steps never
+leaves a callback without its job.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.config import SendGridConnection, SlackConnection, TwilioConnection, get_config
 from shared.logs import mask_phone
-from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso, status_rank
+from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, moves_forward, now_iso, status_rank
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.registry import handles
 from shared.settings import public_url
@@ -30,6 +35,9 @@ log = logging.getLogger(__name__)
 AMBIGUOUS_RECHECK_SECONDS = 30.0
 # A delivery that claimed a job and then went silent this long is presumed gone (a crash).
 DISPATCH_LEASE_SECONDS = 120.0
+# Twilio stamps date_created with its own clock: look back this much further than our dispatch start.
+CLOCK_SKEW_SECONDS = 60.0
+_UPDATE_TRIES = 5
 
 
 def mark_not_sent(envelope: Envelope, reason: str) -> None:
@@ -158,19 +166,28 @@ class Delivery:
 
     def adopt_earlier_send(self, channel: Any, number: str) -> bool:
         """A job left dispatching (a crash, or an ambiguous error): did Twilio create it after all?"""
-        if self.payload.get("channel") != "sms":
-            return False  # calls cannot be matched reliably; the job is tried again
-        since = datetime.fromisoformat(self.job.fields.get("dispatch_started") or now_iso())
-        found = channel.find_sent_message(number, self.payload.get("text", ""), since)
+        started = datetime.fromisoformat(self.job.fields.get("dispatch_started") or now_iso())
+        since = started - timedelta(seconds=CLOCK_SKEW_SECONDS)
+        if self.payload.get("channel") == "voice":
+            found = channel.find_placed_call(number, since, skip=self.belongs_to_another_job)
+        else:
+            found = channel.find_sent_message(number, self.payload.get("text", ""), since,
+                                              skip=self.belongs_to_another_job)
         if found is None:
             return False
         self.record_sent(number, found.sid, found.status, adopted=True)
         return True
 
+    def belongs_to_another_job(self, provider_id: str) -> bool:
+        """A message or call already linked to another job is never adopted by this one."""
+        link = self.stores.providers.lookup(provider_id)
+        return link is not None and link.job_id != self.job_id
+
     def send(self, channel: Any, number: str) -> None:
         from shared.channels.twilio import AmbiguousSendError, PermanentSendError
 
-        callback = public_url(f"api/twilio/status/{self.connection.name}")
+        # The job id in the URL lets a callback find its job even before the provider id is linked.
+        callback = public_url(f"api/twilio/status/{self.connection.name}?job={self.job_id}")
         try:
             if self.payload.get("channel") == "voice":
                 gather = public_url(f"api/twilio/gather/{self.connection.name}?job={self.job_id}") \
@@ -195,12 +212,27 @@ class Delivery:
         self.record_sent(number, result.sid, result.status)
 
     def record_sent(self, number: str, sid: str, status: str, adopted: bool = False) -> None:
-        # The job first, the link second: until the link exists no callback can find (and
-        # move) the job, so this update cannot meet a stale ETag.
-        self.update(status=status, provider_id=sid, sent_at=now_iso())
+        # The link and the last contact first, the job second: a stop in between leaves a job
+        # still dispatching that callbacks (and the next attempt's lookup) can find and move on.
         self.stores.providers.link(sid, self.job_id, self.connection.name)
         self.stores.contacts.remember(self.connection.name, number, LastContact(
             self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
+        self.mark_sent(sid, status)
         detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
                   "to": mask_phone(number)}
         self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
+
+    def mark_sent(self, sid: str, status: str) -> None:
+        """Put the provider id on the job; a status callback may have moved the job meanwhile,
+        so a stale read is read again and the furthest status kept."""
+        for _ in range(_UPDATE_TRIES):
+            furthest = status if moves_forward(self.job.status, status) else self.job.status
+            try:
+                self.update(status=furthest, provider_id=sid, sent_at=now_iso())
+                return
+            except ConcurrencyError:
+                latest = self.stores.jobs.get(self.job_id)
+                if latest is None:
+                    raise RetryLater(1.0, "job row vanished while recording its send") from None
+                self.job = latest
+        raise ConcurrencyError(f"job {self.job_id}: recording its send lost every race")

@@ -61,7 +61,9 @@ def twilio_status(req: func.HttpRequest) -> func.HttpResponse:
     if isinstance(params, func.HttpResponse):
         return params
     required = ("CallSid", "CallStatus") if "CallSid" in params else ("MessageSid", "MessageStatus")
-    return _enqueue(req, TWILIO_STATUS, params, required) or func.HttpResponse(status_code=204)
+    # ?job= was part of the signed URL: the job it names is as genuine as the parameters.
+    job = {"job_id": req.params["job"]} if req.params.get("job") else None
+    return _enqueue(req, TWILIO_STATUS, params, required, job) or func.HttpResponse(status_code=204)
 
 
 @bp.function_name("twilio_inbound")

@@ -21,6 +21,8 @@ import pytest
 import requests
 
 from devhost.azurite import Azurite, start_azurite
+from shared.settings import StorageSettings
+from shared.storage.tables import Stores
 from tests.fakes.dynamics import FakeDynamics
 from tests.fakes.entra import FakeEntra
 from tests.fakes.slack import FakeSlack
@@ -84,8 +86,15 @@ class Stack:
     def steps(self, record: str) -> list[str]:
         return [entry["step"] for entry in self.audit(record)["entries"]]
 
-    def status_url(self) -> str:
-        return f"{self.base_url}/api/twilio/status/twilio-main"
+    def status_url(self, job: str | None = None) -> str:
+        """The status callback URL; the app asks Twilio for it with ``?job=<job id>``."""
+        url = f"{self.base_url}/api/twilio/status/twilio-main"
+        return f"{url}?job={job}" if job else url
+
+    def stores(self) -> Stores:
+        """The app's tables, opened from this deployment's settings (close them after use)."""
+        prefix = json.loads(self.settings_path.read_text())["Values"]["STORAGE_TABLE_PREFIX"]
+        return Stores.open(StorageSettings(self.azurite.connection_string, None, None, None), prefix)
 
     def poison(self, queue: str) -> list[dict]:
         from azure.storage.queue import QueueClient

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.e2e.conftest import MASTER_KEY, Stack
+from shared.storage.tables import CONTACTS, PROVIDER_IDS, table_key
+from tests.e2e.conftest import MASTER_KEY, Stack, text_in
 from tests.fakes.twilio import twilio_signature
 from tests.support.waiting import wait_for
 
@@ -61,7 +62,7 @@ def test_an_invoice_event_becomes_one_sms_and_its_delivery_comes_back(stack: Sta
     assert stack.twilio_creds.account_sid in request.path
     assert request.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
     assert request.form_value("To") == phone  # normalized to E.164 from "(415) 555-..."
-    assert request.form_value("StatusCallback") == stack.status_url()
+    assert request.form_value("StatusCallback").startswith(stack.status_url() + "?job=")
     assert "INV-E2E-1" in message.body and "Fabrikam Supplies" in message.body and "950.00 USD" in message.body
 
     from tests.support.openapi import require_spec, validate_form_request
@@ -75,6 +76,7 @@ def test_an_invoice_event_becomes_one_sms_and_its_delivery_comes_back(stack: Sta
     wait_for(lambda: "delivered" in [c["status"] for c in stack.audit(record)["contacts"]], what="delivered")
     [contact] = stack.audit(record)["contacts"]
     assert contact["provider_id"] == message.sid and contact["status"] == "delivered"
+    assert request.form_value("StatusCallback") == stack.status_url(job=contact["job_id"])
     assert contact["to"] != phone and contact["to"].endswith(phone[-2:])  # masked
     steps = stack.steps(record)
     assert steps[:2] == ["received", "enriched"] and "sent" in steps
@@ -132,6 +134,35 @@ def test_forged_callbacks_are_refused_and_status_only_moves_forward(stack: Stack
     wait_for(lambda: stack.audit(record)["contacts"][0]["status"] == "read", what="read after delivered")
     statuses = [e["detail"].get("status") for e in stack.audit(record)["entries"] if e["step"] == "status"]
     assert statuses == ["delivered", "read"]  # the late "sent" and the forged ones changed nothing
+
+
+def test_callbacks_repair_a_lost_link_and_a_reply_still_lands_on_the_record(stack: Stack) -> None:
+    phone = new_phone()
+    stack.post_events(invoice_event("INV-E2E-LINK", phone))
+    [message] = wait_for(lambda: stack.twilio.messages(to=phone), what="an SMS")
+    record = record_of("INV-E2E-LINK")
+    wait_for(lambda: "sent" in stack.steps(record), what="the send recorded")
+    [contact] = stack.audit(record)["contacts"]
+    assert message.status_callback == stack.status_url(job=contact["job_id"])
+    stores = stack.stores()
+    try:
+        # As if the app had stopped after recording the job, before linking the message to it
+        # and remembering it as the number's last contact.
+        stores.tables.table(PROVIDER_IDS).delete_entity(table_key(message.sid), "")
+        stores.tables.table(CONTACTS).delete_entity(table_key("twilio-main"), stores.tables.protector.blind(phone))
+        assert stores.providers.lookup(message.sid) is None and stores.contacts.last("twilio-main", phone) is None
+
+        for status in ("sent", "delivered"):
+            assert stack.twilio.advance_message(message.sid, status).status_code == 204
+        wait_for(lambda: stack.audit(record)["contacts"][0]["status"] == "delivered", what="delivered")
+        link = stores.providers.lookup(message.sid)
+        assert link is not None and link.job_id == contact["job_id"]
+    finally:
+        stores.close()
+
+    text_in(stack.twilio, stack.base_url,
+            stack.twilio.inbound_sms_params(phone, stack.twilio_creds.phone_number, "Paid on Friday"))
+    wait_for(lambda: "reply" in stack.steps(record), what="the reply on the invoice")
 
 
 def test_twilio_429_then_200_delivers_once(stack: Stack) -> None:

@@ -30,7 +30,12 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   name no other and its support asks for that one. A message not sent yet (``date_sent``
   null: still ``queued``/``accepted``) matches no ``DateSent`` filter (unconfirmed for
   Twilio; the cautious reading).
-- Calls: 21201/21213/21205 for missing To / From / TwiML source, 21211 invalid To.
+- Calls: 21201/21213/21205 for missing To / From / TwiML source, 21211 invalid To. Created
+  ``queued`` with no ``start_time`` until ``advance_call(sid, "in-progress")``.
+- Calls list (``GET .../Calls.json``): filters ``To``, ``From``, ``ParentCallSid``, ``Status``,
+  ``StartTime``/``StartTime<``/``StartTime>`` and the same for ``EndTime`` (``YYYY-MM-DD``; a
+  call that has not started or ended matches no filter on that date), newest first, paged
+  like Messages with the calls under ``calls``.
 - Verify: 6-digit codes (``code_for(to)`` reads "the SMS"), a repeated start for a
   pending verification re-sends the same one (60203 after 5 sends), checks answer 200
   ``pending``/``approved``, 429 code 60202 once 5 wrong codes were tried, 404 code 20404
@@ -111,8 +116,11 @@ MAX_BODY_CHARACTERS = 1600
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
-# Query parameters of the Messages list in the order Twilio writes them into page URIs.
+# Query parameters of the Messages and Calls lists in the order Twilio writes them into page URIs.
 _LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+_CALL_LIST_FILTERS = ("To", "From", "ParentCallSid", "Status", "StartTime", "StartTime<", "StartTime>",
+                      "EndTime", "EndTime<", "EndTime>")
+_DATE_FILTERS = ("DateSent", "StartTime", "EndTime")
 MAX_VERIFY_CHECKS = 5
 MAX_VERIFY_SENDS = 5
 
@@ -380,7 +388,7 @@ class _Stall:
 
 @dataclass(frozen=True)
 class _ListQuery:
-    """The filters and paging of one Messages list request."""
+    """The filters and paging of one Messages or Calls list request."""
 
     filters: dict[str, str]
     page_size: int
@@ -574,6 +582,7 @@ class FakeTwilio(FakeServer):
             route("GET", rf"{account}/Messages\.json", self._answering(self._list_messages)),
             route("GET", rf"{account}/Messages/(?P<sid>[^/]+)\.json", self._answering(self._fetch_message)),
             route("POST", rf"{account}/Calls\.json", self._answering(self._create_call)),
+            route("GET", rf"{account}/Calls\.json", self._answering(self._list_calls)),
             route("GET", rf"{account}/Calls/(?P<sid>[^/]+)\.json", self._answering(self._fetch_call)),
             route("POST", rf"{service}/Verifications", self._answering(self._start_verification)),
             route("GET", rf"{service}/Verifications/(?P<sid>[^/]+)", self._answering(self._fetch_verification)),
@@ -707,18 +716,14 @@ class FakeTwilio(FakeServer):
 
     def _list_messages(self, request: RecordedRequest, match: re.Match[str]) -> Response:
         account_sid = self._account_for_path(request, match)
-        query = _list_query(request)
+        query = _list_query(request, _LIST_FILTERS)
         with self._state:
             found = [
                 message
                 for message in self._messages.values()
                 if message.account_sid == account_sid and _matches_filters(message, query.filters)
             ]
-        # Newest first, as Twilio lists them; equal timestamps keep the later-created first.
-        ordered = [message for _index, message in sorted(enumerate(found), key=_newest_first)]
-        start = _page_start(ordered, query)
-        page = ordered[start : start + query.page_size]
-        return self._json(200, _list_body(request.path, query, ordered, start, page))
+        return self._json(200, _list_page(request.path, query, found, "messages"))
 
     # --- Calls -------------------------------------------------------------------------------
 
@@ -755,6 +760,17 @@ class FakeTwilio(FakeServer):
         with self._state:
             self._calls[call.sid] = call
         return self._json(201, call.resource())
+
+    def _list_calls(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._account_for_path(request, match)
+        query = _list_query(request, _CALL_LIST_FILTERS)
+        with self._state:
+            found = [
+                call
+                for call in self._calls.values()
+                if call.account_sid == account_sid and _call_matches_filters(call, query.filters)
+            ]
+        return self._json(200, _list_page(request.path, query, found, "calls"))
 
     def _fetch_call(self, request: RecordedRequest, match: re.Match[str]) -> Response:
         account_sid = self._account_for_path(request, match)
@@ -1106,16 +1122,23 @@ class FakeTwilio(FakeServer):
         return super().default_error_message(status)
 
 
-def _newest_first(item: tuple[int, Message]) -> tuple[float, int]:
-    index, message = item
-    return (-message.date_created.timestamp(), -index)
+def _newest_first(item: tuple[int, Message | Call]) -> tuple[float, int]:
+    index, resource = item
+    return (-resource.date_created.timestamp(), -index)
 
 
-def _list_query(request: RecordedRequest) -> _ListQuery:
-    filters = {name: value for name in _LIST_FILTERS if (value := request.query_value(name)) is not None}
-    for name in ("DateSent", "DateSent<", "DateSent>"):
-        if name in filters:
-            _parse_date(filters[name])
+def _list_page(path: str, query: _ListQuery, found: Sequence[Message | Call], key: str) -> dict[str, Any]:
+    # Newest first, as Twilio lists them; equal timestamps keep the later-created first.
+    ordered = [resource for _index, resource in sorted(enumerate(found), key=_newest_first)]
+    start = _page_start(ordered, query)
+    return _list_body(path, query, ordered, start, ordered[start : start + query.page_size], key)
+
+
+def _list_query(request: RecordedRequest, names: Sequence[str]) -> _ListQuery:
+    filters = {name: value for name in names if (value := request.query_value(name)) is not None}
+    for name, value in filters.items():
+        if name.rstrip("<>") in _DATE_FILTERS:
+            _parse_date(value)
     return _ListQuery(
         filters=filters,
         page_size=_bounded_int(request.query_value("PageSize"), "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
@@ -1159,7 +1182,27 @@ def _matches_filters(message: Message, filters: Mapping[str, str]) -> bool:
     return all(checks[name](day) for name, day in day_filters.items())
 
 
-def _page_start(ordered: Sequence[Message], query: _ListQuery) -> int:
+def _call_matches_filters(call: Call, filters: Mapping[str, str]) -> bool:
+    plain = {"To": call.to, "From": call.from_, "ParentCallSid": None, "Status": call.status}
+    if any(name in filters and filters[name] != value for name, value in plain.items()):
+        return False
+    days = {"StartTime": call.start_time, "EndTime": call.end_time}
+    for name, value in filters.items():
+        base = name.rstrip("<>")
+        if base not in days:
+            continue
+        moment = days[base]
+        if moment is None:
+            return False  # a queued or ringing call has not started (or ended): no date to compare
+        day, wanted = moment.astimezone(UTC).date(), _parse_date(value).date()
+        # StartTime< is "before that day", StartTime> "on or after" (Twilio's parameter descriptions).
+        if (name == base and day != wanted) or (name.endswith("<") and day >= wanted) or \
+                (name.endswith(">") and day < wanted):
+            return False
+    return True
+
+
+def _page_start(ordered: Sequence[Message | Call], query: _ListQuery) -> int:
     """Where the requested page begins: after ("PA") or before ("PB") the message its token names."""
     if query.token is None:
         return query.page * query.page_size
@@ -1171,7 +1214,8 @@ def _page_start(ordered: Sequence[Message], query: _ListQuery) -> int:
 
 
 def _list_body(
-    path: str, query: _ListQuery, ordered: Sequence[Message], start: int, page: Sequence[Message]
+    path: str, query: _ListQuery, ordered: Sequence[Message | Call], start: int, page: Sequence[Message | Call],
+    key: str,
 ) -> dict[str, Any]:
     def page_uri(page_number: int, token: str | None = None) -> str:
         params = [*query.filters.items(), ("PageSize", str(query.page_size)), ("Page", str(page_number))]
@@ -1181,7 +1225,7 @@ def _list_body(
 
     has_next = bool(page) and start + len(page) < len(ordered)
     return {
-        "messages": [message.resource() for message in page],
+        key: [resource.resource() for resource in page],
         "first_page_uri": page_uri(0),
         "next_page_uri": page_uri(query.page + 1, "PA" + page[-1].sid) if has_next else None,
         "previous_page_uri": page_uri(query.page - 1, "PB" + page[0].sid) if page and start > 0 else None,

@@ -5,16 +5,19 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from shared.channels.twilio import reset_twilio_channels
 from shared.config import TwilioConnection
 from shared.http import RetryLater
-from shared.model import NOTIFICATION, Envelope
-from shared.pipeline.deliver import Delivery, open_job
+from shared.model import NOTIFICATION, TWILIO_STATUS, Envelope
+from shared.pipeline.callbacks import record_status
+from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
 from shared.storage.secrets import reset_secret_provider
-from shared.storage.tables import Stores
+from shared.storage.tables import LastContact, Stores, reset_stores
 from tests.fakes.twilio import FakeTwilio
 
 
@@ -75,3 +78,183 @@ def test_two_deliveries_of_one_job_at_once_send_one_sms(stores: Stores, twilio: 
     Delivery(stores, connection, envelope, open_job(stores, envelope)).run()  # the requeued one, later
     assert len(fake.messages(to="+14155550199")) == 1
     assert [e.step for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE")][-1] == "duplicate"
+
+
+# --- lost answers and stops mid-send ----------------------------------------------------------------
+
+CREATE = "POST /2010-04-01/Accounts/"
+
+
+@pytest.fixture
+def app_storage(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str, table_prefix: str) -> Iterator[None]:
+    """The app's own get_stores() (used by the callback handlers) on the same tables as ``stores``."""
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
+    monkeypatch.setenv("STORAGE_TABLE_PREFIX", table_prefix)
+    reset_stores()
+    yield
+    reset_stores()
+
+
+def voice_notification(job_id: str, to: str) -> Envelope:
+    return Envelope(NOTIFICATION, "race-twilio", job_id, {
+        "job_id": job_id, "rule": "r", "channel": "voice", "via": "race-twilio", "to": to,
+        "record": "fo|VendorInvoice|usmf|CALL", "say": "Invoice CALL needs approval.",
+    })
+
+
+def deliver_once(stores: Stores, connection: TwilioConnection, envelope: Envelope) -> None:
+    Delivery(stores, connection, envelope, open_job(stores, envelope)).run()
+
+
+def test_an_sms_created_but_unanswered_and_still_queued_is_adopted_not_sent_again(
+    stores: Stores, twilio: tuple
+) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550123")
+    fake.drop_after_handling(match=CREATE)  # Twilio created the message; its answer was lost
+
+    with pytest.raises(RetryLater, match="outcome unknown"):
+        deliver_once(stores, connection, envelope)
+    [message] = fake.messages(to="+14155550123")
+    assert message.status == "queued" and message.date_sent is None  # no callback moves it on
+
+    deliver_once(stores, connection, envelope)
+
+    assert len(fake.messages(to="+14155550123")) == 1
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.fields["provider_id"] == message.sid and job.status == "queued"
+    link = stores.providers.lookup(message.sid)
+    assert link is not None and link.job_id == envelope.payload["job_id"]
+    [sent] = [e for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE") if e.step == "sent"]
+    assert sent.detail["adopted"] is True and sent.detail["provider_id"] == message.sid
+
+
+def test_a_delivery_that_stopped_mid_send_is_looked_up_once_its_lease_ran_out(stores: Stores, twilio: tuple) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550124")
+    fake.drop_after_handling(match=CREATE)
+    with pytest.raises(RetryLater):
+        deliver_once(stores, connection, envelope)
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None
+    job = stores.jobs.update(job, {"ambiguous": False})  # as if the process stopped before noting it
+
+    with pytest.raises(RetryLater, match="under way"):  # within the lease: another delivery may be sending
+        deliver_once(stores, connection, envelope)
+    long_ago = (datetime.now(UTC) - timedelta(seconds=DISPATCH_LEASE_SECONDS + 5)).isoformat()
+    stores.jobs.update(job, {"dispatch_at": long_ago})
+    deliver_once(stores, connection, envelope)
+
+    [message] = fake.messages(to="+14155550124")
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.fields["provider_id"] == message.sid
+
+
+def test_a_call_created_but_unanswered_is_placed_once(stores: Stores, twilio: tuple) -> None:
+    fake, connection = twilio
+    envelope = voice_notification(uuid.uuid4().hex, "+14155550125")
+    fake.drop_after_handling(match=CREATE)
+
+    with pytest.raises(RetryLater, match="outcome unknown"):
+        deliver_once(stores, connection, envelope)
+    deliver_once(stores, connection, envelope)
+    deliver_once(stores, connection, envelope)  # a late duplicate of the notification
+
+    [call] = fake.calls(to="+14155550125")
+    assert call.status == "queued"
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.fields["provider_id"] == call.sid
+
+
+def test_a_message_already_linked_to_another_job_is_not_adopted(stores: Stores, twilio: tuple) -> None:
+    fake, connection = twilio
+    first, second = notification(uuid.uuid4().hex, "+14155550126"), notification(uuid.uuid4().hex, "+14155550126")
+    deliver_once(stores, connection, first)  # the same text to the same number, by another job
+    fake.drop_next(match=CREATE)  # this one never reached Twilio
+
+    with pytest.raises(RetryLater, match="outcome unknown"):
+        deliver_once(stores, connection, second)
+    deliver_once(stores, connection, second)
+
+    first_sid = stores.jobs.get(first.payload["job_id"]).fields["provider_id"]
+    second_sid = stores.jobs.get(second.payload["job_id"]).fields["provider_id"]
+    assert len(fake.messages(to="+14155550126")) == 2 and first_sid != second_sid
+
+
+def test_callbacks_find_and_repair_a_job_whose_link_write_failed(
+    stores: Stores, twilio: tuple, app_storage: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, connection = twilio
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.example.com")
+    envelope = notification(uuid.uuid4().hex, "+14155550127")
+    job_id = envelope.payload["job_id"]
+    real_link = stores.providers.link
+    failures = iter([True])
+
+    def link_failing_once(provider_id: str, job: str, name: str) -> None:
+        if next(failures, False):
+            raise ConnectionError("storage went away")
+        real_link(provider_id, job, name)
+
+    monkeypatch.setattr(stores.providers, "link", link_failing_once)
+    with pytest.raises(ConnectionError):
+        deliver_once(stores, connection, envelope)
+    [message] = fake.messages(to="+14155550127")
+    assert stores.providers.lookup(message.sid) is None
+    assert stores.contacts.last("race-twilio", "+14155550127") is None
+
+    callback = urlsplit(message.status_callback or "")
+    assert callback.path == "/api/twilio/status/race-twilio" and parse_qs(callback.query) == {"job": [job_id]}
+    for status in ("sent", "delivered"):
+        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{message.sid}|{status}",
+                               {"params": fake.message_status_params(message.sid, status),
+                                "job_id": parse_qs(callback.query)["job"][0]}))
+
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
+    link = stores.providers.lookup(message.sid)
+    assert link is not None and link.job_id == job_id
+    contact = stores.contacts.last("race-twilio", "+14155550127")  # where a reply from that number lands
+    assert contact is not None and contact.job_id == job_id and contact.record == "fo|VendorInvoice|usmf|RACE"
+    deliver_once(stores, connection, envelope)  # the notification again, later: nothing more is sent
+    assert len(fake.messages(to="+14155550127")) == 1
+
+
+def test_a_callback_between_the_link_and_the_job_update_is_kept(
+    stores: Stores, twilio: tuple, app_storage: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550128")
+    real_remember = stores.contacts.remember
+
+    def remember_then_delivered(name: str, number: str, contact: LastContact) -> None:
+        real_remember(name, number, contact)
+        [message] = fake.messages(to="+14155550128")  # Twilio is quick: delivered before the job says sent
+        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{message.sid}|delivered",
+                               {"params": fake.message_status_params(message.sid, "delivered")}))
+
+    monkeypatch.setattr(stores.contacts, "remember", remember_then_delivered)
+    deliver_once(stores, connection, envelope)
+
+    [message] = fake.messages(to="+14155550128")
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
+
+
+def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
+    stores: Stores, twilio: tuple, app_storage: None
+) -> None:
+    _fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550129")
+    deliver_once(stores, connection, envelope)
+    stray = "SM" + uuid.uuid4().hex  # a message of this job that no lookup matched, never linked
+
+    record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|failed",
+                           {"params": {"MessageSid": stray, "MessageStatus": "failed"},
+                            "job_id": envelope.payload["job_id"]}))
+
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.status == "queued" and stores.providers.lookup(stray) is None
+    with pytest.raises(RetryLater):  # no job named and no link yet: Twilio may be ahead of the sender
+        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|sent",
+                               {"params": {"MessageSid": stray, "MessageStatus": "sent"}}))

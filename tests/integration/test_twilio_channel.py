@@ -370,8 +370,9 @@ def test_read_timeout_on_create_is_ambiguous_and_the_created_message_is_found(
 
     assert len(fake.requests_to(CREATE_MESSAGE)) == 1 and sleep.waits == []
     [created] = fake.messages(to=CUSTOMER)
-    # Still queued, it has no sent date, so the DateSent filter cannot match it yet.
-    assert channel.find_sent_message(CUSTOMER, "Invoice INV-9 needs approval", since) is None
+    # Still queued, it has no sent date: the lookup must not depend on one.
+    assert channel.find_sent_message(CUSTOMER, "Invoice INV-9 needs approval", since) == SendResult(
+        created.sid, "queued")
     fake.advance_message(created.sid, "sent", send=False)
 
     found = channel.find_sent_message(CUSTOMER_AS_TYPED, "Invoice INV-9 needs approval", since)
@@ -379,8 +380,8 @@ def test_read_timeout_on_create_is_ambiguous_and_the_created_message_is_found(
     assert found == SendResult(created.sid, "sent")
     lookup = fake.requests_to(LIST_MESSAGES)[-1]
     assert lookup.path == f"/2010-04-01/Accounts/{account.account_sid}/Messages.json"
-    assert lookup.query_value("To") == CUSTOMER
-    assert lookup.query_value("DateSent>") == since.date().isoformat()
+    assert lookup.query_value("To") == CUSTOMER and lookup.query_value("From") == account.phone_number
+    assert not [name for name in lookup.query if name.startswith("DateSent")]
     channel.close()
 
 
@@ -455,6 +456,46 @@ def test_find_sent_message_retries_a_server_error(
     assert len(sleep.waits) == 1 and len(fake.requests_to(LIST_MESSAGES)) == 2
 
 
+def test_find_sent_message_with_a_messaging_service_finds_it_accepted_and_skips_anothers(
+    fake: FakeTwilio, account: TwilioCredentials, sleep: RecordingSleep
+) -> None:
+    connection = connection_for(fake, account, from_number=None, messaging_service_sid=account.messaging_service_sid)
+    channel = TwilioChannel(connection, secrets_for(account), timeout=(2.0, 5.0), sleep=sleep)
+    since = datetime.now(UTC)
+    earlier = channel.send_sms(CUSTOMER, "Invoice INV-10 needs approval")
+    latest = channel.send_sms(CUSTOMER, "Invoice INV-10 needs approval")
+
+    assert channel.find_sent_message(CUSTOMER, "Invoice INV-10 needs approval", since) == SendResult(
+        latest.sid, "accepted")
+    lookup = fake.requests_to(LIST_MESSAGES)[-1]
+    assert lookup.query_value("From") is None  # the service picks the sender: no From to filter on
+    taken = {latest.sid}
+    found = channel.find_sent_message(CUSTOMER, "Invoice INV-10 needs approval", since, skip=taken.__contains__)
+    assert found == SendResult(earlier.sid, "accepted")
+    channel.close()
+
+
+def test_a_call_whose_answer_was_lost_is_found_while_still_queued(
+    fake: FakeTwilio, account: TwilioCredentials, sleep: RecordingSleep
+) -> None:
+    channel = TwilioChannel(connection_for(fake, account), secrets_for(account), timeout=(2.0, 0.5), sleep=sleep)
+    since = datetime.now(UTC)
+    fake.drop_after_handling(match="POST /2010-04-01/Accounts/")
+
+    with pytest.raises(AmbiguousSendError):
+        channel.place_call(CUSTOMER, "<Response><Say>Invoice INV-11</Say></Response>", STATUS_URL)
+
+    [created] = fake.calls(to=CUSTOMER)
+    assert channel.find_placed_call(CUSTOMER_AS_TYPED, since) == SendResult(created.sid, "queued")
+    lookup = fake.requests_to("GET /2010-04-01/")[-1]
+    assert lookup.path == f"/2010-04-01/Accounts/{account.account_sid}/Calls.json"
+    assert lookup.query_value("To") == CUSTOMER and lookup.query_value("From") == account.phone_number
+    assert not [name for name in lookup.query if name.startswith("StartTime")]
+    assert channel.find_placed_call(CUSTOMER, datetime.now(UTC) + timedelta(minutes=1)) is None
+    assert channel.find_placed_call(CUSTOMER, since, skip=lambda sid: sid == created.sid) is None
+    channel.close()
+
+
 # --- the fake's Messages list, checked against the spec ------------------------------------------
 
 
@@ -498,6 +539,41 @@ def test_message_list_shape_and_filters_follow_the_spec(
     declared = {parameter["name"] for parameter in api["paths"][MESSAGES_PATH]["get"]["parameters"]}
     sent_by_channel = {name for request in fake.requests_to(LIST_MESSAGES) for name in request.query}
     assert sent_by_channel <= declared
+
+
+def test_call_list_shape_and_filters_follow_the_spec(
+    fake: FakeTwilio, account: TwilioCredentials, channel: TwilioChannel
+) -> None:
+    import requests
+
+    api = require_spec(API_SPEC)
+    twiml = "<Response><Say>hello</Say></Response>"
+    for _ in range(2):
+        fake.advance_call(channel.place_call(CUSTOMER, twiml).sid, "in-progress", send=False)
+    queued = channel.place_call(CUSTOMER, twiml)
+    channel.place_call("+14155550199", twiml)
+    today = datetime.now(UTC).date()
+    url = f"{fake.base_url}/2010-04-01/Accounts/{account.account_sid}/Calls.json"
+    auth = (account.api_key_sid, account.api_key_secret)
+
+    def listing(**params: str) -> requests.Response:
+        return requests.get(url, params=params, auth=auth, timeout=5)
+
+    first = listing(To=CUSTOMER, From=account.phone_number, PageSize="2").json()
+    path = "/2010-04-01/Accounts/{AccountSid}/Calls.json"
+    list_schema = api["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(first) == set(list_schema["properties"])
+    assert first["calls"][0]["sid"] == queued.sid and first["calls"][0]["start_time"] is None  # newest first
+    assert all(validate_response(api, "api.v2010.account.call", call) == [] for call in first["calls"])
+    second = requests.get(fake.base_url + first["next_page_uri"], auth=auth, timeout=5).json()
+    assert len(second["calls"]) == 1 and second["next_page_uri"] is None
+
+    started = listing(To=CUSTOMER, **{"StartTime>": today.isoformat()}).json()["calls"]
+    assert len(started) == 2 and queued.sid not in [call["sid"] for call in started]  # not started: no match
+    assert len(listing(Status="queued").json()["calls"]) == 2
+    assert listing(**{"StartTime<": today.isoformat()}).json()["calls"] == []
+    rejected = listing(StartTime=f"{today.isoformat()}T00:00:00Z")
+    assert (rejected.status_code, rejected.json()["code"]) == (400, 20001)
 
 
 # --- Verify --------------------------------------------------------------------------------------
