@@ -211,7 +211,7 @@ class JobStore:
             yield JobRow(entity["JobId"], self._fields(entity), entity.metadata["etag"])
 
     def _fields(self, entity: Mapping[str, Any]) -> dict[str, Any]:
-        return json.loads(self._tables.protector.unseal(entity["Fields"]))
+        return json.loads(self._tables.protector.open(entity["Fields"]))
 
     def update(self, row: JobRow, changes: Mapping[str, Any]) -> JobRow:
         """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile."""
@@ -340,8 +340,15 @@ def _audit_entry(row: Mapping[str, Any], protector: Protector) -> AuditEntry:
         connection=row.get("Connection", ""),
         record=row.get("Record", ""),
         job_id=row.get("JobId", ""),
-        detail=json.loads(protector.unseal(row.get("Detail") or "{}")),
+        detail=_audit_detail(row.get("Detail"), protector),
     )
+
+
+def _audit_detail(stored: str | None, protector: Protector) -> dict[str, Any]:
+    # A step without detail is stored as plain "{}"; anything else was sealed.
+    if not stored or stored == "{}":
+        return {}
+    return dict(json.loads(protector.open(stored)))
 
 
 # --- watermarks ------------------------------------------------------------------------------
@@ -527,7 +534,7 @@ class GateStore:
         row = self._tables.row(GATES, table_key(connection), self._tables.protector.blind(number))
         if row is None:
             return None
-        return Gate(row["JobId"], self._tables.protector.unseal(row["Envelope"]))
+        return Gate(row["JobId"], self._tables.protector.open(row["Envelope"]))
 
     def close(self, connection: str, number: str) -> None:
         self._tables.table(GATES).delete_entity(table_key(connection), self._tables.protector.blind(number))
