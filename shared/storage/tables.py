@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -627,16 +627,30 @@ class LeaseBusy(Exception):
         return min(max(1.0, self.until - utc_now().timestamp()), most)
 
 
-@dataclass(frozen=True)
+@dataclass
 class HeldLease:
     store: LeaseStore
     name: str
     holder: str
     seconds: float
+    renewed_at: float = 0.0  # epoch seconds of the last acquire or renewal
 
     def renew(self) -> bool:
-        """Extend the lease; False when another holder took it over after it expired."""
-        return self.store.acquire(self.name, self.holder, self.seconds) is None
+        """Extend the lease from now; False when another holder took it over after it expired."""
+        moment = self.store.now()
+        if self.store.acquire(self.name, self.holder, self.seconds, now=moment) is not None:
+            return False
+        self.renewed_at = moment
+        return True
+
+    def renew_if_due(self) -> bool:
+        """Renew once half the lease time has passed since the last renewal; False when it was lost.
+
+        Cheap enough to call between pages: a storage round trip only when renewal is due.
+        """
+        if self.store.now() - self.renewed_at < self.seconds / 2:
+            return True
+        return self.renew()
 
 
 class LeaseStore:
@@ -644,8 +658,13 @@ class LeaseStore:
 
     _MAX_TRIES = 10
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, clock: Callable[[], float] | None = None) -> None:
         self._tables = tables
+        self._clock = clock
+
+    def now(self) -> float:
+        """Epoch seconds, as leases count them."""
+        return self._clock() if self._clock is not None else utc_now().timestamp()
 
     def acquire(self, name: str, holder: str, seconds: float, now: float | None = None) -> float | None:
         """Take the lease for ``seconds``: None when taken, else the moment the current holder's lease ends."""
@@ -655,7 +674,7 @@ class LeaseStore:
         table = self._tables.table(LEASES)
         keys = {"PartitionKey": table_key(name), "RowKey": "lease"}
         for _ in range(self._MAX_TRIES):
-            moment = utc_now().timestamp() if now is None else now
+            moment = self.now() if now is None else now
             row = self._tables.row(LEASES, keys["PartitionKey"], keys["RowKey"])
             if row is not None and row["Holder"] != holder and float(row["Until"]) > moment:
                 return float(row["Until"])
@@ -674,12 +693,12 @@ class LeaseStore:
     @contextmanager
     def held(self, name: str, seconds: float) -> Iterator[HeldLease]:
         """Hold the lease for the block, released at its end; ``LeaseBusy`` when someone else has it."""
-        holder = uuid.uuid4().hex
-        busy_until = self.acquire(name, holder, seconds)
+        holder, moment = uuid.uuid4().hex, self.now()
+        busy_until = self.acquire(name, holder, seconds, now=moment)
         if busy_until is not None:
             raise LeaseBusy(name, busy_until)
         try:
-            yield HeldLease(self, name, holder, seconds)
+            yield HeldLease(self, name, holder, seconds, moment)
         finally:
             self.release(name, holder)
 
