@@ -14,6 +14,8 @@ e.net (``{base_url}/Logon``, ``/Query/Query``, ``/Transaction/Post``, ``/Logoff`
   ``shared.http``).
 - The session is opened on the first call and kept; an answer saying it expired (or was
   ended by another logon of the same operator) logs on again and retries the call once.
+  So does a read answered with any other unexpected ``ERROR`` (not a full licence class, not
+  a missing business object): after one retry on a fresh session it fails with the answer's text.
   A second logon by the same operator ends the first session, so calls of one operator are
   serialized within the process; across instances the poll framework holds a lease.
 
@@ -461,7 +463,23 @@ class EnetSession:
                 self._user_id = None
                 user_id = self._logon_if_needed()
                 payload = self._get(path, business_object, {"UserId": user_id, **params}, repeatable)
+            elif repeatable and _unexpected_error(payload):
+                # An ERROR nobody recognises may be a session in a bad state: on a fresh session once
+                # more, then the answer's own text. Writes are not repeated: they may have landed.
+                log.info("SYSPRO %s %s of %s answered an unexpected ERROR; logging on again and retrying once",
+                         path, business_object, self.connection.name)
+                self._end_session(user_id)
+                user_id = self._logon_if_needed()
+                payload = self._get(path, business_object, {"UserId": user_id, **params}, repeatable)
             return self._checked(payload, f"SYSPRO {path} {business_object}", user_id)
+
+    def _end_session(self, user_id: str) -> None:
+        """Log the session off before a new logon, so it does not hold a licence seat until it times out."""
+        self._user_id = None
+        try:
+            self._get("Logoff", "", {"UserId": user_id})
+        except (HttpFailure, RetryLater) as exc:
+            log.warning("SYSPRO Logoff of %s failed: %s", self.connection.name, exc)
 
     def _checked(self, payload: str, what: str, user_id: str) -> ET.Element:
         if is_error_text(payload):
@@ -519,6 +537,11 @@ class EnetSession:
     def _company_password(self) -> str:
         ref = self.connection.company_password
         return self._secrets.get(ref.name).reveal() if ref is not None else ""
+
+
+def _unexpected_error(payload: str) -> bool:
+    """An ERROR answer that is none of the failures with a known meaning (no licence, object not installed)."""
+    return is_error_text(payload) and BO_NOT_INSTALLED not in payload and not NO_LICENCE.search(payload)
 
 
 class EnetReader(TableReader):

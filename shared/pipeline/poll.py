@@ -14,6 +14,10 @@
   record key + change stamp; only once an entity's changes are all enqueued may its
   watermark move, and never past the poll's own start, never backwards. Rows read again (the
   overlap, a retried poll) carry the same keys and are claimed only once downstream.
+- A source whose reads must never overlap (a SYSPRO operator's session) is polled under a
+  lease, renewed between pages once half of it has passed, so one entity read for longer
+  than the lease keeps it. Progress (watermark, snapshots) is written only while the lease
+  is ours: a poll whose lease another poll took over stops without writing and is retried.
 - An ``erp.change`` goes through the same claim, rules and templates as a business event.
 """
 
@@ -23,7 +27,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from shared.config import AppConfig, Connection, PollSettings, get_config
 from shared.erp.polling import (
@@ -50,7 +54,7 @@ from shared.storage.tables import HeldLease, LeaseBusy, Snapshot, Stores, get_st
 log = logging.getLogger(__name__)
 
 POLL_SLOT_SCOPE = "poll-slot"
-LEASE_SECONDS = 300.0  # renewed while the poll runs; lapses by itself if the instance dies
+LEASE_SECONDS = 300.0  # renewed between pages once half has passed; lapses by itself if the instance dies
 PROGRESS_EVERY_ROWS = 10_000
 
 
@@ -95,6 +99,10 @@ def run_poll(envelope: Envelope) -> None:
         raise PermanentFailure(str(error)) from error
     try:
         poll_cycle(connection, settings, source, names, stores, bus)
+    except LeaseLost as lost:
+        stores.audit.append(envelope.correlation_id, "poll-lease-lost", connection=connection.name,
+                            reason=lost.reason)
+        raise
     finally:
         source.close()
 
@@ -109,10 +117,9 @@ def poll_cycle(connection: Connection, settings: PollSettings, source: Source, n
     counts: dict[str, int] = {}
     with ExitStack() as stack:
         lease = _hold(stores, source.exclusive, stack)
-        for index, entity in enumerate(wanted):
-            if lease is not None and index and not lease.renew():
-                raise RetryLater(60.0, f"another poll took over {lease.name}")
-            counts[entity.name] = poll_entity(connection, settings, source, entity, stores, bus, now=now)
+        for entity in wanted:
+            counts[entity.name] = poll_entity(connection, settings, source, entity, stores, bus, now=now,
+                                              lease=lease)
     return counts
 
 
@@ -127,19 +134,43 @@ def _hold(stores: Stores, name: str | None, stack: ExitStack) -> HeldLease | Non
         raise WaitForSlot(busy.wait(), busy.until, f"{name} is in use by another poll") from None
 
 
+class LeaseLost(RetryLater):
+    """Another poll took the source's lease over (ours lapsed): stopped before writing progress."""
+
+
+def _keep(lease: HeldLease | None, what: str) -> None:
+    """Between pages: renew once half the lease has passed, so an entity read for longer keeps it."""
+    if lease is not None and not lease.renew_if_due():
+        _lost(lease, what)
+
+
+def _fence(lease: HeldLease | None, what: str) -> None:
+    """Right before a watermark write: renew now, so the write is made while this poll surely holds the lease."""
+    if lease is not None and not lease.renew():
+        _lost(lease, what)
+
+
+def _lost(lease: HeldLease, what: str) -> NoReturn:
+    # The other holder reads the same ERP account now; what this poll read is enqueued (claimed once
+    # downstream) but its progress is not written: the next poll reads from the last watermark again.
+    log.warning("poll of %s stopped without writing its progress: another poll took over lease %s",
+                what, lease.name)
+    raise LeaseLost(60.0, f"{what}: another poll took over {lease.name}; its progress was not written")
+
+
 def poll_entity(connection: Connection, settings: PollSettings, source: Source, entity: PolledEntity,
-                stores: Stores, bus: MessageBus, now: datetime | None = None) -> int:
-    """One poll of one entity; the number of changes enqueued."""
+                stores: Stores, bus: MessageBus, now: datetime | None = None, lease: HeldLease | None = None) -> int:
+    """One poll of one entity; the number of changes enqueued. With ``lease``, progress is written only under it."""
     started = now or datetime.now(UTC)
     if entity.cursor == NONE:
-        return _poll_snapshots(connection, source, entity, stores, bus, started)
+        return _poll_snapshots(connection, source, entity, stores, bus, started, lease)
     watermark = stores.watermarks.get(connection.name, entity.name)
     # A counter's first poll only finds where the ERP stands: history is not news.
     baseline = watermark is None and entity.cursor == NUMBER and entity.baseline
     since = _lower_bound(entity, settings, watermark, started)
     newest: datetime | int | None = None
     count = 0
-    for row in read_rows(source, entity, since, connection.name):
+    for row in read_rows(source, entity, since, connection.name, lease):
         stamp = _row_stamp(entity, settings, row)
         if not baseline:
             _emit(bus, connection.name, entity, row, stamp)
@@ -147,6 +178,7 @@ def poll_entity(connection: Connection, settings: PollSettings, source: Source, 
         if newest is None or stamp > newest:  # type: ignore[operator]
             newest = stamp
     # Everything read is on the queue: now the watermark may move, but not past our own start.
+    _fence(lease, f"{connection.name}/{entity.name}")
     if entity.cursor == TIME:
         stores.watermarks.advance(connection.name, entity.name, min(newest or started, started))  # type: ignore[type-var]
     elif newest is not None:
@@ -178,11 +210,14 @@ def _row_stamp(entity: PolledEntity, settings: PollSettings, row: Mapping[str, A
 
 
 def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity, stores: Stores,
-                    bus: MessageBus, started: datetime) -> int:
-    """Read the whole watched set; a record whose watched fields hash differently is a change."""
+                    bus: MessageBus, started: datetime, lease: HeldLease | None = None) -> int:
+    """Read the whole watched set; a record whose watched fields hash differently is a change.
+
+    Snapshots are written page by page, each page after the lease was checked (and renewed when due).
+    """
     baseline = entity.baseline and stores.watermarks.get(connection.name, entity.name) is None
     count = 0
-    for row in read_rows(source, entity, None, connection.name):
+    for row in read_rows(source, entity, None, connection.name, lease):
         key = row_key(row, entity.keys)
         digest = watched_hash(row, entity.watched)
         known = stores.snapshots.get(connection.name, entity.name, key)
@@ -194,19 +229,22 @@ def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity
             _emit(bus, connection.name, entity, row, f"v{version}:{digest}")
             count += 1
         stores.snapshots.put(connection.name, entity.name, key, Snapshot(digest, version))
+    _fence(lease, f"{connection.name}/{entity.name}")
     stores.watermarks.advance(connection.name, entity.name, started)  # when the set was last read whole
     log.info("polled %s/%s: %d change(s)%s", connection.name, entity.name, count,
              " (baseline: nothing sent)" if baseline else "")
     return count
 
 
-def read_rows(source: Source, entity: PolledEntity, since: Any, connection: str = "") -> Iterator[Mapping[str, Any]]:
-    """Every row from ``since`` on, one page in memory at a time."""
+def read_rows(source: Source, entity: PolledEntity, since: Any, connection: str = "",
+              lease: HeldLease | None = None) -> Iterator[Mapping[str, Any]]:
+    """Every row from ``since`` on, one page in memory at a time; the lease kept while pages come in."""
     token: str | None = None
     seen: set[str] = set()
     rows_read = 0
     while True:
         page = entity.read(source.client, entity, PageRequest(since, token, entity.page_size))
+        _keep(lease, f"{connection}/{entity.name}")  # before this page's rows are acted on
         yield from page.rows
         before = rows_read
         rows_read += len(page.rows)

@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,7 +223,7 @@ class JobStore:
             yield JobRow(entity["JobId"], self._fields(entity), entity.metadata["etag"])
 
     def _fields(self, entity: Mapping[str, Any]) -> dict[str, Any]:
-        return json.loads(self._tables.protector.unseal(entity["Fields"]))
+        return json.loads(self._tables.protector.open(entity["Fields"]))
 
     def update(self, row: JobRow, changes: Mapping[str, Any]) -> JobRow:
         """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile."""
@@ -352,8 +352,15 @@ def _audit_entry(row: Mapping[str, Any], protector: Protector) -> AuditEntry:
         connection=row.get("Connection", ""),
         record=row.get("Record", ""),
         job_id=row.get("JobId", ""),
-        detail=json.loads(protector.unseal(row.get("Detail") or "{}")),
+        detail=_audit_detail(row.get("Detail"), protector),
     )
+
+
+def _audit_detail(stored: str | None, protector: Protector) -> dict[str, Any]:
+    # A step without detail is stored as plain "{}"; anything else was sealed.
+    if not stored or stored == "{}":
+        return {}
+    return dict(json.loads(protector.open(stored)))
 
 
 # --- watermarks ------------------------------------------------------------------------------
@@ -539,7 +546,7 @@ class GateStore:
         row = self._tables.row(GATES, table_key(connection), self._tables.protector.blind(number))
         if row is None:
             return None
-        return Gate(row["JobId"], self._tables.protector.unseal(row["Envelope"]))
+        return Gate(row["JobId"], self._tables.protector.open(row["Envelope"]))
 
     def close(self, connection: str, number: str) -> None:
         self._tables.table(GATES).delete_entity(table_key(connection), self._tables.protector.blind(number))
@@ -632,16 +639,30 @@ class LeaseBusy(Exception):
         return min(max(1.0, self.until - utc_now().timestamp()), most)
 
 
-@dataclass(frozen=True)
+@dataclass
 class HeldLease:
     store: LeaseStore
     name: str
     holder: str
     seconds: float
+    renewed_at: float = 0.0  # epoch seconds of the last acquire or renewal
 
     def renew(self) -> bool:
-        """Extend the lease; False when another holder took it over after it expired."""
-        return self.store.acquire(self.name, self.holder, self.seconds) is None
+        """Extend the lease from now; False when another holder took it over after it expired."""
+        moment = self.store.now()
+        if self.store.acquire(self.name, self.holder, self.seconds, now=moment) is not None:
+            return False
+        self.renewed_at = moment
+        return True
+
+    def renew_if_due(self) -> bool:
+        """Renew once half the lease time has passed since the last renewal; False when it was lost.
+
+        Cheap enough to call between pages: a storage round trip only when renewal is due.
+        """
+        if self.store.now() - self.renewed_at < self.seconds / 2:
+            return True
+        return self.renew()
 
 
 class LeaseStore:
@@ -649,8 +670,13 @@ class LeaseStore:
 
     _MAX_TRIES = 10
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, clock: Callable[[], float] | None = None) -> None:
         self._tables = tables
+        self._clock = clock
+
+    def now(self) -> float:
+        """Epoch seconds, as leases count them."""
+        return self._clock() if self._clock is not None else utc_now().timestamp()
 
     def acquire(self, name: str, holder: str, seconds: float, now: float | None = None) -> float | None:
         """Take the lease for ``seconds``: None when taken, else the moment the current holder's lease ends."""
@@ -660,7 +686,7 @@ class LeaseStore:
         table = self._tables.table(LEASES)
         keys = {"PartitionKey": table_key(name), "RowKey": "lease"}
         for _ in range(self._MAX_TRIES):
-            moment = utc_now().timestamp() if now is None else now
+            moment = self.now() if now is None else now
             row = self._tables.row(LEASES, keys["PartitionKey"], keys["RowKey"])
             if row is not None and row["Holder"] != holder and float(row["Until"]) > moment:
                 return float(row["Until"])
@@ -679,12 +705,12 @@ class LeaseStore:
     @contextmanager
     def held(self, name: str, seconds: float) -> Iterator[HeldLease]:
         """Hold the lease for the block, released at its end; ``LeaseBusy`` when someone else has it."""
-        holder = uuid.uuid4().hex
-        busy_until = self.acquire(name, holder, seconds)
+        holder, moment = uuid.uuid4().hex, self.now()
+        busy_until = self.acquire(name, holder, seconds, now=moment)
         if busy_until is not None:
             raise LeaseBusy(name, busy_until)
         try:
-            yield HeldLease(self, name, holder, seconds)
+            yield HeldLease(self, name, holder, seconds, moment)
         finally:
             self.release(name, holder)
 

@@ -25,8 +25,8 @@ Modelled on the SYSPRO reference (section 1):
   ``$orderby``, ``$top``, ``$skip``; at most 5,000 rows an answer, then
   ``@odata.nextLink``. ``odata_timestamp=False`` hides ``TimeStamp`` as a service that
   does not expose it would.
-- Failure injection: ``on_query(nth, ...)`` fails (e.g. 500) or ends the sessions at the
-  nth COMFND query of a table from now; the base class's ``fail_next``/``delay_next``/
+- Failure injection: ``on_query(nth, ...)`` fails (e.g. 500), ends the sessions or answers
+  an ``ERROR`` text at the nth COMFND query of a table from now; the base class's ``fail_next``/``delay_next``/
   ``drop_next`` work on any path.
 - Write-backs are read back by the adapter: ``drop_writes = True`` answers success but
   keeps nothing, as SYSPRO does with XML elements it does not know.
@@ -288,10 +288,11 @@ class Session:
 class _QueryScript:
     countdown: int
     table: str | None
-    action: str  # "fail" | "expire"
+    action: str  # "fail" | "expire" | "error"
     status: int
     times: int
     headers: Mapping[str, str]
+    text: str = ""
 
 
 # --- COMFND where ------------------------------------------------------------------------------
@@ -608,13 +609,16 @@ class FakeSyspro(FakeServer):
             return [session for session in self.sessions.values() if session.active]
 
     def on_query(self, nth: int, *, table: str | None = None, action: str = "fail", status: int = 500,
-                 times: int = 1, headers: Mapping[str, str] | None = None) -> None:
-        """At the ``nth`` COMFND query (of ``table``) from now: answer ``status`` ``times`` times, or
-        (``action="expire"``) end every session first, so that query meets the expired-session error."""
-        if nth < 1 or times < 1 or action not in ("fail", "expire"):
-            raise ValueError("nth and times must be positive; action is fail or expire")
+                 times: int = 1, headers: Mapping[str, str] | None = None, text: str = "") -> None:
+        """At the ``nth`` COMFND query (of ``table``) from now: answer ``status`` ``times`` times,
+        (``action="expire"``) end every session first, so that query meets the expired-session error,
+        or (``action="error"``) answer the business failure ``text`` (HTTP 200, ``ERROR...``) ``times`` times."""
+        if nth < 1 or times < 1 or action not in ("fail", "expire", "error"):
+            raise ValueError("nth and times must be positive; action is fail, expire or error")
+        if action == "error" and not text.startswith("ERROR"):
+            raise ValueError("an e.net business failure starts with ERROR")
         with self._state:
-            self._query_scripts.append(_QueryScript(nth, table, action, status, times, dict(headers or {})))
+            self._query_scripts.append(_QueryScript(nth, table, action, status, times, dict(headers or {}), text))
 
     def logons(self) -> list[RecordedRequest]:
         return self.requests_to(f"GET {REST}/Logon")
@@ -770,6 +774,8 @@ class FakeSyspro(FakeServer):
             script.times -= 1
             if script.times == 0:
                 self._query_scripts.remove(script)
+            if script.action == "error":
+                raise EnetError(script.text)
             failure = failure or Response(script.status, b"<html><body>Internal Server Error</body></html>",
                                           {"Content-Type": "text/html", **script.headers})
         if failure is not None:

@@ -258,3 +258,103 @@ def test_a_cycle_reads_entities_in_the_adapters_order(stores: Stores) -> None:
     conn = connection()
     poll_cycle(conn, conn.poll, Source(None, entities), ["orders", "receipts", "invoices"], stores, RecordingBus())
     assert order == ["receipts", "invoices", "orders"]
+
+
+class LeaseClock:
+    """Epoch seconds that move only when the test's ERP says a read took that long."""
+
+    def __init__(self) -> None:
+        self.now = START.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slow_pages(read: Any, clock: LeaseClock, seconds: float, during: Any = None) -> Any:
+    """Each page read takes ``seconds`` of lease time; ``during(page number)`` runs inside the read."""
+    pages = {"n": 0}
+
+    def wrapped(client: Any, entity: PolledEntity, request: PageRequest) -> Page:
+        pages["n"] += 1
+        clock.now += seconds
+        if during is not None:
+            during(pages["n"])
+        return read(client, entity, request)
+
+    return wrapped
+
+
+def leased_stores(stores: Stores, clock: LeaseClock) -> Stores:
+    from dataclasses import replace
+
+    from shared.storage.tables import LeaseStore
+
+    return replace(stores, leases=LeaseStore(stores.tables, clock))
+
+
+def test_an_entity_read_for_longer_than_the_lease_keeps_it(stores: Stores) -> None:
+    from shared.pipeline.poll import LEASE_SECONDS
+
+    clock, lease = LeaseClock(), f"syspro|{uuid.uuid4().hex}"
+    leased = leased_stores(stores, clock)
+    rival_got_it: list[int] = []
+
+    def rival(page: int) -> None:  # another instance asks for the account while the pages come in
+        if leased.leases.acquire(lease, "rival", LEASE_SECONDS) is None:
+            rival_got_it.append(page)
+
+    table = Table([{"id": f"X{i}", "counter": i} for i in range(1, 21)])
+    conn, polled = connection(), entity(table, NUMBER, baseline=False)
+    slow = PolledEntity(**{**polled.__dict__, "read": slow_pages(table.read, clock, LEASE_SECONDS / 3, rival)})
+    bus = RecordingBus()
+    counts = poll_cycle(conn, conn.poll, Source(None, {"Things": slow}, exclusive=lease), ["Things"], leased, bus,
+                        now=START)
+    assert len(table.requests) == 10 and clock.now - START.timestamp() > 3 * LEASE_SECONDS  # outlasted it
+    assert rival_got_it == []
+    assert counts == {"Things": 20} and stores.watermarks.get(conn.name, "Things") == 20
+
+
+def test_a_poll_whose_lease_was_taken_over_does_not_move_the_watermark(stores: Stores) -> None:
+    from shared.pipeline.poll import LEASE_SECONDS, LeaseLost
+
+    clock, lease = LeaseClock(), f"syspro|{uuid.uuid4().hex}"
+    leased = leased_stores(stores, clock)
+
+    def takeover(page: int) -> None:  # an instance whose clock runs ahead sees our lease as lapsed
+        assert leased.leases.acquire(lease, "rival", LEASE_SECONDS, now=clock.now + 2 * LEASE_SECONDS) is None
+
+    table = Table([{"id": f"X{i}", "counter": i} for i in range(1, 4)])
+    conn, polled = connection(), entity(table, NUMBER, baseline=False, page_size=10)
+    slow = PolledEntity(**{**polled.__dict__, "read": slow_pages(table.read, clock, 1, takeover)})
+    with pytest.raises(LeaseLost, match="took over"):
+        poll_cycle(conn, conn.poll, Source(None, {"Things": slow}, exclusive=lease), ["Things"], leased,
+                   RecordingBus(), now=START)
+    assert stores.watermarks.get(conn.name, "Things") is None
+    # The rival's lease is untouched by our stop; once it is released, the next poll reads everything.
+    assert leased.leases.acquire(lease, "third", 1) is not None
+    leased.leases.release(lease, "rival")
+    assert poll_cycle(conn, conn.poll, Source(None, {"Things": polled}, exclusive=lease), ["Things"], leased,
+                      RecordingBus(), now=START) == {"Things": 3}
+    assert stores.watermarks.get(conn.name, "Things") == 3
+
+
+def test_a_snapshot_poll_that_lost_its_lease_mid_read_writes_no_more_snapshots(stores: Stores) -> None:
+    from shared.pipeline.poll import LEASE_SECONDS, LeaseLost
+    from shared.storage.tables import SNAPSHOTS
+
+    clock, lease = LeaseClock(), f"syspro|{uuid.uuid4().hex}"
+    leased = leased_stores(stores, clock)
+
+    def takeover(page: int) -> None:  # our instance stalled past the lease; another one took the account
+        if page == 2:
+            assert leased.leases.acquire(lease, "rival", LEASE_SECONDS) is None
+
+    table = Table([{"id": f"X{i}", "status": "open"} for i in range(6)])
+    conn, polled = connection(), entity(table, NONE, watched=("status",))
+    slow = PolledEntity(**{**polled.__dict__, "read": slow_pages(table.read, clock, LEASE_SECONDS + 1, takeover)})
+    with pytest.raises(LeaseLost):
+        poll_cycle(conn, conn.poll, Source(None, {"Things": slow}, exclusive=lease), ["Things"], leased,
+                   RecordingBus(), now=START)
+    assert stores.watermarks.get(conn.name, "Things") is None
+    # The first page was acted on under a renewed lease; nothing of the page read after the takeover.
+    assert sorted(row["Key"] for row in stores.tables.table(SNAPSHOTS).list_entities()) == ["X0", "X1"]

@@ -32,7 +32,7 @@ from shared.pipeline.poll import poll_cycle
 from shared.pipeline.process import EVENT_SCOPE
 from shared.storage.secrets import EnvSecretProvider
 from shared.storage.tables import Stores
-from tests.fakes.syspro import FakeSyspro
+from tests.fakes.syspro import REST, FakeSyspro
 from tests.integration.test_poll import RecordingBus
 from tests.support.waiting import wait_for
 
@@ -506,3 +506,25 @@ def test_memory_does_not_grow_with_the_number_of_records(erp: FakeSyspro, stores
     large = peak_memory_of_a_poll(erp, stores, http, 6_000, "syspro-large")  # twelve pages
     # Kept records would cost about a kilobyte each: 5,000 more would show as megabytes.
     assert large < small * 1.5, (small, large)
+
+
+def test_an_unexpected_error_logs_on_again_and_the_read_succeeds(erp: FakeSyspro, http: HttpClient) -> None:
+    reader = EnetReader(EnetSession(connection(erp), SECRETS, http))
+    query = TableQuery("ApSupplier", ("Supplier",), ("Supplier",), 10)
+    assert len(reader.rows(query)) == 2
+    first_session = reader.session.logons
+    erp.on_query(1, table="ApSupplier", action="error", text="ERROR: Object reference not set to an instance")
+    assert [row["Supplier"] for row in reader.rows(query)] == ["S1", "S2"]
+    assert reader.session.logons == first_session + 1
+    assert len(erp.requests_to(f"GET {REST}/Logoff")) == 1  # the old session gave its seat back
+    reader.close()
+
+
+def test_an_unexpected_error_twice_fails_with_the_answers_text(erp: FakeSyspro, stores: Stores,
+                                                               http: HttpClient) -> None:
+    erp.add_purchase_order("P1", "S1")
+    erp.on_query(1, table="PorMasterHdr", action="error", times=2, text="ERROR: Unexpected e.net failure 42")
+    with pytest.raises(SysproError, match=r"^SYSPRO Query/Query COMFND: ERROR: Unexpected e.net failure 42$"):
+        poll(connection(erp), ["PorMasterHdr"], stores, RecordingBus(), http)
+    assert len(erp.logons()) == 2  # the first logon and one retry on a fresh session
+    assert stores.watermarks.get("syspro-main", "PorMasterHdr") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -231,3 +232,61 @@ def test_sealed_values_do_not_open_under_another_key(storage_connection_string: 
     assert other.contacts.last("twilio-main", PHONE) is None  # a keyed hash: another key finds nothing
     first.close()
     other.close()
+
+
+def test_rows_sealed_under_the_old_key_still_read_after_rotation(storage_connection_string: str,
+                                                                  table_prefix: str) -> None:
+    import base64
+    import os
+
+    from shared.storage.protect import DataProtector, sealed_key_id
+    from shared.storage.tables import AUDIT, JOBS, Gate, LastContact
+    from tests.support.app import TEST_DATA_PROTECTION_KEY
+    from tests.unit.test_protect import FIRST_FORMAT, FIRST_FORMAT_TEXT
+
+    settings = StorageSettings(storage_connection_string, None, None, None)
+    old_key, new_key = TEST_DATA_PROTECTION_KEY, base64.b64encode(os.urandom(32)).decode()
+    before = Stores.open(settings, table_prefix, DataProtector.from_text(old_key))
+    before.jobs.create("job-old", {"to": PHONE, "body": TEXT})
+    before.audit.append("corr-old", "reply", connection="twilio-main", text=TEXT)
+    before.gates.open("twilio-main", PHONE, Gate("job-old", f'{{"to": "{PHONE}"}}'))
+    before.opt_outs.record("twilio-main", PHONE, True, "STOP")
+    before.contacts.remember("twilio-main", PHONE, LastContact("job-old", "fo|Invoice|7", "corr-old"))
+    # A job written before sealed values named their key.
+    before.tables.table(JOBS).create_entity({"PartitionKey": "job-first", "RowKey": "job", "JobId": "job-first",
+                                             "Fields": FIRST_FORMAT, "Status": "sent"})
+
+    after = Stores.open(settings, table_prefix, DataProtector.from_text(new_key, previous=old_key))
+    old_job, first_job = after.jobs.get("job-old"), after.jobs.get("job-first")
+    assert old_job is not None and old_job.fields == {"to": PHONE, "body": TEXT}
+    assert first_job is not None and first_job.fields == json.loads(FIRST_FORMAT_TEXT)
+    assert after.audit.by_correlation("corr-old")[0].detail["text"] == TEXT
+    gate = after.gates.find("twilio-main", PHONE)
+    assert gate is not None and PHONE in gate.envelope_json
+    assert after.opt_outs.is_opted_out("twilio-main", PHONE)  # found by the same blind index
+    assert after.contacts.last("twilio-main", PHONE) == LastContact("job-old", "fo|Invoice|7", "corr-old")
+
+    # New rows, and rows rewritten, are sealed under the new key.
+    updated = after.jobs.update(old_job, {"status": "delivered"})
+    after.jobs.create("job-new", {"to": PHONE})
+    after.audit.append("corr-new", "reply", connection="twilio-main", text=TEXT)
+    new_id, old_id = DataProtector.from_text(new_key).key_id, DataProtector.from_text(old_key).key_id
+    jobs = {row["JobId"]: row["Fields"] for row in after.tables.table(JOBS).list_entities()}
+    assert sealed_key_id(jobs["job-new"]) == sealed_key_id(jobs["job-old"]) == new_id != old_id
+    details = {row["CorrelationId"]: row["Detail"] for row in after.tables.table(AUDIT).list_entities()}
+    assert sealed_key_id(details["corr-new"]) == new_id and sealed_key_id(details["corr-old"]) == old_id
+    assert updated.fields["status"] == "delivered"
+    before.close()
+    after.close()
+
+
+def test_a_plain_value_where_a_sealed_one_belongs_is_refused(stores: Stores) -> None:
+    from shared.storage.protect import NotSealedError
+    from shared.storage.tables import JOBS
+
+    stores.tables.table(JOBS).create_entity({"PartitionKey": "job-plain", "RowKey": "job", "JobId": "job-plain",
+                                             "Fields": json.dumps({"to": PHONE}), "Status": "sent"})
+    with pytest.raises(NotSealedError, match="plain text"):
+        stores.jobs.get("job-plain")
+    stores.audit.append("corr-bare", "received")  # a step without detail is stored plain, and reads back
+    assert stores.audit.by_correlation("corr-bare")[0].detail == {}
