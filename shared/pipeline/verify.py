@@ -49,20 +49,22 @@ def check_gate(stores: Stores, bus: MessageBus, channel: Any, connection: str, n
     if gate is None:
         return "no-gate"
     envelope = Envelope.from_json(gate.envelope_json)
-    status = channel.check_verification(number, code)
     audit_detail = {"job_id": gate.job_id, "record": envelope.payload.get("record", ""), "connection": connection}
-    stores.audit.append(envelope.correlation_id, "verify-checked", status=status, to=mask_phone(number),
-                        **audit_detail)
-    if status != "approved":
-        if status in ("expired", "max_attempts_reached", "canceled", "failed"):
-            stores.gates.close(connection, number)
-            stores.audit.append(envelope.correlation_id, "verify-failed", status=status, **audit_detail)
-        return status
     job = stores.jobs.get(gate.job_id)
-    if job is not None:
-        stores.jobs.update(job, {"verified": True})
+    if job is None or not job.fields.get("verified"):
+        status = channel.check_verification(number, code)
+        stores.audit.append(envelope.correlation_id, "verify-checked", status=status, to=mask_phone(number),
+                            **audit_detail)
+        if status != "approved":
+            if status in ("expired", "max_attempts_reached", "canceled", "failed"):
+                stores.gates.close(connection, number)
+                stores.audit.append(envelope.correlation_id, "verify-failed", status=status, **audit_detail)
+            return status
+        # Twilio answers an approved code once: the approval is on the job before anything else,
+        # so a retry after a stop here releases the job instead of asking Twilio again.
+        stores.jobs.merge(gate.job_id, {"verified": True})
     stores.gates.close(connection, number)
     # A key of its own: under the original one, Service Bus duplicate detection would drop the release.
     bus.send(NOTIFICATIONS, replace(envelope, key=f"{envelope.key}|verified"))
     stores.audit.append(envelope.correlation_id, "verify-approved", **audit_detail)
-    return status
+    return "approved"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,10 +225,9 @@ def e2e_azurite() -> Iterator[Azurite]:
         instance.stop()
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Iterator[Stack]:
-    azurite = e2e_azurite
-    folder = tmp_path_factory.mktemp("e2e")
+@contextmanager
+def running_stack(folder: Path, azurite: Azurite, **settings: str) -> Iterator[Stack]:
+    """The app under the local host with fresh fakes, on ``azurite``, with ``settings`` over the defaults."""
     entra = FakeEntra().start()
     dynamics = FakeDynamics(entra).start()
     twilio = FakeTwilio().start()
@@ -235,7 +235,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
     prepare_slack(slack)
     prepare_dynamics(entra, dynamics)
     creds = twilio.add_test_account()
-    values = app_values(azurite.connection_string, "e" + uuid.uuid4().hex[:10], creds, slack)
+    values = app_values(azurite.connection_string, "e" + uuid.uuid4().hex[:10], creds, slack) | settings
     try:
         with local_app(folder, config=app_config(dynamics, entra, twilio, creds, slack), values=values,
                        host_json=FAST_HOST_JSON) as app:
@@ -244,3 +244,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Ite
     finally:
         for server in (slack, twilio, dynamics, entra):
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, e2e_azurite: Azurite) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("e2e"), e2e_azurite) as running:
+        yield running

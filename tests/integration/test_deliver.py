@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +15,7 @@ import pytest
 from shared.channels.twilio import reset_twilio_channels
 from shared.config import TwilioConnection
 from shared.http import RetryLater
-from shared.model import NOTIFICATION, TWILIO_STATUS, Envelope
+from shared.model import NOTIFICATION, NOTIFICATIONS, TWILIO_STATUS, Envelope
 from shared.pipeline.callbacks import record_status
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
 from shared.storage.secrets import reset_secret_provider
@@ -258,3 +260,42 @@ def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
     with pytest.raises(RetryLater):  # no job named and no link yet: Twilio may be ahead of the sender
         record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|sent",
                                {"params": {"MessageSid": stray, "MessageStatus": "sent"}}))
+
+
+def test_an_approved_code_releases_its_job_once_even_after_a_stop_before_the_release(
+    stores: Stores, twilio: tuple, storage_connection_string: str
+) -> None:
+    from shared.channels.twilio import twilio_channel
+    from shared.pipeline.verify import check_gate
+    from shared.settings import StorageSettings
+    from shared.storage.bus import StorageQueueBus, read_envelope
+
+    fake, connection = twilio
+    connection = replace(connection, verify_service_sid="VA" + uuid.uuid4().hex)
+    fake.add_verify_service(connection.verify_service_sid, connection.account_sid)
+    number = "+14155550177"
+    envelope = replace(notification(uuid.uuid4().hex, number), payload={
+        **notification("", number).payload, "job_id": uuid.uuid4().hex, "verify": True})
+    job_id = envelope.payload["job_id"]
+    deliver_once(stores, connection, envelope)  # the code goes out, the job waits
+    code = fake.code_for(number, connection.verify_service_sid)
+    bus = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
+    bus._queue(NOTIFICATIONS).clear_messages()
+    try:
+        channel = twilio_channel(connection)
+        # Approved by Twilio and recorded on the job, then the process stopped before the release:
+        assert channel.check_verification(number, code) == "approved"
+        stores.jobs.merge(job_id, {"verified": True})
+        checks_before = len(fake.requests_to(lambda r: r.path.endswith("/VerificationCheck")))
+
+        assert check_gate(stores, bus, channel, connection.name, number, code) == "approved"
+
+        assert len(fake.requests_to(lambda r: r.path.endswith("/VerificationCheck"))) == checks_before
+        assert stores.gates.find(connection.name, number) is None
+        [released] = [read_envelope(base64.b64decode(m.content)) for m in bus._queue(NOTIFICATIONS).peek_messages(32)
+                      if job_id in base64.b64decode(m.content).decode()]
+        assert released.payload["job_id"] == job_id and released.key.endswith("|verified")
+        assert check_gate(stores, bus, channel, connection.name, number, code) == "no-gate"
+    finally:
+        bus._queue(NOTIFICATIONS).clear_messages()
+        bus.close()
