@@ -6,18 +6,23 @@ The delivery stage sees outcomes, not Slack:
   needs them to replace the buttons with the decision later;
 - ``SlackPermanentError`` when trying again cannot help (unknown channel, bad token,
   missing scope, invalid blocks, unknown user, expired trigger): ``error`` holds Slack's code;
-- ``RetryLater`` (from ``shared.http``) when Slack asked us to wait longer than is worth
-  sleeping through, or answered 5xx / kept failing after one short inline retry.
+- ``RetryLater`` (from ``shared.outcomes``) when Slack asked us to wait longer than is worth
+  sleeping through, or answered 5xx / kept failing after one short inline retry;
+- ``PostOutcomeUnknown`` (a RetryLater) when a post may have landed although no answer said
+  so (a reset or timeout after sending, a 5xx): ``find_card`` tells, by the job id every card
+  carries in its message metadata, before anything is posted again.
 
-Retry decisions follow ``shared.http.decide``; the SDK's own rate-limit handler is not
-installed (it would sleep for any Retry-After, holding a function instance for minutes).
-Connection errors get the SDK's one retry. slack_sdk is imported on first use, so importing
-this module stays cheap for the Functions host's cold start.
+Retry decisions are ours alone: the WebClient gets no SDK retry handlers (the SDK's
+connection-error handler would post a card again after a reset, its rate-limit handler
+would sleep through any Retry-After). Reads and updates are tried again inline under the
+policy; a post never is. slack_sdk is imported on first use, so importing this module stays
+cheap for the Functions host's cold start.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.clients import PerConnection
-from shared.http import RetryPolicy, decide, header_value, parse_retry_after
+from shared.http import RetryPolicy, backoff_delay, decide, header_value, parse_retry_after
 from shared.outcomes import RetryLater
 
 if TYPE_CHECKING:
@@ -48,6 +53,15 @@ SLACK_RETRY_POLICY = RetryPolicy(max_attempts=2, inline_wait_limit=1.0, default_
 INTERACTIVE_TIMEOUT_SECONDS = 2
 INTERACTIVE_POLICY = RetryPolicy(max_attempts=1, inline_wait_limit=0.0, default_retry_after=1.0)
 USER_CACHE_TTL_SECONDS = 3600.0
+# Every card carries its job id in message metadata of this type, so a lost answer can be looked up.
+CARD_EVENT_TYPE = "ml_connector_alert"
+# Looking a card up: pages of history read at most, their size, and how far before the
+# dispatch began to start (Slack's clock and ours may differ a little).
+HISTORY_MAX_PAGES = 5
+HISTORY_PAGE_SIZE = 200
+HISTORY_CLOCK_MARGIN_SECONDS = 120.0
+# ok:false codes after which a post may or may not have happened.
+UNCERTAIN_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout", "service_unavailable"})
 SIGNATURE_WINDOW_SECONDS = 300  # Slack's replay window, fixed in SignatureVerifier
 
 # Block Kit limits (characters).
@@ -126,11 +140,36 @@ class SlackPermanentError(Exception):
         self.method = method
 
 
+class PostOutcomeUnknown(RetryLater):
+    """A post may have landed although no answer said so: look it up before posting again."""
+
+
 class SlackConfigurationError(SlackPermanentError):
     """The connection lacks what the call needs (an empty secret)."""
 
     def __init__(self, message: str) -> None:
         super().__init__("configuration", "", message)
+
+
+# --- card metadata ---------------------------------------------------------------------------
+
+
+def card_metadata(job_id: str) -> dict[str, Any]:
+    """The message metadata that names a card's job (chat.postMessage ``metadata``)."""
+    return {"event_type": CARD_EVENT_TYPE, "event_payload": {"job_id": job_id}}
+
+
+def carries_job(message: Mapping[str, Any], job_id: str) -> bool:
+    """Whether a message from conversations.history is the card of ``job_id``."""
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    return metadata.get("event_type") == CARD_EVENT_TYPE and payload.get("job_id") == job_id
+
+
+def is_conversation_id(target: str) -> bool:
+    """Channel, private channel and DM IDs (C..., G..., D...), which history takes; channel
+    names are lower case, so an upper-case word is an ID."""
+    return len(target) > 1 and target[0] in "CGD" and target.isalnum() and target == target.upper()
 
 
 # --- Block Kit cards -------------------------------------------------------------------------
@@ -335,7 +374,6 @@ class SlackChannel:
         import ssl
 
         from slack_sdk import WebClient
-        from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 
         context = ssl.create_default_context(cafile=self.connection.ca_bundle) if self.connection.ca_bundle else None
         return WebClient(
@@ -343,8 +381,8 @@ class SlackChannel:
             base_url=self.connection.api_base_url,
             timeout=timeout,
             ssl=context,
-            # Connection errors only (none for a one-attempt policy): 429 and 5xx are decided in _call.
-            retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1)] if self._policy.max_attempts > 1 else [],
+            # None: every retry is decided in _call, which never sends a post twice.
+            retry_handlers=[],
         )
 
     # --- messages ------------------------------------------------------------------------------
@@ -353,19 +391,47 @@ class SlackChannel:
         """Nothing to release: slack_sdk's WebClient opens a connection per call."""
 
     def post_card(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]], *,
-                  wait_when_throttled: bool = True) -> PostedMessage:
+                  metadata: Mapping[str, Any] | None = None, wait_when_throttled: bool = True) -> PostedMessage:
         """Post a card; ``text`` is the notification / screen-reader fallback (always send it).
 
+        ``metadata`` (``card_metadata``) lets ``find_card`` recognise the card later.
         ``wait_when_throttled=False`` hands a 429 straight back as RetryLater: a paced sender
-        takes a new slot instead of retrying into the next send's.
+        takes a new slot instead of retrying into the next send's. PostOutcomeUnknown when
+        the post may have landed without an answer saying so.
         """
+        extra = {"metadata": dict(metadata)} if metadata else {}
         response = self._call(
             "chat.postMessage",
-            lambda client: client.chat_postMessage(channel=channel, text=text, blocks=list(blocks)),
+            lambda client: client.chat_postMessage(channel=channel, text=text, blocks=list(blocks), **extra),
             idempotent=False,
             wait_when_throttled=wait_when_throttled,
         )
         return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    def find_card(self, channel: str, job_id: str, since: float) -> PostedMessage | None:
+        """The card of ``job_id`` in ``channel`` (an ID) posted after ``since`` (epoch seconds),
+        from its message metadata; None when the newest pages since then do not hold it."""
+        oldest = f"{max(since - HISTORY_CLOCK_MARGIN_SECONDS, 0.0):.6f}"
+        cursor: str | None = None
+        for _ in range(HISTORY_MAX_PAGES):
+            page = self._history_page(channel, oldest, cursor)
+            found = next((m for m in page.get("messages") or [] if carries_job(m, job_id)), None)
+            if found is not None:
+                return PostedMessage(channel, str(found["ts"]))
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not page.get("has_more") or cursor is None:
+                return None
+        log.warning("Slack card of job %s not among the %d newest messages of %s since the dispatch",
+                    job_id, HISTORY_MAX_PAGES * HISTORY_PAGE_SIZE, channel)
+        return None
+
+    def _history_page(self, channel: str, oldest: str, cursor: str | None) -> SlackResponse:
+        paging = {"cursor": cursor} if cursor else {}
+        return self._call(
+            "conversations.history",
+            lambda client: client.conversations_history(channel=channel, oldest=oldest, limit=HISTORY_PAGE_SIZE,
+                                                        include_all_metadata=True, **paging),
+        )
 
     def update_card(self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None:
         """Replace the card at ``channel``/``ts`` (e.g. with ``decided_card``: the buttons go)."""
@@ -477,8 +543,21 @@ class SlackChannel:
                     raise RetryLater(retry_after or self._policy.default_retry_after,
                                      f"Slack {method}: HTTP 429", 429) from error
                 self._after_api_error(error, method, attempt, idempotent)
-            except OSError as error:  # URLError and timeouts, after the SDK's own retry
-                raise RetryLater(self._policy.default_retry_after, f"Slack {method}: {type(error).__name__}") from error
+            except OSError as error:  # URLError, resets and timeouts: no answer at all
+                self._after_network_error(error, method, attempt, idempotent)
+
+    def _after_network_error(self, error: OSError, method: str, attempt: int, idempotent: bool) -> None:
+        """Return after sleeping when one more inline attempt is due; otherwise raise."""
+        reason = f"Slack {method}: {type(error).__name__}"
+        if not idempotent:
+            if _surely_unsent(error):
+                raise RetryLater(self._policy.default_retry_after, reason) from error
+            raise PostOutcomeUnknown(self._policy.default_retry_after, reason) from error
+        if attempt >= self._policy.max_attempts:
+            raise RetryLater(self._policy.default_retry_after, reason) from error
+        delay = backoff_delay(attempt - 1, base=self._policy.base_delay, cap=self._policy.max_delay)
+        log.warning("%s; attempt %d, retrying in %.2fs", reason, attempt, delay)
+        self._sleep(delay)
 
     def _after_api_error(self, error: SlackApiError, method: str, attempt: int, idempotent: bool) -> None:
         """Return after sleeping when one more inline attempt is due; otherwise raise."""
@@ -491,8 +570,11 @@ class SlackChannel:
             raise SlackPermanentError(code, method) from error
         # Slack answers ok:false with 200 for its own transient errors; read them as a 503.
         effective = status if status != 200 else 503
-        decision = decide(self._policy, attempt, status=effective, headers=headers, idempotent=idempotent)
         reason = f"Slack {method}: HTTP {status} {code}".rstrip()
+        if not idempotent and (status >= 500 or code in UNCERTAIN_ERRORS):
+            # Slack may have acted before it failed: never sent again blindly.
+            raise PostOutcomeUnknown(self._later_delay(effective, headers, 0.0), reason, status) from error
+        decision = decide(self._policy, attempt, status=effective, headers=headers, idempotent=idempotent)
         if decision.action == "retry":
             log.warning("%s; attempt %d, retrying in %.2fs", reason, attempt, decision.delay)
             self._sleep(decision.delay)
@@ -506,6 +588,14 @@ class SlackChannel:
         if retry_after is not None:
             return retry_after
         return decided or self._policy.default_retry_after
+
+
+def _surely_unsent(error: OSError) -> bool:
+    """No connection was made (refused, no such host), so Slack cannot have seen the request."""
+    from urllib.error import URLError
+
+    reason = error.reason if isinstance(error, URLError) else error
+    return isinstance(reason, ConnectionRefusedError | socket.gaierror)
 
 
 def _error_code(response: SlackResponse) -> str:

@@ -80,6 +80,16 @@ def reached_provider(job: JobRow) -> bool:
     return status_rank(job.status) > status_rank("dispatching") or bool(job.fields.get("provider_id"))
 
 
+def wait_for_live_dispatch(job: JobRow) -> None:
+    """RetryLater while another delivery may be sending this job right now: one that claimed
+    it within the lease and is not known to have ended ambiguously."""
+    fields = job.fields
+    claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or fields.get("updated_at") or now_iso())
+    silent = (datetime.now(UTC) - claimed_at).total_seconds()
+    if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
+        raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
+
+
 def open_job(stores: Stores, envelope: Envelope) -> JobRow:
     """The job row for this notification, created on first sight."""
     payload = envelope.payload
@@ -150,11 +160,7 @@ class Delivery:
     def wait_for_live_dispatch(self) -> None:
         """Another delivery may be sending this job right now: leave it be unless it is known
         to have ended ambiguously or has been silent longer than the lease."""
-        fields = self.job.fields
-        claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or now_iso())
-        silent = (datetime.now(UTC) - claimed_at).total_seconds()
-        if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
-            raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
+        wait_for_live_dispatch(self.job)
 
     def claim_dispatch(self, number: str) -> None:
         """Move the job to dispatching; RetryLater when another delivery changed it first."""

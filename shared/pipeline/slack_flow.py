@@ -3,6 +3,10 @@
 - A card goes to its rule's channel, or to the approver's direct messages when the
   recipient is an email address; each send first takes a slot on its channel (about one
   message per second per channel across all instances).
+- One card per job, whatever happens around the post: the job is claimed (``dispatching``)
+  before posting, every card carries its job id in message metadata, and a job found
+  ``dispatching`` (a crash, or a post that got no answer) first has the channel's recent
+  history searched for its card, which is adopted when there; only otherwise is it posted.
 - A click is honoured once (claimed by channel, message, action and user), only from the
   approver the card was sent for, and only while the Dynamics work item is still open:
   Validate, then Complete with the outcome and a comment naming the approver. The card
@@ -17,19 +21,24 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config import DynamicsConnection, SlackConnection, get_config
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
-from shared.pipeline.deliver import reached_provider
+from shared.pipeline.deliver import AMBIGUOUS_RECHECK_SECONDS, reached_provider, wait_for_live_dispatch
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
 from shared.pipeline.registry import handles
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
+if TYPE_CHECKING:
+    from shared.channels.slack import PostedMessage
+
 log = logging.getLogger(__name__)
 
 CLICK_SCOPE = "slack-click"
+# A post without an answer is looked up again soon: the lookup is one history read, not a post.
+UNKNOWN_POST_RECHECK_SECONDS = 5.0
 OUTCOMES = {"approve": "Approve", "reject": "Reject"}
 
 
@@ -39,7 +48,7 @@ def slack_ref(channel: str, ts: str) -> str:
 
 
 def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
-    from shared.channels.slack import CODE_VALUE_SUFFIX, SlackPermanentError, approval_card, slack_channel
+    from shared.channels.slack import PostOutcomeUnknown, SlackPermanentError, card_metadata, slack_channel
 
     payload = envelope.payload
     job_id = payload["job_id"]
@@ -54,19 +63,22 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
     slack = slack_channel(connection)
     try:
         target = direct_or_fallback(slack, connection, str(payload.get("to", "")), audit)
+        if job.status == "dispatching":
+            wait_for_live_dispatch(job)  # RetryLater while another delivery may be posting it
+            earlier = earlier_card(slack, job, target, audit)
+            if earlier is not None:
+                record_card(stores, connection.name, job, earlier, audit, adopted=True)
+                return
         wait_for_slot(stores.pacing, connection.name, target, payload.get("paced_slot"))
-        facts = [tuple(fact) for fact in payload.get("facts", [])]
-        title = str(payload.get("title") or payload.get("event") or "Approval needed")
-        approve = job_id + (CODE_VALUE_SUFFIX if payload.get("code") else "")  # the endpoint opens the modal
-        text, blocks = approval_card(title, facts, None, approve, job_id, job_id[:8])
-        if not payload.get("work_item_id"):
-            blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
+        text, blocks = card_of(payload, job_id)
+        job = claim_card_post(stores, job, target)
         try:
-            job = stores.jobs.update(job, {"status": "dispatching", "updated_at": now_iso()})
-        except ConcurrencyError:
-            raise RetryLater(30.0, "another delivery of this card is under way") from None
-        try:
-            posted = slack.post_card(target, text, blocks, wait_when_throttled=False)
+            posted = slack.post_card(target, text, blocks, metadata=card_metadata(job_id), wait_when_throttled=False)
+        except PostOutcomeUnknown as unknown:
+            # Left dispatching: the next attempt looks the card up before posting it again.
+            stores.jobs.update(job, {"ambiguous": True, "updated_at": now_iso()})
+            reason = f"Slack may have posted the card: {unknown.reason}"
+            raise RetryLater(UNKNOWN_POST_RECHECK_SECONDS, reason) from None
         except RetryLater as throttled:
             # Slack still found it too fast: back through pacing for a new slot of our own.
             stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})
@@ -79,10 +91,60 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
         stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": now_iso()})
         audit("failed", status="failed", reason=str(exc), channel="slack")
         return
-    stores.jobs.update(job, {"status": "sent", "provider_id": slack_ref(posted.channel, posted.ts),
-                             "slack_channel": posted.channel, "slack_ts": posted.ts, "updated_at": now_iso()})
-    stores.providers.link(slack_ref(posted.channel, posted.ts), job_id, connection.name)
-    audit("sent", status="sent", channel="slack", to=posted.channel, provider_id=slack_ref(posted.channel, posted.ts))
+    record_card(stores, connection.name, job, posted, audit)
+
+
+def card_of(payload: dict[str, Any], job_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """The card's fallback text and blocks; no buttons when there is no work item to decide."""
+    from shared.channels.slack import CODE_VALUE_SUFFIX, approval_card
+
+    facts = [tuple(fact) for fact in payload.get("facts", [])]
+    title = str(payload.get("title") or payload.get("event") or "Approval needed")
+    approve = job_id + (CODE_VALUE_SUFFIX if payload.get("code") else "")  # the endpoint opens the modal
+    text, blocks = approval_card(title, facts, None, approve, job_id, job_id[:8])
+    if not payload.get("work_item_id"):
+        blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
+    return text, blocks
+
+
+def claim_card_post(stores: Stores, job: JobRow, target: str) -> JobRow:
+    """Move the job to dispatching (ETag-conditional: of two deliveries one posts), noting where
+    and since when, so that a later attempt knows which history to search."""
+    try:
+        return stores.jobs.update(job, {
+            "status": "dispatching", "dispatch_at": now_iso(), "ambiguous": False, "slack_target": target,
+            "dispatch_started": job.fields.get("dispatch_started") or now_iso(), "updated_at": now_iso()})
+    except ConcurrencyError:
+        raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this card is under way") from None
+
+
+def earlier_card(slack: Any, job: JobRow, target: str, audit: Any) -> PostedMessage | None:
+    """A job left dispatching (a crash, or a post without an answer): the card an earlier
+    attempt posted, found by the job id in its metadata; None when Slack has none."""
+    from shared.channels.slack import SlackPermanentError, is_conversation_id
+
+    channel = str(job.fields.get("slack_target") or target)
+    if not is_conversation_id(channel):
+        audit("lookup-unavailable", reason=f"{channel} is a channel name, whose history cannot be read; "
+                                           "configure its ID to have cards looked up before a new post")
+        return None
+    started = job.fields.get("dispatch_started") or job.fields.get("created_at") or now_iso()
+    try:
+        return slack.find_card(channel, job.job_id, datetime.fromisoformat(started).timestamp())
+    except SlackPermanentError as exc:  # no history scope, or not a member: cannot tell
+        audit("lookup-unavailable", reason=f"Slack refused to show the history of {channel}: {exc.error}")
+        return None
+
+
+def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMessage, audit: Any, *,
+                adopted: bool = False) -> None:
+    # The job first, the link second: until the link exists no click can find the job.
+    ref = slack_ref(posted.channel, posted.ts)
+    stores.jobs.update(job, {"status": "sent", "provider_id": ref, "slack_channel": posted.channel,
+                             "slack_ts": posted.ts, "ambiguous": False, "sent_at": now_iso(), "updated_at": now_iso()})
+    stores.providers.link(ref, job.job_id, connection)
+    detail = {"status": "sent", "channel": "slack", "to": posted.channel, "provider_id": ref}
+    audit("sent", **({**detail, "adopted": True} if adopted else detail))
 
 
 def direct_or_fallback(slack: Any, connection: SlackConnection, target: str, audit: Any) -> str:

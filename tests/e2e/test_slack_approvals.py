@@ -151,3 +151,19 @@ def test_events_api_challenge_and_retries(stack: Stack) -> None:
     callback = {"type": "event_callback", "event_id": "Ev0PV52K21", "event": {"type": "app_mention"}}
     assert signed(callback).status_code == 200
     assert signed(callback, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}).status_code == 200
+
+
+def test_a_card_whose_post_lost_its_answer_is_posted_once_and_its_click_completes(stack: Stack) -> None:
+    stack.slack.drop_after_handling(match=lambda r: r.path.endswith("/chat.postMessage") and "WI-LOST-1" in
+                                    r.body.decode())  # Slack posts the card, the answer is lost
+    card = post_card(stack, "WI-LOST-1")
+    record = "contoso-fo|WorkflowWorkItem|WI-LOST-1"
+    sent = wait_for(lambda: [e for e in stack.audit(record)["entries"] if e["step"] == "sent"], timeout=60,
+                    what="the card adopted")
+    assert sent[0]["detail"]["adopted"] is True
+    assert sent[0]["detail"]["provider_id"] == f"slack:{APPROVALS_CHANNEL}|{card.ts}"  # type: ignore[attr-defined]
+    assert [m.ts for m in stack.slack.messages(APPROVALS_CHANNEL) if "WI-LOST-1" in m.text] == [card.ts]  # type: ignore[attr-defined]
+
+    assert click(stack, card, APPROVER[0], "approve").status_code == 200
+    wait_for(lambda: stack.dynamics.work_item_state("WI-LOST-1") == "completed", what="the work item completed")
+    assert len([m for m in stack.slack.messages(APPROVALS_CHANNEL) if "WI-LOST-1" in m.text]) == 1

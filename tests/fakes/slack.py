@@ -18,6 +18,13 @@ Behaviour follows Slack's Web API spec and the Slack reference (Part B):
   within ``post_interval`` seconds (defaults 1 and 1.0); more -> HTTP 429, ``Retry-After``
   in whole seconds and ``{"ok": false, "error": "ratelimited"}``. ``post_times(channel)``
   holds every accepted post's monotonic time.
+- Message metadata: a ``metadata`` argument (``event_type`` and an ``event_payload`` object,
+  else ``invalid_metadata_format``) is stored with the message and shown in the post's answer.
+- ``conversations.history``: a channel ID (names are not accepted: ``channel_not_found``;
+  DMs included), ``oldest``/``latest`` (exclusive unless ``inclusive``; ``invalid_ts_oldest``
+  / ``invalid_ts_latest``), ``limit`` (default 100, at most 999) and ``cursor`` paging with
+  ``response_metadata.next_cursor`` (``invalid_cursor``); ``messages`` newest first with
+  ``has_more``; a message's ``metadata`` only with ``include_all_metadata``.
 - ``chat.update`` (``message_not_found``), ``chat.postEphemeral`` (``user_not_in_channel``
   for unknown users), ``users.lookupByEmail`` (``users_not_found``), ``users.info``
   (``user_not_found``; the profile carries ``email`` and ``phone``), ``conversations.open``
@@ -43,6 +50,7 @@ retry. JSON posted to a response URL is kept in ``response_url_posts``.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -69,6 +77,9 @@ BOT_USER_ID = "U0FAKEBOT1"
 DEFAULT_POST_INTERVAL = 1.0
 DEFAULT_POST_BURST = 1
 DEFAULT_TRIGGER_TTL = 3.0
+# conversations.history page sizes: Slack's default and its maximum.
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 999
 # Block Kit limits the fake enforces (Slack answers invalid_blocks beyond them).
 SECTION_TEXT_LIMIT = 3000
 BUTTON_TEXT_LIMIT = 75
@@ -149,7 +160,7 @@ class SlackMessage:
     arguments: Mapping[str, Any]  # every argument of the post as received (decoded)
     at: float  # time.monotonic() when accepted
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self, *, with_metadata: bool = True) -> dict[str, Any]:
         message: dict[str, Any] = {
             "type": "message",
             "text": self.text,
@@ -160,7 +171,15 @@ class SlackMessage:
         }
         if self.blocks is not None:
             message["blocks"] = self.blocks
+        if with_metadata and self.metadata is not None:
+            message["metadata"] = self.metadata
         return message
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The ``metadata`` the message was posted with (event_type, event_payload), if any."""
+        given = self.arguments.get("metadata")
+        return dict(given) if isinstance(given, dict) else None
 
 
 @dataclass(frozen=True)
@@ -462,6 +481,7 @@ class FakeSlack(FakeServer):
             "users.lookupByEmail": self._lookup_by_email,
             "users.info": self._user_info,
             "conversations.open": self._open_conversation,
+            "conversations.history": self._history,
             "views.open": self._open_view,
             "views.update": self._update_view,
             "auth.test": self._auth_test,
@@ -511,6 +531,7 @@ class FakeSlack(FakeServer):
     def _post_message(self, arguments: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_id(arguments.get("channel"))
         text, blocks = _content(arguments)
+        _check_metadata(arguments.get("metadata"))
         with self._state_lock:
             now = self._clock()
             self._take_post_slot(channel, now)
@@ -558,6 +579,36 @@ class FakeSlack(FakeServer):
             ephemeral = SlackEphemeral(channel, user, self._next_ts(), text, blocks)
             self._ephemerals.append(ephemeral)
         return {"message_ts": ephemeral.message_ts}
+
+    def _history(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """A channel's messages newest first, one page at a time (cursor = the last ts shown)."""
+        channel = str(arguments.get("channel") or "")
+        with self._state_lock:
+            if channel not in self._channels:
+                raise SlackApiFailure("channel_not_found")  # an ID only: names are not looked up here
+        inclusive = _flag(arguments.get("inclusive"))
+        oldest = _ts_argument(arguments.get("oldest"), "invalid_ts_oldest")
+        latest = _ts_argument(arguments.get("latest"), "invalid_ts_latest")
+        limit = _history_limit(arguments.get("limit"))
+        before = _cursor_ts(arguments.get("cursor"))
+        with_metadata = _flag(arguments.get("include_all_metadata"))
+
+        def within(message: SlackMessage) -> bool:
+            ts = _ts_micros(message.ts)
+            after_oldest = oldest is None or ts > oldest or (inclusive and ts == oldest)
+            before_latest = latest is None or ts < latest or (inclusive and ts == latest)
+            return after_oldest and before_latest and (before is None or ts < before)
+
+        with self._state_lock:
+            found = sorted((m for m in self._messages if m.channel == channel and within(m)),
+                           key=lambda m: _ts_micros(m.ts), reverse=True)
+            page = [message.resource(with_metadata=with_metadata) for message in found[:limit]]
+        has_more = len(found) > limit
+        answer: dict[str, Any] = {"messages": page, "has_more": has_more, "pin_count": 0,
+                                  "channel_actions_ts": None, "channel_actions_count": 0}
+        if has_more:
+            answer["response_metadata"] = {"next_cursor": _cursor_for(page[-1]["ts"])}
+        return answer
 
     def _lookup_by_email(self, arguments: dict[str, Any]) -> dict[str, Any]:
         email = str(arguments.get("email") or "").strip().lower()
@@ -666,6 +717,61 @@ class FakeSlack(FakeServer):
 
 def _ts_from_micros(micros: int) -> str:
     return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _ts_micros(ts: str) -> int:
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
+
+
+def _ts_argument(value: Any, error: str) -> int | None:
+    """``oldest`` / ``latest`` as microseconds; Slack takes ``1678252213.679169`` or ``1678252213``."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+(\.\d{1,6})?", text):
+        raise SlackApiFailure(error)
+    return _ts_micros(text)
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1") if value is not None else False
+
+
+def _history_limit(value: Any) -> int:
+    if value in (None, ""):
+        return DEFAULT_HISTORY_LIMIT
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise SlackApiFailure("invalid_limit") from None
+    return min(max(limit, 1), MAX_HISTORY_LIMIT)
+
+
+def _cursor_for(ts: str) -> str:
+    return base64.urlsafe_b64encode(f"before:{ts}".encode()).decode()
+
+
+def _cursor_ts(cursor: Any) -> int | None:
+    """The ts a cursor continues before; ``invalid_cursor`` for one this fake did not hand out."""
+    if cursor in (None, ""):
+        return None
+    try:
+        kind, _, ts = base64.urlsafe_b64decode(str(cursor).encode()).decode().partition(":")
+        if kind != "before":
+            raise ValueError(kind)
+        return _ts_micros(ts)
+    except ValueError:
+        raise SlackApiFailure("invalid_cursor") from None
+
+
+def _check_metadata(metadata: Any) -> None:
+    """Slack's shape for message metadata: an ``event_type`` and an ``event_payload`` object."""
+    if metadata is None:
+        return
+    if not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str) and metadata["event_type"]
+            and isinstance(metadata.get("event_payload"), dict)):
+        raise SlackApiFailure("invalid_metadata_format")
 
 
 def _arguments(request: RecordedRequest) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from tests.fakes.server import FakeServer, Headers, RecordedRequest, Response, Route, route
 from tests.fakes.slack import FakeSlack
-from tests.support.openapi import require_spec, validate_swagger_response
+from tests.support.openapi import require_spec, validate_swagger_request, validate_swagger_response
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,6 +216,73 @@ def test_conversations_open_gives_one_dm_per_user(slack: FakeSlack, client: WebC
     assert posted["channel"] == first["channel"]["id"]
     assert_valid("/conversations.open", first.data)
     assert_valid("/conversations.open", again.data)
+
+
+# --- message metadata and history -----------------------------------------------------------------
+
+ALERT = {"event_type": "ml_connector_alert", "event_payload": {"job_id": "job-1"}}
+
+
+def without_metadata(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer as the 2021 spec knows it: it predates message metadata and history cursors."""
+    messages = [{k: v for k, v in message.items() if k != "metadata"} for message in answer.get("messages", [])]
+    return {**{k: v for k, v in answer.items() if k != "response_metadata"}, "messages": messages}
+
+
+def test_metadata_is_kept_with_the_message_and_shown_in_the_answer(slack: FakeSlack, client: WebClient) -> None:
+    posted = client.chat_postMessage(channel=APPROVALS, text="card", blocks=BLOCKS, metadata=ALERT)
+    malformed = api_error(lambda: client.api_call("chat.postMessage", json={
+        "channel": APPROVALS, "text": "x", "metadata": {"event_type": "ml_connector_alert"}}))
+
+    assert posted["message"]["metadata"] == ALERT
+    assert slack.message(APPROVALS, posted["ts"]).metadata == ALERT
+    assert malformed.response["error"] == "invalid_metadata_format"
+    assert len(slack.messages(APPROVALS)) == 1
+
+
+def test_history_pages_newest_first_with_metadata_only_when_asked(slack: FakeSlack, client: WebClient) -> None:
+    spec = require_spec(SPEC)
+    before = client.chat_postMessage(channel=APPROVALS, text="before")["ts"]
+    slack.post_burst = 10  # six posts in a row, without the per-channel limit in the way
+    posted = [client.chat_postMessage(channel=APPROVALS, text=f"card {n}", metadata={
+        "event_type": "ml_connector_alert", "event_payload": {"job_id": f"job-{n}"}})["ts"] for n in range(5)]
+    client.chat_postMessage(channel=FINANCE, text="elsewhere")
+
+    first = client.conversations_history(channel=APPROVALS, oldest=before, limit=2, include_all_metadata=True)
+    second = client.conversations_history(channel=APPROVALS, oldest=before, limit=2, include_all_metadata=True,
+                                          cursor=first["response_metadata"]["next_cursor"])
+    third = client.conversations_history(channel=APPROVALS, oldest=before, limit=2, include_all_metadata=True,
+                                         cursor=second["response_metadata"]["next_cursor"])
+    plain = client.conversations_history(channel=APPROVALS, latest=posted[1], inclusive=True)
+
+    pages = [first, second, third]
+    assert [[m["ts"] for m in page["messages"]] for page in pages] == [posted[4:2:-1], posted[2:0:-1], posted[:1]]
+    assert [page["has_more"] for page in pages] == [True, True, False] and "response_metadata" not in third.data
+    assert first["messages"][0]["metadata"] == {"event_type": "ml_connector_alert",
+                                                "event_payload": {"job_id": "job-4"}}
+    assert [m["ts"] for m in plain["messages"]] == [posted[1], posted[0], before]
+    assert all("metadata" not in m for m in plain["messages"])
+    for page in [*pages, plain]:
+        assert_valid("/conversations.history", without_metadata(page.data))
+    for request in slack.requests_to("POST /api/conversations.history"):
+        arguments = {k: v[0] for k, v in (request.form or {}).items() if k != "include_all_metadata"}
+        assert validate_swagger_request(spec, "/conversations.history", arguments) == []
+
+
+def test_history_of_a_dm_and_its_refusals(slack: FakeSlack, client: WebClient) -> None:
+    dm = client.conversations_open(users=ALICE)["channel"]["id"]
+    posted = client.chat_postMessage(channel=dm, text="direct", metadata=ALERT)
+
+    history = client.conversations_history(channel=dm, include_all_metadata=True)
+    by_name = api_error(lambda: client.conversations_history(channel="approvals"))
+    bad_oldest = api_error(lambda: client.conversations_history(channel=APPROVALS, oldest="yesterday"))
+    bad_cursor = api_error(lambda: client.conversations_history(channel=APPROVALS, cursor="not-ours"))
+
+    assert [(m["ts"], m["metadata"]) for m in history["messages"]] == [(posted["ts"], ALERT)]
+    assert [e.response["error"] for e in (by_name, bad_oldest, bad_cursor)] == [
+        "channel_not_found", "invalid_ts_oldest", "invalid_cursor"]
+    for refused in (by_name, bad_oldest):
+        assert_valid("/conversations.history", refused.response.data, "default")
 
 
 def test_views_open_takes_a_fresh_trigger_once(slack: FakeSlack, client: WebClient) -> None:

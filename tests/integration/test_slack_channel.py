@@ -17,11 +17,13 @@ from shared.channels.slack import (
     APPROVE_ACTION_ID,
     REJECT_ACTION_ID,
     PostedMessage,
+    PostOutcomeUnknown,
     SlackChannel,
     SlackConfigurationError,
     SlackPermanentError,
     SlackProfile,
     approval_card,
+    card_metadata,
     code_modal,
     decided_card,
     interactive_slack_channel,
@@ -260,6 +262,47 @@ def test_500_on_a_post_is_not_resent_inline_but_a_lookup_is(
     assert len(slack.requests_to(POST_MESSAGE)) == 1  # a 500 may have posted: the queue decides
     assert user_id == ALICE
     assert len(slack.requests_to(LOOKUP)) == 2
+
+
+def test_a_reset_after_a_post_is_not_resent_and_says_the_card_may_be_there(
+    slack: FakeSlack, channel: SlackChannel
+) -> None:
+    slack.drop_after_handling(match=POST_MESSAGE)
+    slack.drop_next(match="POST /api/conversations.open")
+
+    with pytest.raises(PostOutcomeUnknown):
+        channel.post_card(APPROVALS, *card(), metadata=card_metadata(JOB))
+    dm = channel.open_dm(ALICE)  # a read is tried again after a reset
+
+    assert len(slack.requests_to(POST_MESSAGE)) == 1 and len(slack.messages(APPROVALS)) == 1
+    assert dm.startswith("D") and len(slack.requests_to("POST /api/conversations.open")) == 2
+
+
+def test_a_post_to_an_unreachable_slack_is_surely_not_posted(slack: FakeSlack) -> None:
+    with FakeSlack() as gone:
+        connection = connection_for(gone)
+    channel = SlackChannel(connection, secrets_for(slack), timeout=2)
+
+    with pytest.raises(RetryLater) as raised:
+        channel.post_card(APPROVALS, *card())
+
+    assert not isinstance(raised.value, PostOutcomeUnknown)
+
+
+def test_find_card_matches_the_job_id_in_metadata_across_pages(slack: FakeSlack, channel: SlackChannel,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.channels.slack.HISTORY_PAGE_SIZE", 2)
+    slack.post_burst = 10
+    since = time.time()
+    wanted = channel.post_card(APPROVALS, *card(), metadata=card_metadata(JOB))
+    for n in range(4):
+        channel.post_card(APPROVALS, f"other {n}", card()[1], metadata=card_metadata(f"job-other-{n}"))
+
+    found = channel.find_card(APPROVALS, JOB, since)
+    missing = channel.find_card(APPROVALS, "job-never-posted", since)
+
+    assert found == wanted and missing is None
+    assert len(slack.requests_to("POST /api/conversations.history")) == 3 + 3  # five cards, two per page
 
 
 def test_unreachable_slack_is_retry_later(slack: FakeSlack) -> None:

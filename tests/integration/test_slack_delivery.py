@@ -1,0 +1,249 @@
+"""Slack cards exactly once, on Azurite and the fake Slack: whatever happens around chat.postMessage
+(a reset or a timeout after Slack posted, a crash before the job was recorded), one card per job."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.channels import slack as slack_module
+from shared.channels.slack import CARD_EVENT_TYPE, SlackChannel, reset_slack_channels
+from shared.clients import PerConnection
+from shared.config import SecretRef, SlackConnection
+from shared.model import NOTIFICATION, Envelope
+from shared.outcomes import RetryLater
+from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, open_job
+from shared.pipeline.slack_flow import deliver_card, slack_ref
+from shared.storage.secrets import EnvSecretProvider
+from shared.storage.tables import JobRow, Stores
+from tests.fakes.slack import FakeSlack
+
+pytestmark = pytest.mark.timeout(60)
+
+APPROVALS = "C0APPROVAL1"
+ALICE = "U0ALICE0001"
+ALICE_EMAIL = "alice@contoso.example"
+TOKEN_NAME = "slack-bot-token"
+SIGNING_NAME = "slack-signing-secret"
+READ_TIMEOUT = 1  # seconds: a stalled answer is given up on quickly
+POST = "POST /api/chat.postMessage"
+HISTORY = "POST /api/conversations.history"
+RECORD = "fo|WorkflowWorkItem|usmf|WI-ONCE"
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_channel(APPROVALS, "approvals")
+        fake.add_user(ALICE, ALICE_EMAIL, "alice")
+        yield fake
+        assert fake.handler_errors == []
+
+
+@pytest.fixture
+def connection(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackConnection]:
+    """The process's channel for a connection of its own (its own pacing), with a short read timeout."""
+    secrets = EnvSecretProvider({TOKEN_NAME: slack.bot_token, SIGNING_NAME: "signing-secret"})
+    monkeypatch.setattr(slack_module, "_channels", PerConnection(
+        lambda made: SlackChannel(made, secrets, timeout=READ_TIMEOUT)))
+    yield SlackConnection(name=f"slack-{uuid.uuid4().hex[:8]}", bot_token=SecretRef(TOKEN_NAME),
+                          signing_secret=SecretRef(SIGNING_NAME), api_base_url=slack.api_base_url)
+    reset_slack_channels()
+
+
+def notification(connection: SlackConnection, to: str = APPROVALS) -> Envelope:
+    job_id = uuid.uuid4().hex
+    return Envelope(NOTIFICATION, connection.name, job_id, {
+        "job_id": job_id, "rule": "approvals", "channel": "slack", "via": connection.name, "to": to,
+        "record": RECORD, "title": f"Approve invoice {job_id[:6]}", "facts": [["Amount", "1,250.00 USD"]],
+        "work_item_id": "WI-ONCE"})
+
+
+def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope) -> None:
+    deliver_card(stores, connection, envelope, open_job(stores, envelope))
+
+
+def deliver_until_done(stores: Stores, connection: SlackConnection, envelope: Envelope, attempts: int = 3) -> None:
+    """As the queue does: each RetryLater is another delivery of the same envelope."""
+    for _ in range(attempts):
+        try:
+            deliver(stores, connection, envelope)
+            return
+        except RetryLater:
+            continue
+    raise AssertionError(f"not delivered in {attempts} attempts")
+
+
+def job_of(stores: Stores, envelope: Envelope) -> JobRow:
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None
+    return job
+
+
+def cards_of(slack: FakeSlack, envelope: Envelope, channel: str = APPROVALS) -> list[Any]:
+    return [m for m in slack.messages(channel) if (m.metadata or {}).get("event_payload", {}).get("job_id")
+            == envelope.payload["job_id"]]
+
+
+def sent_steps(stores: Stores, envelope: Envelope) -> list[dict[str, Any]]:
+    return [entry.detail for entry in stores.audit.by_correlation(envelope.correlation_id) if entry.step == "sent"]
+
+
+def assert_sent_once(stores: Stores, slack: FakeSlack, envelope: Envelope, *, adopted: bool,
+                     channel: str = APPROVALS) -> None:
+    """One card, the job sent with its ts, a click on it finds the job, one `sent` audit line."""
+    [card] = cards_of(slack, envelope, channel)
+    job = job_of(stores, envelope)
+    ref = slack_ref(card.channel, card.ts)
+    assert (job.status, job.fields["slack_channel"], job.fields["slack_ts"]) == ("sent", card.channel, card.ts)
+    assert job.fields["provider_id"] == ref
+    link = stores.providers.lookup(ref)  # what a click on the card is resolved by
+    assert link is not None and link.job_id == envelope.payload["job_id"]
+    [sent] = sent_steps(stores, envelope)
+    assert sent["provider_id"] == ref and bool(sent.get("adopted")) is adopted
+
+
+def test_every_card_carries_its_job_id_in_message_metadata(stores: Stores, slack: FakeSlack,
+                                                           connection: SlackConnection) -> None:
+    envelope = notification(connection)
+
+    deliver(stores, connection, envelope)
+
+    [request] = slack.requests_to(POST)
+    assert request.json["metadata"] == {"event_type": CARD_EVENT_TYPE,
+                                        "event_payload": {"job_id": envelope.payload["job_id"]}}
+    assert_sent_once(stores, slack, envelope, adopted=False)
+    assert slack.requests_to(HISTORY) == []  # nothing to look up on a clean post
+
+
+def test_a_reset_after_slack_posted_leaves_one_card(stores: Stores, slack: FakeSlack,
+                                                    connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    slack.drop_after_handling(match=POST)
+
+    with pytest.raises(RetryLater, match="may have posted"):
+        deliver(stores, connection, envelope)
+    job = job_of(stores, envelope)
+    assert job.status == "dispatching" and job.fields["ambiguous"] is True
+    assert len(slack.requests_to(POST)) == 1  # no SDK retry of the post
+
+    deliver(stores, connection, envelope)
+
+    assert len(slack.requests_to(POST)) == 1
+    assert_sent_once(stores, slack, envelope, adopted=True)
+
+
+def test_a_read_timeout_after_slack_posted_leaves_one_card(stores: Stores, slack: FakeSlack,
+                                                           connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    slack.delay_after_handling(seconds=READ_TIMEOUT + 2, match=POST)
+
+    deliver_until_done(stores, connection, envelope)
+
+    assert len(slack.requests_to(POST)) == 1
+    assert_sent_once(stores, slack, envelope, adopted=True)
+
+
+def test_a_500_after_slack_posted_leaves_one_card(stores: Stores, slack: FakeSlack,
+                                                  connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    slack.fail_after_handling(status=500, match=POST)
+
+    deliver_until_done(stores, connection, envelope)
+
+    assert len(slack.requests_to(POST)) == 1
+    assert_sent_once(stores, slack, envelope, adopted=True)
+
+
+def test_a_post_that_never_reached_slack_is_posted_after_the_lookup(stores: Stores, slack: FakeSlack,
+                                                                    connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    slack.drop_next(match=POST)  # the connection breaks before Slack handled anything
+
+    deliver_until_done(stores, connection, envelope)
+
+    assert [r.scripted for r in slack.requests_to(POST)] == ["drop", None]
+    assert len(slack.requests_to(HISTORY)) == 1
+    assert_sent_once(stores, slack, envelope, adopted=False)
+
+
+def test_a_crash_after_the_post_is_adopted_on_redelivery(stores: Stores, slack: FakeSlack,
+                                                         connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    deliver(stores, connection, envelope)
+    [card] = cards_of(slack, envelope)
+    # As if the delivery had stopped between the post and recording it: dispatching, no ts, gone quiet.
+    long_ago = (datetime.now(UTC) - timedelta(seconds=DISPATCH_LEASE_SECONDS + 5)).isoformat()
+    job = job_of(stores, envelope)
+    stores.jobs.update(job, {"status": "dispatching", "provider_id": None, "slack_channel": None, "slack_ts": None,
+                             "dispatch_at": long_ago})
+
+    deliver(stores, connection, envelope)
+
+    assert cards_of(slack, envelope) == [card]
+    assert len(slack.requests_to(POST)) == 1
+    job = job_of(stores, envelope)
+    assert (job.status, job.fields["slack_ts"]) == ("sent", card.ts)
+    assert sent_steps(stores, envelope)[-1]["adopted"] is True
+
+
+def test_a_crash_before_the_post_posts_once(stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    job = open_job(stores, envelope)
+    long_ago = (datetime.now(UTC) - timedelta(seconds=DISPATCH_LEASE_SECONDS + 5)).isoformat()
+    stores.jobs.update(job, {"status": "dispatching", "dispatch_at": long_ago, "dispatch_started": long_ago,
+                             "slack_target": APPROVALS})
+
+    deliver(stores, connection, envelope)
+
+    assert len(slack.requests_to(HISTORY)) == 1
+    assert_sent_once(stores, slack, envelope, adopted=False)
+
+
+def test_a_live_dispatch_makes_the_other_delivery_wait(stores: Stores, slack: FakeSlack,
+                                                       connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    job = open_job(stores, envelope)
+    stores.jobs.update(job, {"status": "dispatching", "dispatch_at": datetime.now(UTC).isoformat()})
+
+    with pytest.raises(RetryLater, match="under way"):
+        deliver(stores, connection, envelope)
+
+    assert slack.requests == []
+    assert job_of(stores, envelope).status == "dispatching"
+
+
+def test_a_lost_answer_in_a_direct_message_is_looked_up_there(stores: Stores, slack: FakeSlack,
+                                                              connection: SlackConnection) -> None:
+    envelope = notification(connection, to=ALICE_EMAIL)
+    slack.drop_after_handling(match=POST)
+
+    deliver_until_done(stores, connection, envelope)
+
+    [dm] = {m.channel for m in slack.messages()}
+    assert dm.startswith("D")
+    assert {r.form_value("channel") for r in slack.requests_to(HISTORY)} == {dm}
+    assert len(slack.requests_to(POST)) == 1
+    assert_sent_once(stores, slack, envelope, adopted=True, channel=dm)
+
+
+def test_the_lookup_reads_bounded_pages_since_the_dispatch(stores: Stores, slack: FakeSlack,
+                                                           connection: SlackConnection) -> None:
+    envelope = notification(connection)
+    slack.drop_after_handling(match=POST)
+    with pytest.raises(RetryLater):
+        deliver(stores, connection, envelope)
+    started = datetime.fromisoformat(job_of(stores, envelope).fields["dispatch_started"]).timestamp()
+
+    deliver(stores, connection, envelope)
+
+    [lookup] = slack.requests_to(HISTORY)
+    assert lookup.form_value("channel") == APPROVALS
+    assert lookup.form_value("include_all_metadata") in ("1", "true", "True")
+    assert 0 < started - float(lookup.form_value("oldest") or 0) <= 300
+    assert 0 < int(lookup.form_value("limit") or 0) <= 999
+    assert_sent_once(stores, slack, envelope, adopted=True)
