@@ -49,7 +49,7 @@ SERVICEBUS_MESSAGE_ID_MAX = 128
 _protector = LazyProtector()
 # Per try, and tries: the SDKs' defaults (minutes of retries) would hold an HTTP trigger's
 # answer far past the 5 s it has when storage or the broker is down.
-SEND_TIMEOUT_SECONDS = 2.0
+SEND_TIMEOUT_SECONDS = 1.5
 SEND_RETRIES = 1
 # How long a dead letter taken for collection stays hidden from another collector.
 TAKE_VISIBILITY_SECONDS = 120

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,3 +130,50 @@ def test_health_is_degraded_when_storage_is_unreachable(tmp_path: Path, azurite:
         response = running.get("health")
         assert response.status_code == 503
         assert response.json()["storage"]["reachable"] is False
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A port that takes connections and never answers: storage that hangs rather than refuses."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+BUSINESS_EVENT = {"BusinessEventId": "VendorInvoicePostedBusinessEvent", "ControlNumber": 5637159001,
+                  "LegalEntity": "usmf", "InvoiceId": "INV-DOWN-1", "InvoiceAccount": "US-104"}
+
+
+@pytest.mark.parametrize("storage", ["refusing", "silent"])
+def test_with_storage_down_the_dynamics_endpoint_answers_503_within_five_seconds(
+        tmp_path: Path, azurite: Azurite, storage: str) -> None:
+    with contextlib.ExitStack() as stack:
+        port = free_port() if storage == "refusing" else stack.enter_context(silent_server())
+        down = azurite.connection_string
+        for live in (azurite.queue_port, azurite.table_port):
+            down = down.replace(f":{live}/", f":{port}/")
+        running = stack.enter_context(running_app(tmp_path, azurite, SAMPLE_CONFIG, AzureWebJobsStorage=down))
+        # Dynamics gives up after 10 s: the answer must come well before, and say "try again".
+        response = requests.post(f"{running.base_url}/api/dynamics/events/contoso-fo", json=BUSINESS_EVENT,
+                                 headers={"x-functions-key": FUNCTION_KEY}, timeout=5)
+        assert response.status_code == 503
+        assert response.json()["error"] == "queue_unavailable"
