@@ -111,8 +111,10 @@ def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     connection = config.connections.get(req.route_params.get("connection", ""))
     if not isinstance(connection, TwilioConnection):
         return error_response(404, "unknown_connection", "no such Twilio connection")
+    from shared.inputs import loads_json
+
     try:
-        body = req.get_json()
+        body = loads_json(req.get_body())
     except ValueError:
         return error_response(400, "malformed_json", "the body is not JSON")
     if not isinstance(body, dict) or not body.get("to") or not str(body.get("code", "")).isdigit():
