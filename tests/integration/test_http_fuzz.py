@@ -10,6 +10,7 @@ Twilio and SendGrid checks is reached too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -55,6 +56,7 @@ class Harness:
     routes: RouteTable
     twilio_creds: TwilioCredentials
     sendgrid_key: Any  # the private half of the connection's event_webhook_public_key
+    storage: str  # the connection string of the app's own Azurite
     answered: list[int] = field(default_factory=list, repr=False)
 
     def call(self, method: str, path: str, query: str = "", headers: Mapping[str, str] | None = None,
@@ -127,7 +129,8 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         import function_app
 
         try:
-            yield Harness(RouteTable("api", discover_functions(function_app.app)), creds, private_key)
+            yield Harness(RouteTable("api", discover_functions(function_app.app)), creds, private_key,
+                          azurite.connection_string)
         finally:
             forget_app_state()
             twilio.stop()
@@ -367,3 +370,25 @@ def test_the_fuzz_reached_every_route_and_got_answers_of_every_kind(harness: Har
     assert {200, 202, 400, 401, 403, 404} <= answered, sorted(answered)
     assert len(harness.answered) >= 10_000
 
+
+
+def test_an_inbound_sms_is_queued_under_its_message_sid_without_the_phone_number(harness: Harness) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient
+    from twilio.request_validator import RequestValidator
+
+    from shared.model import CALLBACKS, Envelope
+
+    queue = QueueClient.from_connection_string(harness.storage, CALLBACKS)
+    with contextlib.suppress(ResourceNotFoundError):  # the queue is made by the first message sent
+        queue.clear_messages()  # what the fuzz left there
+    route, sid = "twilio/inbound/twilio-main", "SM" + uuid.uuid4().hex
+    params = {"MessageSid": sid, "From": "+14155550134", "To": "+15017122661", "Body": "Paid on Friday"}
+    signature = RequestValidator(harness.twilio_creds.auth_token).compute_signature(
+        f"{PUBLIC_BASE_URL}/api/{route}", params)
+    for _ in range(2):  # Twilio's retry of the same SMS is the same message
+        assert harness.call("POST", route, "", {"x-twilio-signature": signature}, urlencode(params).encode()) == 200
+
+    queued = [Envelope.from_json(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+    assert [envelope.key for envelope in queued] == [sid, sid]
+    assert queued[0].payload["params"]["From"] == "+14155550134"  # the handler still gets the number
