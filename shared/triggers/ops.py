@@ -6,7 +6,9 @@ start with "admin" for its own API and refuses to load such functions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import azure.functions as func
 
@@ -15,6 +17,8 @@ from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
 
+# Audit detail fields that hold what a person wrote: personal data, shown only on request.
+TEXT_FIELDS = frozenset({"text"})
 # Table Storage keeps times from 1601 on; a replay window outside these years finds nothing anyway.
 EARLIEST_TIME = datetime(1700, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
@@ -49,7 +53,10 @@ def ops_ping(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="ops/audit", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @traced
 def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
-    """The audit trail of one ERP record (``record=``) or one correlation id (``correlation=``)."""
+    """The audit trail of one ERP record (``record=``) or one correlation id (``correlation=``).
+
+    Texts people wrote (SMS replies) are masked unless the operator asks with ``reveal=texts``.
+    """
     from shared.storage.tables import get_stores
 
     record = (req.params.get("record") or "").strip()
@@ -58,6 +65,7 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(400, "bad_request", "give exactly one of the query parameters record, correlation")
     from shared.pipeline.report import contacts
 
+    reveal_texts = (req.params.get("reveal") or "").strip() == "texts"
     audit = get_stores().audit
     entries = audit.by_record(record) if record else audit.by_correlation(correlation)
     return json_response({
@@ -66,10 +74,18 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
         "contacts": [vars(contact) for contact in contacts(entries)],
         "entries": [
             {"at": e.at.isoformat(), "step": e.step, "correlation_id": e.correlation_id,
-             "connection": e.connection, "record": e.record, "job_id": e.job_id, "detail": dict(e.detail)}
+             "connection": e.connection, "record": e.record, "job_id": e.job_id,
+             "detail": dict(e.detail) if reveal_texts else masked_texts(e.detail)}
             for e in entries
         ],
     })
+
+
+def masked_texts(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit entry's detail with the texts people wrote shown as ``***``."""
+    from shared.logs import MASK
+
+    return {name: MASK if name in TEXT_FIELDS and value else value for name, value in detail.items()}
 
 
 @bp.function_name("ops_replay")

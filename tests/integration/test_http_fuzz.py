@@ -392,3 +392,23 @@ def test_an_inbound_sms_is_queued_under_its_message_sid_without_the_phone_number
     queued = [Envelope.from_json(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
     assert [envelope.key for envelope in queued] == [sid, sid]
     assert queued[0].payload["params"]["From"] == "+14155550134"  # the handler still gets the number
+
+
+def test_reply_texts_in_the_audit_answer_are_masked_unless_the_operator_asks(harness: Harness) -> None:
+    from shared.storage.tables import get_stores
+
+    correlation = uuid.uuid4().hex
+    get_stores().audit.append(correlation, "reply", connection="twilio-main", record="fo|VendorInvoice|usmf|X",
+                              text="Call me on my mobile about the invoice", message_sid="SM1")
+    answers = {}
+    for query in (f"correlation={correlation}", f"correlation={correlation}&reveal=texts"):
+        route, route_params = harness.routes.find("GET", "/api/ops/audit")
+        assert route is not None
+        request = func.HttpRequest("GET", f"http://127.0.0.1/api/ops/audit?{query}", params=query_parameters(query),
+                                   route_params=route_params, body=b"")
+        answers[query] = invoke(route.function, request).get_body().decode()
+
+    masked, revealed = answers.values()
+    assert json.loads(masked)["entries"][0]["detail"] == {"text": "***", "message_sid": "SM1"}
+    assert "Call me" not in masked
+    assert json.loads(revealed)["entries"][0]["detail"]["text"] == "Call me on my mobile about the invoice"
