@@ -132,6 +132,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             yield Harness(RouteTable("api", discover_functions(function_app.app)), creds, private_key,
                           azurite.connection_string)
         finally:
+            function_app.app.functions_bindings = None  # get_functions() may be called again (it keeps names)
             forget_app_state()
             twilio.stop()
             slack.stop()
