@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import azure.functions as func
 
@@ -172,6 +172,19 @@ def query_parameters(query: str) -> dict[str, str]:
     return {name: ",".join(values) for name, values in params.items()}
 
 
+def loggable_path(path: str) -> str:
+    """``path`` fit for the access log: the value of every ``code`` parameter (a function or
+    master key, however its name is encoded) becomes ``***``; the rest stays as received."""
+    route, question, query = path.partition("?")
+    if not question:
+        return path
+    pieces = []
+    for piece in query.split("&"):
+        name, equals, _ = piece.partition("=")
+        pieces.append(f"{name}=***" if equals and unquote_plus(name) == KEY_QUERY_PARAMETER else piece)
+    return f"{route}?{'&'.join(pieces)}"
+
+
 def response_parts(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body for what a function returned (HttpResponse, text, bytes or None)."""
     if result is None:
@@ -207,7 +220,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _handle_any_method(self) -> None:
         started = time.monotonic()
         status = self._dispatch()
-        log.info("%s %s -> %d (%dms)", self.command, self.path, status, (time.monotonic() - started) * 1000)
+        log.info("%s %s -> %d (%dms)", self.command, loggable_path(self.path), status,
+                 (time.monotonic() - started) * 1000)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = _handle_any_method
 

@@ -78,11 +78,21 @@ def redact(text: str) -> str:
 
 # An E.164-looking number (a '+', then digits with the usual separators) inside free text.
 _PHONE_IN_TEXT = re.compile(r"(?<![\w+])\+\d[\d\s().\-/]{5,20}\d")
+# A number written the national way. Only in the groupings people write phone numbers in, so
+# ids (INV-0042, 5637144576), amounts (12,500.50) and dates (2026-11-22) stay as they are.
+_NATIONAL_PHONE_IN_TEXT = re.compile(
+    r"(?<![\w+])(?<!\w[./:-])(?:"
+    r"\(\d{2,5}\) ?\d{3,4}[ .-]?\d{3,4}"  # (415) 555-0134, (02) 9374 4000
+    r"|0\d{1,4}[ -]\d{3,4}[ -]\d{3,4}"  # a trunk 0 first: 020 7946 0018, 0412 345 678
+    r"|\d{3}([ .-])\d{3}\1\d{4}"  # North America: 415-555-0134, 415.555.0134, 415 555 0134
+    r")(?!\w|[./:-]\w)"
+)
 
 
 def scrub(text: str) -> str:
     """``text`` fit to leave the process as telemetry: secrets as ``***``, phone numbers masked."""
-    return _PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group()), _registry.redact(text))
+    text = _PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group()), _registry.redact(text))
+    return _NATIONAL_PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group()), text)
 
 
 # Attributes every LogRecord has; anything else on a record came from ``extra`` or a filter.

@@ -19,7 +19,10 @@ def parse_utc_time(value: str) -> datetime:
     text = value.strip().replace("Z", "+00:00")
     text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python reads at most microseconds
     moment = datetime.fromisoformat(text)
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: in UTC it falls before year 1
+        raise ValueError(f"{value!r} is outside the years a time can have in UTC") from None
 
 
 def now_iso() -> str:

@@ -508,12 +508,20 @@ class SlackChannel:
         """
         from slack_sdk.signature import Clock, SignatureVerifier
 
+        from shared.inputs import ascii_int
+
+        named = {name.lower(): value for name, value in headers.items()}
+        timestamp, signature = named.get("x-slack-request-timestamp"), named.get("x-slack-signature")
+        # The verifier fails on what no Slack request carries: a timestamp too big for a float,
+        # a signature that is not ASCII (hmac.compare_digest refuses such text).
+        if ascii_int(timestamp or "", 12) is None or not isinstance(signature, str) or not signature.isascii():
+            return False
         clock = Clock() if now is None else _FixedClock(now)
         verifier = SignatureVerifier(self._secret(self.connection.signing_secret), clock=clock)
         try:
-            return bool(verifier.is_valid_request(body, dict(headers.items())))
+            return bool(verifier.is_valid(body, timestamp, signature))
         except (ValueError, UnicodeDecodeError):
-            return False  # a timestamp that is no number, a body that is no UTF-8: not Slack's
+            return False  # a body that is no UTF-8: not Slack's
 
     # --- plumbing ------------------------------------------------------------------------------
 

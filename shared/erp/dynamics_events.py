@@ -23,7 +23,9 @@ VENDOR_PAYMENT_POSTED = "VendorPaymentPostedBusinessEvent"
 PURCHASE_ORDER_CONFIRMED = "PurchaseOrderConfirmedBusinessEvent"
 MAX_EVENTS_PER_REQUEST = 100
 
-_WCF_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+_WCF_DATE = re.compile(r"^/Date\((-?[0-9]{1,18})([+-][0-9]{4})?\)/$")
+_INT64 = re.compile(r"-?[0-9]{1,19}")
+INT64_RANGE = range(-(2**63), 2**63)
 # Workflow event ids encode the workflow and element: Workflow_<Name>_<Element>_WorkItem.
 _WORKFLOW_WORK_ITEM = re.compile(r"^Workflow_.+_WorkItem$")
 _WORKFLOW_STEP = re.compile(r"^Workflow_.+(?<!_WorkItem)(?<!_Started)(?<!_ExternalTask)$")
@@ -38,7 +40,10 @@ def parse_wcf_date(value: str) -> datetime:
     match = _WCF_DATE.match(value.strip()) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"not a /Date(ms)/ value: {value!r}")
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(match.group(1)))
+    try:
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(match.group(1)))
+    except OverflowError:
+        raise ValueError(f"{value!r} is outside the years a date can have") from None
     return moment  # the offset only says where the writer was; the milliseconds are UTC
 
 
@@ -80,16 +85,19 @@ def parse_event(raw: Any, where: str = "") -> BusinessEvent:
     if not isinstance(business_event_id, str) or not business_event_id.strip():
         raise EventError(f"{where}BusinessEventId: is required (a non-empty string)")
     control = raw.get("ControlNumber")
-    if isinstance(control, str) and re.fullmatch(r"-?\d+", control.strip()):
+    if isinstance(control, str) and _INT64.fullmatch(control.strip()):
         control = int(control)  # tolerate a quoted int64
-    if not isinstance(control, int) or isinstance(control, bool):
-        raise EventError(f"{where}ControlNumber: is required (an integer)")
+    if not isinstance(control, int) or isinstance(control, bool) or control not in INT64_RANGE:
+        raise EventError(f"{where}ControlNumber: is required (a 64-bit integer)")
     legal_entity = raw.get("BusinessEventLegalEntity") or raw.get("LegalEntity") or ""
     if not isinstance(legal_entity, str):
         raise EventError(f"{where}BusinessEventLegalEntity: must be a string")
     event_id = raw.get("EventId")
     if event_id is not None and not isinstance(event_id, str):
         raise EventError(f"{where}EventId: must be a string")
+    for name in _key_fields(business_event_id.strip()):
+        if isinstance(raw.get(name), dict | list):
+            raise EventError(f"{where}{name}: must be a string or a number (it names the record)")
     return BusinessEvent(business_event_id.strip(), control, legal_entity.strip(), event_id,
                          _event_time(raw, where), dict(raw))
 
@@ -192,6 +200,16 @@ def spec_for(business_event_id: str) -> EventSpec | None:
     if _WORKFLOW_STEP.match(business_event_id):
         return _WORKFLOW_STEP_SPEC
     return None
+
+
+def _key_fields(business_event_id: str) -> list[str]:
+    """The event fields an event's record key or its OData reads are made of (every event
+    field is a record field under its own name too, so the key names themselves count)."""
+    spec = spec_for(business_event_id)
+    if spec is None:
+        return []
+    keys = set(spec.record_key) | {name for read in spec.reads for name in read.keys.values()}
+    return sorted(keys | {source for source, target in spec.from_event.items() if target in keys})
 
 
 def _plain(value: Any) -> Any:

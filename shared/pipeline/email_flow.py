@@ -20,6 +20,7 @@ status change. Email recipients do not take part in SMS opt-outs (STOP).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config import AppConfig, SendGridConnection
+from shared.inputs import loads_json
 from shared.model import CALLBACKS, SENDGRID_EVENT, Envelope, moves_forward, now_iso
 from shared.outcomes import RetryLater
 from shared.pipeline.deliver import Delivery, reached_provider
@@ -149,8 +151,8 @@ def accept_events(config: AppConfig, connection_name: str, body: bytes, signatur
 
 def _parse_events(body: bytes) -> list[dict[str, Any]]:
     try:
-        events = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        events = loads_json(body.decode("utf-8"))
+    except ValueError:  # not UTF-8, not JSON, nested too deep
         raise WebhookError(400, "malformed_json", "the body is not JSON") from None
     if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
         raise WebhookError(400, "malformed_json", "the body is not a JSON array of event objects")
@@ -249,7 +251,9 @@ def _audit_event(stores: Stores, envelope: Envelope, job: JobRow, event: Mapping
     if event.get("status"):
         detail["error_code"] = str(event["status"])[:_DETAIL_CHARS]
     if isinstance(event.get("timestamp"), int):
-        detail["event_at"] = datetime.fromtimestamp(event["timestamp"], UTC).isoformat()
+        # A time SendGrid would not send is left out; the event is recorded without it.
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            detail["event_at"] = datetime.fromtimestamp(event["timestamp"], UTC).isoformat()
     stores.audit.append(job.fields.get("correlation_id") or envelope.correlation_id, step,
                         connection=envelope.connection, record=job.fields.get("record", ""), job_id=job.job_id,
                         **detail)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from shared.config import AppConfig, DynamicsConnection
 from shared.erp.dynamics_events import BusinessEvent, EventError, parse_events
+from shared.inputs import loads_json
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, Envelope
 from shared.storage.bus import MessageBus
 
@@ -56,12 +57,14 @@ def read_json(body: bytes) -> object:
     if not body.strip():
         raise IngestError(400, "empty_body", "the body is empty; send a business event as JSON")
     try:
-        return json.loads(body.decode("utf-8-sig"))
+        return loads_json(body.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise IngestError(400, "malformed_json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise IngestError(400, "malformed_json", f"the body is not JSON: {exc.msg} at line {exc.lineno}, "
                                                  f"column {exc.colno}") from None
+    except ValueError as exc:
+        raise IngestError(400, "malformed_json", f"the body is not acceptable JSON: {exc}") from None
 
 
 def accept_business_events(config: AppConfig, connection_name: str, body: bytes, bus: MessageBus,

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -316,15 +315,48 @@ def envelope_for_click(connection: str, payload: dict[str, Any], view_id: str | 
     return Envelope(SLACK_INTERACTION, connection, key, {"payload": payload, "view_id": view_id})
 
 
+# The shapes Slack gives the interaction fields read here and behind the queue: a type, or
+# for an object the shapes of its fields ("*": every field), for an array that of its items.
+_INTERACTION_SHAPE: dict[str, Any] = {
+    "type": str, "trigger_id": str, "user": {"id": str}, "message": {"text": str},
+    "container": {"channel_id": str, "message_ts": str},
+    "actions": [{"action_id": str}],
+    "view": {"id": str, "callback_id": str, "private_metadata": str, "state": {"values": {"*": {"*": dict}}}},
+}
+_SHAPE_NAMES = {str: "a string", dict: "an object", list: "an array"}
+
+
 def parse_interaction(body: bytes) -> dict[str, Any]:
+    """The ``payload`` form field as Slack sends it; ValueError naming what is not."""
     from urllib.parse import parse_qs
+
+    from shared.inputs import loads_json
 
     form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
     raw = (form.get("payload") or [""])[0]
-    payload = json.loads(raw)
-    if not isinstance(payload, dict):
-        raise ValueError("payload is not a JSON object")
+    payload = loads_json(raw)
+    problem = shape_problem(payload, _INTERACTION_SHAPE, "payload")
+    if problem:
+        raise ValueError(problem)
     return payload
+
+
+def shape_problem(value: Any, shape: Any, path: str, *, optional: bool = True) -> str | None:
+    """Where ``value`` differs from ``shape`` (absent and null fields pass, null items do not), or None."""
+    if value is None and optional:
+        return None
+    if isinstance(shape, type):
+        return None if isinstance(value, shape) else f"{path}: must be {_SHAPE_NAMES[shape]}"
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{path}: must be an array"
+        items = enumerate(value)
+        return next((p for i, item in items if (p := shape_problem(item, shape[0], f"{path}[{i}]", optional=False))),
+                    None)
+    if not isinstance(value, dict):
+        return f"{path}: must be an object"
+    fields = ((name, shape["*"]) for name in value) if "*" in shape else shape.items()
+    return next((p for name, inner in fields if (p := shape_problem(value.get(name), inner, f"{path}.{name}"))), None)
 
 
 @handles(CALLBACKS, SLACK_EVENT)

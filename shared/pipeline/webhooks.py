@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from shared.config import AppConfig, TwilioConnection
 from shared.settings import public_url
@@ -37,8 +37,9 @@ class Webhook:
 
 
 def signed_url(route: str, request_url: str) -> str:
-    query = urlsplit(request_url).query
-    base = public_url(route) or request_url.split("?", 1)[0]
+    # Split by hand: urlsplit refuses a URL whose host (from any Host header) is no valid name.
+    base, _, query = request_url.partition("?")
+    base = public_url(route) or base
     return f"{base}?{query}" if query else base
 
 

@@ -19,11 +19,11 @@ bp = func.Blueprint()
 @traced
 def dynamics_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.config import ConfigError, get_config
+    from shared.inputs import declared_over
     from shared.pipeline.ingest import MAX_BODY_BYTES, IngestError, accept_business_events
     from shared.storage.bus import get_bus
 
-    declared = req.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared_over(req.headers.get("content-length"), MAX_BODY_BYTES):
         return error_response(413, "too_large", f"at most {MAX_BODY_BYTES} bytes are accepted")
     try:
         config = get_config()

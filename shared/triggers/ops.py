@@ -6,12 +6,34 @@ start with "admin" for its own API and refuses to load such functions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
 import azure.functions as func
 
 from shared.telemetry import traced
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
+
+# Audit detail fields that hold what a person wrote: personal data, shown only on request.
+TEXT_FIELDS = frozenset({"text"})
+# Table Storage keeps times from 1601 on; a replay window outside these years finds nothing anyway.
+EARLIEST_TIME = datetime(1700, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def replay_time(value: object) -> datetime:
+    """One end of a replay window: an ISO 8601 time within the years storage can compare; else ValueError."""
+    from shared.model import parse_utc_time
+
+    if not isinstance(value, str):
+        raise ValueError("a time is a string")
+    moment = parse_utc_time(value)
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise ValueError(f"{value!r} is outside the years a replay can cover")
+    return moment
 
 
 @bp.function_name("ops_ping")
@@ -31,7 +53,10 @@ def ops_ping(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="ops/audit", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @traced
 def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
-    """The audit trail of one ERP record (``record=``) or one correlation id (``correlation=``)."""
+    """The audit trail of one ERP record (``record=``) or one correlation id (``correlation=``).
+
+    Texts people wrote (SMS replies) are masked unless the operator asks with ``reveal=texts``.
+    """
     from shared.storage.tables import get_stores
 
     record = (req.params.get("record") or "").strip()
@@ -40,6 +65,7 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(400, "bad_request", "give exactly one of the query parameters record, correlation")
     from shared.pipeline.report import contacts
 
+    reveal_texts = (req.params.get("reveal") or "").strip() == "texts"
     audit = get_stores().audit
     entries = audit.by_record(record) if record else audit.by_correlation(correlation)
     return json_response({
@@ -48,10 +74,18 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
         "contacts": [vars(contact) for contact in contacts(entries)],
         "entries": [
             {"at": e.at.isoformat(), "step": e.step, "correlation_id": e.correlation_id,
-             "connection": e.connection, "record": e.record, "job_id": e.job_id, "detail": dict(e.detail)}
+             "connection": e.connection, "record": e.record, "job_id": e.job_id,
+             "detail": dict(e.detail) if reveal_texts else masked_texts(e.detail)}
             for e in entries
         ],
     })
+
+
+def masked_texts(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit entry's detail with the texts people wrote shown as ``***``."""
+    from shared.logs import MASK
+
+    return {name: MASK if name in TEXT_FIELDS and value else value for name, value in detail.items()}
 
 
 @bp.function_name("ops_replay")
@@ -59,13 +93,13 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
 @traced
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again."""
-    from shared.model import parse_utc_time
+    from shared.inputs import loads_json
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
     from shared.storage.tables import get_stores
 
     try:
-        body = req.get_json()
+        body = loads_json(req.get_body())
     except ValueError:
         return error_response(400, "malformed_json", "the body is not JSON")
     if not isinstance(body, dict) or not (body.get("job_id") or body.get("from")):
@@ -75,10 +109,12 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
         results = [replay_job(stores, bus, str(body["job_id"]))]
     else:
         try:
-            since = parse_utc_time(str(body["from"]))
-            until = parse_utc_time(str(body["to"])) if body.get("to") else None
+            since = replay_time(body["from"])
+            until = replay_time(body["to"]) if body.get("to") else None
         except ValueError:
-            return error_response(400, "bad_time", "from and to must be ISO 8601 times, e.g. 2026-11-22T08:00:00Z")
+            return error_response(400, "bad_time", "from and to must be ISO 8601 times between the years "
+                                                   f"{EARLIEST_TIME.year} and {LATEST_TIME.year}, "
+                                                   "e.g. 2026-11-22T08:00:00Z")
         results = replay_failed(stores, bus, since, until)
     return json_response({"replayed": sum(r.replayed for r in results),
                           "jobs": [{"job_id": r.job_id, "replayed": r.replayed, "reason": r.reason}

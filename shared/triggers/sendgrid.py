@@ -22,12 +22,12 @@ bp = func.Blueprint()
 def sendgrid_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.channels.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
     from shared.config import ConfigError, get_config
+    from shared.inputs import declared_over
     from shared.pipeline.email_flow import MAX_EVENT_BYTES, accept_events
     from shared.pipeline.webhooks import WebhookError
     from shared.storage.bus import get_bus
 
-    declared = req.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+    if declared_over(req.headers.get("content-length"), MAX_EVENT_BYTES):
         return error_response(413, "too_large", f"at most {MAX_EVENT_BYTES} bytes are accepted")
     try:
         config = get_config()

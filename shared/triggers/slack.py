@@ -53,9 +53,9 @@ def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | fun
 @traced
 def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
-    import json
-
+    from shared.inputs import loads_json
     from shared.model import CALLBACKS, SLACK_EVENT, Envelope
+    from shared.pipeline.slack_flow import shape_problem
     from shared.storage.bus import get_bus
     from shared.triggers.responses import json_response
 
@@ -64,11 +64,12 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
         return verified
     connection, body = verified
     try:
-        event = json.loads(body)
+        event = loads_json(body)
     except ValueError:
         return error_response(400, "malformed_json", "the body is not JSON")
-    if not isinstance(event, dict):
-        return error_response(400, "malformed_json", "the body is not a JSON object")
+    problem = shape_problem(event, {"type": str, "event_id": str, "event": dict}, "body")
+    if not isinstance(event, dict) or problem:
+        return error_response(400, "malformed_json", problem or "the body is not a JSON object")
     if event.get("type") == "url_verification":
         return json_response({"challenge": str(event.get("challenge", ""))})
     if event.get("type") == "event_callback" and event.get("event_id"):
@@ -94,8 +95,8 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     connection, body = verified
     try:
         payload = parse_interaction(body)
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "bad_payload", "the body holds no JSON payload")
+    except ValueError as exc:  # UnicodeDecodeError too
+        return error_response(400, "bad_payload", f"the body holds no Slack payload: {exc}")
     if payload.get("type") == "block_actions" and payload.get("actions"):
         view_id = open_code_modal(connection, payload) if asks_for_code(payload) else None
         envelope = envelope_for_click(connection.name, payload, view_id)

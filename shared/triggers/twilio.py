@@ -35,15 +35,18 @@ def _verified(req: func.HttpRequest, route: str) -> dict[str, str] | func.HttpRe
 
 
 def _enqueue(req: func.HttpRequest, message_type: str, params: dict[str, str], required: tuple[str, ...],
-             extra: dict | None = None) -> func.HttpResponse | None:
-    """Queue a verified webhook on ``callbacks``; an error answer when a required field is missing."""
+             extra: dict | None = None, key_fields: tuple[str, ...] | None = None) -> func.HttpResponse | None:
+    """Queue a verified webhook on ``callbacks``; an error answer when a required field is missing.
+
+    The message's key (its MessageId) is made of ``key_fields`` (default: the required ones).
+    """
     from shared.model import CALLBACKS, Envelope
     from shared.storage.bus import get_bus
 
     missing = [name for name in required if not params.get(name)]
     if missing:
         return error_response(400, "missing_fields", f"missing parameter(s): {', '.join(missing)}")
-    key = req.headers.get("i-twilio-idempotency-token") or "|".join(params[name] for name in required)
+    key = req.headers.get("i-twilio-idempotency-token") or "|".join(params[name] for name in key_fields or required)
     connection = req.route_params.get("connection", "")
     envelope = Envelope(message_type, connection, key, {"params": params, **(extra or {})})
     bind(correlation_id=envelope.correlation_id, job_id=(extra or {}).get("job_id"))
@@ -75,7 +78,8 @@ def twilio_inbound(req: func.HttpRequest) -> func.HttpResponse:
     params = _verified(req, "api/twilio/inbound/{connection}")
     if isinstance(params, func.HttpResponse):
         return params
-    refused = _enqueue(req, TWILIO_INBOUND, params, ("MessageSid", "From"))
+    # Keyed by the MessageSid alone: a key is a MessageId, seen by tools that show no personal data.
+    refused = _enqueue(req, TWILIO_INBOUND, params, ("MessageSid", "From"), key_fields=("MessageSid",))
     return refused or func.HttpResponse(EMPTY_TWIML, mimetype="text/xml", charset="utf-8")
 
 
@@ -113,8 +117,10 @@ def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     connection = config.connections.get(req.route_params.get("connection", ""))
     if not isinstance(connection, TwilioConnection):
         return error_response(404, "unknown_connection", "no such Twilio connection")
+    from shared.inputs import loads_json
+
     try:
-        body = req.get_json()
+        body = loads_json(req.get_body())
     except ValueError:
         return error_response(400, "malformed_json", "the body is not JSON")
     if not isinstance(body, dict) or not body.get("to") or not str(body.get("code", "")).isdigit():

@@ -51,9 +51,11 @@ FAST_HOST_JSON = {
 }
 
 
-def audit_of(base_url: str, record: str) -> dict:
-    """The ops audit of one ERP record from the app at ``base_url``: its ``entries`` and ``contacts``."""
-    response = requests.get(f"{base_url}/api/ops/audit", params={"record": record},
+def audit_of(base_url: str, record: str, *, reveal_texts: bool = False) -> dict:
+    """The ops audit of one ERP record from the app at ``base_url``: its ``entries`` and ``contacts``
+    (the texts people wrote in clear with ``reveal_texts``, else masked)."""
+    response = requests.get(f"{base_url}/api/ops/audit",
+                            params={"record": record, **({"reveal": "texts"} if reveal_texts else {})},
                             headers={"x-functions-key": MASTER_KEY}, timeout=10)
     response.raise_for_status()
     return response.json()

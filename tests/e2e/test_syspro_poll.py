@@ -71,7 +71,7 @@ class SysproStack:
 
     def audit(self, record: str) -> list[dict]:
         """The audit entries of ``record``, oldest first."""
-        return audit_of(self.app.base_url, record)["entries"]
+        return audit_of(self.app.base_url, record, reveal_texts=True)["entries"]
 
     def steps(self, record: str) -> list[str]:
         return [entry["step"] for entry in self.audit(record)]

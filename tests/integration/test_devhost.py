@@ -24,7 +24,7 @@ from azure.storage.queue import QueueClient
 from devhost.__main__ import CONFIG_PATH_SETTING, load_settings, parse_args
 from devhost.azurite import Azurite, free_port, wait_for_port
 from devhost.host import DevHost, HostedFunction, TimerRunner, next_occurrence
-from devhost.http_server import MAX_REQUEST_BODY, compile_route
+from devhost.http_server import MAX_REQUEST_BODY, compile_route, loggable_path
 from devhost.settings import (
     HostConfig,
     QueueOptions,
@@ -144,6 +144,20 @@ def test_missing_or_wrong_key_is_401_with_empty_body(hosted: Hosted, key: str | 
     response = requests.get(hosted.url("secret/alice"), headers=headers, timeout=5)
     assert response.status_code == 401
     assert response.content == b""
+
+
+def test_the_access_log_shows_no_key_given_in_the_query(hosted: Hosted, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="devhost.http")
+    for query in (f"code={FUNCTION_KEY}&x=1", f"x=1&c%6Fde={MASTER_KEY}", f"code={FUNCTION_KEY[:5]}"):
+        assert requests.get(hosted.url("secret/carol") + "?" + query, timeout=5).status_code in (200, 401)
+    wait_until(lambda: len([r for r in caplog.records if r.name == "devhost.http"]) >= 3, what="access log lines")
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "devhost.http"]
+    assert any("/api/secret/carol?code=***&x=1 -> 200" in line for line in lines), lines
+    assert any("/api/secret/carol?x=1&code=*** -> 200" in line for line in lines), lines
+    assert not any(FUNCTION_KEY[:5] in line or MASTER_KEY in line for line in lines), lines
+    # A client that sends the name encoded (the host decodes it, so the key is accepted) is masked too.
+    assert loggable_path(f"/api/x?c%6Fde={MASTER_KEY}&codes=1") == "/api/x?c%6Fde=***&codes=1"
 
 
 def test_master_key_opens_function_level_route(hosted: Hosted) -> None:

@@ -494,3 +494,18 @@ def test_importing_the_channel_does_not_import_slack_sdk() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("changed", [
+    {"x-slack-request-timestamp": "9" * 400},  # too big for the float the window is computed in
+    {"x-slack-request-timestamp": "\u0661\u0665\u0663\u0661"},  # digits, but not ASCII ones
+    {"x-slack-signature": "v0=\u00e9" + "0" * 63},  # compare_digest refuses non-ASCII text
+])
+def test_verify_request_refuses_headers_no_slack_request_carries(channel: SlackChannel,
+                                                                 changed: dict[str, str]) -> None:
+    signed_at = 1531420618
+    body = b"payload=%7B%7D"
+    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=str(signed_at), body=body)
+    headers = {"x-slack-request-timestamp": str(signed_at), "x-slack-signature": signature or ""}
+
+    assert not channel.verify_request(body, {**headers, **changed}, now=signed_at)

@@ -152,3 +152,22 @@ def test_a_workflow_step_completed_event_is_recognised() -> None:
                          "LegalEntity": "usmf", "WorkflowDocument": "Vendor invoice INV-0042"})
     enriched = record_fields(event, Reader({}))
     assert (enriched.record_entity, enriched.record_key) == ("Workflow", "usmf|43")
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("ControlNumber", 2**63, "ControlNumber"),
+    ("ControlNumber", "7" * 5000, "ControlNumber"),
+    ("EventTime", "/Date(99999999999999999)/", "EventTime"),
+    ("EventTimeIso8601", "0001-01-01T00:00:00+05:00", "EventTimeIso8601"),
+    ("InvoiceId", ["INV-1", "INV-2"], "InvoiceId"),  # part of the record key
+    ("InvoiceAccount", {"id": "US-104"}, "InvoiceAccount"),  # the key of the vendor read
+    ("invoice_id", [1], "invoice_id"),  # the record field by its own name
+])
+def test_values_that_cannot_name_a_record_or_a_time_are_refused(field: str, value: object, problem: str) -> None:
+    with pytest.raises(EventError, match=problem):
+        parse_event({**INVOICE_POSTED, "EventTimeIso8601": "", field: value})
+
+
+def test_fields_that_name_nothing_may_have_any_shape() -> None:
+    event = parse_event({**INVOICE_POSTED, "ParentContextRecordSubjects": [{"a": [1]}], "Note": {"x": 1}})
+    assert event.fields["Note"] == {"x": 1}

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.logs import RedactingFilter, mask_phone, redact, register_secret
+from shared.logs import RedactingFilter, mask_phone, redact, register_secret, scrub
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,26 @@ def test_filter_masks_args_and_stack_text() -> None:
     assert "retrying with *** after 3 tries" in text
     assert value not in text
     assert "Stack (most recent call last)" in text
+
+
+@pytest.mark.parametrize(("text", "scrubbed"), [
+    ("reply from (415) 555-0134 received", "reply from *******34 received"),
+    ("reply from 020 7946 0018", "reply from *******18"),
+    ("mobile 0412 345 678.", "mobile *******78."),
+    ("call 415-555-0134, or 415.555.0134", "call *******34, or *******34"),
+    ("sent to +44 20 7946 0018", "sent to +44*******18"),
+])
+def test_scrub_masks_numbers_written_the_national_way(text: str, scrubbed: str) -> None:
+    assert scrub(text) == scrubbed
+
+
+@pytest.mark.parametrize("text", [
+    "invoice INV-0042 of 12,500.50 USD due 2026-11-22",
+    "control number 5637145001 at 2026-11-22T08:00:00.3440655Z",
+    "vendor US-104, journal BRMF-000018-2, order 000018",
+    "event 7D0C5A5E-1F6B-4F0E-9C1B-3C2F4B0E9A11 on 22/11/2026 at 08:00:00",
+    "1 234 567.89 EUR from 127.0.0.1 by v1.2.3, message SM0123456789abcdef",
+    "ids 2026-1122-0001 and 415-555-01345",
+])
+def test_scrub_leaves_ids_amounts_and_dates_alone(text: str) -> None:
+    assert scrub(text) == text

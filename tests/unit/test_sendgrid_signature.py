@@ -79,3 +79,8 @@ def test_addresses_are_trimmed_and_unwrapped(raw: str, address: str) -> None:
 def test_what_is_not_one_address_is_refused(raw: str) -> None:
     with pytest.raises(InvalidAddress):
         normalize_email(raw)
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 400, "1" * 5000, "\u00b2", "\u0661\u0666\u0660\u0660", "-1600112502"])
+def test_a_timestamp_that_is_no_plain_unix_time_is_refused(timestamp: str) -> None:
+    assert not verify_event_signature(PUBLIC_KEY, PAYLOAD, SIGNATURE, timestamp, now=SIGNED_AT)
