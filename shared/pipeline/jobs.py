@@ -1,0 +1,117 @@
+"""The job lifecycle, in one place: one job per notification, one state machine, one ETag loop.
+
+A job row (id = the stable job id of one message to one recipient) carries the send through
+its states (``shared.model``'s status order): ``pending -> dispatching ->`` the provider's
+statuses, or ``suppressed``, ``failed``, ``verifying``, ``dead-lettered``. A status only moves
+forward, whatever order callbacks and events arrive in.
+
+Every change of a job goes through ``change``: read the row, decide the changes from it, write
+them under its ETag, and on a conflict read it again and decide again. Callers never lose a
+concurrent change and never apply a decision made on a stale row.
+
+Before any resend the channel asks its provider whether the first try landed; these helpers
+say when a job has reached its provider (never send again) and when another delivery may be
+sending it right now (wait).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.model import Envelope, moves_forward, now_iso, status_rank
+from shared.outcomes import RetryLater
+from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
+
+log = logging.getLogger(__name__)
+
+AMBIGUOUS_RECHECK_SECONDS = 30.0
+# A delivery that claimed a job and then went silent this long is presumed gone (a crash).
+DISPATCH_LEASE_SECONDS = 120.0
+CHANGE_TRIES = 5
+# What a notification's job keeps of it, beside its state.
+_KEPT_FIELDS = ("rule", "channel", "via", "to", "record", "source", "event")
+
+Decide = Callable[[JobRow], Mapping[str, Any] | None]
+
+
+def open_job(stores: Stores, envelope: Envelope) -> JobRow:
+    """The job row for this notification, created on first sight."""
+    payload = envelope.payload
+    fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": now_iso(),
+              "envelope": envelope.to_json(),  # what a replay sends again (the row is sealed)
+              **{name: payload.get(name) for name in _KEPT_FIELDS}}
+    created = stores.jobs.create(payload["job_id"], fields)
+    if created is not None:
+        return created
+    existing = stores.jobs.get(payload["job_id"])
+    if existing is None:  # deleted between the two calls: start again
+        raise RetryLater(1.0, "job row vanished while opening it")
+    return existing
+
+
+def change(stores: Stores, job: JobRow | str, decide: Decide, tries: int = CHANGE_TRIES) -> JobRow | None:
+    """Apply what ``decide`` says to the job as it is now; the written row, or None when there is no
+    such job or ``decide`` wants no change. ``job`` as read (tried first) or its id."""
+    row = stores.jobs.get(job) if isinstance(job, str) else job
+    for _ in range(tries):
+        if row is None:
+            return None
+        changes = decide(row)
+        if not changes:
+            return None
+        try:
+            return stores.jobs.update(row, {**changes, "updated_at": now_iso()})
+        except ConcurrencyError:
+            row = stores.jobs.get(row.job_id)  # changed meanwhile: decide again on what it is now
+    raise ConcurrencyError(f"job {job if isinstance(job, str) else job.job_id} kept changing")
+
+
+def merge(stores: Stores, job: JobRow | str, changes: Mapping[str, Any]) -> JobRow | None:
+    """Set ``changes`` on the job as it is now, whatever else changed meanwhile."""
+    return change(stores, job, lambda _: changes)
+
+
+def advance(stores: Stores, job: JobRow | str, status: str, **changes: Any) -> JobRow | None:
+    """Move the job to ``status`` with ``changes`` when that is further than where it is; None when
+    it is there or further already (a late or repeated callback), or gone."""
+    return change(stores, job, lambda row: {"status": status, **changes} if moves_forward(row.status, status)
+                  else None)
+
+
+def record_send(stores: Stores, job: JobRow, status: str, **changes: Any) -> JobRow:
+    """What the provider said about a send, on the job: the provider's fields always, its status
+    only when it is further than the job's (a callback may have moved the job meanwhile)."""
+    def decide(row: JobRow) -> dict[str, Any]:
+        return {**changes, "status": status if moves_forward(row.status, status) else row.status}
+
+    written = change(stores, job, decide)
+    if written is None:
+        raise RetryLater(1.0, f"job {job.job_id} vanished while its send was recorded")
+    return written
+
+
+def reached_provider(job: JobRow) -> bool:
+    """Whether the job's message went out (or ended): then it is never sent again."""
+    return status_rank(job.status) > status_rank("dispatching") or bool(job.fields.get("provider_id"))
+
+
+def wait_for_live_dispatch(job: JobRow) -> None:
+    """RetryLater while another delivery may be sending this job right now: one that claimed
+    it within the lease and is not known to have ended ambiguously."""
+    fields = job.fields
+    claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or fields.get("updated_at") or now_iso())
+    silent = (datetime.now(UTC) - claimed_at).total_seconds()
+    if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
+        raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
+
+
+def mark_not_sent(envelope: Envelope, reason: str) -> None:
+    """A dead-lettered notification that never reached its provider: its job says so, and a
+    replay takes it. A job already at the provider, or mid-dispatch, is left as it is."""
+    changed = change(get_stores(), str(envelope.payload.get("job_id", "")),
+                     lambda row: {"status": "dead-lettered", "reason": reason} if row.status == "pending" else None)
+    if changed is not None:
+        log.info("job %s marked dead-lettered", changed.job_id)
