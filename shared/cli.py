@@ -1,7 +1,7 @@
 """Operator commands against a deployment's storage:
 
     python -m shared.cli audit --record "contoso-fo|VendorInvoice|usmf|INV-0042"
-    python -m shared.cli audit --correlation 3f2a...
+    python -m shared.cli audit --correlation 3f2a... [--reveal-texts]
     python -m shared.cli replay --job 9c1e...
     python -m shared.cli replay --from 2026-11-22T08:00:00Z [--to 2026-11-22T12:00:00Z]
     python -m shared.cli deadletters list [--all]
@@ -31,14 +31,15 @@ def load_settings(path: Path) -> None:
         os.environ.setdefault(name, str(value))
 
 
-def print_trail(entries: list[AuditEntry]) -> None:
-    from shared.pipeline.report import contacts
+def print_trail(entries: list[AuditEntry], reveal_texts: bool = False) -> None:
+    from shared.pipeline.report import contacts, masked_texts
 
     if not entries:
         print("no audit entries")
         return
     for entry in entries:
-        detail = " ".join(f"{k}={v}" for k, v in entry.detail.items())
+        shown = entry.detail if reveal_texts else masked_texts(entry.detail)
+        detail = " ".join(f"{k}={v}" for k, v in shown.items())
         job = f" job={entry.job_id[:12]}" if entry.job_id else ""
         print(f"{entry.at:%Y-%m-%d %H:%M:%S}  {entry.step:<14}{job}  {detail}")
     summary = contacts(entries)
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     which = audit.add_mutually_exclusive_group(required=True)
     which.add_argument("--record")
     which.add_argument("--correlation")
+    audit.add_argument("--reveal-texts", action="store_true", help="show what people wrote (SMS replies) unmasked")
     replay = commands.add_parser("replay", help="send failed jobs again (never a delivered one)")
     scope = replay.add_mutually_exclusive_group(required=True)
     scope.add_argument("--job")
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "audit":
         audit_log = stores.audit
-        print_trail(audit_log.by_record(args.record) if args.record else audit_log.by_correlation(args.correlation))
+        entries = audit_log.by_record(args.record) if args.record else audit_log.by_correlation(args.correlation)
+        print_trail(entries, args.reveal_texts)
         return 0
     if args.command == "deadletters":
         return run_deadletters(args, stores)

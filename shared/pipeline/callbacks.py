@@ -21,11 +21,12 @@ from shared.config import TwilioConnection, get_config
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
 from shared.outcomes import PermanentFailure, RetryLater
+from shared.pipeline.jobs import change
 from shared.pipeline.notes import queue_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code
 from shared.storage.bus import get_bus
-from shared.storage.tables import ConcurrencyError, JobRow, LastContact, ProviderLink, Stores, get_stores
+from shared.storage.tables import JobRow, LastContact, ProviderLink, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", 
 OPT_IN = frozenset({"START", "UNSTOP", "YES"})
 HELP = frozenset({"HELP", "INFO"})
 MAX_REPLY_CHARS = 1000
-_UPDATE_TRIES = 5
 UNLINKED_RETRY_SECONDS = 2.0
 INBOUND_SCOPE = "twilio-inbound"
 
@@ -55,27 +55,24 @@ def record_status(envelope: Envelope) -> None:
     link = stores.providers.lookup(sid) or _link_job_named_in_url(stores, envelope, sid)
     if link is None:
         return
-    for _ in range(_UPDATE_TRIES):
-        job = stores.jobs.get(link.job_id)
-        if job is None or not moves_forward(job.status, status):
-            return
+    def decide(job: JobRow) -> dict[str, Any] | None:
+        if not moves_forward(job.status, status):
+            return None  # a repeated or late callback: that order is the deduplication
         changes = {"status": status, "error_code": params.get("ErrorCode") or job.fields.get("error_code")}
         if not job.fields.get("provider_id"):
             changes["provider_id"] = sid  # the sender stopped before recording it on the job
-        try:
-            stores.jobs.update(job, changes)
-        except ConcurrencyError:
-            continue  # another callback moved it meanwhile: compare again
-        detail = {"status": status, "provider_id": sid}
-        if params.get("ErrorCode"):
-            detail["error_code"] = params["ErrorCode"]
-        if params.get("CallDuration"):
-            detail["duration"] = params["CallDuration"]
-        stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id), "status",
-                            connection=link.connection, record=job.fields.get("record", ""), job_id=link.job_id,
-                            **detail)
+        return changes
+
+    job = change(stores, link.job_id, decide)
+    if job is None:
         return
-    raise ConcurrencyError(f"job {link.job_id}: status {status} lost every race")
+    detail = {"status": status, "provider_id": sid}
+    if params.get("ErrorCode"):
+        detail["error_code"] = params["ErrorCode"]
+    if params.get("CallDuration"):
+        detail["duration"] = params["CallDuration"]
+    stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id), "status",
+                        connection=link.connection, record=job.fields.get("record", ""), job_id=link.job_id, **detail)
 
 
 def _link_job_named_in_url(stores: Stores, envelope: Envelope, sid: str) -> ProviderLink | None:

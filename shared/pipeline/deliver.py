@@ -18,39 +18,34 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.config import SendGridConnection, SlackConnection, TwilioConnection, get_config
 from shared.logs import mask_phone
-from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, moves_forward, now_iso, status_rank
+from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater
+from shared.pipeline.jobs import (
+    AMBIGUOUS_RECHECK_SECONDS,
+    DISPATCH_LEASE_SECONDS,
+    mark_not_sent,
+    open_job,
+    reached_provider,
+    record_send,
+    wait_for_live_dispatch,
+)
 from shared.pipeline.registry import handles
 from shared.settings import public_url
 from shared.storage.tables import ConcurrencyError, JobRow, LastContact, Stores, get_stores
 from shared.templates import voice_twiml
 
 log = logging.getLogger(__name__)
+# Stage helpers that other channels' flows and the tests take from here; the job lifecycle is in jobs.py.
+__all__ = ["DISPATCH_LEASE_SECONDS", "Delivery", "deliver_notification", "open_job", "reached_provider",
+           "wait_for_live_dispatch"]
 
-AMBIGUOUS_RECHECK_SECONDS = 30.0
-# A delivery that claimed a job and then went silent this long is presumed gone (a crash).
-DISPATCH_LEASE_SECONDS = 120.0
 # Twilio stamps date_created with its own clock: look back this much further than our dispatch start.
 CLOCK_SKEW_SECONDS = 60.0
-_UPDATE_TRIES = 5
-
-
-def mark_not_sent(envelope: Envelope, reason: str) -> None:
-    """A dead-lettered notification that never reached its provider: its job says so, and a
-    replay takes it. A job already at the provider, or mid-dispatch, is left as it is."""
-    stores = get_stores()
-    job = stores.jobs.get(str(envelope.payload.get("job_id", "")))
-    if job is None or job.status != "pending":
-        return
-    try:
-        stores.jobs.update(job, {"status": "dead-lettered", "reason": reason, "updated_at": now_iso()})
-    except ConcurrencyError:
-        log.info("job %s changed while it was being marked dead-lettered; left as it is", job.job_id)
 
 
 @handles(NOTIFICATIONS, NOTIFICATION, on_dead_letter=mark_not_sent)
@@ -73,37 +68,6 @@ def deliver_notification(envelope: Envelope) -> None:
                                "in the configuration")
     job = open_job(stores, envelope)
     Delivery(stores, connection, envelope, job).run()
-
-
-def reached_provider(job: JobRow) -> bool:
-    """Whether the job's message went out (or ended): then it is never sent again."""
-    return status_rank(job.status) > status_rank("dispatching") or bool(job.fields.get("provider_id"))
-
-
-def wait_for_live_dispatch(job: JobRow) -> None:
-    """RetryLater while another delivery may be sending this job right now: one that claimed
-    it within the lease and is not known to have ended ambiguously."""
-    fields = job.fields
-    claimed_at = datetime.fromisoformat(fields.get("dispatch_at") or fields.get("updated_at") or now_iso())
-    silent = (datetime.now(UTC) - claimed_at).total_seconds()
-    if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
-        raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
-
-
-def open_job(stores: Stores, envelope: Envelope) -> JobRow:
-    """The job row for this notification, created on first sight."""
-    payload = envelope.payload
-    fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": now_iso(),
-              "envelope": envelope.to_json(),  # what a replay sends again
-              **{name: payload.get(name) for name in ("rule", "channel", "via", "to", "record", "source", "event")}}
-    created = stores.jobs.create(payload["job_id"], fields)
-    if created is not None:
-        return created
-    existing = stores.jobs.get(payload["job_id"])
-    if existing is None:  # deleted between the two calls: start again
-        raise RetryLater(1.0, "job row vanished while opening it")
-    return existing
-
 
 
 class Delivery:
@@ -229,16 +193,6 @@ class Delivery:
         self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
 
     def mark_sent(self, sid: str, status: str) -> None:
-        """Put the provider id on the job; a status callback may have moved the job meanwhile,
-        so a stale read is read again and the furthest status kept."""
-        for _ in range(_UPDATE_TRIES):
-            furthest = status if moves_forward(self.job.status, status) else self.job.status
-            try:
-                self.update(status=furthest, provider_id=sid, sent_at=now_iso())
-                return
-            except ConcurrencyError:
-                latest = self.stores.jobs.get(self.job_id)
-                if latest is None:
-                    raise RetryLater(1.0, "job row vanished while recording its send") from None
-                self.job = latest
-        raise ConcurrencyError(f"job {self.job_id}: recording its send lost every race")
+        """Put the provider id on the job; a status callback may have moved it meanwhile, and the
+        furthest status is kept."""
+        self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso())

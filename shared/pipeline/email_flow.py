@@ -32,18 +32,18 @@ from shared.config import AppConfig, SendGridConnection
 from shared.inputs import loads_json
 from shared.model import CALLBACKS, SENDGRID_EVENT, Envelope, moves_forward, now_iso
 from shared.outcomes import RetryLater
-from shared.pipeline.deliver import Delivery, reached_provider
+from shared.pipeline.deliver import Delivery
+from shared.pipeline.jobs import change, reached_provider
 from shared.pipeline.registry import handles
 from shared.pipeline.webhooks import WebhookError
 from shared.storage.bus import MessageBus
-from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
+from shared.storage.tables import JobRow, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
 EVENT_SCOPE = "sendgrid-event"
 MAX_EVENT_BYTES = 1024 * 1024
 UNLINKED_RETRY_SECONDS = 2.0
-_UPDATE_TRIES = 5
 _DETAIL_CHARS = 500
 # SendGrid event -> job status.
 EVENT_STATUS: Mapping[str, str] = {
@@ -203,23 +203,23 @@ def _job_for(stores: Stores, event: Mapping[str, Any], message_id: str) -> JobRo
 
 
 def _apply(stores: Stores, envelope: Envelope, job: JobRow, event: Mapping[str, Any], message_id: str) -> None:
-    name = str(event.get("event") or "")
-    for _ in range(_UPDATE_TRIES):
-        adopt = bool(message_id) and not job.fields.get("provider_id")
-        changes = _changes(job, event, EVENT_STATUS.get(name), message_id if adopt else "")
-        if not changes:
-            _audit_event(stores, envelope, job, event, message_id, moved=False, adopted=False)
-            return
-        try:
-            job = stores.jobs.update(job, {**changes, "updated_at": now_iso()})
-        except ConcurrencyError:
-            job = stores.jobs.get(job.job_id) or job  # another event moved it meanwhile: compare again
-            continue
-        if adopt:
-            stores.providers.link(message_id, job.job_id, envelope.connection)
-        _audit_event(stores, envelope, job, event, message_id, moved="status" in changes, adopted=adopt)
+    status = EVENT_STATUS.get(str(event.get("event") or ""))
+    decided: dict[str, Any] = {}
+
+    def decide(row: JobRow) -> dict[str, Any]:
+        adopted_id = message_id if message_id and not row.fields.get("provider_id") else ""
+        decided.clear()
+        decided.update(_changes(row, event, status, adopted_id))
+        return decided
+
+    written = change(stores, job, decide)
+    if written is None:
+        _audit_event(stores, envelope, job, event, message_id, moved=False, adopted=False)
         return
-    raise ConcurrencyError(f"job {job.job_id}: SendGrid event {name} lost every race")
+    adopted = bool(decided.get("provider_id"))
+    if adopted:
+        stores.providers.link(message_id, written.job_id, envelope.connection)
+    _audit_event(stores, envelope, written, event, message_id, moved="status" in decided, adopted=adopted)
 
 
 def _changes(job: JobRow, event: Mapping[str, Any], status: str | None, adopted_id: str) -> dict[str, Any]:

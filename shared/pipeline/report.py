@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.model import status_rank
 from shared.storage.tables import AuditEntry
+
+# Audit detail that holds what people wrote (an SMS reply): shown only when an operator asks.
+TEXT_FIELDS = frozenset({"text"})
+MASK = "***"
+
+
+def masked_texts(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit entry's detail with the texts people wrote shown as ``***``."""
+    return {name: MASK if name in TEXT_FIELDS and value else value for name, value in detail.items()}
 
 
 @dataclass

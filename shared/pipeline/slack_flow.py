@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from shared.config import DynamicsConnection, SlackConnection, get_config
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
-from shared.pipeline.deliver import AMBIGUOUS_RECHECK_SECONDS, reached_provider, wait_for_live_dispatch
+from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, merge, reached_provider, wait_for_live_dispatch
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
 from shared.pipeline.registry import handles
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
@@ -275,17 +275,12 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
     merge_job(stores, job.job_id, {"shown": True})
 
 
-def merge_job(stores: Stores, job_id: str, changes: dict[str, Any], attempts: int = 5) -> JobRow:
-    """Apply ``changes`` to the job as it is now, reading it again when it changed meanwhile."""
-    for _ in range(attempts):
-        job = stores.jobs.get(job_id)
-        if job is None:
-            raise PermanentFailure(f"job {job_id} vanished")
-        try:
-            return stores.jobs.update(job, changes)
-        except ConcurrencyError:
-            continue
-    raise RetryLater(1.0, f"job {job_id} kept changing")
+def merge_job(stores: Stores, job_id: str, changes: dict[str, Any]) -> JobRow:
+    """Apply ``changes`` to the job as it is now (``jobs.merge``); a job that vanished is a failure."""
+    job = merge(stores, job_id, changes)
+    if job is None:
+        raise PermanentFailure(f"job {job_id} vanished")
+    return job
 
 
 def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.logs import mask_phone
 from shared.model import NOTIFICATIONS, Envelope
+from shared.pipeline.jobs import merge
 from shared.storage.bus import MessageBus
 from shared.storage.tables import Gate, Stores
 
@@ -62,7 +63,7 @@ def check_gate(stores: Stores, bus: MessageBus, channel: Any, connection: str, n
             return status
         # Twilio answers an approved code once: the approval is on the job before anything else,
         # so a retry after a stop here releases the job instead of asking Twilio again.
-        stores.jobs.merge(gate.job_id, {"verified": True})
+        merge(stores, gate.job_id, {"verified": True})
     stores.gates.close(connection, number)
     # A key of its own: under the original one, Service Bus duplicate detection would drop the release.
     bus.send(NOTIFICATIONS, replace(envelope, key=f"{envelope.key}|verified"))

@@ -244,20 +244,6 @@ class JobStore:
         return JobRow(row.job_id, fields, meta["etag"])
 
 
-    def merge(self, job_id: str, changes: Mapping[str, Any], tries: int = 5) -> JobRow | None:
-        """Apply ``changes`` to the job as it is now, reading it again while others change it;
-        None when there is no such job."""
-        for _ in range(tries):
-            row = self.get(job_id)
-            if row is None:
-                return None
-            try:
-                return self.update(row, changes)
-            except ConcurrencyError:
-                continue
-        raise ConcurrencyError(f"job {job_id} kept changing while {sorted(changes)} were applied")
-
-
 # --- audit -----------------------------------------------------------------------------------
 
 

@@ -6,9 +6,7 @@ start with "admin" for its own API and refuses to load such functions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import azure.functions as func
 
@@ -18,7 +16,6 @@ from shared.triggers.responses import error_response, json_response
 bp = func.Blueprint()
 
 # Audit detail fields that hold what a person wrote: personal data, shown only on request.
-TEXT_FIELDS = frozenset({"text"})
 # Table Storage keeps times from 1601 on; a replay window outside these years finds nothing anyway.
 EARLIEST_TIME = datetime(1700, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
@@ -63,7 +60,7 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
     correlation = (req.params.get("correlation") or "").strip()
     if bool(record) == bool(correlation):
         return error_response(400, "bad_request", "give exactly one of the query parameters record, correlation")
-    from shared.pipeline.report import contacts
+    from shared.pipeline.report import contacts, masked_texts
 
     reveal_texts = (req.params.get("reveal") or "").strip() == "texts"
     audit = get_stores().audit
@@ -79,13 +76,6 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
             for e in entries
         ],
     })
-
-
-def masked_texts(detail: Mapping[str, Any]) -> dict[str, Any]:
-    """An audit entry's detail with the texts people wrote shown as ``***``."""
-    from shared.logs import MASK
-
-    return {name: MASK if name in TEXT_FIELDS and value else value for name, value in detail.items()}
 
 
 @bp.function_name("ops_replay")

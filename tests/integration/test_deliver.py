@@ -266,6 +266,7 @@ def test_an_approved_code_releases_its_job_once_even_after_a_stop_before_the_rel
     stores: Stores, twilio: tuple, storage_connection_string: str
 ) -> None:
     from shared.channels.twilio import twilio_channel
+    from shared.pipeline.jobs import merge
     from shared.pipeline.verify import check_gate
     from shared.settings import StorageSettings
     from shared.storage.bus import StorageQueueBus, read_envelope
@@ -285,7 +286,7 @@ def test_an_approved_code_releases_its_job_once_even_after_a_stop_before_the_rel
         channel = twilio_channel(connection)
         # Approved by Twilio and recorded on the job, then the process stopped before the release:
         assert channel.check_verification(number, code) == "approved"
-        stores.jobs.merge(job_id, {"verified": True})
+        merge(stores, job_id, {"verified": True})
         checks_before = len(fake.requests_to(lambda r: r.path.endswith("/VerificationCheck")))
 
         assert check_gate(stores, bus, channel, connection.name, number, code) == "approved"
