@@ -10,7 +10,12 @@ The delivery stage sees outcomes, not Slack:
   sleeping through, or answered 5xx / kept failing after one short inline retry;
 - ``PostOutcomeUnknown`` (a RetryLater) when a post may have landed although no answer said
   so (a reset or timeout after sending, a 5xx): ``find_card`` tells, by the job id every card
-  carries in its message metadata, before anything is posted again.
+  carries in its message metadata, before anything is posted again (``HistoryTooLong`` when
+  the channel holds too many messages since the dispatch to read them all).
+
+Channel names in rules (``#ap-approvals``) become IDs through ``conversation_id``
+(conversations.list, cached per connection), so that a card is posted to, recorded with and
+looked up by its channel's ID: history can only be read by ID.
 
 Retry decisions are ours alone: the WebClient gets no SDK retry handlers (the SDK's
 connection-error handler would post a card again after a reset, its rate-limit handler
@@ -55,11 +60,16 @@ INTERACTIVE_POLICY = RetryPolicy(max_attempts=1, inline_wait_limit=0.0, default_
 USER_CACHE_TTL_SECONDS = 3600.0
 # Every card carries its job id in message metadata of this type, so a lost answer can be looked up.
 CARD_EVENT_TYPE = "ml_connector_alert"
-# Looking a card up: pages of history read at most, their size, and how far before the
-# dispatch began to start (Slack's clock and ours may differ a little).
-HISTORY_MAX_PAGES = 5
+# Looking a card up: every page back to the dispatch start (less a margin: Slack's clock and ours
+# may differ a little) is read, so a card not found surely is not there; past this many pages
+# the channel is too busy to read through, and the lookup gives up rather than guess.
+HISTORY_MAX_PAGES = 25
 HISTORY_PAGE_SIZE = 200
 HISTORY_CLOCK_MARGIN_SECONDS = 120.0
+# Channel names -> IDs (conversations.list, Tier 2): names rarely change, so an ID is kept an hour.
+CHANNEL_CACHE_TTL_SECONDS = 3600.0
+CHANNEL_LIST_PAGE_SIZE = 200
+CHANNEL_LIST_TYPES = "public_channel,private_channel"
 # ok:false codes after which a post may or may not have happened.
 UNCERTAIN_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout", "service_unavailable"})
 SIGNATURE_WINDOW_SECONDS = 300  # Slack's replay window, fixed in SignatureVerifier
@@ -144,6 +154,11 @@ class PostOutcomeUnknown(RetryLater):
     """A post may have landed although no answer said so: look it up before posting again."""
 
 
+class HistoryTooLong(Exception):
+    """The channel holds more messages since the dispatch began than a lookup reads: whether the
+    card is among them cannot be told."""
+
+
 class SlackConfigurationError(SlackPermanentError):
     """The connection lacks what the call needs (an empty secret)."""
 
@@ -164,6 +179,11 @@ def carries_job(message: Mapping[str, Any], job_id: str) -> bool:
     metadata = message.get("metadata") or {}
     payload = metadata.get("event_payload") or {}
     return metadata.get("event_type") == CARD_EVENT_TYPE and payload.get("job_id") == job_id
+
+
+def channel_name_key(name: str) -> str:
+    """A channel name as conversations.list spells it: no ``#``, lower case."""
+    return name.strip().lstrip("#").lower()
 
 
 def is_conversation_id(target: str) -> bool:
@@ -336,6 +356,12 @@ class _CachedUser:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class _CachedChannel:
+    channel_id: str
+    expires_at: float
+
+
 class _FixedClock:
     """SignatureVerifier's clock at a given moment (tests, replays)."""
 
@@ -359,6 +385,7 @@ class SlackChannel:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         user_cache_ttl: float = USER_CACHE_TTL_SECONDS,
+        channel_cache_ttl: float = CHANNEL_CACHE_TTL_SECONDS,
     ) -> None:
         self.connection = connection
         self._secrets = secrets
@@ -368,6 +395,9 @@ class SlackChannel:
         self._user_cache_ttl = user_cache_ttl
         self._users: dict[str, _CachedUser] = {}
         self._users_lock = threading.Lock()
+        self._channel_cache_ttl = channel_cache_ttl
+        self._channel_ids: dict[str, _CachedChannel] = {}
+        self._channels_lock = threading.Lock()
         self._client = self._build_client(timeout)
 
     def _build_client(self, timeout: int) -> WebClient:
@@ -410,7 +440,9 @@ class SlackChannel:
 
     def find_card(self, channel: str, job_id: str, since: float) -> PostedMessage | None:
         """The card of ``job_id`` in ``channel`` (an ID) posted after ``since`` (epoch seconds),
-        from its message metadata; None when the newest pages since then do not hold it."""
+        from its message metadata. Every page back to ``since`` (less the clock margin) is read,
+        and none before it: None means the card is surely not there. HistoryTooLong when more
+        than ``HISTORY_MAX_PAGES`` pages lie between now and then."""
         oldest = f"{max(since - HISTORY_CLOCK_MARGIN_SECONDS, 0.0):.6f}"
         cursor: str | None = None
         for _ in range(HISTORY_MAX_PAGES):
@@ -420,10 +452,9 @@ class SlackChannel:
                 return PostedMessage(channel, str(found["ts"]))
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not page.get("has_more") or cursor is None:
-                return None
-        log.warning("Slack card of job %s not among the %d newest messages of %s since the dispatch",
-                    job_id, HISTORY_MAX_PAGES * HISTORY_PAGE_SIZE, channel)
-        return None
+                return None  # back at the dispatch start: the card is not there
+        raise HistoryTooLong(f"more than {HISTORY_MAX_PAGES * HISTORY_PAGE_SIZE} messages in {channel} since the "
+                             "dispatch began; the card may be among the older ones")
 
     def _history_page(self, channel: str, oldest: str, cursor: str | None) -> SlackResponse:
         paging = {"cursor": cursor} if cursor else {}
@@ -432,6 +463,51 @@ class SlackChannel:
             lambda client: client.conversations_history(channel=channel, oldest=oldest, limit=HISTORY_PAGE_SIZE,
                                                         include_all_metadata=True, **paging),
         )
+
+    def conversation_id(self, name: str) -> str | None:
+        """The ID of the channel called ``name`` (``#ap-approvals`` or ``ap-approvals``) among the
+        public and private channels the app can see, archived ones left out; None when none is
+        called so. IDs are cached for ``channel_cache_ttl``; a name not cached reads the list again,
+        stopping at the page that holds it. SlackPermanentError when Slack refuses the list
+        (``missing_scope``: channels:read, groups:read)."""
+        key = channel_name_key(name)
+        cached = self._cached_channel(key)
+        if cached is not None:
+            return cached
+        cursor: str | None = None
+        while True:
+            page = self._channel_page(cursor)
+            seen = self._remember_channels(page.get("channels") or [])
+            if key in seen:
+                return seen[key]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+
+    def _channel_page(self, cursor: str | None) -> SlackResponse:
+        paging = {"cursor": cursor} if cursor else {}
+        return self._call(
+            "conversations.list",
+            lambda client: client.conversations_list(types=CHANNEL_LIST_TYPES, exclude_archived=True,
+                                                     limit=CHANNEL_LIST_PAGE_SIZE, **paging),
+        )
+
+    def _remember_channels(self, channels: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        seen = {channel_name_key(str(c["name"])): str(c["id"]) for c in channels if c.get("name") and c.get("id")}
+        expires_at = self._clock() + self._channel_cache_ttl
+        with self._channels_lock:
+            self._channel_ids.update({key: _CachedChannel(channel_id, expires_at) for key, channel_id in seen.items()})
+        return seen
+
+    def _cached_channel(self, key: str) -> str | None:
+        with self._channels_lock:
+            entry = self._channel_ids.get(key)
+            if entry is None:
+                return None
+            if self._clock() >= entry.expires_at:
+                del self._channel_ids[key]
+                return None
+            return entry.channel_id
 
     def update_card(self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None:
         """Replace the card at ``channel``/``ts`` (e.g. with ``decided_card``: the buttons go)."""

@@ -5,8 +5,17 @@
   message per second per channel across all instances).
 - One card per job, whatever happens around the post: the job is claimed (``dispatching``)
   before posting, every card carries its job id in message metadata, and a job found
-  ``dispatching`` (a crash, or a post that got no answer) first has the channel's recent
-  history searched for its card, which is adopted when there; only otherwise is it posted.
+  ``dispatching`` (a crash, or a post that got no answer) first has the channel's history
+  since the dispatch began searched for its card, which is adopted when there; only when
+  every page back to then was read without it is the card posted.
+- A channel named in a rule (``#ap-approvals``) is resolved to its ID first and the card
+  posted there, so the job records the ID its history is read by. When Slack will not say
+  whether the card is there (the lookup is refused: a missing history scope, an app that is
+  not a member; the channel cannot be resolved; too many messages since the dispatch), the
+  card is not posted again: the job is left ``unknown`` and audited ``lookup-unavailable``
+  with Slack's error, and an operator replays it once the cause is fixed, accepting that the
+  channel may then hold the card twice (as for an email whose answer was lost). A second card
+  is never risked silently.
 - A click is honoured once (claimed by channel, message, action and user), only from the
   approver the card was sent for, and only while the Dynamics work item is still open:
   Validate, then Complete with the outcome and a comment naming the approver. The card
@@ -61,10 +70,15 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
         return
     slack = slack_channel(connection)
     try:
-        target = direct_or_fallback(slack, connection, str(payload.get("to", "")), audit)
+        target = resolved_channel(slack, direct_or_fallback(slack, connection, str(payload.get("to", "")), audit),
+                                  audit)
         if job.status == "dispatching":
             wait_for_live_dispatch(job)  # RetryLater while another delivery may be posting it
-            earlier = earlier_card(slack, job, target, audit)
+            try:
+                earlier = earlier_card(slack, job, target)
+            except LookupUnavailable as unavailable:
+                leave_unknown(stores, job, audit, unavailable)
+                return
             if earlier is not None:
                 record_card(stores, connection.name, job, earlier, audit, adopted=True)
                 return
@@ -117,22 +131,73 @@ def claim_card_post(stores: Stores, job: JobRow, target: str) -> JobRow:
         raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this card is under way") from None
 
 
-def earlier_card(slack: Any, job: JobRow, target: str, audit: Any) -> PostedMessage | None:
-    """A job left dispatching (a crash, or a post without an answer): the card an earlier
-    attempt posted, found by the job id in its metadata; None when Slack has none."""
+class LookupUnavailable(Exception):
+    """Slack cannot tell whether an earlier attempt posted the card; ``error`` is Slack's code, if any."""
+
+    def __init__(self, reason: str, error: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+def resolved_channel(slack: Any, target: str, audit: Any) -> str:
+    """A channel named in a rule as its ID (conversations.list), so the card is posted to, recorded
+    with and looked up by the ID; the name as given when Slack lists no such channel or refuses
+    the list (audited: a post without an answer cannot then be looked up)."""
     from shared.channels.slack import SlackPermanentError, is_conversation_id
 
-    channel = str(job.fields.get("slack_target") or target)
-    if not is_conversation_id(channel):
-        audit("lookup-unavailable", reason=f"{channel} is a channel name, whose history cannot be read; "
-                                           "configure its ID to have cards looked up before a new post")
-        return None
+    if is_conversation_id(target):
+        return target
+    try:
+        found = slack.conversation_id(target)
+    except SlackPermanentError as exc:
+        audit("channel-unresolved", error=exc.error,
+              reason=f"Slack refused to list its channels ({exc.error}); posted to {target} by name")
+        return target
+    if found is None:
+        audit("channel-unresolved", reason=f"no channel the app can see is named {target}; posted by name")
+        return target
+    return found
+
+
+def earlier_card(slack: Any, job: JobRow, target: str) -> PostedMessage | None:
+    """A job left dispatching (a crash, or a post without an answer): the card an earlier attempt
+    posted, found by the job id in its metadata; None when the channel's history back to the
+    dispatch start surely holds none. LookupUnavailable when Slack cannot tell."""
+    from shared.channels.slack import HistoryTooLong, SlackPermanentError, is_conversation_id
+
+    claimed = str(job.fields.get("slack_target") or target)  # where the earlier attempt posted
+    channel = claimed if is_conversation_id(claimed) else _channel_id_or_unavailable(slack, claimed)
     started = job.fields.get("dispatch_started") or job.fields.get("created_at") or now_iso()
     try:
         return slack.find_card(channel, job.job_id, datetime.fromisoformat(started).timestamp())
-    except SlackPermanentError as exc:  # no history scope, or not a member: cannot tell
-        audit("lookup-unavailable", reason=f"Slack refused to show the history of {channel}: {exc.error}")
-        return None
+    except SlackPermanentError as exc:  # no history scope, or not a member
+        raise LookupUnavailable(f"Slack refused to show the history of {channel}: {exc.error}", exc.error) from None
+    except HistoryTooLong as exc:
+        raise LookupUnavailable(str(exc)) from None
+
+
+def _channel_id_or_unavailable(slack: Any, name: str) -> str:
+    from shared.channels.slack import SlackPermanentError
+
+    try:
+        found = slack.conversation_id(name)
+    except SlackPermanentError as exc:
+        raise LookupUnavailable(f"Slack refused to list its channels, so the history of {name} cannot be "
+                                f"read: {exc.error}", exc.error) from None
+    if found is None:
+        raise LookupUnavailable(f"no channel the app can see is named {name}, so its history cannot be read")
+    return str(found)
+
+
+def leave_unknown(stores: Stores, job: JobRow, audit: Any, unavailable: LookupUnavailable) -> None:
+    """Slack cannot tell whether the card was posted: not posted again. The job is left unknown
+    (an operator sees it and replays it once the cause is fixed, accepting a possible second card)."""
+    why = f"{unavailable.reason}; the card may have been posted: not posted again, replay the job to post it"
+    stores.jobs.update(job, {"status": "unknown", "ambiguous": True, "reason": why, "updated_at": now_iso()})
+    audit("lookup-unavailable", status="unknown", channel="slack", reason=why,
+          **({"error": unavailable.error} if unavailable.error else {}))
+    log.warning("Slack job %s: outcome unknown (%s); not posted again", job.job_id, unavailable.reason)
 
 
 def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMessage, audit: Any, *,

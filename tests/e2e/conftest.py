@@ -37,6 +37,8 @@ SLACK_SIGNING_SECRET = "e2e-slack-signing-secret-0123456789"
 APPROVALS_CHANNEL = "C0APPROVALS"
 FALLBACK_CHANNEL = "C0FALLBACK"
 PACED_CHANNEL = "C0PACED"
+NAMED_CHANNEL = "C0NAMEDCH1"  # a rule names it "#ap-named"
+NAMED_CHANNEL_EVENT = "Workflow_VendInvoiceNamed_000001_Approval_WorkItem"
 APPROVER = ("U0ANA", "ana@contoso.example")
 HIGH_VALUE_EVENT = "Workflow_VendInvoiceHighValue_000001_Approval_WorkItem"
 CODE_ABOVE = 10000
@@ -171,7 +173,9 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
                "verify_above": CODE_ABOVE, "verify_via": "twilio-main", "verify_amount_field": "InvoiceAmount"},
               {"id": "paced-cards", "source": "contoso-fo",
                "event": "Workflow_BulkNotice_000001_Notice_WorkItem", "channel": "slack",
-               "via": "slack-main", "to": [PACED_CHANNEL], "template": "workflow-approval"}] if slack else []),
+               "via": "slack-main", "to": [PACED_CHANNEL], "template": "workflow-approval"},
+              {"id": "named-channel-card", "source": "contoso-fo", "event": NAMED_CHANNEL_EVENT, "channel": "slack",
+               "via": "slack-main", "to": ["#ap-named"], "template": "workflow-approval"}] if slack else []),
             {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
              "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
              "verify": True},
@@ -196,7 +200,7 @@ def prepare_dynamics(entra: FakeEntra, dynamics: FakeDynamics) -> None:
 def prepare_slack(slack: FakeSlack) -> None:
     """The workspace: the channels the rules name, the approver and a bystander."""
     for channel_id, name in ((APPROVALS_CHANNEL, "ap-approvals"), (FALLBACK_CHANNEL, "ap-unrouted"),
-                             (PACED_CHANNEL, "ap-bulk")):
+                             (PACED_CHANNEL, "ap-bulk"), (NAMED_CHANNEL, "ap-named")):
         slack.add_channel(channel_id, name)
     for user_id, email in (APPROVER, BYSTANDER):
         slack.add_user(user_id, email, email.split("@")[0])

@@ -12,6 +12,8 @@ from tests.e2e.conftest import (
     APPROVER,
     BYSTANDER,
     FALLBACK_CHANNEL,
+    NAMED_CHANNEL,
+    NAMED_CHANNEL_EVENT,
     PACED_CHANNEL,
     SLACK_SIGNING_SECRET,
     Stack,
@@ -167,3 +169,21 @@ def test_a_card_whose_post_lost_its_answer_is_posted_once_and_its_click_complete
     assert click(stack, card, APPROVER[0], "approve").status_code == 200
     wait_for(lambda: stack.dynamics.work_item_state("WI-LOST-1") == "completed", what="the work item completed")
     assert len([m for m in stack.slack.messages(APPROVALS_CHANNEL) if "WI-LOST-1" in m.text]) == 1
+
+
+def test_a_card_for_a_channel_named_in_the_rule_is_posted_once_by_id_though_its_answer_was_lost(stack: Stack) -> None:
+    stack.slack.drop_after_handling(match=lambda r: r.path.endswith("/chat.postMessage") and "WI-NAMED-1" in
+                                    r.body.decode())
+    stack.dynamics.add_work_item("WI-NAMED-1")
+    event = {**work_item_event("WI-NAMED-1"), "BusinessEventId": NAMED_CHANNEL_EVENT}
+    assert stack.post_events(event).status_code == 202
+    record = "contoso-fo|WorkflowWorkItem|WI-NAMED-1"
+    sent = wait_for(lambda: [e for e in stack.audit(record)["entries"] if e["step"] == "sent"], timeout=60,
+                    what="the card adopted")
+
+    [card] = [m for m in stack.slack.messages() if "WI-NAMED-1" in m.text]
+    assert card.channel == NAMED_CHANNEL
+    assert sent[0]["detail"]["adopted"] is True
+    assert sent[0]["detail"]["provider_id"] == f"slack:{NAMED_CHANNEL}|{card.ts}"
+    posts = [r for r in stack.slack.requests_to("POST /api/chat.postMessage") if "WI-NAMED-1" in r.body.decode()]
+    assert len(posts) == 1 and NAMED_CHANNEL in posts[0].body.decode()  # posted to the ID, not the name

@@ -25,6 +25,17 @@ Behaviour follows Slack's Web API spec and the Slack reference (Part B):
   / ``invalid_ts_latest``), ``limit`` (default 100, at most 999) and ``cursor`` paging with
   ``response_metadata.next_cursor`` (``invalid_cursor``); ``messages`` newest first with
   ``has_more``; a message's ``metadata`` only with ``include_all_metadata``.
+- ``conversations.list``: ``types`` (comma-separated; ``public_channel`` by default;
+  ``mpim`` and ``im`` are not faked), ``exclude_archived``, ``limit`` (default 100, at most
+  1000) and ``cursor`` paging (``response_metadata.next_cursor``, empty on the last page;
+  ``invalid_cursor``); private channels only where the app is a member (``add_channel(...,
+  private=True)``; ``private=True, member=False`` is one it cannot see); Slack's conversation
+  objects (``id``, ``name``, ``is_private``, ``is_archived``, ...).
+- Scopes: every scope is granted unless ``revoke_scope`` took it away; then the methods that
+  need it answer ``missing_scope`` with ``needed`` and ``provided``, as Slack does
+  (conversations.list: ``channels:read`` / ``groups:read`` per type asked for;
+  conversations.history: ``channels:history``, ``groups:history`` or ``im:history`` by the
+  channel's kind).
 - ``chat.update`` (``message_not_found``), ``chat.postEphemeral`` (``user_not_in_channel``
   for unknown users), ``users.lookupByEmail`` (``users_not_found``), ``users.info``
   (``user_not_found``; the profile carries ``email`` and ``phone``), ``conversations.open``
@@ -80,6 +91,15 @@ DEFAULT_TRIGGER_TTL = 3.0
 # conversations.history page sizes: Slack's default and its maximum.
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 999
+# conversations.list page sizes: Slack's default and its maximum.
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+# The scope each listed conversation type needs.
+LIST_TYPE_SCOPES = {"public_channel": "channels:read", "private_channel": "groups:read"}
+# The history scope by the kind of channel, which its ID's first letter tells.
+HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
+ALL_SCOPES = frozenset({"chat:write", "users:read", "users:read.email", "im:write", "channels:read", "groups:read",
+                        *HISTORY_SCOPES.values()})
 # Block Kit limits the fake enforces (Slack answers invalid_blocks beyond them).
 SECTION_TEXT_LIMIT = 3000
 BUTTON_TEXT_LIMIT = 75
@@ -101,11 +121,13 @@ def new_id(prefix: str, length: int = 10) -> str:
 class SlackApiFailure(Exception):
     """An ``{"ok": false}`` answer; ``status`` 200 unless Slack uses another one (429)."""
 
-    def __init__(self, error: str, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, error: str, status: int = 200, headers: Mapping[str, str] | None = None,
+                 **extra: str) -> None:
         super().__init__(error)
         self.error = error
         self.status = status
         self.headers = dict(headers or {})
+        self.extra = extra  # further fields of the answer (missing_scope: needed, provided)
 
 
 @dataclass(frozen=True)
@@ -255,6 +277,10 @@ class FakeSlack(FakeServer):
         self.bot_token = "xoxb-" + secrets.token_hex(12)
         self._tokens: set[str] = {self.bot_token}
         self._channels: dict[str, str] = {}  # id -> name
+        self._private: set[str] = set()  # private channel ids
+        self._archived: set[str] = set()
+        self._not_member: set[str] = set()  # private channels the app was not invited to
+        self._scopes: set[str] = set(ALL_SCOPES)
         self._users: dict[str, SlackUser] = {}
         self._dms: dict[str, str] = {}  # user id -> D... id
         self._messages: list[SlackMessage] = []
@@ -279,9 +305,20 @@ class FakeSlack(FakeServer):
         with self._state_lock:
             self._tokens.add(token)
 
-    def add_channel(self, channel_id: str, name: str) -> None:
+    def add_channel(self, channel_id: str, name: str, *, private: bool = False, archived: bool = False,
+                    member: bool = True) -> None:
         with self._state_lock:
             self._channels[channel_id] = name.lstrip("#")
+            for flag, ids in ((private, self._private), (archived, self._archived), (not member, self._not_member)):
+                if flag:
+                    ids.add(channel_id)
+                else:
+                    ids.discard(channel_id)
+
+    def revoke_scope(self, scope: str) -> None:
+        """The app's token no longer has ``scope``: methods that need it answer ``missing_scope``."""
+        with self._state_lock:
+            self._scopes.discard(scope)
 
     def add_user(self, user_id: str, email: str, name: str, phone: str = "") -> SlackUser:
         user = SlackUser(user_id, email, name, phone)
@@ -482,6 +519,7 @@ class FakeSlack(FakeServer):
             "users.info": self._user_info,
             "conversations.open": self._open_conversation,
             "conversations.history": self._history,
+            "conversations.list": self._list_conversations,
             "views.open": self._open_view,
             "views.update": self._update_view,
             "auth.test": self._auth_test,
@@ -496,7 +534,8 @@ class FakeSlack(FakeServer):
                     raise SlackApiFailure("unknown_method")
                 return Response.json(200, {"ok": True, **method(arguments)})
             except SlackApiFailure as failure:
-                return Response.json(failure.status, {"ok": False, "error": failure.error}, failure.headers)
+                return Response.json(failure.status, {"ok": False, "error": failure.error, **failure.extra},
+                                     failure.headers)
 
         return [
             route("POST", r"/api/(?P<method>[A-Za-z.]+)", api),
@@ -586,11 +625,13 @@ class FakeSlack(FakeServer):
         with self._state_lock:
             if channel not in self._channels:
                 raise SlackApiFailure("channel_not_found")  # an ID only: names are not looked up here
+        self._require_scope(HISTORY_SCOPES.get(channel[:1], "channels:history"))
         inclusive = _flag(arguments.get("inclusive"))
         oldest = _ts_argument(arguments.get("oldest"), "invalid_ts_oldest")
         latest = _ts_argument(arguments.get("latest"), "invalid_ts_latest")
-        limit = _history_limit(arguments.get("limit"))
-        before = _cursor_ts(arguments.get("cursor"))
+        limit = _bounded_limit(arguments.get("limit"), DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)
+        cursor = _cursor_value(arguments.get("cursor"), "before")
+        before = _ts_micros(cursor) if cursor is not None else None
         with_metadata = _flag(arguments.get("include_all_metadata"))
 
         def within(message: SlackMessage) -> bool:
@@ -607,8 +648,46 @@ class FakeSlack(FakeServer):
         answer: dict[str, Any] = {"messages": page, "has_more": has_more, "pin_count": 0,
                                   "channel_actions_ts": None, "channel_actions_count": 0}
         if has_more:
-            answer["response_metadata"] = {"next_cursor": _cursor_for(page[-1]["ts"])}
+            answer["response_metadata"] = {"next_cursor": _cursor_for(page[-1]["ts"], "before")}
         return answer
+
+    def _list_conversations(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Public and private channels by ID order, one page at a time (cursor = the last ID shown)."""
+        types = [kind.strip() for kind in str(arguments.get("types") or "public_channel").split(",") if kind.strip()]
+        for kind in types:
+            if kind in LIST_TYPE_SCOPES:
+                self._require_scope(LIST_TYPE_SCOPES[kind])
+        limit = _bounded_limit(arguments.get("limit"), DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
+        after = _cursor_value(arguments.get("cursor"), "after")
+        exclude_archived = _flag(arguments.get("exclude_archived"))
+        with self._state_lock:
+            listed = [channel_id for channel_id in sorted(self._channels) if channel_id[:1] in "CG"
+                      and ("private_channel" if channel_id in self._private else "public_channel") in types
+                      and channel_id not in self._not_member
+                      and not (exclude_archived and channel_id in self._archived)
+                      and (after is None or channel_id > after)]
+            page = [self._conversation_resource(channel_id) for channel_id in listed[:limit]]
+        more = len(listed) > limit
+        return {"channels": page,
+                "response_metadata": {"next_cursor": _cursor_for(page[-1]["id"], "after") if more else ""}}
+
+    def _conversation_resource(self, channel_id: str) -> dict[str, Any]:
+        """A channel as conversations.list shows it (lock held)."""
+        name, private = self._channels[channel_id], channel_id in self._private
+        empty = {"value": "", "creator": "", "last_set": 0}
+        return {"id": channel_id, "name": name, "name_normalized": name, "created": 1700000000,
+                "creator": BOT_USER_ID, "is_channel": not private, "is_group": False, "is_im": False,
+                "is_mpim": False, "is_private": private, "is_archived": channel_id in self._archived,
+                "is_general": False, "is_shared": False, "is_ext_shared": False, "is_org_shared": False,
+                "is_pending_ext_shared": False, "is_member": channel_id not in self._not_member, "unlinked": 0,
+                "topic": dict(empty), "purpose": dict(empty), "previous_names": [], "num_members": 1}
+
+    def _require_scope(self, scope: str) -> None:
+        with self._state_lock:
+            granted = scope in self._scopes
+            provided = ",".join(sorted(self._scopes))
+        if not granted:
+            raise SlackApiFailure("missing_scope", needed=scope, provided=provided)
 
     def _lookup_by_email(self, arguments: dict[str, Any]) -> dict[str, Any]:
         email = str(arguments.get("email") or "").strip().lower()
@@ -738,31 +817,33 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1") if value is not None else False
 
 
-def _history_limit(value: Any) -> int:
+def _bounded_limit(value: Any, default: int, maximum: int) -> int:
     if value in (None, ""):
-        return DEFAULT_HISTORY_LIMIT
+        return default
     try:
         limit = int(value)
     except (TypeError, ValueError):
         raise SlackApiFailure("invalid_limit") from None
-    return min(max(limit, 1), MAX_HISTORY_LIMIT)
+    return min(max(limit, 1), maximum)
 
 
-def _cursor_for(ts: str) -> str:
-    return base64.urlsafe_b64encode(f"before:{ts}".encode()).decode()
+def _cursor_for(position: str, kind: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
 
 
-def _cursor_ts(cursor: Any) -> int | None:
-    """The ts a cursor continues before; ``invalid_cursor`` for one this fake did not hand out."""
+def _cursor_value(cursor: Any, kind: str) -> str | None:
+    """Where a cursor continues (a ts, a channel ID); ``invalid_cursor`` for one this fake did not hand out."""
     if cursor in (None, ""):
         return None
     try:
-        kind, _, ts = base64.urlsafe_b64decode(str(cursor).encode()).decode().partition(":")
-        if kind != "before":
-            raise ValueError(kind)
-        return _ts_micros(ts)
+        found, _, position = base64.urlsafe_b64decode(str(cursor).encode()).decode().partition(":")
     except ValueError:
         raise SlackApiFailure("invalid_cursor") from None
+    if found != kind or not position:
+        raise SlackApiFailure("invalid_cursor")
+    if kind == "before" and not re.fullmatch(r"\d+(\.\d{1,6})?", position):
+        raise SlackApiFailure("invalid_cursor")
+    return position
 
 
 def _check_metadata(metadata: Any) -> None:

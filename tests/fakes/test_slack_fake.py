@@ -285,6 +285,54 @@ def test_history_of_a_dm_and_its_refusals(slack: FakeSlack, client: WebClient) -
         assert_valid("/conversations.history", refused.response.data, "default")
 
 
+# --- channel lists and scopes ---------------------------------------------------------------------
+
+
+def test_conversations_list_pages_the_channels_the_app_can_see(slack: FakeSlack, client: WebClient) -> None:
+    spec = require_spec(SPEC)
+    slack.add_channel("G0PRIVATE01", "ap-private", private=True)
+    slack.add_channel("G0HIDDEN001", "not-invited", private=True, member=False)
+    slack.add_channel("C0ARCHIVED1", "old-approvals", archived=True)
+    arguments = {"types": "public_channel,private_channel", "exclude_archived": True, "limit": 2}
+
+    pages = [client.conversations_list(**arguments)]
+    while pages[-1]["response_metadata"]["next_cursor"]:
+        pages.append(client.conversations_list(**arguments, cursor=pages[-1]["response_metadata"]["next_cursor"]))
+    public_only = client.conversations_list()
+    with_archived = client.conversations_list(types="public_channel")
+
+    listed = {c["name"]: (c["id"], c["is_private"]) for page in pages for c in page["channels"]}
+    assert listed == {"approvals": (APPROVALS, False), "finance": (FINANCE, False),
+                      "ap-private": ("G0PRIVATE01", True)}
+    assert [len(page["channels"]) for page in pages] == [2, 1]
+    assert {c["id"] for c in public_only["channels"]} == {APPROVALS, FINANCE, "C0ARCHIVED1"}
+    assert [c["is_archived"] for c in with_archived["channels"] if c["id"] == "C0ARCHIVED1"] == [True]
+    for page in [*pages, public_only]:
+        assert_valid("/conversations.list", page.data)
+    for request in slack.requests_to(lambda r: r.path.endswith("/conversations.list")):
+        sent = {**{k: v[0] for k, v in request.query.items()}, **{k: v[0] for k, v in (request.form or {}).items()}}
+        assert validate_swagger_request(spec, "/conversations.list", sent) == []
+
+
+def test_missing_scopes_are_refused_as_slack_refuses_them(slack: FakeSlack, client: WebClient) -> None:
+    slack.revoke_scope("groups:read")
+    slack.revoke_scope("channels:history")
+
+    listed = client.conversations_list(types="public_channel")
+    refused_list = api_error(lambda: client.conversations_list(types="public_channel,private_channel"))
+    refused_history = api_error(lambda: client.conversations_history(channel=APPROVALS))
+    bad_cursor = api_error(lambda: client.conversations_list(cursor="not-ours"))
+
+    assert {c["id"] for c in listed["channels"]} == {APPROVALS, FINANCE}
+    assert (refused_list.response["error"], refused_list.response["needed"]) == ("missing_scope", "groups:read")
+    assert "groups:read" not in refused_list.response["provided"].split(",")
+    assert (refused_history.response["error"], refused_history.response["needed"]) == (
+        "missing_scope", "channels:history")
+    assert bad_cursor.response["error"] == "invalid_cursor"
+    assert_valid("/conversations.list", refused_list.response.data, "default")
+    assert_valid("/conversations.history", refused_history.response.data, "default")
+
+
 def test_views_open_takes_a_fresh_trigger_once(slack: FakeSlack, client: WebClient) -> None:
     view = {"type": "modal", "title": {"type": "plain_text", "text": "Reason"}, "blocks": []}
     trigger = slack.block_actions_payload(ALICE, APPROVALS, "1000000000.000001", "reject", "job-1")["trigger_id"]

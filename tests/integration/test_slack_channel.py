@@ -15,7 +15,9 @@ from slack_sdk.signature import SignatureVerifier
 
 from shared.channels.slack import (
     APPROVE_ACTION_ID,
+    HISTORY_CLOCK_MARGIN_SECONDS,
     REJECT_ACTION_ID,
+    HistoryTooLong,
     PostedMessage,
     PostOutcomeUnknown,
     SlackChannel,
@@ -52,6 +54,11 @@ JOB = "job-7f3a9c"
 FACTS = [("Amount", "1,250.00 USD"), ("Vendor", "Contoso Supplies"), ("Requested by", "Bob")]
 POST_MESSAGE = "POST /api/chat.postMessage"
 LOOKUP = "POST /api/users.lookupByEmail"
+HISTORY = "POST /api/conversations.history"
+
+
+def channel_lists(slack: FakeSlack) -> list:
+    return slack.requests_to(lambda r: r.path.endswith("/conversations.list"))
 
 
 class RecordingSleep:
@@ -303,6 +310,79 @@ def test_find_card_matches_the_job_id_in_metadata_across_pages(slack: FakeSlack,
 
     assert found == wanted and missing is None
     assert len(slack.requests_to("POST /api/conversations.history")) == 3 + 3  # five cards, two per page
+
+
+def test_find_card_reads_back_to_the_dispatch_start_however_many_pages(
+        slack: FakeSlack, channel: SlackChannel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.channels.slack.HISTORY_PAGE_SIZE", 2)
+    slack.post_burst = 100
+    channel.post_card(APPROVALS, "before the dispatch", card()[1], metadata=card_metadata("job-older"))
+    since = time.time() + HISTORY_CLOCK_MARGIN_SECONDS + 0.5  # that one lies before the bound
+    time.sleep(0.6)
+    wanted = channel.post_card(APPROVALS, *card(), metadata=card_metadata(JOB))
+    for n in range(13):  # seven pages of two after it: beyond the five pages read before
+        channel.post_card(APPROVALS, f"other {n}", card()[1], metadata=card_metadata(f"job-other-{n}"))
+
+    found = channel.find_card(APPROVALS, JOB, since)
+    slack.clear_log()
+    missing = channel.find_card(APPROVALS, "job-never-posted", since)
+
+    assert found == wanted and missing is None
+    lookups = slack.requests_to(HISTORY)
+    assert len(lookups) == 7  # fourteen cards since the bound, two per page; the older one is never read
+    assert all(float(r.form_value("oldest") or 0) == pytest.approx(since - HISTORY_CLOCK_MARGIN_SECONDS, abs=1e-5)
+               for r in lookups)
+
+
+def test_find_card_that_cannot_read_back_to_the_bound_says_so(slack: FakeSlack, channel: SlackChannel,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.channels.slack.HISTORY_PAGE_SIZE", 2)
+    monkeypatch.setattr("shared.channels.slack.HISTORY_MAX_PAGES", 3)
+    slack.post_burst = 100
+    since = time.time()
+    channel.post_card(APPROVALS, *card(), metadata=card_metadata(JOB))
+    for n in range(6):
+        channel.post_card(APPROVALS, f"other {n}", card()[1], metadata=card_metadata(f"job-other-{n}"))
+
+    with pytest.raises(HistoryTooLong):
+        channel.find_card(APPROVALS, JOB, since)
+
+    assert len(slack.requests_to(HISTORY)) == 3
+
+
+def test_channel_names_resolve_to_ids_across_pages_and_are_cached(
+        slack: FakeSlack, channel: SlackChannel, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = require_spec(SPEC)
+    monkeypatch.setattr("shared.channels.slack.CHANNEL_LIST_PAGE_SIZE", 1)
+    slack.add_channel("C0AAAAAAAA1", "general")
+    slack.add_channel("C0ZZOLDAPP1", "ap-approvals", archived=True)  # an archived namesake is not the one
+    slack.add_channel("G0PRIVATE01", "ap-approvals", private=True)
+
+    first = channel.conversation_id("#ap-approvals")
+    listed_once = len(channel_lists(slack))
+    again = channel.conversation_id("AP-Approvals")
+    cached = channel.conversation_id("approvals")  # seen on the way
+    unknown = channel.conversation_id("no-such-channel")
+    clock.now += 3601
+    expired = channel.conversation_id("ap-approvals")
+
+    assert (first, again, cached, unknown, expired) == ("G0PRIVATE01", "G0PRIVATE01", APPROVALS, None, "G0PRIVATE01")
+    assert listed_once == 3  # C0AAAAAAAA1, C0APPROVAL1, G0PRIVATE01: stopped at the page that holds it
+    requests = channel_lists(slack)
+    assert len(requests) == listed_once + 3 + 3
+    for request in requests:
+        sent = {**{k: v[0] for k, v in request.query.items()}, **{k: v[0] for k, v in (request.form or {}).items()}}
+        assert sent["types"] == "public_channel,private_channel" and sent["exclude_archived"] in ("1", "true")
+        assert validate_swagger_request(spec, "/conversations.list", sent) == []
+
+
+def test_a_refused_channel_list_is_permanent(slack: FakeSlack, channel: SlackChannel) -> None:
+    slack.revoke_scope("channels:read")
+
+    with pytest.raises(SlackPermanentError) as raised:
+        channel.conversation_id("approvals")
+
+    assert (raised.value.error, raised.value.method) == ("missing_scope", "conversations.list")
 
 
 def test_unreachable_slack_is_retry_later(slack: FakeSlack) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -247,3 +248,159 @@ def test_the_lookup_reads_bounded_pages_since_the_dispatch(stores: Stores, slack
     assert 0 < started - float(lookup.form_value("oldest") or 0) <= 300
     assert 0 < int(lookup.form_value("limit") or 0) <= 999
     assert_sent_once(stores, slack, envelope, adopted=True)
+
+
+# --- channel names, refused lookups, busy channels -------------------------------------------------
+
+
+def channel_lists(slack: FakeSlack) -> list[Any]:
+    return slack.requests_to(lambda r: r.path.endswith("/conversations.list"))
+
+
+def steps_of(stores: Stores, envelope: Envelope, step: str) -> list[dict[str, Any]]:
+    return [entry.detail for entry in stores.audit.by_correlation(envelope.correlation_id) if entry.step == step]
+
+
+def crashed_before_the_post(stores: Stores, envelope: Envelope) -> None:
+    """As if a delivery had claimed the job and stopped before posting, long enough ago."""
+    job = open_job(stores, envelope)
+    long_ago = (datetime.now(UTC) - timedelta(seconds=DISPATCH_LEASE_SECONDS + 5)).isoformat()
+    stores.jobs.update(job, {"status": "dispatching", "dispatch_at": long_ago, "dispatch_started": long_ago,
+                             "slack_target": APPROVALS})
+
+
+def others_post(slack: FakeSlack, count: int) -> None:
+    """People and other apps talk in the channel after the dispatch began."""
+    from slack_sdk import WebClient
+
+    slack.post_burst = count + 1
+    client = WebClient(token=slack.bot_token, base_url=slack.api_base_url, retry_handlers=[])
+    for n in range(count):
+        client.chat_postMessage(channel=APPROVALS, text=f"chatter {n}")
+    slack.clear_log()
+
+
+def test_a_channel_named_in_the_rule_is_posted_to_by_id_and_a_lost_answer_gives_one_card(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    envelope = notification(connection, to="#approvals")
+    slack.drop_after_handling(match=POST)
+
+    deliver_until_done(stores, connection, envelope)
+
+    [post] = slack.requests_to(POST)
+    assert post.json["channel"] == APPROVALS  # the ID, which the job records and history is read by
+    assert job_of(stores, envelope).fields["slack_target"] == APPROVALS
+    assert [r.form_value("channel") for r in slack.requests_to(HISTORY)] == [APPROVALS]
+    assert len(channel_lists(slack)) == 1  # the second attempt took the ID from the cache
+    assert_sent_once(stores, slack, envelope, adopted=True)
+    assert steps_of(stores, envelope, "lookup-unavailable") == []
+
+
+@pytest.mark.parametrize("refusal", ["missing_scope", "not_in_channel"])
+def test_a_refused_lookup_never_posts_a_second_card_and_leaves_the_job_for_replay(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection, storage_connection_string: str,
+        refusal: str) -> None:
+    from shared.model import NOTIFICATIONS, REPLAYABLE_STATUSES
+    from shared.pipeline.replay import replay_job
+    from shared.settings import StorageSettings
+    from shared.storage.bus import StorageQueueBus, read_envelope
+
+    envelope = notification(connection)
+    slack.drop_after_handling(match=POST)
+    if refusal == "missing_scope":
+        slack.revoke_scope("channels:history")
+    else:  # a public channel the app posts to without being a member (chat:write.public)
+        slack.fail_next(status=200, body={"ok": False, "error": "not_in_channel"}, match=HISTORY)
+    since = datetime.now(UTC) - timedelta(seconds=1)
+
+    with pytest.raises(RetryLater):
+        deliver(stores, connection, envelope)
+    deliver(stores, connection, envelope)  # the lookup is refused
+    deliver(stores, connection, envelope)  # and a redelivery later
+
+    assert len(slack.requests_to(POST)) == 1 and len(cards_of(slack, envelope)) == 1
+    job = job_of(stores, envelope)
+    assert job.status == "unknown" and "replay" in job.fields["reason"]
+    [unavailable] = steps_of(stores, envelope, "lookup-unavailable")
+    assert unavailable["error"] == refusal and unavailable["status"] == "unknown"
+    assert sent_steps(stores, envelope) == []
+    listed = stores.jobs.with_status(REPLAYABLE_STATUSES, since, datetime.now(UTC) + timedelta(seconds=5))
+    assert envelope.payload["job_id"] in [j.job_id for j in listed]  # what a replay of the window takes
+
+    # The operator, having fixed the app, replays it: the card is posted again, knowingly.
+    bus = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
+    try:
+        assert replay_job(stores, bus, envelope.payload["job_id"]).replayed
+        [queued] = [read_envelope(base64.b64decode(m.content)) for m in bus._queue(NOTIFICATIONS).peek_messages(32)
+                    if envelope.payload["job_id"] in base64.b64decode(m.content).decode()]
+        deliver(stores, connection, queued)
+    finally:
+        bus._queue(NOTIFICATIONS).clear_messages()
+        bus.close()
+    assert job_of(stores, envelope).status == "sent" and len(cards_of(slack, envelope)) == 2
+
+
+def test_a_named_channel_slack_will_not_list_is_posted_by_name_and_never_twice(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    slack.revoke_scope("channels:read")
+    envelope = notification(connection, to="#approvals")
+    slack.drop_after_handling(match=POST)
+
+    with pytest.raises(RetryLater):
+        deliver(stores, connection, envelope)
+    deliver(stores, connection, envelope)
+
+    [post] = slack.requests_to(POST)
+    assert post.json["channel"] == "#approvals"
+    assert len(cards_of(slack, envelope)) == 1
+    assert steps_of(stores, envelope, "channel-unresolved")[0]["error"] == "missing_scope"
+    assert job_of(stores, envelope).status == "unknown"
+    assert steps_of(stores, envelope, "lookup-unavailable")[0]["error"] == "missing_scope"
+    assert slack.requests_to(HISTORY) == []
+
+
+def test_a_card_not_found_back_to_the_dispatch_start_is_posted_once_however_busy_the_channel(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slack_module, "HISTORY_PAGE_SIZE", 2)
+    envelope = notification(connection)
+    crashed_before_the_post(stores, envelope)
+    others_post(slack, 13)  # seven pages: more than the five read before
+
+    deliver(stores, connection, envelope)
+
+    lookups = slack.requests_to(HISTORY)
+    assert len(lookups) == 7 and {r.form_value("channel") for r in lookups} == {APPROVALS}
+    assert_sent_once(stores, slack, envelope, adopted=False)
+
+
+def test_a_card_behind_many_newer_messages_is_still_adopted(stores: Stores, slack: FakeSlack,
+                                                            connection: SlackConnection,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slack_module, "HISTORY_PAGE_SIZE", 2)
+    envelope = notification(connection)
+    slack.drop_after_handling(match=POST)
+    with pytest.raises(RetryLater):
+        deliver(stores, connection, envelope)
+    others_post(slack, 13)  # the card now lies on the seventh page
+
+    deliver(stores, connection, envelope)
+
+    assert slack.requests_to(POST) == []
+    assert len(slack.requests_to(HISTORY)) == 7
+    assert_sent_once(stores, slack, envelope, adopted=True)
+
+
+def test_a_channel_too_busy_to_read_back_to_the_dispatch_start_leaves_the_job_unknown(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slack_module, "HISTORY_PAGE_SIZE", 2)
+    monkeypatch.setattr(slack_module, "HISTORY_MAX_PAGES", 3)
+    envelope = notification(connection)
+    crashed_before_the_post(stores, envelope)
+    others_post(slack, 7)
+
+    deliver(stores, connection, envelope)
+
+    assert slack.requests_to(POST) == [] and cards_of(slack, envelope) == []
+    assert job_of(stores, envelope).status == "unknown"
+    [unavailable] = steps_of(stores, envelope, "lookup-unavailable")
+    assert "may be among the older ones" in unavailable["reason"]
