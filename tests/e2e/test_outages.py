@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,30 +20,27 @@ from tests.support.waiting import wait_for
 OUTAGE_SECONDS = 60.0  # Entra unreachable, then Dynamics answering 500: two minutes in all
 
 
-@pytest.fixture(scope="module")
-def patient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Retries every few seconds for up to an hour."""
+def stack_on_its_own_azurite(folder: Path, **settings: str) -> Iterator[Stack]:
     azurite = start_azurite()
     try:
-        with running_stack(tmp_path_factory.mktemp("outage"), azurite, QUEUE_MAX_ATTEMPTS="0",
-                           RETRY_BACKOFF_BASE_SECONDS="1", RETRY_BACKOFF_CAP_SECONDS="4",
-                           RETRY_MAX_AGE_SECONDS="3600") as stack:
+        with running_stack(folder, azurite, QUEUE_MAX_ATTEMPTS="0", **settings) as stack:
             yield stack
     finally:
         azurite.stop()
+
+
+@pytest.fixture(scope="module")
+def patient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Retries every few seconds for up to an hour."""
+    yield from stack_on_its_own_azurite(tmp_path_factory.mktemp("outage"), RETRY_BACKOFF_BASE_SECONDS="1",
+                                        RETRY_BACKOFF_CAP_SECONDS="4", RETRY_MAX_AGE_SECONDS="3600")
 
 
 @pytest.fixture(scope="module")
 def impatient_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Gives work up after a few seconds of failures, so that it dead-letters within a test."""
-    azurite = start_azurite()
-    try:
-        with running_stack(tmp_path_factory.mktemp("deadletter"), azurite, QUEUE_MAX_ATTEMPTS="0",
-                           RETRY_BACKOFF_BASE_SECONDS="0.5", RETRY_BACKOFF_CAP_SECONDS="1",
-                           RETRY_MAX_AGE_SECONDS="4") as stack:
-            yield stack
-    finally:
-        azurite.stop()
+    yield from stack_on_its_own_azurite(tmp_path_factory.mktemp("deadletter"), RETRY_BACKOFF_BASE_SECONDS="0.5",
+                                        RETRY_BACKOFF_CAP_SECONDS="1", RETRY_MAX_AGE_SECONDS="4")
 
 
 def steps_of(stack: Stack, record: str) -> list[dict]:

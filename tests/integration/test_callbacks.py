@@ -6,32 +6,18 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from shared.model import TWILIO_STATUS, Envelope
 from shared.pipeline import registry
 from shared.pipeline.callbacks import record_status
 from shared.pipeline.consume import Delivery, consume
-from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
-from shared.storage.tables import get_stores, reset_stores
-
-
-@pytest.fixture
-def app_storage(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str, table_prefix: str) -> Iterator[None]:
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    monkeypatch.setenv("STORAGE_TABLE_PREFIX", table_prefix)
-    reset_stores()
-    yield
-    reset_stores()
+from shared.storage.tables import Stores
 
 
 def test_a_callback_for_a_sid_not_linked_yet_is_tried_again_then_applied(
-    app_storage: None, storage_connection_string: str
+    app_stores: Stores, bus: StorageQueueBus
 ) -> None:
-    bus = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
     queue = "cb-" + uuid.uuid4().hex[:10]
     registry.handles(queue, TWILIO_STATUS)(record_status)
     sid = "SM" + uuid.uuid4().hex
@@ -47,11 +33,10 @@ def test_a_callback_for_a_sid_not_linked_yet_is_tried_again_then_applied(
     again = Envelope.from_json(base64.b64decode(message.content))
     assert again.attempt == 1
 
-    stores = get_stores()
+    stores = app_stores
     job = stores.jobs.create("job-early", {"status": "queued", "record": "fo|VendorInvoice|usmf|X"})
     assert job is not None
     stores.providers.link(sid, "job-early", "twilio-main")
     assert consume(Delivery(queue, json.dumps(json.loads(again.to_json())).encode(), "m2", 1), bus) == "handled"
     stored = stores.jobs.get("job-early")
     assert stored is not None and stored.status == "delivered"
-    bus.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,15 +12,7 @@ from shared.http import RetryLater
 from shared.model import Envelope
 from shared.pipeline import registry
 from shared.pipeline.consume import Delivery, PermanentFailure, consume
-from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus, poison_queue
-
-
-@pytest.fixture
-def bus(storage_connection_string: str) -> Iterator[StorageQueueBus]:
-    instance = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
-    yield instance
-    instance.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from shared.model import NOTIFICATION, NOTIFICATIONS, TWILIO_STATUS, Envelope
 from shared.pipeline.callbacks import record_status
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
 from shared.storage.secrets import reset_secret_provider
-from shared.storage.tables import LastContact, Stores, reset_stores
+from shared.storage.tables import LastContact, Stores
 from tests.fakes.twilio import FakeTwilio
 
 
@@ -85,16 +85,6 @@ def test_two_deliveries_of_one_job_at_once_send_one_sms(stores: Stores, twilio: 
 # --- lost answers and stops mid-send ----------------------------------------------------------------
 
 CREATE = "POST /2010-04-01/Accounts/"
-
-
-@pytest.fixture
-def app_storage(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str, table_prefix: str) -> Iterator[None]:
-    """The app's own get_stores() (used by the callback handlers) on the same tables as ``stores``."""
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    monkeypatch.setenv("STORAGE_TABLE_PREFIX", table_prefix)
-    reset_stores()
-    yield
-    reset_stores()
 
 
 def voice_notification(job_id: str, to: str) -> Envelope:
@@ -184,7 +174,7 @@ def test_a_message_already_linked_to_another_job_is_not_adopted(stores: Stores, 
 
 
 def test_callbacks_find_and_repair_a_job_whose_link_write_failed(
-    stores: Stores, twilio: tuple, app_storage: None, monkeypatch: pytest.MonkeyPatch
+    stores: Stores, twilio: tuple, app_stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake, connection = twilio
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.example.com")
@@ -223,7 +213,7 @@ def test_callbacks_find_and_repair_a_job_whose_link_write_failed(
 
 
 def test_a_callback_between_the_link_and_the_job_update_is_kept(
-    stores: Stores, twilio: tuple, app_storage: None, monkeypatch: pytest.MonkeyPatch
+    stores: Stores, twilio: tuple, app_stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake, connection = twilio
     envelope = notification(uuid.uuid4().hex, "+14155550128")
@@ -244,7 +234,7 @@ def test_a_callback_between_the_link_and_the_job_update_is_kept(
 
 
 def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
-    stores: Stores, twilio: tuple, app_storage: None
+    stores: Stores, twilio: tuple, app_stores: Stores
 ) -> None:
     _fake, connection = twilio
     envelope = notification(uuid.uuid4().hex, "+14155550129")

@@ -20,7 +20,7 @@ from shared.model import NOTIFICATION, SENDGRID_EVENT, Envelope
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, open_job
 from shared.pipeline.email_flow import EmailDelivery, record_email_event
 from shared.storage.secrets import EnvSecretProvider, reset_secret_provider
-from shared.storage.tables import Stores, get_stores, reset_stores
+from shared.storage.tables import Stores
 from tests.fakes.sendgrid import MAIL_SEND, FakeSendGrid, Mail
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,13 +32,9 @@ SEND = f"POST {MAIL_SEND}"
 
 
 @pytest.fixture
-def stores(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    """The app's own stores (the event handler opens them from the settings), on Azurite."""
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    monkeypatch.setenv("STORAGE_TABLE_PREFIX", table_prefix)
-    reset_stores()
-    yield get_stores()
-    reset_stores()
+def stores(app_stores: Stores) -> Stores:
+    """The app's own stores: the event handler opens them from the settings."""
+    return app_stores
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,26 +16,8 @@ from shared.outcomes import PermanentFailure, RetryLater, classify
 from shared.pipeline import registry
 from shared.pipeline.consume import Delivery, consume
 from shared.pipeline.deadletters import collect, redrive
-from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus, message_text, poison_queue, read_envelope
-from shared.storage.tables import Stores, get_stores, reset_stores
-
-
-@pytest.fixture
-def app_stores(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str, table_prefix: str) -> Iterator[Stores]:
-    """The process-wide stores the consumer audits into, on this test's own tables."""
-    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
-    monkeypatch.setenv("STORAGE_TABLE_PREFIX", table_prefix)
-    reset_stores()
-    yield get_stores()
-    reset_stores()
-
-
-@pytest.fixture
-def bus(storage_connection_string: str) -> Iterator[StorageQueueBus]:
-    instance = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
-    yield instance
-    instance.close()
+from shared.storage.tables import Stores
 
 
 @pytest.fixture

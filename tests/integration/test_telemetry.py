@@ -8,16 +8,12 @@ import logging
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from shared import telemetry
 from shared.model import NOTIFICATION, TWILIO_INBOUND, Envelope
 from shared.pipeline import registry
 from shared.pipeline.consume import Delivery, consume, envelope_dimensions
-from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus
 from shared.storage.tables import Stores
 from tests.conftest import REPO_ROOT
@@ -26,13 +22,6 @@ from tests.support.logs import ListHandler
 
 PHONE = "+14155550123"
 RECORD = "contoso-fo|VendorInvoice|usmf|INV-0042"
-
-
-@pytest.fixture
-def bus(storage_connection_string: str) -> Iterator[StorageQueueBus]:
-    instance = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
-    yield instance
-    instance.close()
 
 
 def dimensions_of(record: logging.LogRecord) -> dict[str, str]:
