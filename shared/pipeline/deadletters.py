@@ -48,7 +48,8 @@ def collect(stores: Stores, bus: MessageBus, *, older_than: timedelta = timedelt
     for queue in queues:
         for taken in bus.take_dead_letters(queue, COLLECT_LIMIT):
             if taken.enqueued_at is not None and now - taken.enqueued_at < older_than:
-                continue  # hidden for a while, then back in its queue for a later collection
+                taken.release()  # back in its queue at once, for whoever looks next
+                continue
             added += _keep(stores, taken)
     if added:
         log.warning("collected %d new dead letter(s)", added)

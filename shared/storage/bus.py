@@ -92,14 +92,15 @@ def dead_letter_body(queue: str, body: str | bytes, reason: str, now: datetime |
 
 @dataclass(frozen=True)
 class TakenDeadLetter:
-    """One message taken from a dead-letter queue: its text, where it came from, and ``settle``,
-    which removes it from there once it is safely kept elsewhere."""
+    """One message taken from a dead-letter queue: its text, where it came from, ``settle``, which
+    removes it from there once it is safely kept elsewhere, and ``release``, which puts it back."""
 
     text: str
     source_queue: str
     origin: str  # "app": dead-lettered by the consumer with its reason; "host": by the host or broker
     enqueued_at: datetime | None
     settle: Callable[[], None]
+    release: Callable[[], None]
     reason: str = ""
 
 
@@ -112,7 +113,7 @@ def _decode_poison(content: str) -> str:
 
 
 def _taken(text: str, queue: str, enqueued_at: datetime | None, settle: Callable[[], None],
-           broker_reason: str = "") -> TakenDeadLetter:
+           release: Callable[[], None], broker_reason: str = "") -> TakenDeadLetter:
     """What a dead-letter queue held: the app's wrapper (original body and reason), or a message
     the host or broker parked as it was."""
     try:
@@ -121,9 +122,9 @@ def _taken(text: str, queue: str, enqueued_at: datetime | None, settle: Callable
         wrapper = None
     if isinstance(wrapper, dict) and isinstance(wrapper.get("body"), str) and "dead_letter_reason" in wrapper:
         return TakenDeadLetter(wrapper["body"], str(wrapper.get("source_queue") or queue), "app", enqueued_at,
-                               settle, str(wrapper["dead_letter_reason"]))
+                               settle, release, str(wrapper["dead_letter_reason"]))
     reason = broker_reason or "the host gave up on it after its allowed deliveries (a crash or a timeout)"
-    return TakenDeadLetter(text, queue, "host", enqueued_at, settle, reason)
+    return TakenDeadLetter(text, queue, "host", enqueued_at, settle, release, reason)
 
 
 class MessageBus(Protocol):
@@ -199,7 +200,10 @@ class StorageQueueBus:
             def settle(message: Any = message) -> None:
                 client.delete_message(message)
 
-            yield _taken(text, queue, message.inserted_on, settle)
+            def release(message: Any = message) -> None:
+                client.update_message(message, visibility_timeout=0)
+
+            yield _taken(text, queue, message.inserted_on, settle, release)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -278,9 +282,9 @@ class ServiceBusBus:
         sources = ((poison_queue(queue), None), (queue, ServiceBusSubQueue.DEAD_LETTER))
         taken = 0
         for name, sub_queue in sources:
-            with self._client.get_queue_receiver(name, sub_queue=sub_queue, max_wait_time=1) as receiver:
+            with self._client.get_queue_receiver(name, sub_queue=sub_queue, max_wait_time=0.5) as receiver:
                 while taken < limit:
-                    batch = receiver.receive_messages(max_message_count=min(32, limit - taken), max_wait_time=1)
+                    batch = receiver.receive_messages(max_message_count=min(32, limit - taken), max_wait_time=0.5)
                     if not batch:
                         break
                     for message in batch:
@@ -291,7 +295,10 @@ class ServiceBusBus:
                         def settle(message: Any = message, receiver: Any = receiver) -> None:
                             receiver.complete_message(message)
 
-                        yield _taken(text, queue, message.enqueued_time_utc, settle, reason)
+                        def release(message: Any = message, receiver: Any = receiver) -> None:
+                            receiver.abandon_message(message)
+
+                        yield _taken(text, queue, message.enqueued_time_utc, settle, release, reason)
 
     def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None:
         from azure.servicebus import ServiceBusMessage

@@ -214,3 +214,13 @@ def test_an_unreadable_dead_letter_is_listed_but_not_sent_again(
     assert letter.reason.startswith("unreadable envelope")
     result = redrive(app_stores, bus, letter.id)
     assert not result.redriven and "can send again" in result.reason
+
+
+def test_the_timers_collection_leaves_the_newest_dead_letters_where_they_are_seen(
+        app_stores: Stores, bus: StorageQueueBus, queue: str) -> None:
+    from shared.pipeline.deadletters import SETTLED_AFTER
+
+    assert consume(Delivery(queue, b"{not json", "m-1", 1), bus) == "dead-lettered"
+    assert collect(app_stores, bus, older_than=SETTLED_AFTER, queues=[queue]) == 0
+    assert len(bus._queue(poison_queue(queue)).peek_messages()) == 1  # visible again at once
+    assert collect(app_stores, bus, queues=[queue]) == 1  # an operator's listing takes it

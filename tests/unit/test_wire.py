@@ -54,14 +54,14 @@ def test_each_attempt_and_each_redrive_has_a_service_bus_message_id_of_its_own()
 def test_a_dead_letter_of_the_app_is_read_back_with_its_reason_and_original_body() -> None:
     body = Envelope("t", "c", "k", {}).to_json()
     taken = _taken(dead_letter_body("erp-events", body, "gave up after 3 attempts: HTTP 503"), "erp-events",
-                   datetime.now(UTC), lambda: None)
+                   datetime.now(UTC), lambda: None, lambda: None)
     assert (taken.origin, taken.text, taken.reason, taken.source_queue) == (
         "app", body, "gave up after 3 attempts: HTTP 503", "erp-events")
 
 
 def test_a_message_the_host_or_broker_parked_is_read_back_as_it_was() -> None:
     body = Envelope("t", "c", "k", {}).to_json()
-    host = _taken(body, "notifications", None, lambda: None)
+    host = _taken(body, "notifications", None, lambda: None, lambda: None)
     assert (host.origin, host.text) == ("host", body) and "allowed deliveries" in host.reason
-    broker = _taken(body, "notifications", None, lambda: None, "MaxDeliveryCountExceeded")
+    broker = _taken(body, "notifications", None, lambda: None, lambda: None, "MaxDeliveryCountExceeded")
     assert broker.reason == "MaxDeliveryCountExceeded"
