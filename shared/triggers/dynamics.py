@@ -9,6 +9,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.telemetry import traced
+from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -17,6 +18,7 @@ bp = func.Blueprint()
 @bp.function_name("dynamics_events")
 @bp.route(route="dynamics/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @traced
+@answers_in_time
 def dynamics_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.config import ConfigError, get_config
     from shared.inputs import declared_over

@@ -5,6 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.telemetry import traced
+from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import json_response
 
 bp = func.Blueprint()
@@ -13,6 +14,7 @@ bp = func.Blueprint()
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def health(req: func.HttpRequest) -> func.HttpResponse:
     from shared.health import health_report
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from shared.telemetry import traced
+from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -36,6 +37,7 @@ def replay_time(value: object) -> datetime:
 @bp.function_name("ops_ping")
 @bp.route(route="ops/ping", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @traced
+@answers_in_time
 def ops_ping(req: func.HttpRequest) -> func.HttpResponse:
     """Send a ping through every queue; its audit trail shows which consumers answered."""
     from shared.pipeline.diagnostics import send_pings
@@ -49,6 +51,7 @@ def ops_ping(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("ops_audit")
 @bp.route(route="ops/audit", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @traced
+@answers_in_time
 def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
     """The audit trail of one ERP record (``record=``) or one correlation id (``correlation=``).
 
@@ -81,6 +84,7 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("ops_replay")
 @bp.route(route="ops/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @traced
+@answers_in_time
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
     """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again."""
     from shared.inputs import loads_json
@@ -114,6 +118,7 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("ops_deadletters")
 @bp.route(route="ops/deadletters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @traced
+@answers_in_time
 def ops_deadletters(req: func.HttpRequest) -> func.HttpResponse:
     """Dead letters, oldest first, collected from the dead-letter queues first: ``state=open`` (default),
     ``redriven`` or ``all``. Payloads stay sealed; each entry names its queue, type, record and reason."""
@@ -134,6 +139,7 @@ def ops_deadletters(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("ops_deadletter")
 @bp.route(route="ops/deadletters/{id}", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 @traced
+@answers_in_time
 def ops_deadletter(req: func.HttpRequest) -> func.HttpResponse:
     """One dead letter."""
     from shared.pipeline.deadletters import summary
@@ -148,6 +154,7 @@ def ops_deadletter(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("ops_deadletters_redrive")
 @bp.route(route="ops/deadletters/redrive", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @traced
+@answers_in_time
 def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
     """``{"ids": ["..."]}``, or ``{"all": true}`` narrowed by ``queue`` and ``connection``: send the work
     again. Each job still goes out at most once; an event is processed as new work."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.telemetry import traced
+from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -19,6 +20,7 @@ bp = func.Blueprint()
 @bp.function_name("sendgrid_events")
 @bp.route(route="sendgrid/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def sendgrid_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.channels.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
     from shared.config import ConfigError, get_config

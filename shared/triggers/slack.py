@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.telemetry import bind, traced
+from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import error_response
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | fun
 @bp.function_name("slack_events")
 @bp.route(route="slack/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
     from shared.inputs import loads_json
@@ -82,6 +84,7 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("slack_interactions")
 @bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import CALLBACKS
     from shared.pipeline.slack_codes import answer_code, asks_for_code, is_code_submission, open_code_modal

@@ -9,6 +9,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.telemetry import bind, traced
+from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import error_response, json_response
 
 bp = func.Blueprint()
@@ -57,6 +58,7 @@ def _enqueue(req: func.HttpRequest, message_type: str, params: dict[str, str], r
 @bp.function_name("twilio_status")
 @bp.route(route="twilio/status/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def twilio_status(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import TWILIO_STATUS
 
@@ -72,6 +74,7 @@ def twilio_status(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("twilio_inbound")
 @bp.route(route="twilio/inbound/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def twilio_inbound(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import TWILIO_INBOUND
 
@@ -86,6 +89,7 @@ def twilio_inbound(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("twilio_gather")
 @bp.route(route="twilio/gather/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
+@answers_in_time
 def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import TWILIO_GATHER
 
@@ -102,6 +106,7 @@ def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("twilio_verify_check")
 @bp.route(route="twilio/verify/{connection}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @traced
+@answers_in_time
 def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     """``{"to": "+1...", "code": "123456"}``: check a code collected elsewhere; act only on approved."""
     from shared.channels.twilio import InvalidNumber, normalize_number, twilio_channel

@@ -161,19 +161,38 @@ def silent_server() -> Iterator[int]:
 
 BUSINESS_EVENT = {"BusinessEventId": "VendorInvoicePostedBusinessEvent", "ControlNumber": 5637159001,
                   "LegalEntity": "usmf", "InvoiceId": "INV-DOWN-1", "InvoiceAccount": "US-104"}
+# The event Dynamics sends when an endpoint is created: answered after an audit line in the tables.
+TEST_EVENT = {"BusinessEventId": "BusinessEventsTestEndpointContract", "ControlNumber": -9223372036854775808,
+              "EventId": "X", "MajorVersion": 0}
+# Requests whose answer needs storage: queues for an event, tables for the test event and the audit.
+NEEDS_STORAGE = {
+    "business event": ("POST", "dynamics/events/contoso-fo", {"x-functions-key": FUNCTION_KEY}, BUSINESS_EVENT),
+    "endpoint test event": ("POST", "dynamics/events/contoso-fo", {"x-functions-key": FUNCTION_KEY}, TEST_EVENT),
+    "ops audit": ("GET", "ops/audit?record=contoso-fo%7CVendorInvoice%7Cusmf%7CINV-1", {"x-functions-key": MASTER_KEY},
+                  None),
+}
 
 
-@pytest.mark.parametrize("storage", ["refusing", "silent"])
-def test_with_storage_down_the_dynamics_endpoint_answers_503_within_five_seconds(
-        tmp_path: Path, azurite: Azurite, storage: str) -> None:
+@pytest.fixture(scope="module", params=["refusing", "silent"])
+def app_without_storage(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                        azurite: Azurite) -> Iterator[RunningApp]:
+    """The app whose storage refuses connections, or takes them and never answers."""
     with contextlib.ExitStack() as stack:
-        port = free_port() if storage == "refusing" else stack.enter_context(silent_server())
+        port = free_port() if request.param == "refusing" else stack.enter_context(silent_server())
         down = azurite.connection_string
         for live in (azurite.queue_port, azurite.table_port):
             down = down.replace(f":{live}/", f":{port}/")
-        running = stack.enter_context(running_app(tmp_path, azurite, SAMPLE_CONFIG, AzureWebJobsStorage=down))
-        # Dynamics gives up after 10 s: the answer must come well before, and say "try again".
-        response = requests.post(f"{running.base_url}/api/dynamics/events/contoso-fo", json=BUSINESS_EVENT,
-                                 headers={"x-functions-key": FUNCTION_KEY}, timeout=5)
-        assert response.status_code == 503
-        assert response.json()["error"] == "queue_unavailable"
+        yield stack.enter_context(running_app(tmp_path_factory.mktemp("down"), azurite, SAMPLE_CONFIG,
+                                              AzureWebJobsStorage=down))
+
+
+@pytest.mark.parametrize("what", list(NEEDS_STORAGE))
+def test_with_storage_down_the_app_answers_503_within_five_seconds(app_without_storage: RunningApp,
+                                                                   what: str) -> None:
+    method, route, headers, body = NEEDS_STORAGE[what]
+    # Dynamics gives up after 10 s: the answer must come well before, and say "try again".
+    response = requests.request(method, f"{app_without_storage.base_url}/api/{route}", json=body, headers=headers,
+                                timeout=5)
+    assert response.status_code == 503
+    assert response.json()["error"] in ("queue_unavailable", "unavailable")
+    assert response.headers.get("Retry-After") or response.json()["error"] == "queue_unavailable"

@@ -107,6 +107,8 @@ def test_every_trigger_keeps_its_signature_for_the_worker_and_runs_traced() -> N
         assert parameters and set(parameters) <= set(typing.get_type_hints(user)), function.get_function_name()
         if function.get_trigger().get_dict_repr()["type"] in ("httpTrigger", "timerTrigger"):
             assert getattr(user, "__wrapped__", None) is not None, f"{function.get_function_name()} is not traced"
+        if function.get_trigger().get_dict_repr()["type"] == "httpTrigger":
+            assert getattr(user, "answers_in_time", False), f"{function.get_function_name()} has no answer budget"
 
 
 def request(connection: str) -> func.HttpRequest:
