@@ -26,13 +26,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from shared import telemetry
 from shared.http import backoff_delay
 from shared.model import Envelope, EnvelopeError, parse_utc_time
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, classify, describe
 from shared.pipeline import registry
+from shared.pipeline.deadletters import audit_work, keep
 from shared.settings import env_float, env_int
 from shared.storage.bus import MessageBus, read_envelope
 
@@ -115,17 +116,16 @@ def _handle(delivery: Delivery, envelope: Envelope, bus: MessageBus, attempts_al
         spec.handler(envelope)
     except WaitForSlot as wait:
         if envelope.deferrals >= MAX_DEFERRALS:
-            return _dead_letter(bus, delivery, f"still waiting for a send slot after {envelope.deferrals} returns",
-                                envelope, spec)
+            return _dead_letter(bus, delivery, f"still waiting for a send slot after {envelope.deferrals} returns")
         payload = {**envelope.payload, "paced_slot": wait.slot}
         bus.send(delivery.queue, replace(envelope, payload=payload, deferrals=envelope.deferrals + 1), wait.delay)
         return "requeued"
     except Exception as error:  # noqa: BLE001 - every error is classified; a bug is raised again
         outcome = classify(error)
         if outcome is None:
-            return _after_bug(bus, delivery, envelope, spec, error)
+            return _after_bug(bus, delivery, envelope, error)
         if isinstance(outcome, PermanentFailure):
-            return _dead_letter(bus, delivery, f"{envelope.type} failed permanently: {outcome.reason}", envelope, spec)
+            return _dead_letter(bus, delivery, f"{envelope.type} failed permanently: {outcome.reason}")
         bounds = RetryBounds.from_settings()
         if attempts_allowed:
             bounds = replace(bounds, max_attempts=attempts_allowed)
@@ -140,59 +140,37 @@ def _retry_later(bus: MessageBus, delivery: Delivery, envelope: Envelope, spec: 
     age = (now - parse_utc_time(since)).total_seconds()
     tries = envelope.attempt + 1
     if bounds.max_attempts and tries >= bounds.max_attempts:
-        return _dead_letter(bus, delivery, f"gave up after {tries} attempts: {later.reason}", envelope, spec)
+        return _dead_letter(bus, delivery, f"gave up after {tries} attempts: {later.reason}")
     if age >= bounds.max_age:
-        return _dead_letter(bus, delivery, f"gave up after {tries} attempts over {age / 3600:.1f} h: {later.reason}",
-                            envelope, spec)
+        return _dead_letter(bus, delivery, f"gave up after {tries} attempts over {age / 3600:.1f} h: {later.reason}")
     delay = backoff_delay(envelope.attempt, base=bounds.backoff_base, cap=bounds.backoff_cap) \
         if later.back_off else later.delay
     bus.send(delivery.queue, replace(envelope.next_attempt(), since=since), delay)
     with telemetry.scope(step="requeued", reason=later.reason):
         log.info("%s requeued in %.1f s: %s", envelope.type, delay, later.reason)
-    _audit(envelope, spec, "retrying", reason=later.reason, attempt=tries, retry_in_seconds=round(delay, 1))
+    audit_work(envelope, spec, "retrying", reason=later.reason, attempt=tries, retry_in_seconds=round(delay, 1))
     return "requeued"
 
 
-def _after_bug(bus: MessageBus, delivery: Delivery, envelope: Envelope, spec: registry.HandlerSpec,
-               error: Exception) -> Outcome:
+def _after_bug(bus: MessageBus, delivery: Delivery, envelope: Envelope, error: Exception) -> Outcome:
     """A bug: the host retries it; its last delivery is dead-lettered here, with the reason audited."""
     if delivery.delivery_count < max_deliveries():
         raise error
     log.exception("%s failed on its last delivery with an unexpected error", envelope.type)
     reason = f"{envelope.type} failed {delivery.delivery_count} deliveries with an unexpected {describe(error)}"
-    return _dead_letter(bus, delivery, reason, envelope, spec)
+    return _dead_letter(bus, delivery, reason)
 
 
-def _dead_letter(bus: MessageBus, delivery: Delivery, reason: str, envelope: Envelope | None = None,
-                 spec: registry.HandlerSpec | None = None) -> Outcome:
-    with telemetry.scope(step="dead-lettered", reason=reason):  # the bus logs the dead letter
-        bus.dead_letter(delivery.queue, delivery.body, reason)
-    if envelope is not None and spec is not None:
-        undo_for_dead_letter(envelope, spec, reason)
-    return "dead-lettered"
-
-
-def undo_for_dead_letter(envelope: Envelope, spec: registry.HandlerSpec, reason: str) -> None:
-    """Audit the dead letter on its ERP record and run the stage's undo. The message is safe in
-    the poison queue already: a failure here is logged, and the redrive still works."""
-    _audit(envelope, spec, "dead-lettered", reason=reason)
-    if spec.on_dead_letter is None:
-        return
-    try:
-        spec.on_dead_letter(envelope, reason)
-    except Exception as error:  # noqa: BLE001 - logged; the dead letter itself is kept
-        log.error("could not undo %s after dead-lettering it: %s", envelope.type, describe(error))
-
-
-def _audit(envelope: Envelope, spec: registry.HandlerSpec, step: str, **detail: Any) -> None:
-    """One audit step about this message's work; storage trouble is logged, never raised, so it
-    cannot turn a retry or a dead letter into a lost message."""
+def _dead_letter(bus: MessageBus, delivery: Delivery, reason: str) -> Outcome:
+    """Into ``<queue>-poison`` with the reason first, so that nothing is lost whatever follows; then
+    kept in the dead-letters table, audited on its ERP record, and undone where its stage says how."""
     from shared.storage.tables import get_stores
 
-    payload = envelope.payload
+    with telemetry.scope(step="dead-lettered", reason=reason):  # the bus logs the dead letter
+        bus.dead_letter(delivery.queue, delivery.body, reason)
+    text = delivery.body.decode("utf-8", errors="replace")
     try:
-        record = spec.record_of(envelope) if spec.record_of else str(payload.get("record") or "")
-        get_stores().audit.append(envelope.correlation_id, step, connection=envelope.connection, record=record,
-                                  job_id=str(payload.get("job_id") or ""), type=envelope.type, **detail)
-    except Exception as error:  # noqa: BLE001 - see the docstring
-        log.warning("could not audit %s of %s: %s", step, envelope.type, describe(error))
+        keep(get_stores(), delivery.queue, text, reason, "app")
+    except Exception as error:  # noqa: BLE001 - the poison queue has it; the collector keeps it later
+        log.warning("could not keep a dead letter of %s: %s", delivery.queue, describe(error))
+    return "dead-lettered"

@@ -1,12 +1,13 @@
 """Dead letters, first class: collected in one place, listed, shown and redriven.
 
 Work is dead-lettered by the queue consumer (a permanent failure, retries out of time, an
-unreadable message: audited there with its reason) or, for a crash that repeats, by the host
-or the broker. Either way it lands in a dead-letter queue: ``<queue>-poison`` on both backends,
-and on Service Bus also the queue's own dead-letter sub-queue. ``collect`` moves what those
-queues hold into the ``deadletters`` table, once each (the id is a hash of the message), and
-audits the ones the host parked, which the consumer never saw, running their stage's undo
-(release an event's claim, mark a job not sent) as the consumer does for its own.
+unreadable message) or, for a crash that repeats, by the host or the broker. Either way it
+lands in a dead-letter queue: ``<queue>-poison`` on both backends, and on Service Bus also the
+queue's own dead-letter sub-queue. ``keep`` records each once in the ``deadletters`` table (the
+id is a hash of the message) and, the first time, audits it on its ERP record and runs its
+stage's undo (release an event's claim, mark a job not sent). The consumer keeps its own dead
+letters as it makes them; ``collect`` moves what the queues hold into the table, which keeps
+the ones the host parked, and empties the queues.
 
 ``redrive`` sends a dead letter's original envelope back to its queue as fresh work (attempt 0,
 a new retry budget). Exactly-once still holds: an event's claim belongs to its correlation id,
@@ -20,11 +21,13 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.model import QUEUES, Envelope, EnvelopeError
+from shared.outcomes import describe
 from shared.pipeline import registry
-from shared.storage.bus import MessageBus, TakenDeadLetter, read_envelope
-from shared.storage.tables import DeadLetter, Stores
+from shared.storage.bus import MessageBus, read_envelope
+from shared.storage.tables import DeadLetter, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,44 @@ class Redriven:
     reason: str
 
 
+def keep(stores: Stores, queue: str, text: str, reason: str, origin: str,
+         enqueued_at: datetime | None = None) -> bool:
+    """Keep one dead letter in the table; the first time, audit it on its ERP record and run its
+    stage's undo (release an event's claim, mark a job not sent). False when it was kept already."""
+    letter = dead_letter_of(queue, text, reason, origin, enqueued_at)
+    if not stores.dead_letters.add(letter):
+        return False
+    try:
+        envelope = read_envelope(text)
+    except EnvelopeError:
+        return True  # nothing to audit or undo: no envelope names what it was about
+    spec = registry.handler_for(queue, envelope.type)
+    audit_work(envelope, spec, "dead-lettered", reason=reason)
+    if spec is not None and spec.on_dead_letter is not None:
+        try:
+            spec.on_dead_letter(envelope, reason)
+        except Exception as error:  # noqa: BLE001 - logged; the dead letter itself is kept
+            log.error("could not undo %s after dead-lettering it: %s", envelope.type, describe(error))
+    return True
+
+
+def audit_work(envelope: Envelope, spec: registry.HandlerSpec | None, step: str, **detail: Any) -> None:
+    """One audit step about a queued message's work, filed under its ERP record. Storage trouble is
+    logged, never raised: it must not turn a retry or a dead letter into a lost message."""
+    payload = envelope.payload
+    try:
+        record = spec.record_of(envelope) if spec is not None and spec.record_of else str(payload.get("record") or "")
+        get_stores().audit.append(envelope.correlation_id, step, connection=envelope.connection, record=record,
+                                  job_id=str(payload.get("job_id") or ""), type=envelope.type, **detail)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("could not audit %s of %s: %s", step, envelope.type, describe(error))
+
+
 def collect(stores: Stores, bus: MessageBus, *, older_than: timedelta = timedelta(0),
             queues: Iterable[str] = QUEUES) -> int:
-    """Move the dead-letter queues' messages into the table; how many were new there."""
+    """Move the dead-letter queues' messages into the table; how many were new there (the host's
+    and broker's give-ups: the consumer keeps its own as it dead-letters them)."""
+    registry.load_stages()
     now = datetime.now(UTC)
     added = 0
     for queue in queues:
@@ -50,35 +88,27 @@ def collect(stores: Stores, bus: MessageBus, *, older_than: timedelta = timedelt
             if taken.enqueued_at is not None and now - taken.enqueued_at < older_than:
                 taken.release()  # back in its queue at once, for whoever looks next
                 continue
-            added += _keep(stores, taken)
+            added += keep(stores, taken.source_queue, taken.text, taken.reason, taken.origin, taken.enqueued_at)
+            taken.settle()  # only once it is kept: a crash before this collects it again, under the same id
     if added:
         log.warning("collected %d new dead letter(s)", added)
     return added
 
 
-def _keep(stores: Stores, taken: TakenDeadLetter) -> int:
-    letter = dead_letter_of(taken)
-    is_new = stores.dead_letters.add(letter)
-    if is_new and taken.origin == "host":
-        _undo_what_the_host_parked(letter)
-    taken.settle()  # only once it is kept: a crash before this collects it again, under the same id
-    return int(is_new)
-
-
-def dead_letter_of(taken: TakenDeadLetter) -> DeadLetter:
-    """The table's record of one taken message; what its envelope says, when it has one."""
-    letter_id = hashlib.sha256(f"{taken.source_queue}\x1f{taken.text}".encode()).hexdigest()[:32]
-    at = taken.enqueued_at or datetime.now(UTC)
-    letter = DeadLetter(id=letter_id, queue=taken.source_queue, at=at, reason=taken.reason, origin=taken.origin,
-                        body=taken.text)
+def dead_letter_of(queue: str, text: str, reason: str, origin: str, enqueued_at: datetime | None) -> DeadLetter:
+    """The table's record of one dead letter; what its envelope says, when it has one. Its id is a
+    hash of its queue and text, so the consumer and a later collection keep it once."""
+    letter_id = hashlib.sha256(f"{queue}\x1f{text}".encode()).hexdigest()[:32]
+    letter = DeadLetter(id=letter_id, queue=queue, at=enqueued_at or datetime.now(UTC), reason=reason,
+                        origin=origin, body=text)
     try:
-        envelope = read_envelope(taken.text)
+        envelope = read_envelope(text)
     except EnvelopeError:
         return letter
     payload = envelope.payload
     return replace(letter, type=envelope.type, connection=envelope.connection,
                    correlation_id=envelope.correlation_id, key=envelope.key, job_id=str(payload.get("job_id") or ""),
-                   record=_record_of(envelope, taken.source_queue), attempt=envelope.attempt)
+                   record=_record_of(envelope, queue), attempt=envelope.attempt)
 
 
 def _record_of(envelope: Envelope, queue: str) -> str:
@@ -86,19 +116,6 @@ def _record_of(envelope: Envelope, queue: str) -> str:
     if spec is not None and spec.record_of is not None:
         return spec.record_of(envelope)
     return str(envelope.payload.get("record") or "")
-
-
-def _undo_what_the_host_parked(letter: DeadLetter) -> None:
-    from shared.pipeline.consume import undo_for_dead_letter
-
-    registry.load_stages()
-    try:
-        envelope = read_envelope(letter.body)
-    except EnvelopeError:
-        return
-    spec = registry.handler_for(letter.queue, envelope.type)
-    if spec is not None:
-        undo_for_dead_letter(envelope, spec, letter.reason)
 
 
 def dead_letters(stores: Stores, state: str | None = "open") -> list[DeadLetter]:

@@ -120,8 +120,9 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
 @traced
 @answers_in_time
 def ops_deadletters(req: func.HttpRequest) -> func.HttpResponse:
-    """Dead letters, oldest first, collected from the dead-letter queues first: ``state=open`` (default),
-    ``redriven`` or ``all``. Payloads stay sealed; each entry names its queue, type, record and reason."""
+    """Dead letters, oldest first: ``state=open`` (default), ``redriven`` or ``all``. The app keeps its
+    own as it makes them; what the host parked is collected every five minutes, or now with
+    ``collect=true``. Payloads stay sealed; each entry names its queue, type, record and reason."""
     from shared.pipeline.deadletters import collect, summary
     from shared.storage.bus import get_bus
     from shared.storage.tables import get_stores
@@ -130,7 +131,7 @@ def ops_deadletters(req: func.HttpRequest) -> func.HttpResponse:
     if state not in ("open", "redriven", "all"):
         return error_response(400, "bad_state", "state is one of open, redriven, all")
     stores = get_stores()
-    collected = collect(stores, get_bus())
+    collected = collect(stores, get_bus()) if (req.params.get("collect") or "").strip() == "true" else 0
     letters = stores.dead_letters.all(None if state == "all" else state)
     return json_response({"collected": collected, "count": len(letters),
                           "dead_letters": [summary(letter) for letter in letters]})
