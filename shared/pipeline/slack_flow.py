@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.config import DynamicsConnection, SlackConnection, get_config
-from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso
+from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
-from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, merge, reached_provider, wait_for_live_dispatch
+from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, change, merge, reached_provider, wait_for_live_dispatch
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
 from shared.pipeline.registry import handles
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
@@ -202,7 +202,8 @@ def leave_unknown(stores: Stores, job: JobRow, audit: Any, unavailable: LookupUn
 
 def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMessage, audit: Any, *,
                 adopted: bool = False) -> None:
-    # The job first, the link second: until the link exists no click can find the job.
+    # The job first, the link second: a click on a card whose link is missing adopts it by the job
+    # id its button carries (adopt_clicked_card).
     ref = slack_ref(posted.channel, posted.ts)
     stores.jobs.update(job, {"status": "sent", "provider_id": ref, "slack_channel": posted.channel,
                              "slack_ts": posted.ts, "ambiguous": False, "sent_at": now_iso(), "updated_at": now_iso()})
@@ -273,11 +274,9 @@ def handle_click(envelope: Envelope) -> None:
     channel_id, ts = container.get("channel_id", ""), container.get("message_ts", "")
     action_id = (click.get("actions") or [{}])[0].get("action_id", "")
     link = stores.providers.lookup(slack_ref(channel_id, ts))
-    if link is None or action_id not in OUTCOMES:
+    job = stores.jobs.get(link.job_id) if link is not None else adopt_clicked_card(stores, connection.name, click)
+    if job is None or action_id not in OUTCOMES:
         log.warning("a click on %s %s that no card of ours carries", channel_id, ts)
-        return
-    job = stores.jobs.get(link.job_id)
-    if job is None:
         return
     notification = notification_of(job)
     slack = slack_channel(connection)
@@ -338,6 +337,31 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
         audit_job(stores, job, connection, "work-item-closed", user=user,
                   reason="the work item was completed or recalled elsewhere")
     merge_job(stores, job.job_id, {"shown": True})
+
+
+def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:
+    """A click on a card whose job never recorded it (a stop between the post and the job update, or
+    a job left ``unknown`` because Slack could not say whether its card was there): the button names
+    its job, and Slack signed the click, so the card is adopted now (job sent, link written) and the
+    click goes on. None when the button names no job of this connection, or one with another card."""
+    from shared.channels.slack import CODE_VALUE_SUFFIX
+
+    container = click.get("container") or {}
+    channel, ts = str(container.get("channel_id") or ""), str(container.get("message_ts") or "")
+    value = (click.get("actions") or [{}])[0].get("value")
+    job = stores.jobs.get(value.removesuffix(CODE_VALUE_SUFFIX)) if isinstance(value, str) and value else None
+    ref = slack_ref(channel, ts)
+    if job is None or job.fields.get("via") != connection or job.fields.get("provider_id") not in (None, "", ref):
+        return None
+    adopted = change(stores, job, lambda row: {
+        "status": row.status if status_rank(row.status) >= status_rank("sent") else "sent", "provider_id": ref,
+        "slack_channel": channel, "slack_ts": ts, "ambiguous": False})
+    if adopted is None:
+        return None
+    stores.providers.link(ref, adopted.job_id, connection)
+    audit_job(stores, adopted, connection, "sent", status=adopted.status, channel="slack", to=channel,
+              provider_id=ref, adopted=True, how="a click on the card")
+    return adopted
 
 
 def merge_job(stores: Stores, job_id: str, changes: dict[str, Any]) -> JobRow:

@@ -404,3 +404,49 @@ def test_a_channel_too_busy_to_read_back_to_the_dispatch_start_leaves_the_job_un
     assert job_of(stores, envelope).status == "unknown"
     [unavailable] = steps_of(stores, envelope, "lookup-unavailable")
     assert "may be among the older ones" in unavailable["reason"]
+
+
+def click_on(channel: str, ts: str, job_id: str) -> dict[str, Any]:
+    """What Slack posts when someone presses Approve on the card at ``channel``/``ts`` (the fields read here)."""
+    return {"type": "block_actions", "user": {"id": ALICE}, "container": {"channel_id": channel, "message_ts": ts},
+            "actions": [{"action_id": "approve", "value": job_id}]}
+
+
+def test_a_click_on_a_card_whose_job_never_recorded_it_adopts_the_card(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    from shared.pipeline.slack_flow import adopt_clicked_card
+    from shared.storage.tables import PROVIDER_IDS, table_key
+
+    envelope = notification(connection)
+    deliver(stores, connection, envelope)
+    [card] = cards_of(slack, envelope)
+    job_id, ref = envelope.payload["job_id"], slack_ref(card.channel, card.ts)
+    # As if the process stopped right after the post: the job never recorded the card, nothing links it.
+    stores.tables.table(PROVIDER_IDS).delete_entity(table_key(ref), "")
+    stores.jobs.update(job_of(stores, envelope), {"status": "unknown", "provider_id": None, "slack_channel": None,
+                                                  "slack_ts": None})
+
+    adopted = adopt_clicked_card(stores, connection.name, click_on(card.channel, card.ts, job_id))
+
+    assert adopted is not None and adopted.job_id == job_id
+    job = job_of(stores, envelope)
+    assert (job.status, job.fields["provider_id"], job.fields["slack_ts"]) == ("sent", ref, card.ts)
+    link = stores.providers.lookup(ref)
+    assert link is not None and link.job_id == job_id  # the next click finds it the usual way
+    assert sent_steps(stores, envelope)[-1]["adopted"] is True
+
+
+def test_a_click_adopts_nothing_that_is_not_its_own(stores: Stores, slack: FakeSlack,
+                                                    connection: SlackConnection) -> None:
+    from shared.pipeline.slack_flow import adopt_clicked_card
+
+    envelope = notification(connection)
+    deliver(stores, connection, envelope)
+    [card] = cards_of(slack, envelope)
+    job_id = envelope.payload["job_id"]
+
+    assert adopt_clicked_card(stores, "another-connection", click_on(card.channel, card.ts, job_id)) is None
+    assert adopt_clicked_card(stores, connection.name, click_on(card.channel, card.ts, "no-such-job")) is None
+    # The job recorded another card: a click on this one does not move it.
+    assert adopt_clicked_card(stores, connection.name, click_on(card.channel, "1.000001", job_id)) is None
+    assert job_of(stores, envelope).fields["slack_ts"] == card.ts
