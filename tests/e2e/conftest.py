@@ -53,6 +53,12 @@ FAST_HOST_JSON = {
 }
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The privacy scan runs last: it reads what every other flow left in the shared app's log and queues."""
+    items.sort(key=lambda item: item.path.name == "test_privacy.py")
+
+
 def audit_of(base_url: str, record: str, *, reveal_texts: bool = False) -> dict:
     """The ops audit of one ERP record from the app at ``base_url``: its ``entries`` and ``contacts``
     (the texts people wrote in clear with ``reveal_texts``, else masked)."""
