@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import inspect
 import logging
 import os
-import secrets
 import sys
 import threading
 import time
-import types
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +19,7 @@ from azure.functions.timer import TimerRequest
 from croniter import croniter
 
 from devhost.azurite import REPO_ROOT
+from devhost.functions import FUNCTION_KEY_SETTING, AccessKeys, HostedFunction
 from devhost.http_server import HttpServer, RouteTable
 from devhost.queues import QueuePoller, storage_connection_string
 from devhost.settings import HostConfig, load_host_config, parse_timespan, resolve_setting_references
@@ -31,8 +27,6 @@ from devhost.settings import HostConfig, load_host_config, parse_timespan, resol
 log = logging.getLogger("devhost")
 timer_log = logging.getLogger("devhost.timers")
 
-FUNCTION_KEY_SETTING = "DEVHOST_FUNCTION_KEY"
-MASTER_KEY_SETTING = "DEVHOST_MASTER_KEY"
 HTTP_TRIGGER = "httpTrigger"
 TIMER_TRIGGER = "timerTrigger"
 QUEUE_TRIGGER = "queueTrigger"
@@ -48,61 +42,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
     return getattr(value, "value", value)
-
-
-@dataclass
-class HostedFunction:
-    """One function of the app: its trigger binding (plain values) and the Python callable."""
-
-    name: str
-    binding: dict[str, Any]
-    user_function: Callable[..., Any]
-    unsupported_reason: str | None = None
-
-    @property
-    def trigger_type(self) -> str:
-        return str(self.binding.get("type", ""))
-
-    @property
-    def arg_name(self) -> str:
-        return str(self.binding.get("name", ""))
-
-    def invoke(self, trigger_value: Any, reason: str) -> Any:
-        """Call the function (awaiting it if async), logging like the host; exceptions propagate."""
-        invocation_id = str(uuid.uuid4())
-        log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", self.name, reason, invocation_id)
-        started = time.monotonic()
-        try:
-            result = self.user_function(**self._arguments(trigger_value, invocation_id))
-            if inspect.isawaitable(result):
-                result = asyncio.run(_awaited(result))
-        except Exception:
-            log.exception(
-                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
-                self.name, invocation_id, (time.monotonic() - started) * 1000,
-            )
-            raise
-        log.info(
-            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
-            self.name, invocation_id, (time.monotonic() - started) * 1000,
-        )
-        return result
-
-    def _arguments(self, trigger_value: Any, invocation_id: str) -> dict[str, Any]:
-        arguments = {self.arg_name: trigger_value}
-        if "context" in _parameter_names(self.user_function):
-            arguments["context"] = types.SimpleNamespace(
-                invocation_id=invocation_id, function_name=self.name, function_directory=str(REPO_ROOT)
-            )
-        return arguments
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _parameter_names(function: Callable[..., Any]) -> list[str]:
-    return list(inspect.signature(function).parameters)
 
 
 def _missing_bindings(function: Callable[..., Any], arg_name: str) -> list[str]:
@@ -237,30 +176,6 @@ class TimerRunner:
                 "Timer '%s': skipped %d tick(s) while the previous run was still running", self.function.name, skipped
             )
         return due
-
-
-@dataclass
-class AccessKeys:
-    """The function key and master key that guard function- and admin-level routes."""
-
-    function_key: str
-    master_key: str
-    generated: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_settings(
-        cls, env: Mapping[str, str], function_key: str | None = None, master_key: str | None = None
-    ) -> AccessKeys:
-        generated = []
-        function_key = function_key or env.get(FUNCTION_KEY_SETTING)
-        if not function_key:
-            function_key = secrets.token_urlsafe(32)
-            generated.append(FUNCTION_KEY_SETTING)
-        master_key = master_key or env.get(MASTER_KEY_SETTING)
-        if not master_key:
-            master_key = secrets.token_urlsafe(32)
-            generated.append(MASTER_KEY_SETTING)
-        return cls(function_key, master_key, generated)
 
 
 class DevHost:

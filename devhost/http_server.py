@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from devhost.host import AccessKeys, HostedFunction
+    from devhost.functions import AccessKeys, HostedFunction
 
 log = logging.getLogger("devhost.http")
 

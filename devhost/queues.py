@@ -18,7 +18,7 @@ from devhost.settings import QueueOptions
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueMessage
 
-    from devhost.host import HostedFunction
+    from devhost.functions import HostedFunction
 
 log = logging.getLogger("devhost.queues")
 
