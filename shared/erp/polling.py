@@ -217,7 +217,7 @@ def phone_or_as_stored(raw: Any, region: str) -> str:
     text = str(raw or "").strip()
     if not text:
         return ""
-    from shared.channels.twilio import InvalidNumber, normalize_number
+    from shared.phones import InvalidNumber, normalize_number
 
     try:
         return normalize_number(text, region)

@@ -94,7 +94,8 @@ class Delivery:
     # --- the attempt -------------------------------------------------------------------------
 
     def run(self) -> None:
-        from shared.channels.twilio import InvalidNumber, normalize_number, twilio_channel
+        from shared.channels.twilio import twilio_channel
+        from shared.phones import InvalidNumber, normalize_number
 
         status = self.job.status
         if reached_provider(self.job):

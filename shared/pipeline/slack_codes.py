@@ -87,7 +87,8 @@ def send_code(stores: Stores, slack: SlackChannel, job: JobRow, click: Mapping[s
               view_id: str) -> None:
     """The approver clicked Approve on a card that needs a code: text it to them, ask for it."""
     from shared.channels.slack import SlackPermanentError, code_modal
-    from shared.channels.twilio import InvalidNumber, PermanentSendError, normalize_number, twilio_channel
+    from shared.channels.twilio import PermanentSendError, twilio_channel
+    from shared.phones import InvalidNumber, normalize_number
 
     user = str((click.get("user") or {}).get("id", ""))
     channel_id = str(job.fields.get("slack_channel", ""))

@@ -18,18 +18,17 @@ import trustme
 from shared.channels import twilio as channel_module
 from shared.channels.twilio import (
     AmbiguousSendError,
-    InvalidNumber,
     PermanentSendError,
     SendResult,
     TwilioChannel,
     TwilioConfigurationError,
     interactive_twilio_channel,
-    normalize_number,
     reset_twilio_channels,
     twilio_channel,
 )
 from shared.config import SecretRef, TwilioConnection
 from shared.http import RetryLater
+from shared.phones import InvalidNumber, normalize_number
 from shared.storage.secrets import EnvSecretProvider, reset_secret_provider
 from tests.fakes.server import FakeServer, RecordedRequest, Response, Route, route
 from tests.fakes.twilio import FakeTwilio, TwilioCredentials, twilio_signature
