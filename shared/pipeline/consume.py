@@ -34,6 +34,7 @@ from shared.model import Envelope, EnvelopeError, parse_utc_time
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, classify, describe
 from shared.pipeline import registry
 from shared.pipeline.deadletters import audit_work, keep
+from shared.pipeline.stages import load_stages
 from shared.settings import env_float, env_int
 from shared.storage.bus import MessageBus, read_envelope
 
@@ -85,7 +86,7 @@ def max_deliveries() -> int:
 
 def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = None) -> Outcome:
     telemetry.configure_export()
-    registry.load_stages()
+    load_stages()
     try:
         envelope = read_envelope(delivery.body)
     except EnvelopeError as exc:

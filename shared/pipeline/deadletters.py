@@ -26,6 +26,7 @@ from typing import Any
 from shared.model import QUEUES, Envelope, EnvelopeError
 from shared.outcomes import describe
 from shared.pipeline import registry
+from shared.pipeline.stages import load_stages
 from shared.storage.bus import MessageBus, read_envelope
 from shared.storage.tables import DeadLetter, Stores, get_stores
 
@@ -80,7 +81,7 @@ def collect(stores: Stores, bus: MessageBus, *, older_than: timedelta = timedelt
             queues: Iterable[str] = QUEUES) -> int:
     """Move the dead-letter queues' messages into the table; how many were new there (the host's
     and broker's give-ups: the consumer keeps its own as it dead-letters them)."""
-    registry.load_stages()
+    load_stages()
     now = datetime.now(UTC)
     added = 0
     for queue in queues:

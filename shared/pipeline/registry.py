@@ -1,11 +1,11 @@
 """Which handler reads which envelope type on which queue.
 
-Stage modules register their handlers with ``@handles(queue, type)``; the queue
-consumer looks them up. Unknown types and unreadable versions are dead-lettered
-with the reason, never dropped. A stage may also name what its work concerns
-(``record_of``: the ERP record the audit files a dead letter under) and what must be
-undone when its message is dead-lettered (``on_dead_letter``: release an event's claim,
-mark a job as not sent), so that a resend or a redrive is processed again.
+Stage modules register their handlers with ``@handles(queue, type)`` when they are imported
+(``shared.pipeline.stages`` imports them all); the queue consumer looks them up. Unknown
+types and unreadable versions are dead-lettered with the reason, never dropped. A stage may
+also name what its work concerns (``record_of``: the ERP record the audit files a dead letter
+under) and what must be undone when its message is dead-lettered (``on_dead_letter``: release
+an event's claim, mark a job as not sent), so that a resend or a redrive is processed again.
 """
 
 from __future__ import annotations
@@ -45,21 +45,3 @@ def handles(queue: str, message_type: str, versions: tuple[int, ...] = (1,), *, 
 
 def handler_for(queue: str, message_type: str) -> HandlerSpec | None:
     return _handlers.get((queue, message_type))
-
-
-def load_stages() -> None:
-    """Import the stage modules so that their handlers are registered.
-
-    Done on the first message rather than at import of function_app, which must stay fast.
-    """
-    from shared.pipeline import (  # noqa: F401
-        callbacks,
-        deliver,
-        diagnostics,
-        email_flow,
-        notes,
-        poll,
-        process,
-        slack_codes,
-        slack_flow,
-    )
