@@ -32,8 +32,7 @@ from shared.config import AppConfig, SendGridConnection
 from shared.inputs import loads_json
 from shared.model import CALLBACKS, SENDGRID_EVENT, Envelope, moves_forward, now_iso
 from shared.outcomes import RetryLater
-from shared.pipeline.deliver import Delivery
-from shared.pipeline.jobs import change, reached_provider
+from shared.pipeline.jobs import JobAttempt, change, reached_provider
 from shared.pipeline.registry import handles
 from shared.pipeline.webhooks import WebhookError
 from shared.storage.bus import MessageBus
@@ -60,8 +59,8 @@ NOTED_EVENTS: Mapping[str, str] = {
 # --- out -----------------------------------------------------------------------------------------
 
 
-class EmailDelivery(Delivery):
-    """One attempt at one email job, on the state machine of ``Delivery``."""
+class EmailDelivery(JobAttempt):
+    """One attempt at one email job."""
 
     def run(self) -> None:
         from shared.channels.sendgrid import InvalidAddress, normalize_email

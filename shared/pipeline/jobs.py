@@ -17,10 +17,12 @@ sending it right now (wait).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.config import Connection
 from shared.model import Envelope, moves_forward, now_iso, status_rank
 from shared.outcomes import RetryLater
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
@@ -115,3 +117,37 @@ def mark_not_sent(envelope: Envelope, reason: str) -> None:
                      lambda row: {"status": "dead-lettered", "reason": reason} if row.status == "pending" else None)
     if changed is not None:
         log.info("job %s marked dead-lettered", changed.job_id)
+
+
+class JobAttempt:
+    """One attempt at one job, on one channel's connection: its audit lines and state changes."""
+
+    def __init__(self, stores: Stores, connection: Connection, envelope: Envelope, job: JobRow) -> None:
+        self.stores, self.connection, self.envelope, self.job = stores, connection, envelope, job
+        self.payload: dict[str, Any] = envelope.payload
+        self.job_id: str = self.payload["job_id"]
+
+    def audit(self, step: str, **detail: Any) -> None:
+        self.stores.audit.append(self.envelope.correlation_id, step, connection=self.connection.name,
+                                 record=self.payload.get("record", ""), job_id=self.job_id, **detail)
+
+    def update(self, **changes: Any) -> None:
+        self.job = self.stores.jobs.update(self.job, {**changes, "updated_at": now_iso()})
+
+    def finish(self, status: str, step: str, **detail: Any) -> None:
+        self.update(status=status, **{k: v for k, v in detail.items() if k in ("reason", "error_code")})
+        self.audit(step, status=status, **detail)
+
+    def wait_for_live_dispatch(self) -> None:
+        """Another delivery may be sending this job right now: leave it be unless it is known
+        to have ended ambiguously or has been silent longer than the lease."""
+        wait_for_live_dispatch(self.job)
+
+    def claim_dispatch(self, recipient: str) -> None:
+        """Move the job to dispatching; RetryLater when another delivery changed it first."""
+        try:
+            self.update(status="dispatching", to=recipient, dispatch_id=uuid.uuid4().hex, dispatch_at=now_iso(),
+                        ambiguous=False, dispatch_started=self.job.fields.get("dispatch_started") or now_iso())
+        except ConcurrencyError:
+            raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way") from None
+

@@ -19,7 +19,7 @@ from shared.storage.bus import MessageBus
 from shared.storage.tables import Gate, Stores
 
 if TYPE_CHECKING:
-    from shared.pipeline.deliver import Delivery
+    from shared.pipeline.jobs import JobAttempt
 
 CODE = re.compile(r"^\s*(\d{4,10})\s*$")
 
@@ -29,7 +29,7 @@ def looks_like_code(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def start_gate(delivery: Delivery, channel: Any, number: str) -> None:
+def start_gate(delivery: JobAttempt, channel: Any, number: str) -> None:
     """Send a code to ``number`` and park the job until it is checked."""
     if delivery.job.status == "verifying":
         return  # a code is already on its way; a second would only confuse

@@ -1,0 +1,126 @@
+"""SMS and voice calls through Twilio: one job, one message or call, never two.
+
+The job is claimed (``dispatching``, ETag-conditional: of two deliveries one sends). A job that
+already reached Twilio is never sent again. After an ambiguous failure (Twilio may have created
+the message or call before the connection broke) or a delivery that went silent, the next
+attempt first asks Twilio whether the message or call exists, and adopts it when it does.
+
+Status callbacks carry the job id in their URL, and a send is linked to its job (provider
+id, last contact) before the job row records it: a stop between the two steps never
+leaves a callback without its job.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.config import TwilioConnection
+from shared.logs import mask_phone
+from shared.model import now_iso
+from shared.outcomes import RetryLater
+from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, JobAttempt, reached_provider, record_send
+from shared.settings import public_url
+from shared.storage.tables import LastContact
+from shared.templates import voice_twiml
+
+# Twilio stamps date_created with its own clock: look back this much further than our dispatch start.
+CLOCK_SKEW_SECONDS = 60.0
+
+
+class Delivery(JobAttempt):
+    """One attempt at one SMS or call job."""
+
+    connection: TwilioConnection
+
+    def run(self) -> None:
+        from shared.channels.twilio import twilio_channel
+        from shared.phones import InvalidNumber, normalize_number
+
+        status = self.job.status
+        if reached_provider(self.job):
+            self.audit("duplicate", reason=f"job already {status}; not sent again")
+            return
+        try:
+            number = normalize_number(str(self.payload.get("to", "")), self.connection.default_region)
+        except InvalidNumber as exc:
+            self.finish("failed", "failed", reason=str(exc), to=mask_phone(str(self.payload.get("to", ""))))
+            return
+        if self.stores.opt_outs.is_opted_out(self.connection.name, number):
+            self.finish("suppressed", "suppressed", reason="the recipient replied STOP", to=mask_phone(number))
+            return
+        channel = twilio_channel(self.connection)
+        if status == "dispatching":
+            self.wait_for_live_dispatch()
+            if self.adopt_earlier_send(channel, number):
+                return
+        if self.payload.get("verify") and not self.job.fields.get("verified"):
+            from shared.pipeline.verify import start_gate
+
+            start_gate(self, channel, number)
+            return
+        self.claim_dispatch(number)
+        self.send(channel, number)
+
+    def adopt_earlier_send(self, channel: Any, number: str) -> bool:
+        """A job left dispatching (a crash, or an ambiguous error): did Twilio create it after all?"""
+        started = datetime.fromisoformat(self.job.fields.get("dispatch_started") or now_iso())
+        since = started - timedelta(seconds=CLOCK_SKEW_SECONDS)
+        if self.payload.get("channel") == "voice":
+            found = channel.find_placed_call(number, since, skip=self.belongs_to_another_job)
+        else:
+            found = channel.find_sent_message(number, self.payload.get("text", ""), since,
+                                              skip=self.belongs_to_another_job)
+        if found is None:
+            return False
+        self.record_sent(number, found.sid, found.status, adopted=True)
+        return True
+
+    def belongs_to_another_job(self, provider_id: str) -> bool:
+        """A message or call already linked to another job is never adopted by this one."""
+        link = self.stores.providers.lookup(provider_id)
+        return link is not None and link.job_id != self.job_id
+
+    def send(self, channel: Any, number: str) -> None:
+        from shared.channels.twilio import AmbiguousSendError, PermanentSendError
+
+        # The job id in the URL lets a callback find its job even before the provider id is linked.
+        callback = public_url(f"api/twilio/status/{self.connection.name}?job={self.job_id}")
+        try:
+            if self.payload.get("channel") == "voice":
+                gather = public_url(f"api/twilio/gather/{self.connection.name}?job={self.job_id}") \
+                    if self.payload.get("gather") else None
+                result = channel.place_call(number, voice_twiml(self.payload.get("say", ""), gather), callback)
+            else:
+                result = channel.send_sms(number, self.payload.get("text", ""), callback)
+        except PermanentSendError as exc:
+            if exc.opted_out:
+                self.stores.opt_outs.record(self.connection.name, number, True, "21610")
+                self.finish("suppressed", "suppressed", reason=str(exc), error_code=exc.code, to=mask_phone(number))
+            else:
+                self.finish("failed", "failed", reason=str(exc), error_code=exc.code, to=mask_phone(number))
+            return
+        except AmbiguousSendError as exc:
+            # Leave the job dispatching: the next attempt asks Twilio before sending again.
+            self.update(ambiguous=True)
+            raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, f"outcome unknown: {exc}") from None
+        except RetryLater:
+            self.update(status="pending")  # nothing was sent; the next attempt starts clean
+            raise
+        self.record_sent(number, result.sid, result.status)
+
+    def record_sent(self, number: str, sid: str, status: str, adopted: bool = False) -> None:
+        # The link and the last contact first, the job second: a stop in between leaves a job
+        # still dispatching that callbacks (and the next attempt's lookup) can find and move on.
+        self.stores.providers.link(sid, self.job_id, self.connection.name)
+        self.stores.contacts.remember(self.connection.name, number, LastContact(
+            self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
+        self.mark_sent(sid, status)
+        detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
+                  "to": mask_phone(number)}
+        self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
+
+    def mark_sent(self, sid: str, status: str) -> None:
+        """Put the provider id on the job; a status callback may have moved it meanwhile, and the
+        furthest status is kept."""
+        self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso())
