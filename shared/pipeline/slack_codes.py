@@ -31,7 +31,7 @@ from shared.logs import mask_phone
 from shared.model import CALLBACKS, SLACK_CODE_APPROVED, Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.registry import handles
-from shared.pipeline.slack_flow import audit_job, decide, merge_job, notification_of, tell
+from shared.pipeline.slack_decisions import audit_job, decide, merge_job, notification_of, tell
 from shared.pipeline.verify import looks_like_code
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 

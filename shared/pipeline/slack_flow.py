@@ -21,22 +21,23 @@
   Validate, then Complete with the outcome and a comment naming the approver. The card
   then shows who decided and when, without buttons. Every step is audited.
 - A high-value card's Approve first asks for a one-time code (``shared.pipeline.slack_codes``);
-  the decision is the same, taken once the code is approved.
+  the decision is the same (``shared.pipeline.slack_decisions``), taken once the code is approved.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.config import DynamicsConnection, SlackConnection, get_config
+from shared.config import SlackConnection, get_config
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
-from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, change, merge, reached_provider, wait_for_live_dispatch
+from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, change, reached_provider, wait_for_live_dispatch
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
 from shared.pipeline.registry import handles
+from shared.pipeline.slack_decisions import audit_job, decide, notification_of, tell
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
 if TYPE_CHECKING:
@@ -236,29 +237,6 @@ def click_key(payload: dict[str, Any]) -> str:
                                             action.get("action_id"), (payload.get("user") or {}).get("id")))
 
 
-def audit_job(stores: Stores, job: JobRow, connection: str, step: str, **detail: Any) -> None:
-    stores.audit.append(str(job.fields.get("correlation_id", "")), step, connection=connection,
-                        record=str(job.fields.get("record", "")), job_id=job.job_id, **detail)
-
-
-def notification_of(job: JobRow) -> dict[str, Any]:
-    """The notification the card was posted from (rendered facts, approver, work item)."""
-    return Envelope.from_json(job.fields["envelope"]).payload
-
-
-def tell(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> None:
-    """Show ``text`` to the one user: in their open code modal, else as an ephemeral message."""
-    from shared.channels.slack import SlackPermanentError, notice_modal
-
-    if view_id:
-        try:
-            slack.update_view(view_id, notice_modal(text))
-            return
-        except SlackPermanentError:
-            pass  # the modal was closed meanwhile
-    slack.post_ephemeral(channel_id, user, text)
-
-
 @handles(CALLBACKS, SLACK_INTERACTION)
 def handle_click(envelope: Envelope) -> None:
     from shared.channels.slack import slack_channel
@@ -307,38 +285,6 @@ def handle_click(envelope: Envelope) -> None:
         slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
 
 
-def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: str, user: str, email: str, *,
-           key: str, how: str = "") -> None:
-    """Record ``outcome`` once: claim it on the job (ConcurrencyError when another decision got
-    there first), Validate and Complete in Dynamics, show it on the card, audit it. Handling the
-    same ``key`` again (the queue's retry) resumes after the last step that was done."""
-    from shared.channels.slack import decided_card
-
-    if job.fields.get("decision_key") != key:  # of two racing decisions, one claims the job
-        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": now_iso(),
-                                       "decision_key": key})
-    notification = notification_of(job)
-    if "written" not in job.fields:
-        connection_of_source = get_config().connections.get(str(job.fields.get("source", "")))
-        written = write_back(connection_of_source, notification, outcome, email, how)
-        job = merge_job(stores, job.job_id, {"written": written})
-    if job.fields.get("shown"):
-        return
-    written = bool(job.fields["written"])
-    title = str(notification.get("title") or "Approval")
-    facts = [tuple(fact) for fact in notification.get("facts", [])]
-    decision = f"{outcome}d" if written else "Closed in Dynamics before this click; nothing"
-    text, blocks = decided_card(title, facts, decision, user, datetime.now(UTC))
-    slack.update_card(str(job.fields.get("slack_channel", "")), str(job.fields.get("slack_ts", "")), text, blocks)
-    if written:
-        audit_job(stores, job, connection, "decided", user=user, outcome=outcome, by=email,
-                  decided_at=job.fields["decided_at"], **({"confirmed": how} if how else {}))
-    else:
-        audit_job(stores, job, connection, "work-item-closed", user=user,
-                  reason="the work item was completed or recalled elsewhere")
-    merge_job(stores, job.job_id, {"shown": True})
-
-
 def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:
     """A click on a card whose job never recorded it (a stop between the post and the job update, or
     a job left ``unknown`` because Slack could not say whether its card was there): the button names
@@ -362,31 +308,6 @@ def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -
     audit_job(stores, adopted, connection, "sent", status=adopted.status, channel="slack", to=channel,
               provider_id=ref, adopted=True, how="a click on the card")
     return adopted
-
-
-def merge_job(stores: Stores, job_id: str, changes: dict[str, Any]) -> JobRow:
-    """Apply ``changes`` to the job as it is now (``jobs.merge``); a job that vanished is a failure."""
-    job = merge(stores, job_id, changes)
-    if job is None:
-        raise PermanentFailure(f"job {job_id} vanished")
-    return job
-
-
-def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:
-    """Complete the Dynamics work item; False when it is no longer open (nothing written)."""
-    from shared.erp.dynamics import complete_work_item, dynamics_client, work_item_is_open
-
-    if not isinstance(connection, DynamicsConnection):
-        raise PermanentFailure("the card's source is not a Dynamics connection; nothing to write back to")
-    work_item = str(notification.get("work_item_id") or "")
-    if not work_item:
-        raise PermanentFailure("the card names no workflow work item")
-    client = dynamics_client(connection)
-    if not work_item_is_open(client, work_item):
-        return False
-    comment = f"{outcome}d in Slack by {email}" + (f", {how}" if how else "")
-    complete_work_item(client, work_item, outcome, comment)
-    return True
 
 
 def envelope_for_click(connection: str, payload: dict[str, Any], view_id: str | None = None) -> Envelope:
