@@ -230,6 +230,10 @@ class QxtendSettings:
 QAD_AUTH_MODES: tuple[str, ...] = ("session", "oauth")
 
 
+# The browses a QAD connection reads, whose ids it may override ("browses": {name: id}).
+QAD_BROWSES: tuple[str, ...] = ("receipts", "invoices", "purchase_orders", "suppliers")
+
+
 @dataclass(frozen=True, kw_only=True)
 class QadConnection(Connection):
     """A QAD EE / Adaptive ERP tenant, read through the Web UI's browses within one domain."""
@@ -594,7 +598,7 @@ def _poll_entity_problems(kind: str) -> Callable[[Mapping[str, Any]], list[Probl
 
 def _event_public_key(value: Any) -> str:
     """SendGrid's verification key: base64 DER of an ECDSA P-256 public key (PEM armour is taken off)."""
-    from shared.channels.sendgrid import InvalidPublicKey, public_key_text
+    from shared.channels.sendgrid_signature import InvalidPublicKey, public_key_text
 
     try:
         return public_key_text(value)
@@ -655,11 +659,9 @@ def _qad_problems(raw: Mapping[str, Any]) -> list[Problem]:
     found = _poll_entity_problems("qad")(raw)
     browses = raw.get("browses")
     if isinstance(browses, dict):
-        from shared.erp.qad import BROWSES
-
-        known = ", ".join(BROWSES)
+        known = ", ".join(QAD_BROWSES)
         found += [(f".browses.{name}", f"unknown browse; the browses are {known}")
-                  for name in browses if name not in BROWSES]
+                  for name in browses if name not in QAD_BROWSES]
     if raw.get("auth", "session") != "oauth":
         found += [(f".{name}", 'is used only with "auth": "oauth"')
                   for name in ("client_id", "client_secret") if name in raw]

@@ -23,9 +23,6 @@ requests and cryptography are imported on first use, for the Functions host's co
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import json
 import logging
 import math
@@ -35,6 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.channels.sendgrid_signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    InvalidPublicKey,
+    public_key_text,
+    verify_event_signature,
+)
 from shared.clients import PerConnection
 from shared.http import (
     NOT_PROCESSED_STATUSES,
@@ -55,21 +59,15 @@ if TYPE_CHECKING:
     from shared.storage.secrets import SecretProvider
 
 log = logging.getLogger(__name__)
+# The Event Webhook's signatures, checked in sendgrid_signature.py, named here for the callers of this module.
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "InvalidPublicKey", "public_key_text", "verify_event_signature"]
 
 MAIL_SEND_PATH = "/v3/mail/send"
 CUSTOM_ARG = "mlc_job_id"  # our custom arg; events carry it as a top-level field
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-# SendGrid documents no window; five minutes, as for Slack, bounds a replayed capture.
-SIGNATURE_TOLERANCE_SECONDS = 300.0
 # SendGrid's mail send limits reset within seconds: wait 1 s without a hint, sleep up to 2 s inline.
 SENDGRID_RETRY_POLICY = RetryPolicy(default_retry_after=1.0, inline_wait_limit=2.0, max_attempts=4)
 # The floor of a wait derived from X-RateLimit-Reset: a reset already past by our clock is skew.
 MIN_RESET_WAIT = 1.0
-
-
-class InvalidPublicKey(ValueError):
-    """Text that is not an ECDSA P-256 public key; the message says why."""
 
 
 class InvalidAddress(ValueError):
@@ -112,58 +110,6 @@ def normalize_email(raw: str) -> str:
     if not EMAIL_ADDRESS.fullmatch(text):
         raise InvalidAddress(f"{raw!r} is not a valid email address")
     return text
-
-
-def public_key_text(value: Any) -> str:
-    """The base64 DER of an ECDSA P-256 public key, from itself or from PEM; InvalidPublicKey otherwise."""
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidPublicKey("must be the base64 public key SendGrid shows for the Signed Event Webhook")
-    lines = [line.strip() for line in value.strip().splitlines() if not line.startswith("-----")]
-    text = "".join(lines)
-    _load_public_key(text)
-    return text
-
-
-@functools.lru_cache(maxsize=32)
-def _load_public_key(text: str) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
-
-    try:
-        key = load_der_public_key(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError):
-        raise InvalidPublicKey("is not a base64-encoded DER public key") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise InvalidPublicKey("must be an ECDSA P-256 (prime256v1) public key")
-    return key
-
-
-# --- Event Webhook signatures ----------------------------------------------------------------------
-
-
-def verify_event_signature(public_key: str, payload: bytes, signature: str | None, timestamp: str | None,
-                           *, now: float | None = None,
-                           tolerance: float = SIGNATURE_TOLERANCE_SECONDS) -> bool:
-    """Whether SendGrid signed ``timestamp`` + the raw ``payload`` with the key's private half,
-    at a ``timestamp`` within ``tolerance`` seconds of now (ECDSA P-256, SHA-256, base64 DER)."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from shared.inputs import ascii_int
-
-    signed_at = ascii_int(timestamp.strip(), 12) if timestamp else None  # Unix seconds, well past 2100
-    if not signature or signed_at is None:
-        return False
-    moment = time.time() if now is None else now
-    if abs(moment - signed_at) > tolerance:
-        return False
-    try:
-        der = base64.b64decode(signature, validate=True)
-        _load_public_key(public_key).verify(der, timestamp.encode("ascii") + payload, ec.ECDSA(hashes.SHA256()))
-    except (binascii.Error, ValueError, InvalidSignature, InvalidPublicKey):
-        return False
-    return True
 
 
 def message_id_of(sg_message_id: str) -> str:

@@ -125,7 +125,7 @@ def deliver_email(stores: Stores, connection: SendGridConnection, envelope: Enve
 def accept_events(config: AppConfig, connection_name: str, body: bytes, signature: str | None,
                   timestamp: str | None, bus: MessageBus) -> int:
     """Verify one Event Webhook post and queue each of its events; how many were queued."""
-    from shared.channels.sendgrid import verify_event_signature
+    from shared.channels.sendgrid_signature import verify_event_signature
 
     connection = config.connections.get(connection_name)
     if not isinstance(connection, SendGridConnection):

@@ -97,3 +97,10 @@ def test_unknown_entities_and_fields_and_a_bad_page_size_are_reported_together()
     assert "connections.qad-main.page_size: must be a whole number from 1 to 5000" in found
     assert any(line.startswith("connections.qad-main.poll.entities[0]: cannot poll 'Receipts'; entities that can "
                                "be polled: GoodsReceipts, UnmatchedInvoices, PendingPurchaseOrders") for line in found)
+
+
+def test_the_browses_a_connection_may_rename_are_the_ones_the_adapter_reads() -> None:
+    from shared.config import QAD_BROWSES
+    from shared.erp.qad import BROWSES
+
+    assert tuple(BROWSES) == QAD_BROWSES
