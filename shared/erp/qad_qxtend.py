@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from xml.sax.saxutils import escape
 from shared.clients import PerConnection
 from shared.config import QadConnection
 from shared.erp.polling import Note
+from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.outcomes import PermanentFailure, RetryLater
 
@@ -112,7 +112,7 @@ class QdocResult:
 
 def parse_qdoc_reply(body: bytes) -> QdocResult:
     """The ``result`` of a QDoc reply and its ``tt_msg_desc`` messages; a SOAP Fault is result ``fault``."""
-    root = ET.fromstring(body)
+    root = parse_xml(body)
     found: dict[str, list[str]] = {}
     for element in root.iter():
         name = element.tag.rpartition("}")[2]
@@ -182,7 +182,7 @@ class QxtendClient:
             raise
         try:
             return parse_qdoc_reply(response.content)
-        except ET.ParseError:
+        except XmlRefused:
             raise RetryLater(60.0, f"QXtend answered HTTP {response.status_code} without a QDoc reply") from None
 
     def close(self) -> None:
@@ -195,7 +195,7 @@ def _fault_of(failure: HttpFailure) -> QdocResult | None:
         return None
     try:
         result = parse_qdoc_reply(failure.response.content)
-    except ET.ParseError:
+    except XmlRefused:
         return None
     return result if result.result in ("fault", "error") else None
 

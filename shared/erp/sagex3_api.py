@@ -22,9 +22,6 @@ them on the customer's instance.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import json
 import logging
 import re
 import threading
@@ -41,6 +38,7 @@ from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
 from shared.config import SageX3Connection, SageX3NoteTarget, SageX3Published
+from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy, is_transient_error
 from shared.outcomes import PermanentFailure, RetryLater
 
@@ -340,17 +338,11 @@ def x3_message(response: requests.Response | None) -> str:
 # ==================================================================================================
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def hs256_jwt(claims: Mapping[str, Any], secret: str) -> str:
-    """A compact JWS signed with HMAC-SHA256 (RFC 7515/7519); the stdlib is all it takes."""
-    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    payload = _b64url(json.dumps(dict(claims), separators=(",", ":")).encode())
-    signing_input = f"{header}.{payload}"
-    signature = hmac.new(secret.encode("utf-8"), signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64url(signature)}"
+    """A compact JWS signed with HMAC-SHA256 (RFC 7515/7519), by PyJWT."""
+    import jwt
+
+    return jwt.encode(dict(claims), secret, algorithm="HS256")
 
 
 class TokenMinter:
@@ -660,18 +652,18 @@ def object_xml(group: str, values: Mapping[str, str]) -> str:
 
 def parse_soap_result(content: bytes, operation: str) -> SoapResult:
     try:
-        document = ElementTree.fromstring(content)
-    except ElementTree.ParseError as error:
-        raise SageX3Error(f"the SOAP {operation} answer is not XML ({error})") from None
+        document = parse_xml(content)
+    except XmlRefused as error:
+        raise SageX3Error(f"the SOAP {operation} answer is not XML we read ({error})") from None
     status_text = _local(document, "status")
     messages = tuple((element.text or "").strip() for element in document.iter() if _name(element) == "message")
     result_text = _local(document, "resultXml")
     result = None
     if result_text and result_text.strip():
         try:
-            result = ElementTree.fromstring(result_text.strip())
-        except ElementTree.ParseError as error:
-            raise SageX3Error(f"the SOAP {operation} resultXml is not XML ({error})") from None
+            result = parse_xml(result_text.strip())
+        except XmlRefused as error:
+            raise SageX3Error(f"the SOAP {operation} resultXml is not XML we read ({error})") from None
     try:
         status = int((status_text or "0").strip())
     except ValueError:

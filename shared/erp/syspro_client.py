@@ -44,6 +44,7 @@ from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
 from shared.config import SysproConnection
+from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.outcomes import PermanentFailure, RetryLater
 
@@ -230,8 +231,8 @@ def unwrap(text: str) -> str:
             return decoded.strip()
     if _without_declaration(body)[:7].lower() == "<string":
         try:
-            element = ET.fromstring(_without_declaration(body))
-        except ET.ParseError:
+            element = parse_xml(_without_declaration(body))
+        except XmlRefused:
             return body
         if _local(element.tag).lower() == "string":
             return (element.text or "").strip()
@@ -251,11 +252,11 @@ def is_error_text(payload: str) -> bool:
     return payload.lstrip().upper().startswith("ERROR")
 
 
-def parse_xml(payload: str, what: str) -> ET.Element:
+def parse_answer(payload: str, what: str) -> ET.Element:
     try:
-        return ET.fromstring(_without_declaration(payload))
-    except ET.ParseError as error:
-        raise SysproError(f"{what}: the answer is not XML ({error})") from None
+        return parse_xml(_without_declaration(payload))
+    except XmlRefused as error:
+        raise SysproError(f"{what}: the answer is not XML we read ({error})") from None
 
 
 def error_elements(root: ET.Element) -> list[str]:
@@ -484,7 +485,7 @@ class EnetSession:
     def _checked(self, payload: str, what: str, user_id: str) -> ET.Element:
         if is_error_text(payload):
             self._raise_error(what, payload, user_id)
-        root = parse_xml(payload, what)
+        root = parse_answer(payload, what)
         errors = error_elements(root)
         if errors:
             self._raise_error(what, "; ".join(errors), user_id)
