@@ -56,7 +56,7 @@ def keep(stores: Stores, queue: str, text: str, reason: str, origin: str,
     except EnvelopeError:
         return True  # nothing to audit or undo: no envelope names what it was about
     spec = registry.handler_for(queue, envelope.type)
-    audit_work(envelope, spec, "dead-lettered", reason=reason)
+    audit_work(envelope, spec, "dead-lettered", stores=stores, reason=reason)
     if spec is not None and spec.on_dead_letter is not None:
         try:
             spec.on_dead_letter(envelope, reason)
@@ -65,14 +65,16 @@ def keep(stores: Stores, queue: str, text: str, reason: str, origin: str,
     return True
 
 
-def audit_work(envelope: Envelope, spec: registry.HandlerSpec | None, step: str, **detail: Any) -> None:
+def audit_work(envelope: Envelope, spec: registry.HandlerSpec | None, step: str, *, stores: Stores | None = None,
+               **detail: Any) -> None:
     """One audit step about a queued message's work, filed under its ERP record. Storage trouble is
     logged, never raised: it must not turn a retry or a dead letter into a lost message."""
     payload = envelope.payload
     try:
         record = spec.record_of(envelope) if spec is not None and spec.record_of else str(payload.get("record") or "")
-        get_stores().audit.append(envelope.correlation_id, step, connection=envelope.connection, record=record,
-                                  job_id=str(payload.get("job_id") or ""), type=envelope.type, **detail)
+        audit = (stores or get_stores()).audit
+        audit.append(envelope.correlation_id, step, connection=envelope.connection, record=record,
+                     job_id=str(payload.get("job_id") or ""), type=envelope.type, **detail)
     except Exception as error:  # noqa: BLE001 - see the docstring
         log.warning("could not audit %s of %s: %s", step, envelope.type, describe(error))
 
@@ -117,10 +119,6 @@ def _record_of(envelope: Envelope, queue: str) -> str:
     if spec is not None and spec.record_of is not None:
         return spec.record_of(envelope)
     return str(envelope.payload.get("record") or "")
-
-
-def dead_letters(stores: Stores, state: str | None = "open") -> list[DeadLetter]:
-    return stores.dead_letters.all(state)
 
 
 def redrive(stores: Stores, bus: MessageBus, letter_id: str) -> Redriven:
