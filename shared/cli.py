@@ -127,11 +127,11 @@ def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
         print(f"{len(letters)} dead letter(s){f'; {collected} newly collected' if collected else ''}")
         return 0
     if args.action == "show":
-        letter = stores.dead_letters.get(args.id)
-        if letter is None:
+        shown = stores.dead_letters.get(args.id)
+        if shown is None:
             print(f"error: no dead letter {args.id}", file=sys.stderr)
             return 1
-        print(json.dumps(summary(letter), indent=2))
+        print(json.dumps(summary(shown), indent=2))
         return 0
     if not args.ids and not args.all:
         print("error: name the dead letters to redrive, or --all", file=sys.stderr)

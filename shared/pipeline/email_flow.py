@@ -62,6 +62,8 @@ NOTED_EVENTS: Mapping[str, str] = {
 class EmailDelivery(JobAttempt):
     """One attempt at one email job."""
 
+    connection: SendGridConnection
+
     def run(self) -> None:
         from shared.channels.sendgrid import InvalidAddress, normalize_email
 

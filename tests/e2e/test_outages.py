@@ -5,6 +5,7 @@ Each stack runs with short backoff settings so that minutes of retries take seco
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +136,24 @@ def test_a_dead_lettered_event_is_processed_once_when_redriven(impatient_stack: 
     assert names.count("sent") == 1 and len(message_requests(stack, phone)) == 1
     shown = ops(stack, "GET", f"deadletters/{letter_id}").json()
     assert shown["state"] == "redriven" and shown["redrives"] == 1
+
+
+def test_an_operator_lists_shows_and_redrives_a_dead_letter_from_the_cli(impatient_stack: Stack) -> None:
+    stack, phone = impatient_stack, new_phone()
+    dead = dead_lettered(stack, "INV-DL-CLI", phone)
+    letter_id = dead["letter"]["id"]
+
+    listed = stack.cli("deadletters", "list")
+    assert listed.returncode == 0, listed.stderr
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(letter_id)]
+    assert "dynamics.business_event" in line and dead["record"] in line and "HTTP 500" in line
+    shown = stack.cli("deadletters", "show", letter_id)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["record"] == dead["record"]
+    assert phone not in listed.stdout + shown.stdout
+
+    redriven = stack.cli("deadletters", "redrive", letter_id)
+    assert redriven.returncode == 0 and "1 of 1 dead letter(s) redriven" in redriven.stdout
+    wait_for(lambda: stack.twilio.messages(to=phone), what="the SMS after the redrive")
+    again = stack.cli("deadletters", "redrive", letter_id)
+    assert again.returncode == 1 and "already redriven" in again.stdout
+    assert len(message_requests(stack, phone)) == 1
