@@ -350,16 +350,28 @@ def escape_mrkdwn(text: str) -> str:
 # --- the channel ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _CachedUser:
-    user_id: str
-    expires_at: float
+class _ExpiringIds:
+    """Slack IDs by a key (an email, a channel name), each kept for ``ttl`` seconds. Thread-safe."""
 
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._ids: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
 
-@dataclass(frozen=True)
-class _CachedChannel:
-    channel_id: str
-    expires_at: float
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._ids.get(key)
+            if entry is None:
+                return None
+            if self._clock() >= entry[1]:
+                del self._ids[key]
+                return None
+            return entry[0]
+
+    def put(self, ids: Mapping[str, str]) -> None:
+        expires_at = self._clock() + self._ttl
+        with self._lock:
+            self._ids.update({key: (value, expires_at) for key, value in ids.items()})
 
 
 class _FixedClock:
@@ -391,13 +403,8 @@ class SlackChannel:
         self._secrets = secrets
         self._policy = policy
         self._sleep = sleep
-        self._clock = clock
-        self._user_cache_ttl = user_cache_ttl
-        self._users: dict[str, _CachedUser] = {}
-        self._users_lock = threading.Lock()
-        self._channel_cache_ttl = channel_cache_ttl
-        self._channel_ids: dict[str, _CachedChannel] = {}
-        self._channels_lock = threading.Lock()
+        self._user_ids = _ExpiringIds(user_cache_ttl, clock)
+        self._channel_ids = _ExpiringIds(channel_cache_ttl, clock)
         self._client = self._build_client(timeout)
 
     def _build_client(self, timeout: int) -> WebClient:
@@ -471,7 +478,7 @@ class SlackChannel:
         stopping at the page that holds it. SlackPermanentError when Slack refuses the list
         (``missing_scope``: channels:read, groups:read)."""
         key = channel_name_key(name)
-        cached = self._cached_channel(key)
+        cached = self._channel_ids.get(key)
         if cached is not None:
             return cached
         cursor: str | None = None
@@ -494,20 +501,8 @@ class SlackChannel:
 
     def _remember_channels(self, channels: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         seen = {channel_name_key(str(c["name"])): str(c["id"]) for c in channels if c.get("name") and c.get("id")}
-        expires_at = self._clock() + self._channel_cache_ttl
-        with self._channels_lock:
-            self._channel_ids.update({key: _CachedChannel(channel_id, expires_at) for key, channel_id in seen.items()})
+        self._channel_ids.put(seen)
         return seen
-
-    def _cached_channel(self, key: str) -> str | None:
-        with self._channels_lock:
-            entry = self._channel_ids.get(key)
-            if entry is None:
-                return None
-            if self._clock() >= entry.expires_at:
-                del self._channel_ids[key]
-                return None
-            return entry.channel_id
 
     def update_card(self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]) -> None:
         """Replace the card at ``channel``/``ts`` (e.g. with ``decided_card``: the buttons go)."""
@@ -545,24 +540,13 @@ class SlackChannel:
     def user_id_for_email(self, email: str) -> str:
         """The Slack user ID for an ERP approver's email; cached for an hour per process."""
         key = email.strip().lower()
-        cached = self._cached_user(key)
+        cached = self._user_ids.get(key)
         if cached is not None:
             return cached
         response = self._call("users.lookupByEmail", lambda client: client.users_lookupByEmail(email=email.strip()))
         user_id = str(response["user"]["id"])
-        with self._users_lock:
-            self._users[key] = _CachedUser(user_id, self._clock() + self._user_cache_ttl)
+        self._user_ids.put({key: user_id})
         return user_id
-
-    def _cached_user(self, key: str) -> str | None:
-        with self._users_lock:
-            entry = self._users.get(key)
-            if entry is None:
-                return None
-            if self._clock() >= entry.expires_at:
-                del self._users[key]
-                return None
-            return entry.user_id
 
     def email_for_user(self, user_id: str) -> str | None:
         """The email on a user's profile (who clicked, for the ERP's audit); None if hidden."""
