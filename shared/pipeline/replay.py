@@ -48,49 +48,37 @@ def replay_failed(stores: Stores, bus: MessageBus, since: datetime, until: datet
 
 def _replay(stores: Stores, bus: MessageBus, job: JobRow) -> Replayed:
     if job.status in IN_FLIGHT_STATUSES:
-        return _hand_on_stuck(stores, bus, job)
+        # Its status is kept, so the delivery stage decides as for any redelivery (a dispatching
+        # job is looked up at the provider first); only once it has not moved for STUCK_AFTER.
+        updated = job.fields.get("updated_at") or job.fields.get("created_at") or now_iso()
+        if datetime.now(UTC) - datetime.fromisoformat(str(updated)) < STUCK_AFTER:
+            return Replayed(job.job_id, False, f"job is {job.status} and moved less than {STUCK_AFTER} ago; "
+                                               "it is still under way")
+        return _send_again(stores, bus, job, {}, f"was {job.status} and stuck; handed to delivery again")
     if job.status not in REPLAYABLE_STATUSES:
         return Replayed(job.job_id, False,
                         f"job is {job.status}; only jobs that did not reach their recipient are replayed")
+    previous = [*job.fields.get("previous_provider_ids", []), job.fields.get("provider_id")]
+    return _send_again(stores, bus, job, {
+        "status": "pending", "provider_id": None, "ambiguous": False, "dispatch_started": None,
+        "previous_provider_ids": [sid for sid in previous if sid]}, f"was {job.status}; queued again")
+
+
+def _send_again(stores: Stores, bus: MessageBus, job: JobRow, changes: dict[str, object], sent: str) -> Replayed:
+    """Put ``changes`` and one more replay on the job, then its notification back on the queue, audited;
+    ``sent`` says what was done."""
     raw = job.fields.get("envelope")
     if not raw:
         return Replayed(job.job_id, False, "job holds no notification to send again")
     envelope = Envelope.from_json(raw)
-    previous = [*job.fields.get("previous_provider_ids", []), job.fields.get("provider_id")]
+    replays = job.fields.get("replays", 0) + 1
     try:
-        stores.jobs.update(job, {
-            "status": "pending", "provider_id": None, "ambiguous": False, "dispatch_started": None,
-            "previous_provider_ids": [sid for sid in previous if sid], "replays": job.fields.get("replays", 0) + 1,
-        })
+        stores.jobs.update(job, {**changes, "replays": replays})
     except ConcurrencyError:
         return Replayed(job.job_id, False, "job changed while replaying it; try again")
-    replays = job.fields.get("replays", 0) + 1
     # A MessageId of its own: Service Bus duplicate detection would drop a second message under the first one's.
     bus.send(NOTIFICATIONS, Envelope(envelope.type, envelope.connection, f"{job.job_id}|replay-{replays}",
                                      envelope.payload, envelope.correlation_id))
     stores.audit.append(envelope.correlation_id, "replayed", connection=envelope.connection,
                         record=job.fields.get("record", ""), job_id=job.job_id, previous_status=job.status)
-    return Replayed(job.job_id, True, f"was {job.status}; queued again")
-
-
-def _hand_on_stuck(stores: Stores, bus: MessageBus, job: JobRow) -> Replayed:
-    """A job in flight is replayed only once it has not moved for ``STUCK_AFTER``; its status is kept,
-    so the delivery stage decides as for any redelivery (a dispatching job is looked up first)."""
-    updated = job.fields.get("updated_at") or job.fields.get("created_at") or now_iso()
-    if datetime.now(UTC) - datetime.fromisoformat(str(updated)) < STUCK_AFTER:
-        return Replayed(job.job_id, False, f"job is {job.status} and moved less than {STUCK_AFTER} ago; "
-                                           "it is still under way")
-    raw = job.fields.get("envelope")
-    if not raw:
-        return Replayed(job.job_id, False, "job holds no notification to send again")
-    envelope = Envelope.from_json(raw)
-    replays = job.fields.get("replays", 0) + 1
-    try:
-        stores.jobs.update(job, {"replays": replays})
-    except ConcurrencyError:
-        return Replayed(job.job_id, False, "job changed while replaying it; try again")
-    bus.send(NOTIFICATIONS, Envelope(envelope.type, envelope.connection, f"{job.job_id}|replay-{replays}",
-                                     envelope.payload, envelope.correlation_id))
-    stores.audit.append(envelope.correlation_id, "replayed", connection=envelope.connection,
-                        record=job.fields.get("record", ""), job_id=job.job_id, previous_status=job.status)
-    return Replayed(job.job_id, True, f"was {job.status} and stuck; handed to delivery again")
+    return Replayed(job.job_id, True, sent)

@@ -224,3 +224,32 @@ def test_the_timers_collection_leaves_the_newest_dead_letters_where_they_are_see
     assert collect(app_stores, bus, older_than=SETTLED_AFTER, queues=[queue]) == 0
     assert len(bus._queue(poison_queue(queue)).peek_messages()) == 1  # visible again at once
     assert collect(app_stores, bus, queues=[queue]) == 1  # an operator's collection takes it
+
+
+def test_replay_takes_dead_lettered_jobs_and_stuck_ones_but_not_one_still_under_way(
+        app_stores: Stores, bus: StorageQueueBus) -> None:
+    from shared.model import NOTIFICATION, NOTIFICATIONS
+    from shared.pipeline.jobs import open_job
+    from shared.pipeline.replay import STUCK_AFTER, replay_job
+
+    def job_in(status: str, moved: datetime) -> str:
+        job_id = uuid.uuid4().hex
+        envelope = Envelope(NOTIFICATION, "twilio-main", job_id, {"job_id": job_id, "to": "+14155550134"})
+        app_stores.jobs.update(open_job(app_stores, envelope), {"status": status, "updated_at": moved.isoformat()})
+        return job_id
+
+    now = datetime.now(UTC)
+    dead = job_in("dead-lettered", now)
+    stuck = job_in("dispatching", now - STUCK_AFTER - timedelta(minutes=1))
+    busy = job_in("pending", now)
+
+    assert replay_job(app_stores, bus, dead).replayed
+    assert app_stores.jobs.get(dead).status == "pending"  # type: ignore[union-attr]
+    handed = replay_job(app_stores, bus, stuck)
+    assert handed.replayed and "stuck" in handed.reason
+    assert app_stores.jobs.get(stuck).status == "dispatching"  # type: ignore[union-attr]  # looked up first
+    waiting = replay_job(app_stores, bus, busy)
+    assert not waiting.replayed and "still under way" in waiting.reason
+    queued = [read_envelope(base64.b64decode(m.content)).key for m in bus._queue(NOTIFICATIONS).peek_messages(32)]
+    assert f"{dead}|replay-1" in queued and f"{stuck}|replay-1" in queued
+    assert not any(key.startswith(busy) for key in queued)
