@@ -137,8 +137,7 @@ def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
         print("error: name the dead letters to redrive, or --all", file=sys.stderr)
         return 2
     results = [redrive(stores, bus, letter_id) for letter_id in args.ids] if args.ids else redrive_all(
-        stores, bus, lambda letter: (not args.queue or letter.queue == args.queue)
-        and (not args.connection or letter.connection == args.connection))
+        stores, bus, queue=args.queue, connection=args.connection)
     for result in results:
         print(f"{result.id}  {'redriven' if result.redriven else 'skipped '}  {result.reason}")
     print(f"{sum(r.redriven for r in results)} of {len(results)} dead letter(s) redriven")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -142,9 +142,11 @@ def redrive(stores: Stores, bus: MessageBus, letter_id: str) -> Redriven:
     return Redriven(letter_id, True, f"sent again to {letter.queue}")
 
 
-def redrive_all(stores: Stores, bus: MessageBus, accept: Callable[[DeadLetter], bool] = lambda _: True,
-                ) -> list[Redriven]:
-    return [redrive(stores, bus, letter.id) for letter in stores.dead_letters.all("open") if accept(letter)]
+def redrive_all(stores: Stores, bus: MessageBus, *, queue: str | None = None,
+                connection: str | None = None) -> list[Redriven]:
+    """Every open dead letter, or those of one queue and/or connection."""
+    return [redrive(stores, bus, letter.id) for letter in stores.dead_letters.all("open")
+            if (not queue or letter.queue == queue) and (not connection or letter.connection == connection)]
 
 
 def summary(letter: DeadLetter) -> dict[str, object]:

@@ -176,8 +176,7 @@ def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
     if ids:
         results = [redrive(stores, bus, letter_id) for letter_id in ids]
     else:
-        results = redrive_all(stores, bus, lambda letter: (not queue or letter.queue == queue)
-                              and (not connection or letter.connection == connection))
+        results = redrive_all(stores, bus, queue=queue, connection=connection)
     return json_response({"redriven": sum(r.redriven for r in results),
                           "dead_letters": [{"id": r.id, "redriven": r.redriven, "reason": r.reason}
                                            for r in results]})
