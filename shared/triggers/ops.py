@@ -159,12 +159,13 @@ def ops_deadletter(req: func.HttpRequest) -> func.HttpResponse:
 def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
     """``{"ids": ["..."]}``, or ``{"all": true}`` narrowed by ``queue`` and ``connection``: send the work
     again. Each job still goes out at most once; an event is processed as new work."""
+    from shared.inputs import loads_json
     from shared.pipeline.deadletters import redrive, redrive_all
     from shared.storage.bus import get_bus
     from shared.storage.tables import get_stores
 
     try:
-        body = req.get_json()
+        body = loads_json(req.get_body())
     except ValueError:
         return error_response(400, "malformed_json", "the body is not JSON")
     ids = body.get("ids") if isinstance(body, dict) else None

@@ -40,7 +40,8 @@ ROUTES = (
     ("POST", "twilio/inbound/{connection}"), ("POST", "twilio/gather/{connection}"),
     ("POST", "twilio/verify/{connection}"), ("POST", "slack/interactions/{connection}"),
     ("POST", "slack/events/{connection}"), ("POST", "sendgrid/events/{connection}"), ("POST", "ops/ping"),
-    ("GET", "ops/audit"), ("POST", "ops/replay"),
+    ("GET", "ops/audit"), ("POST", "ops/replay"), ("GET", "ops/deadletters"), ("GET", "ops/deadletters/{connection}"),
+    ("POST", "ops/deadletters/redrive"),
 )
 
 
@@ -259,6 +260,7 @@ def test_no_business_event_makes_the_ingest_fail(harness: Harness, events: Any, 
 def test_no_operator_request_makes_the_ops_routes_fail(harness: Harness, body: Any, query: str) -> None:
     raw = json.dumps(body, allow_nan=True).encode()
     assert_no_server_error(harness.call("POST", "ops/replay", query, {}, raw), f"replay {raw[:200]!r}")
+    assert_no_server_error(harness.call("POST", "ops/deadletters/redrive", query, {}, raw), f"redrive {raw[:200]!r}")
     assert_no_server_error(harness.call("GET", "ops/audit", query, {}, b""), f"audit ?{query}")
 
 
