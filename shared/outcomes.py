@@ -25,7 +25,7 @@ _TRANSIENT_NAMES = frozenset({
     # requests / urllib3 / the standard library
     "ConnectionError", "Timeout", "TimeoutError", "ChunkedEncodingError", "ConnectTimeout", "ReadTimeout",
     "ProtocolError", "IncompleteRead", "RemoteDisconnected", "ConnectionResetError", "ConnectionRefusedError",
-    "BrokenPipeError", "socket.gaierror", "gaierror",
+    "BrokenPipeError", "gaierror",
     # azure-core: no answer, or an answer cut off (storage, Key Vault, Service Bus, Entra)
     "ServiceRequestError", "ServiceResponseError", "ServiceRequestTimeoutError", "ServiceResponseTimeoutError",
     "IncompleteReadError",
