@@ -598,7 +598,7 @@ def _poll_entity_problems(kind: str) -> Callable[[Mapping[str, Any]], list[Probl
 
 def _event_public_key(value: Any) -> str:
     """SendGrid's verification key: base64 DER of an ECDSA P-256 public key (PEM armour is taken off)."""
-    from shared.channels.sendgrid_signature import InvalidPublicKey, public_key_text
+    from shared.channels.sendgrid.signature import InvalidPublicKey, public_key_text
 
     try:
         return public_key_text(value)

@@ -41,7 +41,7 @@ class Template:
     email: str = ""  # email body (plain text)
 
 
-# --- Sage X3 (record fields from shared.erp.sagex3) ---------------------------------------------
+# --- Sage X3 (record fields from shared.erp.sagex3.adapter) ---------------------------------------------
 SAGEX3_TEMPLATES: Mapping[str, Template] = {
     "sagex3-po-created": Template(
         sms="New purchase order {document} for {supplier_name}: {money}.",
@@ -98,7 +98,7 @@ BUILTIN: Mapping[str, Template] = {
         sms="Supplier invoice {invoice_id} from {vendor_name}: {money}.",
         voice="A large supplier invoice from {vendor_name} needs attention: {money}.",
     ),
-    # --- QAD (records of shared.erp.qad) ------------------------------------------------------
+    # --- QAD (records of shared.erp.qad.adapter) ------------------------------------------------------
     "qad-receipt-posted": Template(
         sms="Goods received on PO {po_number} line {po_line}: {quantity} x {part} from {supplier_name}, "
             "receiver {receiver}.",
@@ -119,7 +119,7 @@ BUILTIN: Mapping[str, Template] = {
               "due {due_date}.",
     ),
     **SAGEX3_TEMPLATES,
-    # --- SYSPRO (record fields of shared.erp.syspro) ---
+    # --- SYSPRO (record fields of shared.erp.syspro.adapter) ---
     "syspro-po-approval": Template(
         sms="PO {document} for {supplier_name} is now {status_text}: {line_count} line(s), {money}, due {due_date}. "
             "Reply to add a note to the PO.",

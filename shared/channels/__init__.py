@@ -1,1 +1,1 @@
-"""One adapter module per messaging channel."""
+"""One folder per channel provider: its connection settings, its client, and its request verifier."""

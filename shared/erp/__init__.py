@@ -1,1 +1,1 @@
-"""One adapter module per ERP."""
+"""One folder per ERP kind: its connection settings, its client, and its adapter."""

@@ -46,10 +46,10 @@ NONE: Cursor = "none"
 
 # The adapter module of each ERP kind.
 ADAPTERS: Mapping[str, str] = {
-    "dynamics": "shared.erp.dynamics_poll",
-    "syspro": "shared.erp.syspro",
-    "sagex3": "shared.erp.sagex3",
-    "qad": "shared.erp.qad",
+    "dynamics": "shared.erp.dynamics.adapter",
+    "syspro": "shared.erp.syspro.adapter",
+    "sagex3": "shared.erp.sagex3.adapter",
+    "qad": "shared.erp.qad.adapter",
 }
 
 

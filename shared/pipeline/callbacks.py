@@ -125,7 +125,7 @@ def record_inbound(envelope: Envelope) -> None:
         return
     code = looks_like_code(body)
     if code and stores.gates.find(connection.name, number) is not None:
-        from shared.channels.twilio import twilio_channel
+        from shared.channels.twilio.client import twilio_channel
 
         check_gate(stores, get_bus(), twilio_channel(connection), connection.name, number, code)
         return

@@ -65,7 +65,7 @@ class EmailDelivery(JobAttempt):
     connection: SendGridConnection
 
     def run(self) -> None:
-        from shared.channels.sendgrid import InvalidAddress, normalize_email
+        from shared.channels.sendgrid.client import InvalidAddress, normalize_email
 
         if reached_provider(self.job):
             self.audit("duplicate", reason=f"job already {self.job.status}; not sent again")
@@ -84,7 +84,7 @@ class EmailDelivery(JobAttempt):
         self.send_mail(address)
 
     def send_mail(self, address: str) -> None:
-        from shared.channels.sendgrid import MailOutcomeUnknown, MailRejected, sendgrid_channel
+        from shared.channels.sendgrid.client import MailOutcomeUnknown, MailRejected, sendgrid_channel
 
         channel = sendgrid_channel(self.connection)
         try:
@@ -127,7 +127,7 @@ def deliver_email(stores: Stores, connection: SendGridConnection, envelope: Enve
 def accept_events(config: AppConfig, connection_name: str, body: bytes, signature: str | None,
                   timestamp: str | None, bus: MessageBus) -> int:
     """Verify one Event Webhook post and queue each of its events; how many were queued."""
-    from shared.channels.sendgrid_signature import verify_event_signature
+    from shared.channels.sendgrid.signature import verify_event_signature
 
     connection = config.connections.get(connection_name)
     if not isinstance(connection, SendGridConnection):
@@ -169,7 +169,7 @@ def _event_key(event: Mapping[str, Any]) -> str:
 
 @handles(CALLBACKS, SENDGRID_EVENT)
 def record_email_event(envelope: Envelope) -> None:
-    from shared.channels.sendgrid import message_id_of
+    from shared.channels.sendgrid.client import message_id_of
 
     event: dict[str, Any] = envelope.payload.get("event") or {}
     stores = get_stores()
@@ -194,7 +194,7 @@ def record_email_event(envelope: Envelope) -> None:
 
 def _job_for(stores: Stores, event: Mapping[str, Any], message_id: str) -> JobRow | None:
     """The job by the id our send put in custom_args, else by SendGrid's message id."""
-    from shared.channels.sendgrid import CUSTOM_ARG
+    from shared.channels.sendgrid.client import CUSTOM_ARG
 
     job_id = event.get(CUSTOM_ARG)
     if isinstance(job_id, str) and job_id:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.config import AppConfig, DynamicsConnection
-from shared.erp.dynamics_events import BusinessEvent, EventError, parse_events
+from shared.erp.dynamics.events import BusinessEvent, EventError, parse_events
 from shared.inputs import loads_json
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, Envelope
 from shared.storage.bus import MessageBus

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.config import AppConfig, DynamicsConnection, Rule, get_config
-from shared.erp.dynamics_events import EnrichmentError, EventError, event_record, parse_event, record_fields
+from shared.erp.dynamics.events import EnrichmentError, EventError, event_record, parse_event, record_fields
 from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
 from shared.outcomes import PermanentFailure
@@ -82,7 +82,7 @@ def process_business_event(envelope: Envelope) -> None:
         audit.append(envelope.correlation_id, "received", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number,
                      legal_entity=event.legal_entity)
-    from shared.erp.dynamics import dynamics_client
+    from shared.erp.dynamics.client import dynamics_client
 
     try:
         enriched = record_fields(event, dynamics_client(connection))

@@ -36,7 +36,7 @@ from shared.pipeline.verify import looks_like_code
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
 if TYPE_CHECKING:
-    from shared.channels.slack import SlackChannel, SlackProfile
+    from shared.channels.slack.client import SlackChannel, SlackProfile
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ ACCEPTED = "Code accepted. Your approval is being recorded in Dynamics 365; the 
 
 def asks_for_code(click: Mapping[str, Any]) -> bool:
     """An Approve click on a card whose approval needs a code."""
-    from shared.channels.slack import APPROVE_ACTION_ID, CODE_VALUE_SUFFIX
+    from shared.channels.slack.client import APPROVE_ACTION_ID, CODE_VALUE_SUFFIX
 
     action = (click.get("actions") or [{}])[0]
     return (click.get("type") == "block_actions" and action.get("action_id") == APPROVE_ACTION_ID
@@ -68,7 +68,12 @@ def asks_for_code(click: Mapping[str, Any]) -> bool:
 
 def open_code_modal(connection: SlackConnection, click: Mapping[str, Any]) -> str:
     """Open the code modal for this click now, before its trigger_id expires: the view id, or ""."""
-    from shared.channels.slack import CODE_VALUE_SUFFIX, SlackPermanentError, code_modal, interactive_slack_channel
+    from shared.channels.slack.client import (
+        CODE_VALUE_SUFFIX,
+        SlackPermanentError,
+        code_modal,
+        interactive_slack_channel,
+    )
 
     job_id = str(click["actions"][0]["value"]).removesuffix(CODE_VALUE_SUFFIX)
     about = str((click.get("message") or {}).get("text") or "")
@@ -86,8 +91,8 @@ def open_code_modal(connection: SlackConnection, click: Mapping[str, Any]) -> st
 def send_code(stores: Stores, slack: SlackChannel, job: JobRow, click: Mapping[str, Any], profile: SlackProfile,
               view_id: str) -> None:
     """The approver clicked Approve on a card that needs a code: text it to them, ask for it."""
-    from shared.channels.slack import SlackPermanentError, code_modal
-    from shared.channels.twilio import PermanentSendError, twilio_channel
+    from shared.channels.slack.client import SlackPermanentError, code_modal
+    from shared.channels.twilio.client import PermanentSendError, twilio_channel
     from shared.phones import InvalidNumber, normalize_number
 
     user = str((click.get("user") or {}).get("id", ""))
@@ -139,7 +144,7 @@ def send_code(stores: Stores, slack: SlackChannel, job: JobRow, click: Mapping[s
 
 
 def is_code_submission(payload: Mapping[str, Any]) -> bool:
-    from shared.channels.slack import CODE_CALLBACK_ID
+    from shared.channels.slack.client import CODE_CALLBACK_ID
 
     return payload.get("type") == "view_submission" and (payload.get("view") or {}).get("callback_id") == (
         CODE_CALLBACK_ID)
@@ -154,7 +159,7 @@ def answer_code(connection: SlackConnection, submission: Mapping[str, Any]) -> d
     short timeouts and no retries, well inside Slack's 3 seconds; the write-back, which is
     slower, is queued.
     """
-    from shared.channels.twilio import TwilioSendError, interactive_twilio_channel
+    from shared.channels.twilio.client import TwilioSendError, interactive_twilio_channel
 
     stores = get_stores()
     view = submission.get("view") or {}
@@ -238,20 +243,20 @@ def _job_named(view: Mapping[str, Any]) -> str:
 
 
 def _typed_code(view: Mapping[str, Any]) -> str:
-    from shared.channels.slack import CODE_ACTION_ID, CODE_BLOCK_ID
+    from shared.channels.slack.client import CODE_ACTION_ID, CODE_BLOCK_ID
 
     values = ((view.get("state") or {}).get("values") or {}).get(CODE_BLOCK_ID) or {}
     return str((values.get(CODE_ACTION_ID) or {}).get("value") or "")
 
 
 def _errors(text: str) -> dict[str, Any]:
-    from shared.channels.slack import CODE_BLOCK_ID
+    from shared.channels.slack.client import CODE_BLOCK_ID
 
     return {"response_action": "errors", "errors": {CODE_BLOCK_ID: text}}
 
 
 def _notice(text: str) -> dict[str, Any]:
-    from shared.channels.slack import notice_modal
+    from shared.channels.slack.client import notice_modal
 
     return {"response_action": "update", "view": notice_modal(text)}
 
@@ -262,7 +267,7 @@ def _notice(text: str) -> dict[str, Any]:
 @handles(CALLBACKS, SLACK_CODE_APPROVED)
 def record_code_approval(envelope: Envelope) -> None:
     """Write back an approval whose code Verify approved; the stored attempt must say so."""
-    from shared.channels.slack import slack_channel
+    from shared.channels.slack.client import slack_channel
 
     config, stores = get_config(), get_stores()
     connection = config.connections.get(envelope.connection)

@@ -28,7 +28,7 @@ def notification_of(job: JobRow) -> dict[str, Any]:
 
 def tell(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> None:
     """Show ``text`` to the one user: in their open code modal, else as an ephemeral message."""
-    from shared.channels.slack import SlackPermanentError, notice_modal
+    from shared.channels.slack.client import SlackPermanentError, notice_modal
 
     if view_id:
         try:
@@ -44,7 +44,7 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
     """Record ``outcome`` once: claim it on the job (ConcurrencyError when another decision got
     there first), Validate and Complete in Dynamics, show it on the card, audit it. Handling the
     same ``key`` again (the queue's retry) resumes after the last step that was done."""
-    from shared.channels.slack import decided_card
+    from shared.channels.slack.client import decided_card
 
     if job.fields.get("decision_key") != key:  # of two racing decisions, one claims the job
         job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": now_iso(),
@@ -81,7 +81,7 @@ def merge_job(stores: Stores, job_id: str, changes: dict[str, Any]) -> JobRow:
 
 def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:
     """Complete the Dynamics work item; False when it is no longer open (nothing written)."""
-    from shared.erp.dynamics import complete_work_item, dynamics_client, work_item_is_open
+    from shared.erp.dynamics.client import complete_work_item, dynamics_client, work_item_is_open
 
     if not isinstance(connection, DynamicsConnection):
         raise PermanentFailure("the card's source is not a Dynamics connection; nothing to write back to")

@@ -41,7 +41,7 @@ from shared.pipeline.slack_decisions import audit_job, decide, notification_of, 
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
 if TYPE_CHECKING:
-    from shared.channels.slack import PostedMessage
+    from shared.channels.slack.client import PostedMessage
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def slack_ref(channel: str, ts: str) -> str:
 
 
 def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
-    from shared.channels.slack import PostOutcomeUnknown, SlackPermanentError, card_metadata, slack_channel
+    from shared.channels.slack.client import PostOutcomeUnknown, SlackPermanentError, card_metadata, slack_channel
 
     payload = envelope.payload
     job_id = payload["job_id"]
@@ -110,7 +110,7 @@ def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope
 
 def card_of(payload: dict[str, Any], job_id: str) -> tuple[str, list[dict[str, Any]]]:
     """The card's fallback text and blocks; no buttons when there is no work item to decide."""
-    from shared.channels.slack import CODE_VALUE_SUFFIX, approval_card
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX, approval_card
 
     facts = [tuple(fact) for fact in payload.get("facts", [])]
     title = str(payload.get("title") or payload.get("event") or "Approval needed")
@@ -145,7 +145,7 @@ def resolved_channel(slack: Any, target: str, audit: Any) -> str:
     """A channel named in a rule as its ID (conversations.list), so the card is posted to, recorded
     with and looked up by the ID; the name as given when Slack lists no such channel or refuses
     the list (audited: a post without an answer cannot then be looked up)."""
-    from shared.channels.slack import SlackPermanentError, is_conversation_id
+    from shared.channels.slack.client import SlackPermanentError, is_conversation_id
 
     if is_conversation_id(target):
         return target
@@ -165,7 +165,7 @@ def earlier_card(slack: Any, job: JobRow, target: str) -> PostedMessage | None:
     """A job left dispatching (a crash, or a post without an answer): the card an earlier attempt
     posted, found by the job id in its metadata; None when the channel's history back to the
     dispatch start surely holds none. LookupUnavailable when Slack cannot tell."""
-    from shared.channels.slack import HistoryTooLong, SlackPermanentError, is_conversation_id
+    from shared.channels.slack.client import HistoryTooLong, SlackPermanentError, is_conversation_id
 
     claimed = str(job.fields.get("slack_target") or target)  # where the earlier attempt posted
     channel = claimed if is_conversation_id(claimed) else _channel_id_or_unavailable(slack, claimed)
@@ -179,7 +179,7 @@ def earlier_card(slack: Any, job: JobRow, target: str) -> PostedMessage | None:
 
 
 def _channel_id_or_unavailable(slack: Any, name: str) -> str:
-    from shared.channels.slack import SlackPermanentError
+    from shared.channels.slack.client import SlackPermanentError
 
     try:
         found = slack.conversation_id(name)
@@ -216,7 +216,7 @@ def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMess
 def direct_or_fallback(slack: Any, connection: SlackConnection, target: str, audit: Any) -> str:
     """A channel as given; an approver's email becomes their DMs with the app, or, when Slack
     knows no such user, the connection's default channel (SlackPermanentError without one)."""
-    from shared.channels.slack import SlackPermanentError
+    from shared.channels.slack.client import SlackPermanentError
 
     if "@" not in target:
         return target
@@ -239,7 +239,7 @@ def click_key(payload: dict[str, Any]) -> str:
 
 @handles(CALLBACKS, SLACK_INTERACTION)
 def handle_click(envelope: Envelope) -> None:
-    from shared.channels.slack import slack_channel
+    from shared.channels.slack.client import slack_channel
 
     config, stores = get_config(), get_stores()
     connection = config.connections.get(envelope.connection)
@@ -290,7 +290,7 @@ def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -
     a job left ``unknown`` because Slack could not say whether its card was there): the button names
     its job, and Slack signed the click, so the card is adopted now (job sent, link written) and the
     click goes on. None when the button names no job of this connection, or one with another card."""
-    from shared.channels.slack import CODE_VALUE_SUFFIX
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX
 
     container = click.get("container") or {}
     channel, ts = str(container.get("channel_id") or ""), str(container.get("message_ts") or "")

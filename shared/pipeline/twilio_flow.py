@@ -34,7 +34,7 @@ class Delivery(JobAttempt):
     connection: TwilioConnection
 
     def run(self) -> None:
-        from shared.channels.twilio import twilio_channel
+        from shared.channels.twilio.client import twilio_channel
         from shared.phones import InvalidNumber, normalize_number
 
         status = self.job.status
@@ -82,7 +82,7 @@ class Delivery(JobAttempt):
         return link is not None and link.job_id != self.job_id
 
     def send(self, channel: Any, number: str) -> None:
-        from shared.channels.twilio import AmbiguousSendError, PermanentSendError
+        from shared.channels.twilio.client import AmbiguousSendError, PermanentSendError
 
         # The job id in the URL lets a callback find its job even before the provider id is linked.
         callback = public_url(f"api/twilio/status/{self.connection.name}?job={self.job_id}")

@@ -57,7 +57,7 @@ def read_webhook(config: AppConfig, connection_name: str, route: str, request_ur
         raise WebhookError(400, "bad_form", "the body is not UTF-8 form data") from None
     if not signature:
         raise WebhookError(403, "forbidden", "X-Twilio-Signature is missing")
-    from shared.channels.twilio import twilio_channel
+    from shared.channels.twilio.client import twilio_channel
 
     if not twilio_channel(connection).validate_signature(signed_url(route, request_url), params, signature):
         raise WebhookError(403, "forbidden", "X-Twilio-Signature does not match")

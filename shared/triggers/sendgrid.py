@@ -22,7 +22,7 @@ bp = func.Blueprint()
 @traced
 @answers_in_time
 def sendgrid_events(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.channels.sendgrid_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+    from shared.channels.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
     from shared.config import ConfigError, get_config
     from shared.inputs import declared_over
     from shared.pipeline.email_flow import MAX_EVENT_BYTES, accept_events

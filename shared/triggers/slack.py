@@ -31,7 +31,7 @@ MAX_INTERACTION_BYTES = 256 * 1024
 
 def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | func.HttpResponse:
     """The Slack connection and raw body of a genuine Slack request, or the refusal."""
-    from shared.channels.slack import slack_channel
+    from shared.channels.slack.client import slack_channel
     from shared.config import ConfigError, SlackConnection, get_config
 
     try:

@@ -109,7 +109,7 @@ def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
 @answers_in_time
 def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     """``{"to": "+1...", "code": "123456"}``: check a code collected elsewhere; act only on approved."""
-    from shared.channels.twilio import twilio_channel
+    from shared.channels.twilio.client import twilio_channel
     from shared.config import ConfigError, TwilioConnection, get_config
     from shared.phones import InvalidNumber, normalize_number
     from shared.pipeline.verify import check_gate

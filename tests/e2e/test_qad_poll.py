@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from devhost.azurite import Azurite, start_azurite
-from shared.erp.qad import INVOICES_ENTITY, PURCHASE_ORDERS_ENTITY, RECEIPTS_ENTITY
+from shared.erp.qad.adapter import INVOICES_ENTITY, PURCHASE_ORDERS_ENTITY, RECEIPTS_ENTITY
 from shared.model import POLL_JOBS, POLL_RUN, Envelope
 from shared.settings import StorageSettings
 from shared.storage.bus import StorageQueueBus

@@ -189,7 +189,7 @@ def test_synthetic_receipts_cost_nothing_until_read(fake: FakeQad) -> None:
 
 def qdoc(fake: FakeQad, password: str = DEFAULT_PASSWORD, domain: str = "10USA", reference: str = "PO100",
          content_type: str = "text/xml; charset=utf-8") -> requests.Response:
-    from shared.erp.qad_qxtend import master_comment_request, session_context
+    from shared.erp.qad.qxtend import master_comment_request, session_context
 
     body = master_comment_request(receiver="QADERP", message_id="SM1", reference=reference, comment_type="SMS",
                                   language=None, lines=["first", "second"],

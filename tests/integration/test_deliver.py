@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from shared.channels.twilio import reset_twilio_channels
+from shared.channels.twilio.client import reset_twilio_channels
 from shared.config import TwilioConnection
 from shared.http import RetryLater
 from shared.model import NOTIFICATION, NOTIFICATIONS, TWILIO_STATUS, Envelope
@@ -255,7 +255,7 @@ def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
 def test_an_approved_code_releases_its_job_once_even_after_a_stop_before_the_release(
     stores: Stores, twilio: tuple, storage_connection_string: str
 ) -> None:
-    from shared.channels.twilio import twilio_channel
+    from shared.channels.twilio.client import twilio_channel
     from shared.pipeline.jobs import merge
     from shared.pipeline.verify import check_gate
     from shared.settings import StorageSettings

@@ -16,7 +16,7 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.config import DynamicsConnection, SecretRef
-from shared.erp.dynamics import (
+from shared.erp.dynamics.client import (
     DynamicsClient,
     ODataPagingError,
     dynamics_client,
@@ -25,7 +25,7 @@ from shared.erp.dynamics import (
     odata_string,
     reset_dynamics_clients,
 )
-from shared.erp.dynamics_events import VENDOR_INVOICE_POSTED, parse_event, record_fields
+from shared.erp.dynamics.events import VENDOR_INVOICE_POSTED, parse_event, record_fields
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.storage.secrets import CachedSecretProvider, EnvSecretProvider, reset_secret_provider
 from tests.conftest import REPO_ROOT
@@ -473,7 +473,7 @@ def test_literals() -> None:
 def test_import_loads_neither_azure_identity_nor_requests() -> None:
     probe = (
         "import json, sys\n"
-        "import shared.erp.dynamics\n"
+        "import shared.erp.dynamics.client\n"
         "print(json.dumps([name for name in ('azure.identity', 'azure.core', 'requests', 'msal')"
         " if name in sys.modules]))\n"
     )

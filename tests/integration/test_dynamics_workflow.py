@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.erp.dynamics import DynamicsClient, complete_work_item, work_item_is_open
+from shared.erp.dynamics.client import DynamicsClient, complete_work_item, work_item_is_open
 from shared.http import HttpFailure
 from tests.fakes.dynamics import FakeDynamics
 from tests.fakes.entra import FakeEntra

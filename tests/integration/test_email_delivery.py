@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.channels import sendgrid as sendgrid_module
-from shared.channels.sendgrid import CUSTOM_ARG, SENDGRID_RETRY_POLICY, SendGridChannel, reset_sendgrid_channels
+from shared.channels.sendgrid import client as sendgrid_module
+from shared.channels.sendgrid.client import CUSTOM_ARG, SENDGRID_RETRY_POLICY, SendGridChannel, reset_sendgrid_channels
 from shared.clients import PerConnection
 from shared.config import SecretRef, SendGridConnection
 from shared.http import RetryLater

@@ -283,7 +283,7 @@ def odd(shape: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 @st.composite
 def slack_payloads(draw: st.DrawFn) -> dict[str, Any]:
-    from shared.channels.slack import (
+    from shared.channels.slack.client import (
         APPROVE_ACTION_ID,
         CODE_ACTION_ID,
         CODE_BLOCK_ID,
@@ -355,7 +355,7 @@ def test_no_signed_sendgrid_post_makes_the_app_fail(harness: Harness, events: An
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from shared.channels.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
+    from shared.channels.sendgrid.client import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
     body = json.dumps(events, allow_nan=True).encode()
     timestamp = str(int(time.time()))

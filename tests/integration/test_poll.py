@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.config import config_from_dict
-from shared.erp.dynamics import DynamicsClient
-from shared.erp.dynamics_poll import ENTITIES
+from shared.erp.dynamics.adapter import ENTITIES
+from shared.erp.dynamics.client import DynamicsClient
 from shared.erp.polling import Source
 from shared.model import ERP_EVENTS, POLL_JOBS
 from shared.pipeline.poll import poll_entity, schedule_polls

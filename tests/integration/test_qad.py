@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from shared.config import QadConnection, config_from_dict
-from shared.erp import qad
 from shared.erp.polling import Note, Source
-from shared.erp.qad_qxtend import QXTEND_READ_TIMEOUT, QxtendClient, reset_qxtend_clients
+from shared.erp.qad import adapter as qad
+from shared.erp.qad.qxtend import QXTEND_READ_TIMEOUT, QxtendClient, reset_qxtend_clients
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.model import ERP_EVENTS, Envelope
 from shared.pipeline.consume import PermanentFailure

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.channels.sendgrid import (
+from shared.channels.sendgrid.client import (
     CUSTOM_ARG,
     SENDGRID_RETRY_POLICY,
     MailOutcomeUnknown,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from shared.channels.slack import (
+from shared.channels.slack.client import (
     APPROVE_ACTION_ID,
     HISTORY_CLOCK_MARGIN_SECONDS,
     REJECT_ACTION_ID,
@@ -298,7 +298,7 @@ def test_a_post_to_an_unreachable_slack_is_surely_not_posted(slack: FakeSlack) -
 
 def test_find_card_matches_the_job_id_in_metadata_across_pages(slack: FakeSlack, channel: SlackChannel,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.channels.slack.HISTORY_PAGE_SIZE", 2)
+    monkeypatch.setattr("shared.channels.slack.client.HISTORY_PAGE_SIZE", 2)
     slack.post_burst = 10
     since = time.time()
     wanted = channel.post_card(APPROVALS, *card(), metadata=card_metadata(JOB))
@@ -314,7 +314,7 @@ def test_find_card_matches_the_job_id_in_metadata_across_pages(slack: FakeSlack,
 
 def test_find_card_reads_back_to_the_dispatch_start_however_many_pages(
         slack: FakeSlack, channel: SlackChannel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.channels.slack.HISTORY_PAGE_SIZE", 2)
+    monkeypatch.setattr("shared.channels.slack.client.HISTORY_PAGE_SIZE", 2)
     slack.post_burst = 100
     channel.post_card(APPROVALS, "before the dispatch", card()[1], metadata=card_metadata("job-older"))
     since = time.time() + HISTORY_CLOCK_MARGIN_SECONDS + 0.5  # that one lies before the bound
@@ -336,8 +336,8 @@ def test_find_card_reads_back_to_the_dispatch_start_however_many_pages(
 
 def test_find_card_that_cannot_read_back_to_the_bound_says_so(slack: FakeSlack, channel: SlackChannel,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.channels.slack.HISTORY_PAGE_SIZE", 2)
-    monkeypatch.setattr("shared.channels.slack.HISTORY_MAX_PAGES", 3)
+    monkeypatch.setattr("shared.channels.slack.client.HISTORY_PAGE_SIZE", 2)
+    monkeypatch.setattr("shared.channels.slack.client.HISTORY_MAX_PAGES", 3)
     slack.post_burst = 100
     since = time.time()
     channel.post_card(APPROVALS, *card(), metadata=card_metadata(JOB))
@@ -353,7 +353,7 @@ def test_find_card_that_cannot_read_back_to_the_bound_says_so(slack: FakeSlack, 
 def test_channel_names_resolve_to_ids_across_pages_and_are_cached(
         slack: FakeSlack, channel: SlackChannel, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = require_spec(SPEC)
-    monkeypatch.setattr("shared.channels.slack.CHANNEL_LIST_PAGE_SIZE", 1)
+    monkeypatch.setattr("shared.channels.slack.client.CHANNEL_LIST_PAGE_SIZE", 1)
     slack.add_channel("C0AAAAAAAA1", "general")
     slack.add_channel("C0ZZOLDAPP1", "ap-approvals", archived=True)  # an archived namesake is not the one
     slack.add_channel("G0PRIVATE01", "ap-approvals", private=True)
@@ -570,7 +570,7 @@ def test_registry_keeps_one_channel_per_connection(slack: FakeSlack, monkeypatch
 
 
 def test_importing_the_channel_does_not_import_slack_sdk() -> None:
-    code = "import sys, shared.channels.slack; print(any(m.startswith('slack_sdk') for m in sys.modules))"
+    code = "import sys, shared.channels.slack.client; print(any(m.startswith('slack_sdk') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "False"

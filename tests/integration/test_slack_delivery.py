@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.channels import slack as slack_module
-from shared.channels.slack import CARD_EVENT_TYPE, SlackChannel, reset_slack_channels
+from shared.channels.slack import client as slack_module
+from shared.channels.slack.client import CARD_EVENT_TYPE, SlackChannel, reset_slack_channels
 from shared.clients import PerConnection
 from shared.config import SecretRef, SlackConnection
 from shared.model import NOTIFICATION, Envelope

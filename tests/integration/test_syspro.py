@@ -15,7 +15,7 @@ import pytest
 
 from shared.config import SysproConnection, config_from_dict
 from shared.erp.polling import Note
-from shared.erp.syspro import (
+from shared.erp.syspro.adapter import (
     COMMENT_LENGTH,
     CUSTOM_FORM_VALUE_LENGTH,
     ENTITIES,
@@ -24,7 +24,7 @@ from shared.erp.syspro import (
     open_source,
     write_note,
 )
-from shared.erp.syspro_client import EnetReader, EnetSession, SysproError, TableQuery, lease_name
+from shared.erp.syspro.client import EnetReader, EnetSession, SysproError, TableQuery, lease_name
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.model import Envelope
 from shared.pipeline.consume import PermanentFailure

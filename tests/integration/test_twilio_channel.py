@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import trustme
 
-from shared.channels import twilio as channel_module
-from shared.channels.twilio import (
+from shared.channels.twilio import client as channel_module
+from shared.channels.twilio.client import (
     AmbiguousSendError,
     PermanentSendError,
     SendResult,
@@ -744,7 +744,7 @@ def test_registry_keeps_one_channel_per_connection_until_it_changes(
 
 def test_importing_the_module_loads_no_heavy_packages() -> None:
     script = (
-        "import sys, shared.channels.twilio\n"
+        "import sys, shared.channels.twilio.client\n"
         "loaded = sorted({name.split('.')[0] for name in sys.modules} & {'twilio', 'phonenumbers', 'requests'})\n"
         "print(','.join(loaded))\n"
     )

@@ -101,6 +101,6 @@ def test_unknown_entities_and_fields_and_a_bad_page_size_are_reported_together()
 
 def test_the_browses_a_connection_may_rename_are_the_ones_the_adapter_reads() -> None:
     from shared.config import QAD_BROWSES
-    from shared.erp.qad import BROWSES
+    from shared.erp.qad.adapter import BROWSES
 
     assert tuple(BROWSES) == QAD_BROWSES

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.erp.dynamics_events import (
+from shared.erp.dynamics.events import (
     EnrichmentError,
     EventError,
     parse_event,

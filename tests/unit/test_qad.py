@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.config import config_from_dict
-from shared.erp import qad
 from shared.erp.polling import Note
-from shared.erp.qad_qxtend import (
+from shared.erp.qad import adapter as qad
+from shared.erp.qad.qxtend import (
     QdocResult,
     comment_lines,
     master_comment_request,

@@ -12,8 +12,8 @@ import pytest
 
 from shared.config import ConfigError, SageX3Connection, SageX3NoteTarget, SageX3Published, config_from_dict
 from shared.erp.polling import Note
-from shared.erp.sagex3 import clean_value, later_stamp, note_line
-from shared.erp.sagex3_api import (
+from shared.erp.sagex3.adapter import clean_value, later_stamp, note_line
+from shared.erp.sagex3.client import (
     GRAPHQL_NODES,
     Term,
     TokenMinter,

@@ -168,7 +168,7 @@ def test_a_secret_logged_by_mistake_is_masked(root_stream: io.StringIO, caplog: 
     caplog.set_level(logging.INFO)
     value = unique_value()
     secret = EnvSecretProvider({"SLACK_BOT_TOKEN": value}).get("slack-bot-token")
-    log = logging.getLogger("shared.channels.slack")  # a child logger: only handler filters see its records
+    log = logging.getLogger("shared.channels.slack.client")  # a child logger: only handler filters see its records
 
     log.info("token=%s", secret.reveal())
     try:

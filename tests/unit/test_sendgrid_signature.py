@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.channels.sendgrid import (
+from shared.channels.sendgrid.client import (
     InvalidAddress,
     message_id_of,
     normalize_email,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.channels.slack import (
+from shared.channels.slack.client import (
     CODE_ACTION_ID,
     CODE_BLOCK_ID,
     CODE_CALLBACK_ID,

@@ -11,7 +11,7 @@ import pytest
 
 from shared.config import SysproConnection, config_from_dict
 from shared.erp.polling import Note
-from shared.erp.syspro import (
+from shared.erp.syspro.adapter import (
     COMMENT_LENGTH,
     CUSTOM_FORM_VALUE_LENGTH,
     MAX_COMMENT_LINES,
@@ -19,7 +19,7 @@ from shared.erp.syspro import (
     comment_lines,
     custom_form_value,
 )
-from shared.erp.syspro_client import (
+from shared.erp.syspro.client import (
     SESSION_ENDED,
     Cond,
     EnetSession,

@@ -52,7 +52,7 @@ from shared.erp.polling import (
     Source,
     phone_or_as_stored,
 )
-from shared.erp.syspro_client import (
+from shared.erp.syspro.client import (
     Cond,
     EnetReader,
     EnetSession,

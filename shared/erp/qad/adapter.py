@@ -26,7 +26,7 @@ Entities, in the order one poll cycle reads them:
    hashed.
 
 The names and shapes this module cannot know for sure are in the block marked "check on the
-customer's instance" below, and in ``shared.erp.qad_qxtend`` for the write-back.
+customer's instance" below, and in ``shared.erp.qad.qxtend`` for the write-back.
 """
 
 from __future__ import annotations
@@ -684,7 +684,7 @@ def comment_target(connection: QadConnection, note: Note) -> CommentTarget:
 
 def write_note(connection: QadConnection, note: Note) -> None:
     """The reply as a master comment (cmt_det) on its PO or supplier, through QXtend Inbound."""
-    from shared.erp.qad_qxtend import comment_lines, qxtend_client
+    from shared.erp.qad.qxtend import comment_lines, qxtend_client
 
     target = comment_target(connection, note)
     qxtend_client(connection).add_master_comment(target.reference, comment_lines(note, target.about),

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.channels.sendgrid_signature import (
+from shared.channels.sendgrid.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     InvalidPublicKey,

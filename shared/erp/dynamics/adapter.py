@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from shared.config import DynamicsConnection
-from shared.erp.dynamics import DynamicsClient, dynamics_client, odata_datetime
-from shared.erp.dynamics_events import POLLED
-from shared.erp.dynamics_events import PolledEntity as ODataEntity
+from shared.erp.dynamics.client import DynamicsClient, dynamics_client, odata_datetime
+from shared.erp.dynamics.events import POLLED
+from shared.erp.dynamics.events import PolledEntity as ODataEntity
 from shared.erp.polling import TIME, Page, PageRequest, PolledEntity, Source
 
 

@@ -25,7 +25,7 @@ is seen only when X3 also stamps the header. Where the row carries lines (the Gr
 query asks for them), the change stamp is the later of the header's and its lines'.
 
 Replies are written back as timestamped notes appended to a text field through SOAP
-(see ``shared.erp.sagex3_api`` for the unconfirmed names), never into tables directly.
+(see ``shared.erp.sagex3.client`` for the unconfirmed names), never into tables directly.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from shared.erp.polling import (
     phone_or_as_stored,
     time_stamp,
 )
-from shared.erp.sagex3_api import (
+from shared.erp.sagex3.client import (
     NOTE_TARGETS,
     REST_DEFAULTS,
     Query,

@@ -1,0 +1,1 @@
+"""SendGrid: email through the Mail Send API, and the Signed Event Webhook it posts back."""

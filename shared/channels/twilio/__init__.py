@@ -1,0 +1,1 @@
+"""Twilio: SMS, voice calls, Verify, and the status callbacks and replies Twilio posts back."""
