@@ -48,12 +48,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the fakes and devhost live in the repository
 
 from devhost.azurite import start_azurite  # noqa: E402
-from shared.config import QadConnection, SageX3Connection, SysproConnection, config_from_dict  # noqa: E402
+from shared.config.loading import config_from_dict  # noqa: E402
 from shared.erp.polling import Page, PageRequest, PolledEntity, Source  # noqa: E402
 from shared.erp.qad import adapter as qad  # noqa: E402
+from shared.erp.qad.connection import QadConnection  # noqa: E402
 from shared.erp.sagex3 import adapter as sagex3  # noqa: E402
 from shared.erp.sagex3.client import SageX3Api  # noqa: E402
+from shared.erp.sagex3.connection import SageX3Connection  # noqa: E402
 from shared.erp.syspro import adapter as syspro  # noqa: E402
+from shared.erp.syspro.connection import SysproConnection  # noqa: E402
 from shared.http import HttpClient  # noqa: E402
 from shared.model import Envelope  # noqa: E402
 from shared.pipeline.poll import poll_entity  # noqa: E402

@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def config_status() -> dict[str, Any]:
-    from shared.config import ConfigError, get_config
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
 
     try:
         config = get_config()

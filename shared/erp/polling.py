@@ -1,12 +1,15 @@
 """What an ERP adapter declares so that the poll framework can read it.
 
-An adapter module (``shared.erp.<kind>``) exposes:
+An adapter module (``shared.erp.<kind>.adapter``, named in ``shared.kinds``) meets
+``ErpAdapter``:
 
 - ``ENTITIES``: the entities it can poll, in the order one poll cycle reads them, each a
-  ``PolledEntity`` (name, key fields, cursor, page size, how to read one page);
+  ``PolledEntity`` (name, key fields, cursor, page size, how to read one page); their
+  names are those its ``connection.py`` declares, so settings are checked without it;
 - ``open_source(connection) -> Source``: a client for one poll cycle, closed at its end
   (SYSPRO logs its session off there);
-- ``write_note(connection, note) -> None``: a reply written back against an ERP record.
+- ``write_note(connection, note) -> None`` (``WritesNotes``, for kinds listed with
+  ``notes=True``): a reply written back against an ERP record.
 
 The framework (``shared.pipeline.poll``) owns the rest: which polls are due, watermarks,
 overlap, time zones, the page loop and its checks, change keys, snapshots of watched
@@ -31,27 +34,18 @@ sharing a stamp across a page edge are neither lost nor read twice.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
-from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from shared import kinds
 
 Cursor = Literal["time", "number", "none"]
 TIME: Cursor = "time"
 NUMBER: Cursor = "number"
 NONE: Cursor = "none"
-
-# The adapter module of each ERP kind.
-ADAPTERS: Mapping[str, str] = {
-    "dynamics": "shared.erp.dynamics.adapter",
-    "syspro": "shared.erp.syspro.adapter",
-    "sagex3": "shared.erp.sagex3.adapter",
-    "qad": "shared.erp.qad.adapter",
-}
-
 
 @dataclass(frozen=True)
 class PageRequest:
@@ -142,12 +136,30 @@ class Note:
     reference: str  # the provider's message id, so the ERP side can tell duplicates
 
 
-def adapter(kind: str) -> ModuleType:
-    """The adapter module of an ERP kind; imported on first use to keep cold start short."""
-    try:
-        return importlib.import_module(ADAPTERS[kind])
-    except KeyError:
-        raise ValueError(f"{kind!r} connections cannot be polled") from None
+class ErpAdapter(Protocol):
+    """What the poll framework reads an ERP through (met by an adapter module)."""
+
+    ENTITIES: Mapping[str, PolledEntity]
+
+    def open_source(self, connection: Any) -> Source: ...
+
+
+class WritesNotes(ErpAdapter, Protocol):
+    def write_note(self, connection: Any, note: Note) -> None: ...
+
+
+def adapter(kind: str) -> ErpAdapter:
+    """The adapter of an ERP kind; imported on first use to keep cold start short."""
+    found = kinds.ERPS.get(kind)
+    if found is None:
+        raise ValueError(f"{kind!r} connections cannot be polled")
+    return kinds.load(found.adapter)
+
+
+def note_writer(kind: str) -> WritesNotes | None:
+    """The adapter of an ERP kind that writes replies back as notes, or None when it does not."""
+    found = kinds.ERPS.get(kind)
+    return kinds.load(found.adapter) if found is not None and found.notes else None
 
 
 def polled_entities(kind: str) -> Mapping[str, PolledEntity]:

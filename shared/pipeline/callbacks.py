@@ -17,7 +17,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.config import TwilioConnection, get_config
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config.loading import get_config
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
 from shared.outcomes import PermanentFailure, RetryLater

@@ -6,12 +6,14 @@ pending -> dispatching -> the provider's statuses; or suppressed (opted out), fa
 notification is delivered, its job is sent once: each flow claims it before sending and,
 before any resend, asks its provider whether the first try landed.
 
-- SMS and calls: ``twilio_flow``; Slack cards: ``slack_flow``; email: ``email_flow``.
+- Each channel kind names its flow in ``shared.kinds`` (SMS and calls: ``twilio_flow``; Slack
+  cards: ``slack_flow``; email: ``email_flow``); a flow meets ``shared.pipeline.flows.ChannelFlow``.
 """
 
 from __future__ import annotations
 
-from shared.config import SendGridConnection, SlackConnection, TwilioConnection, get_config
+from shared import kinds
+from shared.config.loading import get_config
 from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope
 from shared.outcomes import PermanentFailure
 from shared.pipeline.jobs import DISPATCH_LEASE_SECONDS, mark_not_sent, open_job
@@ -28,17 +30,8 @@ def deliver_notification(envelope: Envelope) -> None:
     payload = envelope.payload
     config, stores = get_config(), get_stores()
     connection = config.connections.get(payload.get("via", ""))
-    if isinstance(connection, SlackConnection):
-        from shared.pipeline.slack_flow import deliver_card
-
-        deliver_card(stores, connection, envelope, open_job(stores, envelope))
-        return
-    if isinstance(connection, SendGridConnection):
-        from shared.pipeline.email_flow import deliver_email
-
-        deliver_email(stores, connection, envelope, open_job(stores, envelope))
-        return
-    if not isinstance(connection, TwilioConnection):
-        raise PermanentFailure(f"no Twilio, Slack or SendGrid connection named {payload.get('via')!r} "
-                               "in the configuration")
-    Delivery(stores, connection, envelope, open_job(stores, envelope)).run()
+    kind = kinds.CHANNELS.get(connection.kind) if connection is not None else None
+    if connection is None or kind is None:
+        raise PermanentFailure(f"no channel connection named {payload.get('via')!r} in the configuration "
+                               f"(channel kinds: {', '.join(kinds.CHANNELS)})")
+    kinds.load(kind.flow).deliver(stores, connection, envelope, open_job(stores, envelope))

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import AppConfig, SendGridConnection
+from shared.channels.sendgrid.connection import SendGridConnection
+from shared.config.model import AppConfig, Rule
 from shared.inputs import loads_json
 from shared.model import CALLBACKS, SENDGRID_EVENT, Envelope, moves_forward, now_iso
 from shared.outcomes import RetryLater
@@ -37,6 +38,7 @@ from shared.pipeline.registry import handles
 from shared.pipeline.webhooks import WebhookError
 from shared.storage.bus import MessageBus
 from shared.storage.tables import JobRow, Stores, get_stores
+from shared.templates import Template, email_message
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,13 @@ class EmailDelivery(JobAttempt):
         self.audit("sent", provider_id=message_id, status=status, channel="email", to=address)
 
 
-def deliver_email(stores: Stores, connection: SendGridConnection, envelope: Envelope, job: JobRow) -> None:
+def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:
+    """The mail's subject and text, rendered while the record is at hand."""
+    subject, text = email_message(template, fields, event_type)
+    return {"subject": subject, "text": text}
+
+
+def deliver(stores: Stores, connection: SendGridConnection, envelope: Envelope, job: JobRow) -> None:
     EmailDelivery(stores, connection, envelope, job).run()
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.config import AppConfig, DynamicsConnection
+from shared.config.model import AppConfig
+from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import BusinessEvent, EventError, parse_events
 from shared.inputs import loads_json
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, Envelope

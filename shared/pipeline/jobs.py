@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import Connection
+from shared.config.model import Connection
 from shared.model import Envelope, moves_forward, now_iso, status_rank
 from shared.outcomes import RetryLater
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores

@@ -14,8 +14,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import get_config
-from shared.erp.polling import ADAPTERS, Note, adapter
+from shared import kinds
+from shared.config.loading import get_config
+from shared.erp.polling import Note, note_writer
 from shared.model import CALLBACKS, ERP_NOTE, Envelope
 from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
@@ -34,7 +35,8 @@ def split_record(record: str) -> tuple[str, str, str] | None:
 
 
 def writes_notes(kind: str) -> bool:
-    return kind in ADAPTERS and hasattr(adapter(kind), "write_note")
+    found = kinds.ERPS.get(kind)
+    return found is not None and found.notes
 
 
 def queue_note(bus: MessageBus, last: LastContact | None, text: str, sender: str, message_id: str,
@@ -60,7 +62,8 @@ def queue_note(bus: MessageBus, last: LastContact | None, text: str, sender: str
 def write_reply_note(envelope: Envelope) -> None:
     config, stores = get_config(), get_stores()
     connection = config.connections.get(envelope.connection)
-    if connection is None or not writes_notes(connection.kind):
+    writer = note_writer(connection.kind) if connection is not None else None
+    if connection is None or writer is None:
         raise PermanentFailure(f"{envelope.connection!r} is not an ERP connection that takes notes")
     payload = envelope.payload
     record = f"{connection.name}|{payload['record_entity']}|{payload['record_key']}"
@@ -71,7 +74,7 @@ def write_reply_note(envelope: Envelope) -> None:
                 received_at=datetime.fromisoformat(payload["received_at"]), sender=payload["sender"],
                 reference=payload["reference"])
     try:
-        adapter(connection.kind).write_note(connection, note)
+        writer.write_note(connection, note)
     except PermanentFailure as failure:
         _audit(stores, envelope, record, "note-failed", reason=str(failure))
         raise

@@ -29,7 +29,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-from shared.config import AppConfig, Connection, PollSettings, get_config
+from shared.config.loading import get_config
+from shared.config.model import AppConfig, Connection, PollSettings
 from shared.erp.polling import (
     NONE,
     NUMBER,

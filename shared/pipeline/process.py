@@ -18,23 +18,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.config import AppConfig, DynamicsConnection, Rule, get_config
+from shared import kinds
+from shared.config.loading import get_config
+from shared.config.model import AppConfig, Rule
+from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import EnrichmentError, EventError, event_record, parse_event, record_fields
 from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
 from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
-from shared.pipeline.rules import needs_approval_code, targets
+from shared.pipeline.rules import targets
 from shared.storage.bus import MessageBus, get_bus
 from shared.storage.tables import AuditLog, Stores, get_stores
-from shared.templates import display_fields, email_message, fit_sms, render
 
 log = logging.getLogger(__name__)
 
 EVENT_SCOPE = "event"
-# What a Slack card shows, in this order, when the record has it.
-CARD_FACTS = (("Document", "document"), ("Vendor", "vendor_name"), ("Amount", "money"), ("Invoice", "invoice_id"),
-              ("Due", "due_date"), ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
 
 
 def record_ref(connection: str, entity: str, key: str) -> str:
@@ -125,35 +124,15 @@ def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, s
 def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Mapping[str, Any], *,
                          job_id: str, source: str, record: str, event_type: str) -> dict[str, Any]:
     """Everything the delivery stage needs, rendered now while the record is at hand."""
-    template = config.template(rule.template)
     payload: dict[str, Any] = {
         "job_id": job_id, "rule": rule.id, "channel": rule.channel, "via": rule.via, "to": address,
         "source": source, "record": record, "event": event_type, "verify": rule.verify,
     }
-    if rule.channel == "sms":
-        payload["text"] = fit_sms(render(template.sms, fields))
-    elif rule.channel == "voice":
-        payload["say"] = render(template.voice, fields)
-        payload["gather"] = template.gather
-    elif rule.channel == "email":
-        payload["subject"], payload["text"] = email_message(template, fields, event_type)
-    else:
-        shown = display_fields(fields)
-        payload["title"] = render(template.sms, fields) if template.sms else event_type
-        payload["facts"] = [[label, shown[name]] for label, name in CARD_FACTS if shown.get(name)]
-        payload["approver"] = str(fields.get("assignee_email") or "")
-        payload["work_item_id"] = str(fields.get("work_item_id") or "")
-        if needs_approval_code(rule, fields):
-            payload["code"] = approval_code(rule, fields)
-    return payload
-
-
-def approval_code(rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """How Approve on this card is confirmed: a Verify code through ``verify_via``, to the phone
-    in the record field ``verify_phone_field`` (kept now) or else on the approver's Slack profile."""
-    phone_field, amount = rule.verify_phone_field, fields.get(rule.verify_amount_field)
-    return {"via": rule.verify_via, "above": rule.verify_above, "amount": "" if amount is None else str(amount),
-            "phone_field": phone_field or "", "phone": str(fields.get(phone_field) or "") if phone_field else ""}
+    carrier = kinds.carrier_of(rule.channel)
+    if carrier is None:
+        raise PermanentFailure(f"rule {rule.id!r}: no channel kind carries {rule.channel!r}")
+    flow = kinds.load(carrier.flow)
+    return payload | flow.render(rule, config.template(rule.template), fields, event_type)
 
 
 def _audit_routed(audit: AuditLog, correlation_id: str, source: str, record: str, job_id: str, rule: str,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.config import AppConfig, Condition, Rule
+from shared.config.model import AppConfig, Condition, Rule
 from shared.model import parse_utc_time
 
 

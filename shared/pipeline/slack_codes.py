@@ -26,7 +26,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.config import SlackConnection, TwilioConnection, get_config
+from shared.channels.slack.connection import SlackConnection
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config.loading import get_config
 from shared.logs import mask_phone
 from shared.model import CALLBACKS, SLACK_CODE_APPROVED, Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater

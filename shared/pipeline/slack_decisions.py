@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import DynamicsConnection, get_config
+from shared.config.loading import get_config
+from shared.erp.dynamics.connection import DynamicsConnection
 from shared.model import Envelope, now_iso
 from shared.outcomes import PermanentFailure
 from shared.pipeline.jobs import merge

@@ -28,22 +28,32 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.config import SlackConnection, get_config
+from shared.channels.slack.connection import SlackConnection
+from shared.config.loading import get_config
+from shared.config.model import Rule
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
 from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, change, reached_provider, wait_for_live_dispatch
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
 from shared.pipeline.registry import handles
+from shared.pipeline.rules import needs_approval_code
 from shared.pipeline.slack_decisions import audit_job, decide, notification_of, tell
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
+from shared.templates import Template, display_fields
+from shared.templates import render as render_template
 
 if TYPE_CHECKING:
     from shared.channels.slack.client import PostedMessage
 
 log = logging.getLogger(__name__)
+
+# What a card shows, in this order, when the record has it.
+CARD_FACTS = (("Document", "document"), ("Vendor", "vendor_name"), ("Amount", "money"), ("Invoice", "invoice_id"),
+              ("Due", "due_date"), ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
 
 CLICK_SCOPE = "slack-click"
 # A post without an answer is looked up again soon: the lookup is one history read, not a post.
@@ -56,7 +66,29 @@ def slack_ref(channel: str, ts: str) -> str:
 
 
 
-def deliver_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
+def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:
+    """The card's title and facts, who may approve it, and how Approve is confirmed."""
+    shown = display_fields(fields)
+    payload: dict[str, Any] = {
+        "title": render_template(template.sms, fields) if template.sms else event_type,
+        "facts": [[label, shown[name]] for label, name in CARD_FACTS if shown.get(name)],
+        "approver": str(fields.get("assignee_email") or ""),
+        "work_item_id": str(fields.get("work_item_id") or ""),
+    }
+    if needs_approval_code(rule, fields):
+        payload["code"] = approval_code(rule, fields)
+    return payload
+
+
+def approval_code(rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """How Approve on this card is confirmed: a Verify code through ``verify_via``, to the phone
+    in the record field ``verify_phone_field`` (kept now) or else on the approver's Slack profile."""
+    phone_field, amount = rule.verify_phone_field, fields.get(rule.verify_amount_field)
+    return {"via": rule.verify_via, "above": rule.verify_above, "amount": "" if amount is None else str(amount),
+            "phone_field": phone_field or "", "phone": str(fields.get(phone_field) or "") if phone_field else ""}
+
+
+def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
     from shared.channels.slack.client import PostOutcomeUnknown, SlackPermanentError, card_metadata, slack_channel
 
     payload = envelope.payload

@@ -12,17 +12,20 @@ leaves a callback without its job.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.config import TwilioConnection
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config.model import Rule
 from shared.logs import mask_phone
-from shared.model import now_iso
+from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
 from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, JobAttempt, reached_provider, record_send
 from shared.settings import public_url
-from shared.storage.tables import LastContact
-from shared.templates import voice_twiml
+from shared.storage.tables import JobRow, LastContact, Stores
+from shared.templates import Template, fit_sms, voice_twiml
+from shared.templates import render as render_template
 
 # Twilio stamps date_created with its own clock: look back this much further than our dispatch start.
 CLOCK_SKEW_SECONDS = 60.0
@@ -124,3 +127,14 @@ class Delivery(JobAttempt):
         """Put the provider id on the job; a status callback may have moved it meanwhile, and the
         furthest status is kept."""
         self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso())
+
+
+def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:
+    """What an SMS or call says, rendered while the record is at hand."""
+    if rule.channel == "sms":
+        return {"text": fit_sms(render_template(template.sms, fields))}
+    return {"say": render_template(template.voice, fields), "gather": template.gather}
+
+
+def deliver(stores: Stores, connection: TwilioConnection, envelope: Envelope, job: JobRow) -> None:
+    Delivery(stores, connection, envelope, job).run()

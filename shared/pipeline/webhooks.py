@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from shared.config import AppConfig, TwilioConnection
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config.model import AppConfig
 from shared.settings import public_url
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's callbacks are a few hundred bytes

@@ -20,7 +20,8 @@ bp = func.Blueprint()
 @traced
 @answers_in_time
 def dynamics_events(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.config import ConfigError, get_config
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
     from shared.inputs import declared_over
     from shared.pipeline.ingest import MAX_BODY_BYTES, IngestError, accept_business_events
     from shared.storage.bus import get_bus

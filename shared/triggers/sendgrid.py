@@ -23,7 +23,8 @@ bp = func.Blueprint()
 @answers_in_time
 def sendgrid_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.channels.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
-    from shared.config import ConfigError, get_config
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
     from shared.inputs import declared_over
     from shared.pipeline.email_flow import MAX_EVENT_BYTES, accept_events
     from shared.pipeline.webhooks import WebhookError

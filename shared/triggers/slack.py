@@ -22,7 +22,7 @@ from shared.triggers.budget import answers_in_time
 from shared.triggers.responses import error_response
 
 if TYPE_CHECKING:
-    from shared.config import SlackConnection
+    from shared.channels.slack.connection import SlackConnection
 
 bp = func.Blueprint()
 
@@ -32,7 +32,9 @@ MAX_INTERACTION_BYTES = 256 * 1024
 def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | func.HttpResponse:
     """The Slack connection and raw body of a genuine Slack request, or the refusal."""
     from shared.channels.slack.client import slack_channel
-    from shared.config import ConfigError, SlackConnection, get_config
+    from shared.channels.slack.connection import SlackConnection
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
 
     try:
         config = get_config()

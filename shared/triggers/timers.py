@@ -16,7 +16,7 @@ bp = func.Blueprint()
 def poll_scheduler(timer: func.TimerRequest) -> None:
     from datetime import UTC, datetime
 
-    from shared.config import get_config
+    from shared.config.loading import get_config
     from shared.pipeline.poll import schedule_polls
     from shared.storage.bus import get_bus
     from shared.storage.tables import get_stores

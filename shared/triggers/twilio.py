@@ -21,7 +21,8 @@ THANKS_TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Say>Thank you.
 
 def _verified(req: func.HttpRequest, route: str) -> dict[str, str] | func.HttpResponse:
     """The parameters of a genuine webhook, or the answer that refuses it."""
-    from shared.config import ConfigError, get_config
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
     from shared.pipeline.webhooks import WebhookError, read_webhook
 
     connection = req.route_params.get("connection", "")
@@ -110,7 +111,9 @@ def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
 def twilio_verify_check(req: func.HttpRequest) -> func.HttpResponse:
     """``{"to": "+1...", "code": "123456"}``: check a code collected elsewhere; act only on approved."""
     from shared.channels.twilio.client import twilio_channel
-    from shared.config import ConfigError, TwilioConnection, get_config
+    from shared.channels.twilio.connection import TwilioConnection
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
     from shared.phones import InvalidNumber, normalize_number
     from shared.pipeline.verify import check_gate
     from shared.storage.bus import get_bus

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from shared.channels.twilio.client import reset_twilio_channels
-from shared.config import TwilioConnection
+from shared.channels.twilio.connection import TwilioConnection
 from shared.http import RetryLater
 from shared.model import NOTIFICATION, NOTIFICATIONS, TWILIO_STATUS, Envelope
 from shared.pipeline.callbacks import record_status
@@ -32,7 +32,7 @@ def twilio(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeTwilio, Twilio
     monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
     reset_secret_provider()
     reset_twilio_channels()
-    from shared.config import SecretRef
+    from shared.config.model import SecretRef
 
     connection = TwilioConnection(
         name="race-twilio", account_sid=creds.account_sid, api_key_sid=creds.api_key_sid,

@@ -15,7 +15,7 @@ import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.config import DynamicsConnection, SecretRef
+from shared.config.model import SecretRef
 from shared.erp.dynamics.client import (
     DynamicsClient,
     ODataPagingError,
@@ -25,6 +25,7 @@ from shared.erp.dynamics.client import (
     odata_string,
     reset_dynamics_clients,
 )
+from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import VENDOR_INVOICE_POSTED, parse_event, record_fields
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.storage.secrets import CachedSecretProvider, EnvSecretProvider, reset_secret_provider

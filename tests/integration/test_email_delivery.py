@@ -13,8 +13,9 @@ import pytest
 
 from shared.channels.sendgrid import client as sendgrid_module
 from shared.channels.sendgrid.client import CUSTOM_ARG, SENDGRID_RETRY_POLICY, SendGridChannel, reset_sendgrid_channels
+from shared.channels.sendgrid.connection import SendGridConnection
 from shared.clients import PerConnection
-from shared.config import SecretRef, SendGridConnection
+from shared.config.model import SecretRef
 from shared.http import RetryLater
 from shared.model import NOTIFICATION, SENDGRID_EVENT, Envelope
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, open_job

@@ -141,7 +141,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 
 def forget_app_state() -> None:
-    from shared.config import reset_config
+    from shared.config.loading import reset_config
     from shared.storage.bus import reset_bus
     from shared.storage.secrets import reset_secret_provider
     from shared.storage.tables import reset_stores

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.config import config_from_dict
+from shared.config.loading import config_from_dict
 from shared.erp.dynamics.adapter import ENTITIES
 from shared.erp.dynamics.client import DynamicsClient
 from shared.erp.polling import Source

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.config import PollSettings, SysproConnection
+from shared.config.model import PollSettings
 from shared.erp.polling import (
     NONE,
     NUMBER,
@@ -29,6 +29,7 @@ from shared.erp.polling import (
     number_stamp,
     time_stamp,
 )
+from shared.erp.syspro.connection import SysproConnection
 from shared.pipeline.pacing import WaitForSlot
 from shared.pipeline.poll import PagingError, poll_cycle, poll_entity
 from shared.storage.tables import Stores
@@ -76,7 +77,7 @@ def entity(table: Table, cursor: str, **options: Any) -> PolledEntity:
 
 
 def connection(zone: str = "UTC", interval: int = 10, overlap: int = 120) -> SysproConnection:
-    from shared.config import SecretRef
+    from shared.config.model import SecretRef
 
     return SysproConnection(name=f"erp-{uuid.uuid4().hex[:6]}", base_url="https://erp.example", operator="OP",
                             password=SecretRef("p"), company_id="C",

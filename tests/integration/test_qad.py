@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from shared.config import QadConnection, config_from_dict
+from shared.config.loading import config_from_dict
 from shared.erp.polling import Note, Source
 from shared.erp.qad import adapter as qad
+from shared.erp.qad.connection import QadConnection
 from shared.erp.qad.qxtend import QXTEND_READ_TIMEOUT, QxtendClient, reset_qxtend_clients
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.model import ERP_EVENTS, Envelope

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from shared.config import SageX3Connection, config_from_dict
+from shared.config.loading import config_from_dict
 from shared.erp.polling import Note, Source
 from shared.erp.sagex3.adapter import ENTITIES, SageX3Session, open_source, write_note
 from shared.erp.sagex3.client import SageX3Api, SageX3Error, SageX3Unavailable, reset_sagex3_clients
+from shared.erp.sagex3.connection import SageX3Connection
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.pipeline.consume import PermanentFailure
 from shared.pipeline.poll import poll_cycle, poll_entity

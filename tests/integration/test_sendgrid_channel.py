@@ -17,7 +17,8 @@ from shared.channels.sendgrid.client import (
     MailRejected,
     SendGridChannel,
 )
-from shared.config import SecretRef, SendGridConnection
+from shared.channels.sendgrid.connection import SendGridConnection
+from shared.config.model import SecretRef
 from shared.http import RetryLater
 from shared.storage.secrets import EnvSecretProvider
 from tests.fakes.sendgrid import MAIL_SEND, FakeSendGrid

@@ -33,7 +33,8 @@ from shared.channels.slack.client import (
     reset_slack_channels,
     slack_channel,
 )
-from shared.config import SecretRef, SlackConnection
+from shared.channels.slack.connection import SlackConnection
+from shared.config.model import SecretRef
 from shared.http import RetryLater
 from shared.storage.secrets import EnvSecretProvider, Secret
 from tests.fakes.server import FakeServer, Response, Route, route

@@ -13,8 +13,9 @@ import pytest
 
 from shared.channels.slack import client as slack_module
 from shared.channels.slack.client import CARD_EVENT_TYPE, SlackChannel, reset_slack_channels
+from shared.channels.slack.connection import SlackConnection
 from shared.clients import PerConnection
-from shared.config import SecretRef, SlackConnection
+from shared.config.model import SecretRef
 from shared.model import NOTIFICATION, Envelope
 from shared.outcomes import RetryLater
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, open_job

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.config import SysproConnection, config_from_dict
+from shared.config.loading import config_from_dict
 from shared.erp.polling import Note
 from shared.erp.syspro.adapter import (
     COMMENT_LENGTH,
@@ -25,6 +25,7 @@ from shared.erp.syspro.adapter import (
     write_note,
 )
 from shared.erp.syspro.client import EnetReader, EnetSession, SysproError, TableQuery, lease_name
+from shared.erp.syspro.connection import SysproConnection
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.model import Envelope
 from shared.pipeline.consume import PermanentFailure

@@ -26,7 +26,8 @@ from shared.channels.twilio.client import (
     reset_twilio_channels,
     twilio_channel,
 )
-from shared.config import SecretRef, TwilioConnection
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config.model import SecretRef
 from shared.http import RetryLater
 from shared.phones import InvalidNumber, normalize_number
 from shared.storage.secrets import EnvSecretProvider, reset_secret_provider

@@ -11,19 +11,12 @@ from typing import Any
 
 import pytest
 
-from shared import config as config_module
-from shared.config import (
-    AppConfig,
-    ConfigError,
-    DynamicsConnection,
-    SecretRef,
-    SlackConnection,
-    TwilioConnection,
-    config_from_dict,
-    get_config,
-    load_config,
-    reset_config,
-)
+from shared.channels.slack.connection import SlackConnection
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config import loading as config_module
+from shared.config.loading import config_from_dict, get_config, load_config, reset_config
+from shared.config.model import AppConfig, ConfigError, SecretRef
+from shared.erp.dynamics.connection import DynamicsConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = REPO_ROOT / "config" / "connections.sample.json"

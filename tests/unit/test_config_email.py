@@ -10,7 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from shared.config import ConfigError, SecretRef, SendGridConnection, config_from_dict
+from shared.channels.sendgrid.connection import SendGridConnection
+from shared.config.loading import config_from_dict
+from shared.config.model import ConfigError, SecretRef
 from shared.templates import Template, email_message
 
 # The verification key of SendGrid's own signed-event test vector (sendgrid-python's tests).

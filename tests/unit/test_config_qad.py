@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.config import ConfigError, QadConnection, SecretRef, config_from_dict
+from shared.config.loading import config_from_dict
+from shared.config.model import ConfigError, SecretRef
+from shared.erp.qad.connection import QadConnection
 
 QAD: dict[str, Any] = {
     "kind": "qad",
@@ -100,7 +102,7 @@ def test_unknown_entities_and_fields_and_a_bad_page_size_are_reported_together()
 
 
 def test_the_browses_a_connection_may_rename_are_the_ones_the_adapter_reads() -> None:
-    from shared.config import QAD_BROWSES
     from shared.erp.qad.adapter import BROWSES
+    from shared.erp.qad.connection import QAD_BROWSES
 
     assert tuple(BROWSES) == QAD_BROWSES

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from shared.config import ConfigError, SecretRef, SysproConnection, config_from_dict
+from shared.config.loading import config_from_dict
+from shared.config.model import ConfigError, SecretRef
+from shared.erp.syspro.connection import SysproConnection
 
 
 def syspro(**fields: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """No module of the app or of the local host imports itself back, even lazily or for type hints.
 
 Every import counts: at the top, inside a function (imported on first use for cold start), and
-under ``TYPE_CHECKING``. A loop among them means two modules each need the other to be read,
-which is a layer in the wrong place.
+under ``TYPE_CHECKING``; so does the package ``__init__`` that Python runs before any module of
+its package. A loop among them means two modules each need the other to be read, which is a
+layer in the wrong place.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def imported_by(path: Path, known: set[str]) -> set[str]:
                 base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
             # ``from shared.pipeline import callbacks`` imports the module callbacks, not a name.
             found.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names)
-    return {name for name in found if name in known and name != this}
+    # Importing ``a.b.c`` first runs ``a/__init__`` and ``a/b/__init__``.
+    found |= {".".join(name.split(".")[:depth]) for name in set(found) for depth in range(1, name.count(".") + 1)}
+    return {name for name in found if name in known and name != this and not this.startswith(name + ".")}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -84,6 +87,12 @@ def test_the_scan_sees_lazy_and_type_only_imports() -> None:
     assert "shared.storage.tables" in consume  # imported inside a function
     stages = imported_by(modules()["shared.pipeline.stages"], known)
     assert {"shared.pipeline.deliver", "shared.pipeline.slack_flow"} <= stages
+
+
+def test_the_scan_sees_the_package_init_run_before_a_module() -> None:
+    known = set(modules())
+    process = imported_by(modules()["shared.pipeline.process"], known)
+    assert {"shared.erp.dynamics", "shared.erp.dynamics.events"} <= process
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.config import config_from_dict
+from shared.config.loading import config_from_dict
 from shared.erp.polling import Note
 from shared.erp.qad import adapter as qad
 from shared.erp.qad.qxtend import (

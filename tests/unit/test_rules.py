@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Condition, Recipient, Rule, config_from_dict
+from shared.config.loading import config_from_dict
+from shared.config.model import Condition, Recipient, Rule
 from shared.pipeline.rules import holds, needs_approval_code, targets
 
 RECORD = {

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import jwt
 import pytest
 
-from shared.config import ConfigError, SageX3Connection, SageX3NoteTarget, SageX3Published, config_from_dict
+from shared.config.loading import config_from_dict
+from shared.config.model import ConfigError
 from shared.erp.polling import Note
 from shared.erp.sagex3.adapter import clean_value, later_stamp, note_line
 from shared.erp.sagex3.client import (
@@ -24,6 +25,7 @@ from shared.erp.sagex3.client import (
     rest_where,
     x3_datetime_text,
 )
+from shared.erp.sagex3.connection import SageX3Connection, SageX3NoteTarget, SageX3Published
 from shared.templates import BUILTIN, render, sms_segments
 
 SECRET = "connected-app-secret-0123456789abcdef"

@@ -47,7 +47,7 @@ def test_every_setting_is_in_the_readme_reference() -> None:
 
 
 def test_the_example_names_every_secret_of_the_sample_config() -> None:
-    from shared.config import load_config
+    from shared.config.loading import load_config
     from shared.storage.secrets import env_style_name
 
     config = load_config(REPO_ROOT / "config" / "connections.sample.json")

@@ -15,7 +15,7 @@ from shared.channels.slack.client import (
     code_modal,
     notice_modal,
 )
-from shared.config import config_from_dict
+from shared.config.loading import config_from_dict
 from shared.pipeline.process import notification_payload
 from shared.pipeline.slack_codes import (
     ENDED,

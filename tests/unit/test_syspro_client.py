@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.config import SysproConnection, config_from_dict
+from shared.config.loading import config_from_dict
 from shared.erp.polling import Note
 from shared.erp.syspro.adapter import (
     COMMENT_LENGTH,
@@ -36,6 +36,7 @@ from shared.erp.syspro.client import (
     table_rows,
     unwrap,
 )
+from shared.erp.syspro.connection import SysproConnection
 from shared.storage.secrets import EnvSecretProvider
 from tests.fakes.syspro import SESSION_ENDED_TEXT
 

@@ -55,7 +55,7 @@ from shared.http import (
 if TYPE_CHECKING:
     import requests
 
-    from shared.config import SendGridConnection
+    from shared.channels.sendgrid.connection import SendGridConnection
     from shared.storage.secrets import SecretProvider
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class MailOutcomeUnknown(Exception):
 
 def normalize_email(raw: str) -> str:
     """One plain address, trimmed; a ``Name <address>`` form gives its address."""
-    from shared.config import EMAIL_ADDRESS
+    from shared.channels.sendgrid.connection import EMAIL_ADDRESS
 
     text = (raw or "").strip()
     if text.endswith(">") and "<" in text:

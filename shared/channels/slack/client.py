@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from slack_sdk.errors import SlackApiError
     from slack_sdk.web import SlackResponse
 
-    from shared.config import SecretRef, SlackConnection
+    from shared.channels.slack.connection import SlackConnection
+    from shared.config.model import SecretRef
     from shared.storage.secrets import SecretProvider
 
 log = logging.getLogger(__name__)

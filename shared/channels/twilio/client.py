@@ -47,7 +47,8 @@ from shared.phones import InvalidNumber, normalize_number
 if TYPE_CHECKING:
     from twilio.rest import Client
 
-    from shared.config import SecretRef, TwilioConnection
+    from shared.channels.twilio.connection import TwilioConnection
+    from shared.config.model import SecretRef
     from shared.storage.secrets import SecretProvider
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from shared.config import DynamicsConnection
 from shared.erp.dynamics.client import DynamicsClient, dynamics_client, odata_datetime
+from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import POLLED
 from shared.erp.dynamics.events import PolledEntity as ODataEntity
 from shared.erp.polling import TIME, Page, PageRequest, PolledEntity, Source

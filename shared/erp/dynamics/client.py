@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from shared.clients import PerConnection
-from shared.config import DEFAULT_AUTHORITY, DynamicsConnection
+from shared.erp.dynamics.connection import DEFAULT_AUTHORITY, DynamicsConnection
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 
 if TYPE_CHECKING:

@@ -44,8 +44,8 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from shared.clients import PerConnection
-from shared.config import QadConnection
 from shared.erp.polling import NONE, NUMBER, Note, Page, PageRequest, PolledEntity, Source, phone_or_as_stored
+from shared.erp.qad.connection import QadConnection
 from shared.http import HttpClient, HttpFailure, RetryPolicy, header_value, redact_url
 from shared.outcomes import PermanentFailure
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
-from shared.config import QadConnection
 from shared.erp.polling import Note
+from shared.erp.qad.connection import QadConnection
 from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.outcomes import PermanentFailure, RetryLater

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from shared.config import SageX3Connection
 from shared.erp.polling import (
     NONE,
     TIME,
@@ -50,8 +49,6 @@ from shared.erp.polling import (
     time_stamp,
 )
 from shared.erp.sagex3.client import (
-    NOTE_TARGETS,
-    REST_DEFAULTS,
     Query,
     SageX3Api,
     SageX3Error,
@@ -59,14 +56,11 @@ from shared.erp.sagex3.client import (
     object_xml,
     sagex3_api,
 )
+from shared.erp.sagex3.connection import SageX3Connection
 from shared.http import HttpFailure
 from shared.outcomes import PermanentFailure
 
 log = logging.getLogger(__name__)
-
-# The names a connection may override (``representations``, ``notes``), for the configuration's checks.
-rest_sources: tuple[str, ...] = tuple(REST_DEFAULTS)
-note_entities: tuple[str, ...] = tuple(NOTE_TARGETS)
 
 CHANGED_AT = "changed_at"  # the later of the header's and its lines' UPDDATTIM: the change stamp
 PAGE_SIZE = 500

@@ -37,7 +37,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
-from shared.config import SageX3Connection, SageX3NoteTarget, SageX3Published
+from shared.erp.sagex3.connection import SageX3Connection, SageX3NoteTarget, SageX3Published
 from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy, is_transient_error
 from shared.outcomes import PermanentFailure, RetryLater

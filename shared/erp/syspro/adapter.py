@@ -40,7 +40,6 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from shared.config import SysproConnection
 from shared.erp.polling import (
     NONE,
     NUMBER,
@@ -68,6 +67,7 @@ from shared.erp.syspro.client import (
     read_all,
     transport,
 )
+from shared.erp.syspro.connection import SysproConnection
 from shared.http import HttpClient
 from shared.outcomes import PermanentFailure, RetryLater
 

@@ -43,7 +43,7 @@ from urllib.parse import quote, urlencode
 from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
-from shared.config import SysproConnection
+from shared.erp.syspro.connection import SysproConnection
 from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.outcomes import PermanentFailure, RetryLater

@@ -1,0 +1,304 @@
+"""The kit each kind's connection settings are written with: field parsers, checks, and problems.
+
+A parser takes the raw JSON value and returns the typed value, or raises ``Invalid``.
+Problems are (relative path, reason) pairs, so nested objects report full paths and one
+run of the loader shows every problem of a file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from shared.config.model import Connection, PollSettings, SecretRef
+
+Problem = tuple[str, str]
+Parser = Callable[[Any], Any]
+Check = Callable[[Mapping[str, Any]], list[Problem]]
+
+
+class Invalid(Exception):
+    def __init__(self, reason: str = "", problems: list[Problem] | None = None) -> None:
+        super().__init__(reason)
+        self.problems: list[Problem] = problems if problems is not None else [("", reason)]
+
+
+def under(prefix: str, problems: Iterable[Problem]) -> list[Problem]:
+    return [(prefix + path, reason) for path, reason in problems]
+
+
+def render(prefix: str, problems: Iterable[Problem]) -> list[str]:
+    return [f"{prefix}{path}: {reason}" for path, reason in problems]
+
+
+NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+NAME_RULE = "must be 1-40 lowercase letters, digits or hyphens, starting with a letter"
+_SECRET_NAME = re.compile(r"[A-Za-z0-9-]{1,127}")
+_SECRET_REF_REASON = 'must be a secret reference {"secret": "<name>"}'
+_URL_REASON = "must be an https URL (http only for loopback hosts)"
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+E164_REASON = "must be an E.164 phone number such as +14155550123"
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid("must be a non-empty string")
+    return value
+
+
+def name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise Invalid(NAME_RULE)
+    return value
+
+
+def matching(pattern: str, reason: str) -> Parser:
+    compiled = re.compile(pattern)
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise Invalid(reason)
+        return value
+
+    return parse
+
+
+def sid(prefix: str) -> Parser:
+    """A Twilio-style id: a two-letter prefix and 32 hex digits."""
+    return matching(prefix + r"[0-9a-fA-F]{32}", f"must be '{prefix}' followed by 32 hex digits")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
+
+
+def integer(value: Any) -> int:
+    if not _is_int(value):
+        raise Invalid("must be a whole number")
+    return value
+
+
+def int_between(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if not _is_int(value) or not low <= value <= high:
+            raise Invalid(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def non_negative_number(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise Invalid("must be a number of at least 0")
+    return float(value)
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid("must be true or false")
+    return value
+
+
+def one_of(choices: tuple[str, ...]) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise Invalid(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def list_of(item: Parser, *, allow_empty: bool = False) -> Parser:
+    def parse(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list) or (not value and not allow_empty):
+            raise Invalid("must be a list" if allow_empty else "must be a non-empty list")
+        items: list[Any] = []
+        problems: list[Problem] = []
+        for index, raw in enumerate(value):
+            try:
+                items.append(item(raw))
+            except Invalid as exc:
+                problems += under(f"[{index}]", exc.problems)
+        if problems:
+            raise Invalid(problems=problems)
+        return tuple(items)
+
+    return parse
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url(*, trailing_slash: bool = False) -> Parser:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise Invalid(_URL_REASON)
+        stripped = value.strip()
+        try:
+            parts = urlsplit(stripped)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise Invalid(_URL_REASON) from None
+        host = parts.hostname
+        if not host or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))):
+            raise Invalid(_URL_REASON)
+        if parts.username or parts.password:
+            raise Invalid("must not hold credentials; name a secret in the credential field instead")
+        if parts.query or parts.fragment:
+            raise Invalid("must be a base URL, without query or fragment")
+        base = stripped.rstrip("/")
+        return base + "/" if trailing_slash else base
+
+    return parse
+
+
+def secret_ref(value: Any) -> SecretRef:
+    # Never echo the value: a plain string here is most likely the secret itself.
+    if isinstance(value, str):
+        raise Invalid(f"{_SECRET_REF_REASON}, not a value")
+    if not isinstance(value, dict) or set(value) != {"secret"}:
+        raise Invalid(_SECRET_REF_REASON)
+    secret = value["secret"]
+    if not isinstance(secret, str) or not _SECRET_NAME.fullmatch(secret):
+        raise Invalid("secret name must be 1-127 letters, digits or hyphens (Key Vault rules)")
+    return SecretRef(secret)
+
+
+def time_zone(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise Invalid("must be an IANA time zone name such as 'America/Chicago'")
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError, OSError):  # not found, not a normalized key, a folder like "America"
+        raise Invalid(f"unknown time zone {value!r}; use an IANA name such as 'America/Chicago'") from None
+    return value
+
+
+def object_of(cls: type, parsers: Mapping[str, Parser]) -> Parser:
+    def parse(value: Any) -> Any:
+        values, problems = read_fields(value, cls, parsers)
+        if problems:
+            raise Invalid(problems=problems)
+        return cls(**values)
+
+    return parse
+
+
+def named_objects(known: tuple[str, ...], item: Parser) -> Parser:
+    """An object whose keys must be among ``known`` and whose values parse with ``item``."""
+
+    def parse(value: Any) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise Invalid("must be an object")
+        parsed: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for key, body in value.items():
+            if key not in known:
+                problems.append((f".{key}", f"unknown name; one of {', '.join(known)}"))
+                continue
+            try:
+                parsed[key] = item(body)
+            except Invalid as exc:
+                problems += under(f".{key}", exc.problems)
+        if problems:
+            raise Invalid(problems=problems)
+        return MappingProxyType(parsed)
+
+    return parse
+
+
+def read_fields(raw: Any, cls: type, parsers: Mapping[str, Parser]) -> tuple[dict[str, Any], list[Problem]]:
+    """Parse the fields of one JSON object for dataclass ``cls``: the values that parsed, and the problems.
+
+    A field is required when the dataclass gives it no default; absent optional fields
+    are left out so the dataclass default applies.
+    """
+    if not isinstance(raw, dict):
+        return {}, [("", "must be an object")]
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in raw.items():
+        parse = parsers.get(key)
+        if parse is None:
+            problems.append((f".{key}", "unknown field"))
+            continue
+        try:
+            values[key] = parse(value)
+        except Invalid as exc:
+            problems += under(f".{key}", exc.problems)
+    for key in required_fields(cls):
+        if key in parsers and key not in raw:
+            problems.append((f".{key}", "is required"))
+    return values, problems
+
+
+def required_fields(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+
+region = matching(r"[A-Z]{2}", "must be an ISO 3166 alpha-2 country code such as 'US'")
+poll = object_of(
+    PollSettings,
+    {
+        "interval_minutes": int_between(1, 1440),
+        "entities": list_of(text),
+        "overlap_seconds": int_between(0, 3600),
+        "time_zone": time_zone,
+    },
+)
+
+
+def polled_entity_problems(known: tuple[str, ...]) -> Check:
+    """Whether each entity named under ``poll.entities`` is one of ``known``, the kind's entities."""
+
+    def problems(raw: Mapping[str, Any]) -> list[Problem]:
+        poll_body = raw.get("poll")
+        entities = poll_body.get("entities") if isinstance(poll_body, dict) else None
+        if not isinstance(entities, list):
+            return []  # reported by the field parser
+        names = ", ".join(known)
+        return [(f".poll.entities[{index}]", f"cannot poll {entity!r}; entities that can be polled: {names}")
+                for index, entity in enumerate(entities) if isinstance(entity, str) and entity not in known]
+
+    return problems
+
+
+def all_problems(*checks: Check) -> Check:
+    def problems(raw: Mapping[str, Any]) -> list[Problem]:
+        return [problem for check in checks for problem in check(raw)]
+
+    return problems
+
+
+COMMON_PARSERS: Mapping[str, Parser] = {"kind": text, "ca_bundle": text}
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How one kind's connection is read from the file: its dataclass, a parser per field, and
+    the checks that look across fields."""
+
+    cls: type[Connection]
+    parsers: Mapping[str, Parser]
+    check: Check | None = None
+
+    def build(self, connection_name: str, body: Mapping[str, Any]) -> Connection:
+        values, problems = read_fields(body, self.cls, {**COMMON_PARSERS, **self.parsers})
+        if self.check is not None:
+            problems += self.check(body)
+        if problems:
+            raise Invalid(problems=problems)
+        values.pop("kind")
+        return self.cls(name=connection_name, **values)

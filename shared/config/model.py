@@ -1,0 +1,147 @@
+"""What a loaded configuration is: connections, rules and templates as frozen types.
+
+Nothing here parses: ``fields`` holds the parser kit, each kind's folder its connection
+settings, ``rules`` the routing rules and templates, and ``loading`` reads the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+from shared.templates import BUILTIN as BUILTIN_TEMPLATES
+from shared.templates import Template
+
+Channel = Literal["sms", "voice", "slack", "email"]
+Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists"]
+OPS: tuple[str, ...] = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists")
+
+DEFAULT_REGION = "US"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; ``errors`` holds one "path: reason" line per problem."""
+
+    def __init__(self, errors: str | Iterable[str], source: str | None = None) -> None:
+        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
+        self.source = source
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        lines = "\n".join(self.errors)
+        if self.source is None:
+            return lines
+        count = len(self.errors)
+        return f"{self.source}: {count} configuration error{'' if count == 1 else 's'}\n{lines}"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """The name of a secret in Key Vault (or, locally, in the environment)."""
+
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollSettings:
+    """How often and what to poll; ``overlap_seconds`` re-reads a margin to cover clock skew."""
+
+    entities: tuple[str, ...]
+    interval_minutes: int = 10
+    overlap_seconds: int = 120
+    time_zone: str = "UTC"  # the ERP's local time zone, for date-only or zone-less stamps
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Connection:
+    """What every connection has; ``kind`` is fixed per subclass (one per folder of ``shared/erp``
+    and ``shared/channels``)."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    ca_bundle: str | None = None  # PEM file for a private CA
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``record[field] <op> value``; plain data, evaluated by the router, never eval'd."""
+
+    field: str
+    op: Op
+    value: Any  # str, int, float, bool, None, or a tuple of those for in / not_in
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A fixed address (``value``) or the name of the record field that holds one (``field``)."""
+
+    value: str | None = None
+    field: str | None = None
+
+    @property
+    def is_lookup(self) -> bool:
+        return self.field is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    id: str
+    source: str
+    channel: Channel
+    via: str
+    to: tuple[Recipient, ...]
+    template: str
+    event: str | None = None  # None matches every event of the source
+    when: tuple[Condition, ...] = ()  # all must hold
+    verify: bool = False  # demand a Verify one-time passcode before acting on the answer
+    priority: int = 100  # lower numbers first
+    # Slack approvals: Approve needs a Verify code (sent by SMS through verify_via) when the
+    # record's amount is above verify_above, or unknown.
+    verify_above: float | None = None
+    verify_via: str | None = None
+    verify_amount_field: str = "amount"
+    verify_phone_field: str | None = None  # the approver's phone in the record; None: their Slack profile
+
+
+C = TypeVar("C", bound=Connection)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    connections: Mapping[str, Connection]
+    rules: tuple[Rule, ...] = ()
+    templates: Mapping[str, Template] = field(default_factory=dict)  # built-ins, then the file's
+
+    def __post_init__(self) -> None:
+        # Read-only views, so a loaded configuration cannot be changed behind the cache's back.
+        object.__setattr__(self, "connections", MappingProxyType(dict(self.connections)))
+        object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "templates", MappingProxyType({**BUILTIN_TEMPLATES, **self.templates}))
+
+    def template(self, name: str) -> Template:
+        return self.templates[name]
+
+    def connection(self, name: str) -> Connection:
+        try:
+            return self.connections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise KeyError(f"no connection named {name!r} in the configuration (known: {known})") from None
+
+    def connection_of(self, name: str, cls: type[C]) -> C:
+        """``connection(name)``, checked to be of the given class (e.g. ``TwilioConnection``)."""
+        found = self.connection(name)
+        if not isinstance(found, cls):
+            raise TypeError(f"connection {name!r} is a {found.kind} connection, not {cls.kind}")
+        return found
+
+    def rules_for(self, source: str) -> tuple[Rule, ...]:
+        """The rules of one ERP connection, lowest priority number first, then in file order."""
+        return tuple(sorted((rule for rule in self.rules if rule.source == source), key=lambda rule: rule.priority))

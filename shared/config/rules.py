@@ -1,0 +1,266 @@
+"""Routing rules and message templates: parsed, then checked against the connections they name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared import kinds
+from shared.channels.twilio.connection import TwilioConnection
+from shared.config import fields as f
+from shared.config.model import OPS, Condition, Connection, Recipient, Rule
+from shared.templates import Template, TemplateError, placeholders
+
+
+@dataclass
+class Connections:
+    """Connections that validated, and the kind each name in the file declares (None when unusable)."""
+
+    built: dict[str, Connection]
+    declared: dict[str, str | None]
+
+
+# --- rules -------------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _condition_value(value: Any) -> Any:
+    if isinstance(value, list):
+        if not all(isinstance(item, _SCALARS) for item in value):
+            raise f.Invalid("list items must be strings, numbers, booleans or null")
+        return tuple(value)
+    if not isinstance(value, _SCALARS):
+        raise f.Invalid("must be a string, number, boolean, null or a list of those")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_iso_date(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _value_problem(op: str, value: Any) -> str | None:
+    """Why ``value`` does not suit ``op``, or None when it does."""
+    if op in ("in", "not_in"):
+        return None if isinstance(value, tuple) and value else f"'{op}' needs a non-empty list"
+    if isinstance(value, tuple):
+        return f"'{op}' needs a single value, not a list"
+    if op in ("gt", "ge", "lt", "le"):
+        return None if _is_number(value) or _is_iso_date(value) else f"'{op}' needs a number or an ISO 8601 date"
+    if op == "exists":
+        return None if isinstance(value, bool) else "'exists' needs true or false"
+    if op == "contains":
+        return None if isinstance(value, str) or _is_number(value) else "'contains' needs a string or a number"
+    return None
+
+
+CONDITION_PARSERS: Mapping[str, f.Parser] = {"field": f.text, "op": f.one_of(OPS), "value": _condition_value}
+
+
+def _condition(raw: Any) -> Condition:
+    values, problems = f.read_fields(raw, Condition, CONDITION_PARSERS)
+    if not problems:
+        reason = _value_problem(values["op"], values["value"])
+        if reason:
+            problems.append((".value", reason))
+    if problems:
+        raise f.Invalid(problems=problems)
+    return Condition(**values)
+
+
+def _recipient(raw: Any) -> Recipient:
+    if isinstance(raw, str) and raw.strip():
+        return Recipient(value=raw)
+    if isinstance(raw, dict) and set(raw) == {"field"}:
+        try:
+            return Recipient(field=f.text(raw["field"]))
+        except f.Invalid as exc:
+            raise f.Invalid(problems=f.under(".field", exc.problems)) from None
+    raise f.Invalid('must be an address string or {"field": "<record field>"}')
+
+
+def rule_parsers() -> Mapping[str, f.Parser]:
+    """The parser of each rule field; the channels are those of the kinds list."""
+    return {
+        "id": f.name,
+        "source": f.text,
+        "event": f.text,
+        "when": f.list_of(_condition, allow_empty=True),
+        "channel": f.one_of(kinds.rule_channels()),
+        "via": f.text,
+        "to": f.list_of(_recipient),
+        "template": f.text,
+        "verify": f.boolean,
+        "priority": f.integer,
+        "verify_above": f.non_negative_number,
+        "verify_via": f.text,
+        "verify_amount_field": f.text,
+        "verify_phone_field": f.text,
+    }
+
+
+_APPROVAL_CODE_FIELDS = ("verify_above", "verify_via", "verify_amount_field", "verify_phone_field")
+
+
+def _source_problems(source: str, found: Connections) -> list[f.Problem]:
+    if source not in found.declared:
+        return [(".source", f"unknown connection {source!r}")]
+    kind = found.declared[source]
+    if kind is not None and kind not in kinds.ERPS:
+        return [(".source", f"{source!r} is a {kind} connection; a source must be one of {', '.join(kinds.ERPS)}")]
+    return []
+
+
+def _via_problems(via: str, channel: str | None, found: Connections) -> list[f.Problem]:
+    if via not in found.declared:
+        return [(".via", f"unknown connection {via!r}")]
+    kind, carrier = found.declared[via], kinds.carrier_of(channel or "")
+    if kind is not None and carrier is not None and kind != carrier.name:
+        return [(".via", f"channel {channel!r} needs a {carrier.name} connection; {via!r} is a {kind} connection")]
+    return []
+
+
+def _verify_problems(via: str, found: Connections, path: str = ".verify",
+                     needs: str = "needs a twilio connection with verify_service_sid as via") -> list[f.Problem]:
+    if found.declared.get(via) is None:
+        return []  # unknown or broken connection: reported on its own
+    connection = found.built.get(via)
+    if connection is None and found.declared[via] == "twilio":
+        return []  # a twilio connection with errors of its own; cannot tell yet
+    if isinstance(connection, TwilioConnection) and connection.verify_service_sid:
+        return []
+    return [(path, f"{needs}; {via!r} has none")]
+
+
+def _approval_code_problems(values: Mapping[str, Any], written: Iterable[str], found: Connections) -> list[f.Problem]:
+    """verify_above and verify_via go together, on slack rules only, via a Verify service.
+
+    ``written`` are the rule's field names as in the file (a field that did not parse is
+    reported on its own, not as missing).
+    """
+    given = [name for name in _APPROVAL_CODE_FIELDS if name in written]
+    if not given:
+        return []
+    if values.get("channel") not in (None, "slack"):
+        return [(f".{given[0]}", "only slack rules ask for a code on Approve; sms and voice rules use verify")]
+    problems = [(f".{needed}", f"is required with {given[0]}")
+                for needed in ("verify_above", "verify_via") if needed not in written]
+    via = values.get("verify_via")
+    if via is not None:
+        if via not in found.declared:
+            problems.append((".verify_via", f"unknown connection {via!r}"))
+        else:
+            problems += _verify_problems(via, found, ".verify_via",
+                                         "must name a twilio connection with verify_service_sid")
+    return problems
+
+
+def _recipient_problems(channel: str, recipients: tuple[Recipient, ...]) -> list[f.Problem]:
+    carrier = kinds.carrier_of(channel)
+    if carrier is None:
+        return []  # an unknown channel is reported by its parser
+    form = carrier.addresses[channel]
+    return [
+        (f".to[{index}]", form.reason)
+        for index, recipient in enumerate(recipients)
+        if recipient.value is not None and not form.pattern.fullmatch(recipient.value)
+    ]
+
+
+def _rule_problems(values: Mapping[str, Any], written: Iterable[str], found: Connections) -> list[f.Problem]:
+    """Checks that look beyond one field: references to connections, recipients for the channel."""
+    problems: list[f.Problem] = []
+    channel, via = values.get("channel"), values.get("via")
+    if "source" in values:
+        problems += _source_problems(values["source"], found)
+    if via is not None:
+        problems += _via_problems(via, channel, found)
+        if values.get("verify"):
+            problems += _verify_problems(via, found)
+    if channel is not None and "to" in values:
+        problems += _recipient_problems(channel, values["to"])
+    problems += _approval_code_problems(values, written, found)
+    return problems
+
+
+def parse_rules(raw: Any, found: Connections, errors: list[str]) -> list[Rule]:
+    if not isinstance(raw, list):
+        errors.append("rules: must be a list")
+        return []
+    rules: list[Rule] = []
+    first_index: dict[str, int] = {}
+    parsers = rule_parsers()
+    for index, body in enumerate(raw):
+        values, problems = f.read_fields(body, Rule, parsers)
+        problems += _rule_problems(values, body if isinstance(body, dict) else (), found)
+        rule_id = values.get("id")
+        if rule_id in first_index:
+            problems.append((".id", f"duplicate rule id {rule_id!r} (first used by rules[{first_index[rule_id]}])"))
+        elif rule_id is not None:
+            first_index[rule_id] = index
+        if problems:
+            errors += f.render(f"rules[{index}]", problems)
+        else:
+            rules.append(Rule(**values))
+    return rules
+
+
+# --- templates ---------------------------------------------------------------------------
+
+
+def _template_text(value: Any) -> str:
+    text = f.text(value)
+    try:
+        placeholders(text)
+    except TemplateError as exc:
+        raise f.Invalid(str(exc)) from None
+    return text
+
+
+TEMPLATE_PARSERS: Mapping[str, f.Parser] = {"sms": _template_text, "voice": _template_text, "gather": f.boolean,
+                                            "subject": _template_text, "email": _template_text}
+_template = f.object_of(Template, TEMPLATE_PARSERS)
+
+
+def parse_templates(raw: Any, errors: list[str]) -> dict[str, Template]:
+    if not isinstance(raw, dict):
+        errors.append("templates: must be an object of named templates")
+        return {}
+    templates: dict[str, Template] = {}
+    for name, body in raw.items():
+        if not f.NAME.fullmatch(name):
+            errors.append(f"templates.{name}: template name {f.NAME_RULE}")
+            continue
+        try:
+            templates[name] = _template(body)
+        except f.Invalid as exc:
+            errors += f.render(f"templates.{name}", exc.problems)
+    return templates
+
+
+def template_problems(rules: list[Rule], templates: Mapping[str, Template]) -> list[str]:
+    """Each rule names a known template that has text for its channel (Slack cards need none;
+    an email without text of its own sends the SMS text)."""
+    problems = []
+    for index, rule in enumerate(rules):
+        template = templates.get(rule.template)
+        if template is None:
+            known = ", ".join(sorted(templates))
+            problems.append(f"rules[{index}].template: unknown template {rule.template!r} (known: {known})")
+        elif rule.channel in ("sms", "voice") and not getattr(template, rule.channel):
+            problems.append(f"rules[{index}].template: template {rule.template!r} has no {rule.channel} text")
+        elif rule.channel == "email" and not (template.email or template.sms):
+            problems.append(f"rules[{index}].template: template {rule.template!r} has no email (or sms) text")
+    return problems

@@ -1,0 +1,53 @@
+"""A Dynamics 365 F&O connection: the environment, the Entra ID app it signs in as, and an optional poll."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from shared.config import fields as f
+from shared.config.model import DEFAULT_REGION, Connection, PollSettings, SecretRef
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+
+# What the OData poll can read (the adapter's entities, kept equal by a test).
+ENTITIES: tuple[str, ...] = ("VendorInvoiceHeaders", "PurchaseOrderHeadersV2", "VendorPaymentJournalHeaders")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DynamicsConnection(Connection):
+    kind: ClassVar[str] = "dynamics"
+    environment_url: str
+    tenant_id: str
+    client_id: str
+    client_secret: SecretRef
+    authority: str = DEFAULT_AUTHORITY
+    default_region: str = DEFAULT_REGION
+    legal_entities: tuple[str, ...] = ()
+    poll: PollSettings | None = None  # OData fallback when Business Events are not set up
+
+
+def _utc_only(raw: Mapping[str, Any]) -> list[f.Problem]:
+    from zoneinfo import available_timezones
+
+    poll = raw.get("poll")
+    if isinstance(poll, dict) and poll.get("time_zone", "UTC") in available_timezones() - {"UTC"}:
+        return [(".poll.time_zone", "F&O OData date-times are UTC; leave time_zone out or set it to UTC")]
+    return []
+
+
+SETTINGS = f.ConnectionSettings(
+    DynamicsConnection,
+    {
+        "environment_url": f.url(),
+        "tenant_id": f.text,
+        "client_id": f.text,
+        "client_secret": f.secret_ref,
+        "authority": f.url(),
+        "default_region": f.region,
+        "legal_entities": f.list_of(f.text, allow_empty=True),
+        "poll": f.poll,
+    },
+    f.all_problems(_utc_only, f.polled_entity_problems(ENTITIES)),
+)
