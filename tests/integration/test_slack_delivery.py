@@ -18,8 +18,9 @@ from shared.clients import PerConnection
 from shared.config.model import SecretRef
 from shared.model import NOTIFICATION, Envelope
 from shared.outcomes import RetryLater
+from shared.pipeline import slack_flow
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, open_job
-from shared.pipeline.slack_flow import deliver_card, slack_ref
+from shared.pipeline.slack_flow import slack_ref
 from shared.storage.secrets import EnvSecretProvider
 from shared.storage.tables import JobRow, Stores
 from tests.fakes.slack import FakeSlack
@@ -66,7 +67,7 @@ def notification(connection: SlackConnection, to: str = APPROVALS) -> Envelope:
 
 
 def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope) -> None:
-    deliver_card(stores, connection, envelope, open_job(stores, envelope))
+    slack_flow.deliver(stores, connection, envelope, open_job(stores, envelope))
 
 
 def deliver_until_done(stores: Stores, connection: SlackConnection, envelope: Envelope, attempts: int = 3) -> None:
