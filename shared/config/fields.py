@@ -3,16 +3,22 @@
 A parser takes the raw JSON value and returns the typed value, or raises ``Invalid``.
 Problems are (relative path, reason) pairs, so nested objects report full paths and one
 run of the loader shows every problem of a file.
+
+Each parser also carries the JSON Schema fragment of what it accepts (``described``), and
+the factories compose them, so ``shared.config.schema`` publishes the file's schema from
+these same declarations. Composed fragments are built on demand: a cold start builds none.
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -21,12 +27,51 @@ from shared.config.model import Connection, PollSettings, SecretRef
 Problem = tuple[str, str]
 Parser = Callable[[Any], Any]
 Check = Callable[[Mapping[str, Any]], list[Problem]]
+Schema = dict[str, Any]
+# A fragment, or a function that builds one when the schema is generated.
+SchemaSource = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Invalid(Exception):
     def __init__(self, reason: str = "", problems: list[Problem] | None = None) -> None:
         super().__init__(reason)
         self.problems: list[Problem] = problems if problems is not None else [("", reason)]
+
+
+def described(fragment: SchemaSource, *, shared_as: str | None = None) -> Callable[[F], F]:
+    """Attach the JSON Schema fragment of what a parser (or a check) accepts.
+
+    ``shared_as`` names a fragment used in many places: the schema holds it once under
+    ``$defs`` and refers to it by that name.
+    """
+
+    def attach(parse: F) -> F:
+        parse.schema = fragment  # type: ignore[attr-defined]
+        parse.schema_name = shared_as  # type: ignore[attr-defined]
+        return parse
+
+    return attach
+
+
+def schema_of(parse: Callable[..., Any], *, inline: bool = False) -> Schema:
+    """The JSON Schema fragment of ``parse``: a reference for a shared one, unless ``inline``."""
+    name = getattr(parse, "schema_name", None)
+    if name is not None and not inline:
+        return {"$ref": f"#/$defs/{name}"}
+    fragment = getattr(parse, "schema", None)
+    if fragment is None:
+        raise TypeError(f"{parse.__module__}.{parse.__qualname__} declares no JSON Schema fragment")
+    return copy.deepcopy(dict(fragment() if callable(fragment) else fragment))
+
+
+def has_schema(parse: Callable[..., Any]) -> bool:
+    return getattr(parse, "schema", None) is not None
+
+
+def full_match(pattern: str) -> str:
+    """``pattern`` anchored as the parsers match it (``fullmatch``); JSON Schema patterns match anywhere."""
+    return f"^(?:{pattern})$"
 
 
 def under(prefix: str, problems: Iterable[Problem]) -> list[Problem]:
@@ -46,12 +91,14 @@ E164 = re.compile(r"\+[1-9]\d{6,14}")
 E164_REASON = "must be an E.164 phone number such as +14155550123"
 
 
+@described({"type": "string", "pattern": r"\S"})
 def text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid("must be a non-empty string")
     return value
 
 
+@described({"type": "string", "pattern": full_match(NAME.pattern)})
 def name(value: Any) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
         raise Invalid(NAME_RULE)
@@ -61,6 +108,7 @@ def name(value: Any) -> str:
 def matching(pattern: str, reason: str) -> Parser:
     compiled = re.compile(pattern)
 
+    @described({"type": "string", "pattern": full_match(pattern)})
     def parse(value: Any) -> str:
         if not isinstance(value, str) or not compiled.fullmatch(value):
             raise Invalid(reason)
@@ -78,6 +126,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
 
 
+@described({"type": "integer"})
 def integer(value: Any) -> int:
     if not _is_int(value):
         raise Invalid("must be a whole number")
@@ -85,6 +134,7 @@ def integer(value: Any) -> int:
 
 
 def int_between(low: int, high: int) -> Parser:
+    @described({"type": "integer", "minimum": low, "maximum": high})
     def parse(value: Any) -> int:
         if not _is_int(value) or not low <= value <= high:
             raise Invalid(f"must be a whole number from {low} to {high}")
@@ -93,12 +143,14 @@ def int_between(low: int, high: int) -> Parser:
     return parse
 
 
+@described({"type": "number", "minimum": 0})
 def non_negative_number(value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
         raise Invalid("must be a number of at least 0")
     return float(value)
 
 
+@described({"type": "boolean"})
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid("must be true or false")
@@ -106,6 +158,7 @@ def boolean(value: Any) -> bool:
 
 
 def one_of(choices: tuple[str, ...]) -> Parser:
+    @described({"type": "string", "enum": list(choices)})
     def parse(value: Any) -> str:
         if value not in choices:
             raise Invalid(f"must be one of {', '.join(choices)}")
@@ -115,6 +168,10 @@ def one_of(choices: tuple[str, ...]) -> Parser:
 
 
 def list_of(item: Parser, *, allow_empty: bool = False) -> Parser:
+    def fragment() -> Schema:
+        return {"type": "array", "items": schema_of(item), **({} if allow_empty else {"minItems": 1})}
+
+    @described(fragment)
     def parse(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list) or (not value and not allow_empty):
             raise Invalid("must be a list" if allow_empty else "must be a non-empty list")
@@ -141,7 +198,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# https anywhere, http only on a loopback host; no credentials, query or fragment (as the parser says).
+_URL_PATTERN = (r"^\s*(?:https://[^/?#@\s]+|http://(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?)"
+                r"(?:/[^?#\s]*)?\s*$")
+
+
 def url(*, trailing_slash: bool = False) -> Parser:
+    @described({"type": "string", "format": "uri", "pattern": _URL_PATTERN})
     def parse(value: Any) -> str:
         if not isinstance(value, str):
             raise Invalid(_URL_REASON)
@@ -164,6 +227,13 @@ def url(*, trailing_slash: bool = False) -> Parser:
     return parse
 
 
+@described({
+    "description": 'The name of a Key Vault secret, never its value: {"secret": "<name>"}',
+    "type": "object",
+    "properties": {"secret": {"type": "string", "pattern": full_match(_SECRET_NAME.pattern)}},
+    "required": ["secret"],
+    "additionalProperties": False,
+}, shared_as="secret_ref")
 def secret_ref(value: Any) -> SecretRef:
     # Never echo the value: a plain string here is most likely the secret itself.
     if isinstance(value, str):
@@ -176,6 +246,7 @@ def secret_ref(value: Any) -> SecretRef:
     return SecretRef(secret)
 
 
+@described({"type": "string", "pattern": r"\S", "description": "An IANA time zone name such as America/Chicago"})
 def time_zone(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise Invalid("must be an IANA time zone name such as 'America/Chicago'")
@@ -186,7 +257,8 @@ def time_zone(value: Any) -> str:
     return value
 
 
-def object_of(cls: type, parsers: Mapping[str, Parser]) -> Parser:
+def object_of(cls: type, parsers: Mapping[str, Parser], *, shared_as: str | None = None) -> Parser:
+    @described(lambda: object_schema(cls, parsers), shared_as=shared_as)
     def parse(value: Any) -> Any:
         values, problems = read_fields(value, cls, parsers)
         if problems:
@@ -199,6 +271,10 @@ def object_of(cls: type, parsers: Mapping[str, Parser]) -> Parser:
 def named_objects(known: tuple[str, ...], item: Parser) -> Parser:
     """An object whose keys must be among ``known`` and whose values parse with ``item``."""
 
+    def fragment() -> Schema:
+        return {"type": "object", "properties": {key: schema_of(item) for key in known}, "additionalProperties": False}
+
+    @described(fragment)
     def parse(value: Any) -> Mapping[str, Any]:
         if not isinstance(value, dict):
             raise Invalid("must be an object")
@@ -248,6 +324,64 @@ def required_fields(cls: type) -> list[str]:
     return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
 
 
+def object_schema(cls: type, parsers: Mapping[str, Parser]) -> Schema:
+    """The schema of one JSON object read by ``read_fields``: the parsers' fields, required as the
+    dataclass says, nothing else; with the dataclass's comments as descriptions."""
+    notes = field_notes(cls)
+    defaults = {field.name: field.default for field in fields(cls) if field.default is not MISSING}
+    properties: Schema = {}
+    for key, parse in parsers.items():
+        described_by = {"description": notes[key]} if key in notes else {}
+        default = defaults.get(key)
+        shown_default = {"default": default} if isinstance(default, (str, int, float, bool)) else {}
+        properties[key] = {**described_by, **schema_of(parse), **shown_default}
+    schema: Schema = {"type": "object"}
+    summary = own_summary(cls)
+    if summary:
+        schema["description"] = summary
+    required = [key for key in required_fields(cls) if key in parsers]
+    schema |= {"properties": properties, **({"required": required} if required else {}), "additionalProperties": False}
+    return schema
+
+
+def own_summary(cls: type) -> str | None:
+    """The first paragraph of the class's own docstring (not the signature dataclasses write for a class without)."""
+    doc = cls.__doc__ or ""
+    if not doc or doc.startswith(f"{cls.__name__}("):
+        return None
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+# A field line (``name: type = default``) and its trailing comment, or a comment line of its own.
+_FIELD_LINE = re.compile(r"\s+(\w+)\s*:[^#]*?(?:#\s*(.*\S))?\s*")
+_COMMENT_LINE = re.compile(r"\s*#\s*(.*\S)\s*")
+
+
+def field_notes(cls: type) -> dict[str, str]:
+    """What the dataclass says of each field in comments: the one after it, or the lines just above it."""
+    import inspect  # only when a schema is generated
+
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):  # no source, e.g. a built-in or a compiled deployment
+            continue
+        above: list[str] = []
+        for line in lines[1:]:
+            comment, field_line = _COMMENT_LINE.fullmatch(line), _FIELD_LINE.fullmatch(line)
+            if comment:
+                above.append(comment.group(1))
+            elif field_line and field_line.group(1) in {field.name for field in fields(klass)}:
+                note = field_line.group(2) or " ".join(above)
+                if note:
+                    notes[field_line.group(1)] = note
+                above = []
+            else:
+                above = []
+    return notes
+
+
 region = matching(r"[A-Z]{2}", "must be an ISO 3166 alpha-2 country code such as 'US'")
 poll = object_of(
     PollSettings,
@@ -257,12 +391,14 @@ poll = object_of(
         "overlap_seconds": int_between(0, 3600),
         "time_zone": time_zone,
     },
+    shared_as="poll",
 )
 
 
 def polled_entity_problems(known: tuple[str, ...]) -> Check:
     """Whether each entity named under ``poll.entities`` is one of ``known``, the kind's entities."""
 
+    @described({"properties": {"poll": {"properties": {"entities": {"items": {"enum": list(known)}}}}}})
     def problems(raw: Mapping[str, Any]) -> list[Problem]:
         poll_body = raw.get("poll")
         entities = poll_body.get("entities") if isinstance(poll_body, dict) else None
@@ -276,6 +412,10 @@ def polled_entity_problems(known: tuple[str, ...]) -> Check:
 
 
 def all_problems(*checks: Check) -> Check:
+    def fragment() -> Schema:
+        return {"allOf": [schema_of(check) for check in checks if has_schema(check)]}
+
+    @described(fragment)
     def problems(raw: Mapping[str, Any]) -> list[Problem]:
         return [problem for check in checks for problem in check(raw)]
 
@@ -302,3 +442,25 @@ class ConnectionSettings:
             raise Invalid(problems=problems)
         values.pop("kind")
         return self.cls(name=connection_name, **values)
+
+    def schema(self) -> Schema:
+        """The JSON Schema of one connection of this kind, ``kind`` fixed to its name."""
+        body = object_schema(self.cls, {**COMMON_PARSERS, **self.parsers})
+        body["properties"]["kind"] = {"const": self.cls.kind}  # first among the properties, as in COMMON_PARSERS
+        body["required"] = ["kind", *body.get("required", [])]
+        summary = own_summary(self.cls) or _module_summary(self.cls)
+        if summary:
+            body = {"description": summary, **body}
+        if self.check is not None and has_schema(self.check):
+            body["allOf"] = [schema_of(self.check)]
+        return body
+
+
+def _module_summary(cls: type) -> str | None:
+    module = sys.modules.get(cls.__module__)
+    doc = module.__doc__ if module is not None else None
+    return " ".join(doc.strip().split("\n\n")[0].split()) if doc else None
+
+
+# The fragments the schema holds once under ``$defs`` (see ``described``).
+SHARED_SCHEMAS: tuple[Parser, ...] = (secret_ref, poll)

@@ -25,8 +25,10 @@ class Connections:
 # --- rules -------------------------------------------------------------------------------
 
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = ["string", "number", "boolean", "null"]
 
 
+@f.described({"type": [*_SCALAR_TYPES, "array"], "items": {"type": _SCALAR_TYPES}})
 def _condition_value(value: Any) -> Any:
     if isinstance(value, list):
         if not all(isinstance(item, _SCALARS) for item in value):
@@ -69,6 +71,23 @@ def _value_problem(op: str, value: Any) -> str | None:
 CONDITION_PARSERS: Mapping[str, f.Parser] = {"field": f.text, "op": f.one_of(OPS), "value": _condition_value}
 
 
+def _when_op(ops: list[str], value: f.Schema) -> f.Schema:
+    return {"if": {"properties": {"op": {"enum": ops}}, "required": ["op"]}, "then": {"properties": {"value": value}}}
+
+
+def _condition_schema() -> f.Schema:
+    """The condition's fields, and the value each op needs (as ``_value_problem`` says)."""
+    single = [op for op in OPS if op not in ("in", "not_in")]
+    return {**f.object_schema(Condition, CONDITION_PARSERS), "allOf": [
+        _when_op(["in", "not_in"], {"type": "array", "minItems": 1}),
+        _when_op(single, {"not": {"type": "array"}}),
+        _when_op(["gt", "ge", "lt", "le"], {"type": ["number", "string"]}),
+        _when_op(["exists"], {"type": "boolean"}),
+        _when_op(["contains"], {"type": ["string", "number"]}),
+    ]}
+
+
+@f.described(_condition_schema)
 def _condition(raw: Any) -> Condition:
     values, problems = f.read_fields(raw, Condition, CONDITION_PARSERS)
     if not problems:
@@ -80,6 +99,11 @@ def _condition(raw: Any) -> Condition:
     return Condition(**values)
 
 
+@f.described({"anyOf": [
+    {"type": "string", "pattern": r"\S", "description": "An address: a phone number, Slack channel or email address"},
+    {"type": "object", "required": ["field"], "additionalProperties": False,
+     "properties": {"field": {**f.schema_of(f.text), "description": "The record field that holds the address"}}},
+]})
 def _recipient(raw: Any) -> Recipient:
     if isinstance(raw, str) and raw.strip():
         return Recipient(value=raw)
@@ -112,6 +136,18 @@ def rule_parsers() -> Mapping[str, f.Parser]:
 
 
 _APPROVAL_CODE_FIELDS = ("verify_above", "verify_via", "verify_amount_field", "verify_phone_field")
+
+
+def rule_schema() -> f.Schema:
+    """The JSON Schema of one rule: its fields, and the approval-code fields together, on slack rules only.
+
+    What a rule names (connections, templates, recipients for the channel) is checked by the loader alone.
+    """
+    together = {name: [other for other in ("verify_above", "verify_via") if other != name]
+                for name in _APPROVAL_CODE_FIELDS}
+    slack_only = {"if": {"properties": {"channel": {"not": {"const": "slack"}}}, "required": ["channel"]},
+                  "then": {"properties": dict.fromkeys(_APPROVAL_CODE_FIELDS, False)}}
+    return {**f.object_schema(Rule, rule_parsers()), "dependentRequired": together, "allOf": [slack_only]}
 
 
 def _source_problems(source: str, found: Connections) -> list[f.Problem]:
@@ -220,6 +256,7 @@ def parse_rules(raw: Any, found: Connections, errors: list[str]) -> list[Rule]:
 # --- templates ---------------------------------------------------------------------------
 
 
+@f.described(f.schema_of(f.text))
 def _template_text(value: Any) -> str:
     text = f.text(value)
     try:
@@ -232,6 +269,10 @@ def _template_text(value: Any) -> str:
 TEMPLATE_PARSERS: Mapping[str, f.Parser] = {"sms": _template_text, "voice": _template_text, "gather": f.boolean,
                                             "subject": _template_text, "email": _template_text}
 _template = f.object_of(Template, TEMPLATE_PARSERS)
+
+
+def template_schema() -> f.Schema:
+    return f.schema_of(_template)
 
 
 def parse_templates(raw: Any, errors: list[str]) -> dict[str, Template]:

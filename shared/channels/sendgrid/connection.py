@@ -29,6 +29,8 @@ class SendGridConnection(Connection):
     event_webhook_public_key: str | None = None
 
 
+@f.described({"type": "string", "pattern": r"\S",
+              "description": "The Signed Event Webhook's verification key: base64 DER, as SendGrid shows it, or PEM"})
 def _event_public_key(value: Any) -> str:
     """SendGrid's verification key: base64 DER of an ECDSA P-256 public key (PEM armour is taken off)."""
     from shared.channels.sendgrid.signature import InvalidPublicKey, public_key_text

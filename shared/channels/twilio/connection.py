@@ -28,6 +28,7 @@ class TwilioConnection(Connection):
     default_region: str = DEFAULT_REGION
 
 
+@f.described({"anyOf": [{"required": ["from_number"]}, {"required": ["messaging_service_sid"]}]})
 def _sender_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
     if "from_number" in raw or "messaging_service_sid" in raw:
         return []

@@ -28,6 +28,8 @@ class DynamicsConnection(Connection):
     poll: PollSettings | None = None  # OData fallback when Business Events are not set up
 
 
+@f.described({"properties": {"poll": {"properties": {"time_zone": {
+    "const": "UTC", "description": "F&O OData date-times are UTC"}}}}})
 def _utc_only(raw: Mapping[str, Any]) -> list[f.Problem]:
     from zoneinfo import available_timezones
 

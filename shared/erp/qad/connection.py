@@ -51,6 +51,7 @@ class QadConnection(Connection):
         return dict(self.browses).get(name, default)
 
 
+@f.described({"type": "string", "pattern": r"^[^,]*\S[^,]*$"})
 def _value(value: Any) -> str:
     # Values travel inside browse filters, where a comma separates the parts.
     text = f.text(value)
@@ -59,6 +60,12 @@ def _value(value: Any) -> str:
     return text
 
 
+@f.described({
+    "description": "The browse id per browse name, over the defaults",
+    "type": "object",
+    "properties": {name: {"type": "string", "pattern": r"\S"} for name in QAD_BROWSES},
+    "additionalProperties": False,
+})
 def _browses(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise f.Invalid('must be an object of browse ids, e.g. {"receipts": "urn:browse:mfg:..."}')
@@ -85,6 +92,11 @@ _qxtend = f.object_of(
 )
 
 
+@f.described({
+    "if": {"properties": {"auth": {"const": "oauth"}}, "required": ["auth"]},
+    "then": {"dependentRequired": {"client_secret": ["client_id"]}},
+    "else": {"properties": {"client_id": False, "client_secret": False}},
+})
 def _browse_and_auth_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
     """Browse names it knows, and client credentials only for oauth."""
     found: list[f.Problem] = []

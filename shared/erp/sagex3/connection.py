@@ -58,6 +58,12 @@ class SageX3Connection(Connection):
     notes: Mapping[str, SageX3NoteTarget] = field(default_factory=dict)  # over the adapter's defaults
 
 
+@f.described({
+    "type": "object",
+    "properties": {"class": f.schema_of(f.text), "representation": f.schema_of(f.text)},
+    "required": ["class", "representation"],
+    "additionalProperties": False,
+})
 def _published(value: Any) -> SageX3Published:
     # "class" is a keyword in Python, so this object is read by hand rather than by object_of.
     if not isinstance(value, dict):
@@ -81,6 +87,11 @@ def _published(value: Any) -> SageX3Published:
 _note_target = f.object_of(SageX3NoteTarget, {"public_name": f.text, "key": f.text, "group": f.text, "field": f.text})
 
 
+@f.described({
+    "if": {"properties": {"api": {"const": "graphql"}}, "required": ["api"]},
+    "then": {"required": ["client_id", "client_secret"]},
+    "else": {"required": ["password"]},
+})
 def _credential_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
     """REST reads need the user's password; GraphQL reads need the connected application's id and secret."""
     api = raw.get("api", "rest")

@@ -31,6 +31,10 @@ class SysproConnection(Connection):
     default_region: str = DEFAULT_REGION  # for supplier phone numbers written without a country code
 
 
+@f.described({
+    "if": {"properties": {"api": {"const": "odata"}}, "required": ["api"]},
+    "then": {"required": ["odata_url", "odata_password"]},
+})
 def _odata_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
     if raw.get("api") != "odata":
         return []
