@@ -51,6 +51,7 @@ from devhost.azurite import start_azurite  # noqa: E402
 from shared.config.loading import config_from_dict  # noqa: E402
 from shared.erp.polling import Page, PageRequest, PolledEntity, Source  # noqa: E402
 from shared.erp.qad import adapter as qad  # noqa: E402
+from shared.erp.qad.client import QadClient  # noqa: E402
 from shared.erp.qad.connection import QadConnection  # noqa: E402
 from shared.erp.sagex3 import adapter as sagex3  # noqa: E402
 from shared.erp.sagex3.client import SageX3Api  # noqa: E402
@@ -212,7 +213,7 @@ def qad_target(stores: Stores, records: int, page_size: int | None, pages: PageC
     conn = connection(bench_name("qad"), {
         "kind": "qad", "base_url": fake.tenant_url, "domain": "10USA", "username": QAD_USER,
         "password": {"secret": "qad-bench"}, "poll": {"entities": [qad.RECEIPTS_ENTITY]}})
-    client = qad.QadClient(conn, SECRETS)
+    client = QadClient(conn, SECRETS)
     entity = pages.entity(replace(qad.ENTITIES[qad.RECEIPTS_ENTITY], page_size=conn.page_size), page_size)
 
     def open_source() -> Source:

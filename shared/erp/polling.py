@@ -29,6 +29,11 @@ Three kinds of cursor, as the ERPs offer them:
 A page request carries the lower bound and the token the previous page returned. The
 token must resume right after the last row of that page in the adapter's order, so rows
 sharing a stamp across a page edge are neither lost nor read twice.
+
+Rows are plain mappings. What an adapter looks up for a whole page (SYSPRO's suppliers and
+order lines) travels beside them as the page's ``context``, and the framework hands it to
+the entity's ``fields(row, context)`` for each record it sends on; adapters that look
+nothing up leave it None and ignore it.
 """
 
 from __future__ import annotations
@@ -64,15 +69,19 @@ class PageRequest:
 
 @dataclass(frozen=True)
 class Page:
+    """One page of rows; ``context`` is what the adapter looked up for them, given to ``fields``."""
+
     rows: Sequence[Mapping[str, Any]]
     next_token: str | None = None  # None: this was the last page
+    # Lookups can be lazy: fields is called only for records sent on (never for a baseline or an unchanged row).
+    context: Any = None
 
 
 ReadPage = Callable[[Any, "PolledEntity", PageRequest], Page]
-RecordFields = Callable[[Mapping[str, Any]], dict[str, Any]]
+RecordFields = Callable[[Mapping[str, Any], Any], dict[str, Any]]  # (row, its page's context) -> record fields
 
 
-def _as_is(row: Mapping[str, Any]) -> dict[str, Any]:
+def _as_is(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     return dict(row)
 
 
@@ -80,8 +89,8 @@ def _as_is(row: Mapping[str, Any]) -> dict[str, Any]:
 class PolledEntity:
     """One thing a poll reads, and how.
 
-    ``read(client, entity, request)`` fetches one page. ``fields`` turns a row into the
-    record fields rules and templates see; ``record_key`` names the fields (of that
+    ``read(client, entity, request)`` fetches one page. ``fields(row, context)`` turns a row
+    (with its page's context) into the record fields rules and templates see; ``record_key`` names the fields (of that
     record) that identify the ERP record replies are written against.
     """
 

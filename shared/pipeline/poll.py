@@ -171,10 +171,10 @@ def poll_entity(connection: Connection, settings: PollSettings, source: Source, 
     since = _lower_bound(entity, settings, watermark, started)
     newest: datetime | int | None = None
     count = 0
-    for row in read_rows(source, entity, since, connection.name, lease):
+    for row, context in read_rows(source, entity, since, connection.name, lease):
         stamp = _row_stamp(entity, settings, row)
         if not baseline:
-            _emit(bus, connection.name, entity, row, stamp)
+            _emit(bus, connection.name, entity, row, context, stamp)
             count += 1
         if newest is None or stamp > newest:  # type: ignore[operator]
             newest = stamp
@@ -218,7 +218,7 @@ def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity
     """
     baseline = entity.baseline and stores.watermarks.get(connection.name, entity.name) is None
     count = 0
-    for row in read_rows(source, entity, None, connection.name, lease):
+    for row, context in read_rows(source, entity, None, connection.name, lease):
         key = row_key(row, entity.keys)
         digest = watched_hash(row, entity.watched)
         known = stores.snapshots.get(connection.name, entity.name, key)
@@ -227,7 +227,7 @@ def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity
         version = known.version + 1 if known else 1
         if not baseline:
             # The version keeps A -> B -> A two changes; a retried poll computes the same stamp.
-            _emit(bus, connection.name, entity, row, f"v{version}:{digest}")
+            _emit(bus, connection.name, entity, row, context, f"v{version}:{digest}")
             count += 1
         stores.snapshots.put(connection.name, entity.name, key, Snapshot(digest, version))
     _fence(lease, f"{connection.name}/{entity.name}")
@@ -238,15 +238,17 @@ def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity
 
 
 def read_rows(source: Source, entity: PolledEntity, since: Any, connection: str = "",
-              lease: HeldLease | None = None) -> Iterator[Mapping[str, Any]]:
-    """Every row from ``since`` on, one page in memory at a time; the lease kept while pages come in."""
+              lease: HeldLease | None = None) -> Iterator[tuple[Mapping[str, Any], Any]]:
+    """Every row from ``since`` on with its page's context, one page in memory at a time; the lease kept
+    while pages come in."""
     token: str | None = None
     seen: set[str] = set()
     rows_read = 0
     while True:
         page = entity.read(source.client, entity, PageRequest(since, token, entity.page_size))
         _keep(lease, f"{connection}/{entity.name}")  # before this page's rows are acted on
-        yield from page.rows
+        for row in page.rows:
+            yield row, page.context
         before = rows_read
         rows_read += len(page.rows)
         if rows_read // PROGRESS_EVERY_ROWS > before // PROGRESS_EVERY_ROWS:
@@ -265,8 +267,9 @@ def change_key(connection: str, change: Change) -> str:
     return f"{connection}|{change.entity}|{change.key}|{stamp}"
 
 
-def _emit(bus: MessageBus, connection: str, entity: PolledEntity, row: Mapping[str, Any], stamp: Any) -> None:
-    fields = entity.fields(row)
+def _emit(bus: MessageBus, connection: str, entity: PolledEntity, row: Mapping[str, Any], context: Any,
+          stamp: Any) -> None:
+    fields = entity.fields(row, context)
     record_key = ("|".join(str(fields.get(name, "")) for name in entity.record_key) if entity.record_key
                   else row_key(row, entity.keys))
     change = Change(entity=entity.name, key=row_key(row, entity.keys), stamp=stamp,

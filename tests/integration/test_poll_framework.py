@@ -191,6 +191,53 @@ def test_a_window_entity_alerts_on_its_first_poll(stores: Stores) -> None:
     assert run(conn, polled, stores) == []
 
 
+# --- page context ----------------------------------------------------------------------------------
+
+
+def with_page_context(polled: PolledEntity, table: Table, asked: list[str]) -> PolledEntity:
+    """The entity reading ``table`` with each page's row ids as its context, and fields that show it."""
+
+    def read(client: Any, entity: PolledEntity, request: PageRequest) -> Page:
+        page = table.read(client, entity, request)
+        return Page(page.rows, page.next_token, context=[row["id"] for row in page.rows])
+
+    def fields(row: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        asked.append(row["id"])
+        return {**row, "page": context}
+
+    return PolledEntity(**{**polled.__dict__, "read": read, "fields": fields})
+
+
+def sent_pages(bus: RecordingBus) -> dict[str, list[str]]:
+    return {envelope.payload["fields"]["id"]: envelope.payload["fields"]["page"]  # type: ignore[attr-defined]
+            for _, envelope in bus.sent}
+
+
+def test_each_record_is_made_with_its_own_pages_context_and_only_when_sent_on(stores: Stores) -> None:
+    table, asked = Table([{"id": f"H{i}", "counter": i} for i in range(1, 4)]), []
+    conn = connection()
+    polled = with_page_context(entity(table, NUMBER, page_size=2), table, asked)
+    assert run(conn, polled, stores) == [] and asked == []  # a baseline sends nothing, so looks nothing up
+
+    table.rows += [{"id": f"N{i}", "counter": 3 + i} for i in range(1, 4)]
+    bus = RecordingBus()
+    poll_entity(conn, conn.poll, Source(None, {polled.name: polled}), polled, stores, bus, now=START)
+    assert sent_pages(bus) == {"N1": ["N1", "N2"], "N2": ["N1", "N2"], "N3": ["N3"]}
+
+
+def test_a_snapshot_poll_makes_only_changed_records_with_their_pages_context(stores: Stores) -> None:
+    table, asked = Table([{"id": f"PO{i}", "status": "0"} for i in range(1, 5)]), []
+    conn = connection()
+    polled = with_page_context(entity(table, NONE, watched=("status",), page_size=2), table, asked)
+    assert run(conn, polled, stores) == [] and asked == []
+
+    table.rows[1]["status"] = table.rows[2]["status"] = "4"
+    bus = RecordingBus()
+    poll_entity(conn, conn.poll, Source(None, {polled.name: polled}), polled, stores, bus, now=START)
+    assert sent_pages(bus) == {"PO2": ["PO1", "PO2"], "PO3": ["PO3", "PO4"]}
+    assert asked == ["PO2", "PO3"]  # unchanged records are never made into records
+
+
 # --- paging and leases ---------------------------------------------------------------------------
 
 

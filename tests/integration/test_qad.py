@@ -20,6 +20,7 @@ import pytest
 from shared.config.loading import config_from_dict
 from shared.erp.polling import Note, Source
 from shared.erp.qad import adapter as qad
+from shared.erp.qad.client import QadClient, QadLoginRefused, QadPagingError
 from shared.erp.qad.connection import QadConnection
 from shared.erp.qad.qxtend import QXTEND_READ_TIMEOUT, QxtendClient, reset_qxtend_clients
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
@@ -90,7 +91,7 @@ class Poller:
 
     connection: QadConnection
     stores: Stores
-    client: qad.QadClient
+    client: QadClient
 
     def source(self) -> Source:
         cycle = qad.QadCycle(self.client)
@@ -111,7 +112,7 @@ class Poller:
 def poller(fake: FakeQad, stores: Stores, **extra: Any) -> Poller:
     conn = connection(fake, **extra)
     secrets = EnvSecretProvider(env={"qad-it-password": DEFAULT_PASSWORD, "qad-it-client": "app-secret"})
-    return Poller(conn, stores, qad.QadClient(conn, secrets, http=HttpClient(FAST)))
+    return Poller(conn, stores, QadClient(conn, secrets, http=HttpClient(FAST)))
 
 
 def by_entity(envelopes: list[Envelope]) -> dict[str, list[dict]]:
@@ -230,8 +231,8 @@ def test_an_expired_session_logs_in_once_and_the_poll_goes_on(fake: FakeQad, sto
 
 def test_a_refused_login_fails_the_poll_for_good(fake: FakeQad, stores: Stores) -> None:
     conn = connection(fake)
-    client = qad.QadClient(conn, EnvSecretProvider(env={"qad-it-password": "wrong"}), http=HttpClient(FAST))
-    with pytest.raises(qad.QadLoginRefused, match=r"refused the login of 'mfg@qad\.com'") as refused:
+    client = QadClient(conn, EnvSecretProvider(env={"qad-it-password": "wrong"}), http=HttpClient(FAST))
+    with pytest.raises(QadLoginRefused, match=r"refused the login of 'mfg@qad\.com'") as refused:
         Poller(conn, stores, client).poll(qad.RECEIPTS_ENTITY)
     assert "wrong" not in str(refused.value)
 
@@ -286,7 +287,7 @@ def test_a_browse_that_ignores_the_key_order_stops_the_poll(fake: FakeQad, store
         return iter(sorted(original(browse, conditions, None), key=lambda row: row["po_mstr.po_nbr"], reverse=True))
 
     fake._matching = unsorted  # type: ignore[method-assign]
-    with pytest.raises(qad.QadPagingError, match="not honoured"):
+    with pytest.raises(QadPagingError, match="not honoured"):
         qad_main.poll(qad.PURCHASE_ORDERS_ENTITY)
 
 
@@ -345,7 +346,7 @@ def test_memory_stays_flat_however_many_receipts_a_poll_reads(fake: FakeQad, sto
     peaks = []
     for count in (2_000, 10_000):
         conn = connection(fake, name=f"qad-m{count}", page_size=500)
-        client = qad.QadClient(conn, EnvSecretProvider(env={"qad-it-password": DEFAULT_PASSWORD}))
+        client = QadClient(conn, EnvSecretProvider(env={"qad-it-password": DEFAULT_PASSWORD}))
         bus = CountingBus()
         fake.add_receipt("PO-X", 1, "P", 1, supplier="S-100")
         Poller(conn, stores, client).poll(qad.RECEIPTS_ENTITY, bus=bus)  # baseline

@@ -10,6 +10,7 @@ import pytest
 from shared.config.loading import config_from_dict
 from shared.erp.polling import Note
 from shared.erp.qad import adapter as qad
+from shared.erp.qad.client import clean_row, progress_date, truthy
 from shared.erp.qad.qxtend import (
     QdocResult,
     comment_lines,
@@ -30,13 +31,13 @@ CONNECTION = config_from_dict({"connections": {"qad-main": {
     ("12/31/2049", "2049-12-31"), ("2026-11-22", "2026-11-22"), ("13/45/26", "13/45/26"),
 ])
 def test_progress_dates_become_iso(raw: str, iso: str) -> None:
-    assert qad.progress_date(raw) == iso
+    assert progress_date(raw) == iso
 
 
 def test_a_browse_row_gets_plain_names_nulls_and_iso_dates() -> None:
-    row = qad.clean_row({"tr_hist.tr_trnbr": 7, "tr_hist.tr_date": "11/22/26", "prh_hist.prh_ps_nbr": "?",
-                         "tr_hist.tr_lot": "11/22/26", "local_variables.BrowseRowOrderIndex": 1,
-                         "tr_hist.tr_hist_rowid": "0x1", "tr_hist.oid_tr_hist": 1.5, "local_variables.po_total": 9})
+    row = clean_row({"tr_hist.tr_trnbr": 7, "tr_hist.tr_date": "11/22/26", "prh_hist.prh_ps_nbr": "?",
+                     "tr_hist.tr_lot": "11/22/26", "local_variables.BrowseRowOrderIndex": 1,
+                     "tr_hist.tr_hist_rowid": "0x1", "tr_hist.oid_tr_hist": 1.5, "local_variables.po_total": 9})
     assert row == {"tr_trnbr": 7, "tr_date": "2026-11-22", "prh_ps_nbr": None, "tr_lot": "11/22/26", "po_total": 9}
 
 
@@ -49,7 +50,7 @@ def test_po_status_reads_blank_as_open_without_regard_to_case(code: str | None, 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), ("yes", True), ("Y", True), ("true", True),
                                                  (False, False), ("no", False), ("", False), (None, False)])
 def test_progress_logicals(value: object, expected: bool) -> None:
-    assert qad.truthy(value) is expected
+    assert truthy(value) is expected
 
 
 def test_receipt_fields_prefer_the_prh_hist_columns_and_compute_the_amount() -> None:

@@ -14,7 +14,7 @@ from shared.erp.dynamics.client import DynamicsClient, dynamics_client, odata_da
 from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import POLLED
 from shared.erp.dynamics.events import PolledEntity as ODataEntity
-from shared.erp.polling import TIME, Page, PageRequest, PolledEntity, Source
+from shared.erp.polling import TIME, Page, PageRequest, PolledEntity, RecordFields, Source
 
 
 def _read_page(client: DynamicsClient, entity: PolledEntity, request: PageRequest) -> Page:
@@ -37,8 +37,8 @@ def _first_page_options(spec: ODataEntity, since: Any) -> dict[str, str | None]:
     }
 
 
-def _record_fields(spec: ODataEntity) -> Any:
-    def fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _record_fields(spec: ODataEntity) -> RecordFields:
+    def fields(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
         renamed = {target: row.get(source) for source, target in spec.fields.items()}
         return {**{name: value for name, value in row.items() if not name.startswith("@")}, **renamed}
 

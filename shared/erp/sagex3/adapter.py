@@ -309,7 +309,7 @@ def _record(row: Mapping[str, Any], **normalized: Any) -> dict[str, Any]:
     return {**fields, **normalized}
 
 
-def _order_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _order_fields(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     approval = menu(row.get("APPFLG"))
     amount = number(row.get("TTVORD"))
     return _record(row, document=text(row.get("POHNUM")), supplier=text(row.get("BPSNUM")),
@@ -319,19 +319,19 @@ def _order_fields(row: Mapping[str, Any]) -> dict[str, Any]:
                    order_date=row.get("ORDDAT"))
 
 
-def _delivery_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _delivery_fields(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     return _record(row, document=text(row.get("POHNUM")), supplier=text(row.get("BPSNUM")),
                    due_date=row.get("EXTRCPDAT"), item=text(row.get("ITMREF")),
                    quantity=number(row.get("QTYSTU")), status="open")
 
 
-def _invoice_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _invoice_fields(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     return _record(row, document=text(row.get("NUM")), supplier=text(row.get("BPR")),
                    supplier_document=text(row.get("BPRVCR")), amount=number(row.get("AMTATI")),
                    currency=text(row.get("CUR")), due_date=row.get("STRDUDDAT"), status=text(row.get("STA")))
 
 
-def _payment_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _payment_fields(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     return _record(row, document=text(row.get("NUM")), supplier=text(row.get("BPR")),
                    amount=number(row.get("AMTBAN")), currency=text(row.get("CUR")),
                    payment_date=row.get("ACCDAT"), reference=text(row.get("REF")), status=text(row.get("STA")))

@@ -186,8 +186,11 @@ class Cycle:
         self.reader.close()
 
 
-class _Lookups:
-    """The lookups of one page: fetched for the whole page on first use, or per record."""
+class PageLookups:
+    """A page's context: its suppliers and order lines, fetched for the whole page on first use, or per record.
+
+    Lazy, because the framework asks for record fields only of rows it sends on.
+    """
 
     def __init__(self, cycle: Cycle, suppliers: Sequence[str], orders: Sequence[str], whole_page: bool) -> None:
         self._cycle, self._suppliers, self._orders, self._whole_page = cycle, suppliers, orders, whole_page
@@ -207,16 +210,6 @@ class _Lookups:
         return self._totals.get(order, LineTotals())
 
 
-class SysproRow(dict[str, Any]):
-    """A row as read, plus the page's lookups (used only when the record is sent on)."""
-
-    __slots__ = ("lookups",)
-
-    def __init__(self, values: Mapping[str, Any], lookups: _Lookups | None) -> None:
-        super().__init__(values)
-        self.lookups = lookups
-
-
 # --- reading pages ------------------------------------------------------------------------------
 
 
@@ -233,9 +226,9 @@ def _read_page(cycle: Cycle, entity: PolledEntity, request: PageRequest) -> Page
     rows = [_normalized(row, entity) for row in cycle.reader.rows(TableQuery(spec.table, spec.columns, order, size,
                                                                              where))]
     token = _to_token([rows[-1].get(column) for column in order]) if len(rows) >= size else None
-    lookups = _Lookups(cycle, [str(row.get("Supplier") or "") for row in rows],
-                       [str(row.get("PurchaseOrder") or "") for row in rows], whole_page=entity.cursor != NONE)
-    return Page([SysproRow(row, lookups) for row in rows], token)
+    lookups = PageLookups(cycle, [str(row.get("Supplier") or "") for row in rows],
+                          [str(row.get("PurchaseOrder") or "") for row in rows], whole_page=entity.cursor != NONE)
+    return Page(rows, token, context=lookups)
 
 
 def _bound(entity: PolledEntity, since: Any) -> Any:
@@ -275,8 +268,7 @@ def _from_token(token: str, entity: PolledEntity) -> list[Any]:
 # --- record fields -------------------------------------------------------------------------------
 
 
-def _order_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    lookups: _Lookups | None = getattr(row, "lookups", None)
+def _order_fields(row: Mapping[str, Any], lookups: PageLookups | None = None) -> dict[str, Any]:
     number = str(row.get("PurchaseOrder") or "")
     supplier = lookups.supplier(row.get("Supplier")) if lookups else SupplierInfo()
     lines = lookups.lines(number) if lookups else LineTotals()
@@ -298,8 +290,7 @@ def _order_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _invoice_fields(row: Mapping[str, Any]) -> dict[str, Any]:
-    lookups: _Lookups | None = getattr(row, "lookups", None)
+def _invoice_fields(row: Mapping[str, Any], lookups: PageLookups | None = None) -> dict[str, Any]:
     supplier = lookups.supplier(row.get("Supplier")) if lookups else SupplierInfo()
     original, balance = _decimal(row.get("OrigInvValue")), _decimal(row.get("MthInvBal1"))
     return {
