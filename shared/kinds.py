@@ -22,14 +22,28 @@ from shared.erp.dynamics import connection as dynamics
 from shared.erp.qad import connection as qad
 from shared.erp.sagex3 import connection as sagex3
 from shared.erp.syspro import connection as syspro
+from shared.logs import mask_phone
 
 
 @dataclass(frozen=True)
 class AddressForm:
-    """What a recipient's address looks like on one channel, and what to say when it does not."""
+    """What a recipient's address looks like on one channel, and what to say when it does not.
+
+    ``phone``: the address is a phone number, shown masked wherever the audit or logs name it.
+    """
 
     pattern: re.Pattern[str]
     reason: str
+    phone: bool = False
+
+
+@dataclass(frozen=True)
+class RuleChannel:
+    """A channel a rule can name: its addresses, and the template texts it can send (the first
+    that a template has is used; none needed when empty)."""
+
+    address: AddressForm
+    texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,14 +60,14 @@ class ChannelKind:
     name: str
     settings: ConnectionSettings
     flow: str  # the module that meets ``shared.pipeline.flows.ChannelFlow``
-    addresses: Mapping[str, AddressForm] = field(default_factory=dict)  # rule channel -> address form
+    carries: Mapping[str, RuleChannel] = field(default_factory=dict)  # the rule channels it carries, by name
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return tuple(self.addresses)
+        return tuple(self.carries)
 
 
-PHONE = AddressForm(E164, E164_REASON)
+PHONE = AddressForm(E164, E164_REASON, phone=True)
 
 ERPS: Mapping[str, ErpKind] = MappingProxyType({kind.name: kind for kind in (
     ErpKind(name="dynamics", settings=dynamics.SETTINGS, adapter="shared.erp.dynamics.adapter",
@@ -67,11 +81,12 @@ ERPS: Mapping[str, ErpKind] = MappingProxyType({kind.name: kind for kind in (
 
 CHANNELS: Mapping[str, ChannelKind] = MappingProxyType({kind.name: kind for kind in (
     ChannelKind(name="twilio", settings=twilio.SETTINGS, flow="shared.pipeline.twilio_flow",
-                addresses={"sms": PHONE, "voice": PHONE}),
+                carries={"sms": RuleChannel(PHONE, ("sms",)), "voice": RuleChannel(PHONE, ("voice",))}),
     ChannelKind(name="slack", settings=slack.SETTINGS, flow="shared.pipeline.slack_flow",
-                addresses={"slack": AddressForm(slack.SLACK_TARGET, slack.SLACK_TARGET_REASON)}),
+                carries={"slack": RuleChannel(AddressForm(slack.SLACK_TARGET, slack.SLACK_TARGET_REASON))}),
     ChannelKind(name="sendgrid", settings=sendgrid.SETTINGS, flow="shared.pipeline.email_flow",
-                addresses={"email": AddressForm(sendgrid.EMAIL_ADDRESS, sendgrid.EMAIL_REASON)}),
+                carries={"email": RuleChannel(AddressForm(sendgrid.EMAIL_ADDRESS, sendgrid.EMAIL_REASON),
+                                              ("email", "sms"))}),
 )})
 
 
@@ -91,7 +106,18 @@ def rule_channels() -> tuple[str, ...]:
 
 def carrier_of(channel: str) -> ChannelKind | None:
     """The channel kind whose connections carry ``channel``."""
-    return next((kind for kind in CHANNELS.values() if channel in kind.addresses), None)
+    return next((kind for kind in CHANNELS.values() if channel in kind.carries), None)
+
+
+def rule_channel(channel: str) -> RuleChannel | None:
+    carrier = carrier_of(channel)
+    return carrier.carries[channel] if carrier is not None else None
+
+
+def shown_address(channel: str, address: str) -> str:
+    """An address as the audit and logs may show it: phone numbers masked, others as they are."""
+    found = rule_channel(channel)
+    return mask_phone(address) if found is None or found.address.phone else address
 
 
 def load(module: str) -> Any:

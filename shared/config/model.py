@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from shared.templates import BUILTIN as BUILTIN_TEMPLATES
 from shared.templates import Template
 
-Channel = Literal["sms", "voice", "slack", "email"]
+Channel = str  # a rule channel (sms, voice, slack, email): those the channel kinds in ``shared.kinds`` carry
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists"]
 OPS: tuple[str, ...] = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists")
 

@@ -204,10 +204,10 @@ def _approval_code_problems(values: Mapping[str, Any], written: Iterable[str], f
 
 
 def _recipient_problems(channel: str, recipients: tuple[Recipient, ...]) -> list[f.Problem]:
-    carrier = kinds.carrier_of(channel)
-    if carrier is None:
+    carries = kinds.rule_channel(channel)
+    if carries is None:
         return []  # an unknown channel is reported by its parser
-    form = carrier.addresses[channel]
+    form = carries.address
     return [
         (f".to[{index}]", form.reason)
         for index, recipient in enumerate(recipients)
@@ -292,16 +292,17 @@ def parse_templates(raw: Any, errors: list[str]) -> dict[str, Template]:
 
 
 def template_problems(rules: list[Rule], templates: Mapping[str, Template]) -> list[str]:
-    """Each rule names a known template that has text for its channel (Slack cards need none;
-    an email without text of its own sends the SMS text)."""
+    """Each rule names a known template that has a text its channel can send (Slack cards need
+    none; an email without text of its own sends the SMS text)."""
     problems = []
     for index, rule in enumerate(rules):
         template = templates.get(rule.template)
+        carries = kinds.rule_channel(rule.channel)
+        texts = carries.texts if carries is not None else ()
         if template is None:
             known = ", ".join(sorted(templates))
             problems.append(f"rules[{index}].template: unknown template {rule.template!r} (known: {known})")
-        elif rule.channel in ("sms", "voice") and not getattr(template, rule.channel):
-            problems.append(f"rules[{index}].template: template {rule.template!r} has no {rule.channel} text")
-        elif rule.channel == "email" and not (template.email or template.sms):
-            problems.append(f"rules[{index}].template: template {rule.template!r} has no email (or sms) text")
+        elif texts and not any(getattr(template, text) for text in texts):
+            wanted = texts[0] + (f" (or {', '.join(texts[1:])})" if len(texts) > 1 else "")
+            problems.append(f"rules[{index}].template: template {rule.template!r} has no {wanted} text")
     return problems

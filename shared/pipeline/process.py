@@ -23,7 +23,6 @@ from shared.config.loading import get_config
 from shared.config.model import AppConfig, Rule
 from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import EnrichmentError, EventError, event_record, parse_event, record_fields
-from shared.logs import mask_phone
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
 from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
@@ -42,7 +41,7 @@ def record_ref(connection: str, entity: str, key: str) -> str:
 
 
 def masked(channel: str, address: str) -> str:
-    return mask_phone(address) if channel in ("sms", "voice") else address
+    return kinds.shown_address(channel, address)
 
 
 def event_record_of(envelope: Envelope) -> str:

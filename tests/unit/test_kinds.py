@@ -46,3 +46,11 @@ def test_every_rule_channel_has_exactly_one_carrier() -> None:
 def test_a_kind_that_is_not_listed_cannot_be_polled() -> None:
     with pytest.raises(ValueError, match="cannot be polled"):
         adapter("twilio")
+
+
+def test_phone_addresses_are_shown_masked_and_others_as_they_are() -> None:
+    assert kinds.shown_address("sms", "+14155550123") == kinds.shown_address("voice", "+14155550123")
+    assert "5550123" not in kinds.shown_address("sms", "+14155550123")
+    assert kinds.shown_address("email", "ap@contoso.com") == "ap@contoso.com"
+    assert kinds.shown_address("slack", "#ap-approvals") == "#ap-approvals"
+    assert "5550123" not in kinds.shown_address("no-such-channel", "+14155550123")  # unknown: masked to be safe
