@@ -22,7 +22,7 @@ def _read_tickets(client: ExampleClient, entity: PolledEntity, request: PageRequ
     return Page(rows, token)
 
 
-def _ticket_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _ticket_fields(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     """What rules and templates see of a ticket."""
     return {"ticket_id": row.get("id"), "title": row.get("title"), "status": row.get("status"),
             "phone": row.get("phone")}
