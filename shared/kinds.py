@@ -53,6 +53,7 @@ class ErpKind:
     adapter: str  # the module that meets ``shared.erp.polling.ErpAdapter``
     entities: tuple[str, ...]  # what its polls can read, as the adapter names them
     notes: bool = False  # replies can be written back against the ERP record
+    decisions: bool = False  # approval cards' decisions can be written back to its workflow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +72,7 @@ PHONE = AddressForm(E164, E164_REASON, phone=True)
 
 ERPS: Mapping[str, ErpKind] = MappingProxyType({kind.name: kind for kind in (
     ErpKind(name="dynamics", settings=dynamics.SETTINGS, adapter="shared.erp.dynamics.adapter",
-            entities=dynamics.ENTITIES),
+            entities=dynamics.ENTITIES, decisions=True),
     ErpKind(name="syspro", settings=syspro.SETTINGS, adapter="shared.erp.syspro.adapter",
             entities=syspro.ENTITIES, notes=True),
     ErpKind(name="sagex3", settings=sagex3.SETTINGS, adapter="shared.erp.sagex3.adapter",

@@ -9,7 +9,10 @@ An adapter module (``shared.erp.<kind>.adapter``, named in ``shared.kinds``) mee
 - ``open_source(connection) -> Source``: a client for one poll cycle, closed at its end
   (SYSPRO logs its session off there);
 - ``write_note(connection, note) -> None`` (``WritesNotes``, for kinds listed with
-  ``notes=True``): a reply written back against an ERP record.
+  ``notes=True``): a reply written back against an ERP record;
+- ``decision_open`` and ``write_decision`` (``WritesDecisions``, for kinds listed with
+  ``decisions=True``): an approval card's Approve or Reject written back to the ERP's
+  workflow item.
 
 The framework (``shared.pipeline.poll``) owns the rest: which polls are due, watermarks,
 overlap, time zones, the page loop and its checks, change keys, snapshots of watched
@@ -157,6 +160,12 @@ class WritesNotes(ErpAdapter, Protocol):
     def write_note(self, connection: Any, note: Note) -> None: ...
 
 
+class WritesDecisions(ErpAdapter, Protocol):
+    def decision_open(self, connection: Any, item: str) -> bool: ...
+
+    def write_decision(self, connection: Any, item: str, outcome: str, comment: str) -> None: ...
+
+
 def adapter(kind: str) -> ErpAdapter:
     """The adapter of an ERP kind; imported on first use to keep cold start short."""
     found = kinds.ERPS.get(kind)
@@ -169,6 +178,12 @@ def note_writer(kind: str) -> WritesNotes | None:
     """The adapter of an ERP kind that writes replies back as notes, or None when it does not."""
     found = kinds.ERPS.get(kind)
     return kinds.load(found.adapter) if found is not None and found.notes else None
+
+
+def decision_writer(kind: str) -> WritesDecisions | None:
+    """The adapter of an ERP kind that takes approval decisions back, or None when it does not."""
+    found = kinds.ERPS.get(kind)
+    return kinds.load(found.adapter) if found is not None and found.decisions else None
 
 
 def polled_entities(kind: str) -> Mapping[str, PolledEntity]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config.loading import get_config
-from shared.erp.dynamics.connection import DynamicsConnection
+from shared.erp.polling import decision_writer
 from shared.model import Envelope, now_iso
 from shared.outcomes import PermanentFailure
 from shared.pipeline.jobs import merge
@@ -81,17 +81,16 @@ def merge_job(stores: Stores, job_id: str, changes: dict[str, Any]) -> JobRow:
 
 
 def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:
-    """Complete the Dynamics work item; False when it is no longer open (nothing written)."""
-    from shared.erp.dynamics.client import complete_work_item, dynamics_client, work_item_is_open
-
-    if not isinstance(connection, DynamicsConnection):
-        raise PermanentFailure("the card's source is not a Dynamics connection; nothing to write back to")
+    """Complete the ERP's workflow work item; False when it is no longer open (nothing written)."""
+    writer = decision_writer(connection.kind) if connection is not None else None
+    if writer is None:
+        raise PermanentFailure("the card's source is not an ERP connection that takes decisions; "
+                               "nothing to write back to")
     work_item = str(notification.get("work_item_id") or "")
     if not work_item:
         raise PermanentFailure("the card names no workflow work item")
-    client = dynamics_client(connection)
-    if not work_item_is_open(client, work_item):
+    if not writer.decision_open(connection, work_item):
         return False
     comment = f"{outcome}d in Slack by {email}" + (f", {how}" if how else "")
-    complete_work_item(client, work_item, outcome, comment)
+    writer.write_decision(connection, work_item, outcome, comment)
     return True

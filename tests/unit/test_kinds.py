@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 from shared import kinds
-from shared.erp.polling import adapter, note_writer
+from shared.erp.polling import adapter, decision_writer, note_writer
 from shared.erp.sagex3 import connection as sagex3_connection
 from shared.erp.sagex3.client import NOTE_TARGETS, REST_DEFAULTS
 
@@ -22,6 +22,15 @@ def test_an_erp_listed_as_taking_notes_has_an_adapter_that_writes_them(kind: str
     module = importlib.import_module(kinds.ERPS[kind].adapter)
     assert callable(getattr(module, "write_note", None)) == kinds.ERPS[kind].notes
     assert (note_writer(kind) is not None) == kinds.ERPS[kind].notes
+
+
+@pytest.mark.parametrize("kind", sorted(kinds.ERPS))
+def test_an_erp_listed_as_taking_decisions_has_an_adapter_that_writes_them(kind: str) -> None:
+    module = importlib.import_module(kinds.ERPS[kind].adapter)
+    takes = kinds.ERPS[kind].decisions
+    assert callable(getattr(module, "write_decision", None)) == takes
+    assert callable(getattr(module, "decision_open", None)) == takes
+    assert (decision_writer(kind) is not None) == takes
 
 
 def test_sage_x3_settings_name_the_rest_classes_and_note_records_the_client_knows() -> None:

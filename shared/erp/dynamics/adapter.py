@@ -1,4 +1,5 @@
-"""The Dynamics fallback poll as a poll-framework adapter: OData rows by ``ModifiedDateTime``.
+"""The Dynamics fallback poll as a poll-framework adapter: OData rows by ``ModifiedDateTime``;
+and approval decisions written back to workflow work items.
 
 Business events are the normal path; entities whose events are not activated are polled.
 F&O's OData date-times are UTC, and server paging is followed through ``@odata.nextLink``.
@@ -10,7 +11,13 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from shared.erp.dynamics.client import DynamicsClient, dynamics_client, odata_datetime
+from shared.erp.dynamics.client import (
+    DynamicsClient,
+    complete_work_item,
+    dynamics_client,
+    odata_datetime,
+    work_item_is_open,
+)
 from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import POLLED
 from shared.erp.dynamics.events import PolledEntity as ODataEntity
@@ -55,3 +62,13 @@ ENTITIES: Mapping[str, PolledEntity] = {
 def open_source(connection: DynamicsConnection) -> Source:
     # The client is the process-wide one of this connection: its token is shared, so nothing to close.
     return Source(client=dynamics_client(connection), entities=ENTITIES)
+
+
+def decision_open(connection: DynamicsConnection, item: str) -> bool:
+    """Whether the work item still waits for its assignee (not completed or recalled elsewhere)."""
+    return work_item_is_open(dynamics_client(connection), item)
+
+
+def write_decision(connection: DynamicsConnection, item: str, outcome: str, comment: str) -> None:
+    """Complete the work item with the outcome (Approve, Reject) and a comment saying who and how."""
+    complete_work_item(dynamics_client(connection), item, outcome, comment)
