@@ -19,7 +19,8 @@ from shared.config.model import SecretRef
 from shared.model import NOTIFICATION, Envelope
 from shared.outcomes import RetryLater
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, open_job
-from shared.pipeline.slack_flow import deliver_card, slack_ref
+from shared.pipeline.slack_flow import deliver as deliver_card
+from shared.pipeline.slack_flow import slack_ref
 from shared.storage.secrets import EnvSecretProvider
 from shared.storage.tables import JobRow, Stores
 from tests.fakes.slack import FakeSlack
