@@ -32,9 +32,10 @@ local.settings.json:
 run: install $(SETTINGS)
 	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite
 
-## test: lint, then every test (starts its own Azurite on free ports)
+## test: lint, type-check, then every test (starts its own Azurite on free ports)
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: install
@@ -48,4 +49,4 @@ bench: install
 	$(BIN)/python bench/erp_poll.py
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache .mypy_cache

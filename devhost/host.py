@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
@@ -84,12 +84,14 @@ def discover_functions(app: func.FunctionApp) -> list[HostedFunction]:
     default_auth_level = plain(getattr(app, "auth_level", None)) or "function"
     hosted = []
     for function in app.get_functions():
-        binding = {key: plain(value) for key, value in function.get_trigger().get_dict_repr().items()}
+        trigger, name = function.get_trigger(), function.get_function_name()
+        if trigger is None or name is None:  # get_functions() has already refused such a function
+            raise ValueError(f"{function.get_user_function()!r}: a function without a trigger or a name")
+        binding = {key: plain(value) for key, value in trigger.get_dict_repr().items()}
         if binding.get("type") == HTTP_TRIGGER:
             # get_functions() already applies FunctionApp(http_auth_level=...); this covers older packages.
             binding.setdefault("authLevel", default_auth_level)
         user_function = function.get_user_function()
-        name = function.get_function_name()
         reason = _unsupported_reason(str(binding.get("type")), user_function, str(binding.get("name")))
         if binding.get("type") == HTTP_TRIGGER:
             reason = reason or _reserved_route_reason(name, binding)
@@ -126,6 +128,14 @@ def validate_schedule(schedule: str) -> None:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Listener(Protocol):
+    """A queue poller or a timer: works in a thread of its own between start and join."""
+
+    def start(self) -> None: ...
+
+    def join(self, timeout: float) -> None: ...
 
 
 class TimerRunner:
@@ -229,7 +239,7 @@ class DevHost:
         self._timers = [timer for timer in map(self._timer_runner, self._runnable(TIMER_TRIGGER)) if timer]
         self._log_startup()
         self._server.start()
-        for listener in [*self._pollers, *self._timers]:
+        for listener in self._listeners():
             listener.start()
         return self
 
@@ -239,9 +249,12 @@ class DevHost:
         deadline = time.monotonic() + timeout
         if self._server is not None:
             self._server.stop()
-        for listener in [*self._pollers, *self._timers]:
+        for listener in self._listeners():
             listener.join(max(deadline - time.monotonic(), 0.1))
         log.info("Host stopped")
+
+    def _listeners(self) -> list[Listener]:
+        return [*self._pollers, *self._timers]
 
     def __enter__(self) -> DevHost:
         return self.start()

@@ -294,7 +294,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _read_chunked(self) -> bytes | None:
-        chunks = []
+        chunks: list[bytes] = []
         total = 0
         while True:
             size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
@@ -338,6 +338,8 @@ class _Server(ThreadingHTTPServer):
     @property
     def authority(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes | bytearray):  # typed as an address may be given; a bound socket names it as text
+            host = host.decode("ascii")
         return f"{host}:{port}"
 
 

@@ -66,6 +66,11 @@ def function_message(message: QueueMessage, body: bytes) -> FunctionQueueMessage
     )
 
 
+def _dequeue_count(message: QueueMessage) -> int:
+    """How often the message was received; the SDK types it optional, but a received message always has it."""
+    return message.dequeue_count or 0
+
+
 def _create_if_missing(client: QueueClient) -> None:
     with contextlib.suppress(ResourceExistsError):
         client.create_queue()
@@ -106,7 +111,10 @@ class QueuePoller:
 
         service = QueueServiceClient.from_connection_string(
             self._connection_string,
-            retry_policy=LinearRetry(backoff=SDK_RETRY_BACKOFF_SECONDS, retry_total=SDK_RETRIES, random_jitter_range=0),
+            retry_policy=LinearRetry(
+                backoff=SDK_RETRY_BACKOFF_SECONDS,  # type: ignore[arg-type]  # typed int, but any number of seconds works
+                retry_total=SDK_RETRIES, random_jitter_range=0,
+            ),
             connection_timeout=SDK_CONNECTION_TIMEOUT_SECONDS,
         )
         try:
@@ -162,8 +170,21 @@ class QueuePoller:
         for worker in workers:
             worker.join()
 
+    @property
+    def _polled_queue(self) -> QueueClient:
+        """The queue's client: set by the poll that received any message being processed."""
+        if self._queue is None:
+            raise RuntimeError(f"queue '{self.queue_name}' has not been polled yet")
+        return self._queue
+
+    @property
+    def _poison_queue(self) -> QueueClient:
+        if self._poison is None:
+            raise RuntimeError(f"queue '{self.queue_name}' has not been polled yet")
+        return self._poison
+
     def _process(self, message: QueueMessage) -> None:
-        if message.dequeue_count > self.options.max_dequeue_count:
+        if _dequeue_count(message) > self.options.max_dequeue_count:
             # Seen more often than allowed without an outcome (e.g. the process died mid-run).
             self._move_to_poison(message, "dequeue count above maxDequeueCount before processing")
             return
@@ -178,15 +199,15 @@ class QueuePoller:
         except Exception:  # noqa: BLE001 - invoke has logged it; the retry policy decides what follows
             self._after_failure(message)
             return
-        self._settle(lambda: self._queue.delete_message(message.id, message.pop_receipt), message, "delete")
+        self._settle(lambda: self._polled_queue.delete_message(message.id, message.pop_receipt), message, "delete")
 
     def _after_failure(self, message: QueueMessage) -> None:
-        if message.dequeue_count >= self.options.max_dequeue_count:
+        if _dequeue_count(message) >= self.options.max_dequeue_count:
             self._move_to_poison(message, f"failed {message.dequeue_count} time(s), maxDequeueCount reached")
             return
         # Hidden for visibilityTimeout, then retried: the host's delay between attempts.
         self._settle(
-            lambda: self._queue.update_message(
+            lambda: self._polled_queue.update_message(
                 message.id, message.pop_receipt, visibility_timeout=round(self.options.visibility_timeout)
             ),
             message,
@@ -198,10 +219,10 @@ class QueuePoller:
         def copy_and_delete() -> None:
             with self._poison_lock:
                 if not self._poison_ready:
-                    _create_if_missing(self._poison)
+                    _create_if_missing(self._poison_queue)
                     self._poison_ready = True
-            self._poison.send_message(message.content)
-            self._queue.delete_message(message.id, message.pop_receipt)
+            self._poison_queue.send_message(message.content)
+            self._polled_queue.delete_message(message.id, message.pop_receipt)
 
         if self._settle(copy_and_delete, message, "move to poison queue"):
             log.error(

@@ -67,7 +67,7 @@ def record_status(envelope: Envelope) -> None:
     job = change(stores, link.job_id, decide)
     if job is None:
         return
-    detail = {"status": status, "provider_id": sid}
+    detail: dict[str, Any] = {"status": status, "provider_id": sid}
     if params.get("ErrorCode"):
         detail["error_code"] = params["ErrorCode"]
     if params.get("CallDuration"):

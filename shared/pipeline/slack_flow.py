@@ -360,7 +360,7 @@ _INTERACTION_SHAPE: dict[str, Any] = {
     "actions": [{"action_id": str}],
     "view": {"id": str, "callback_id": str, "private_metadata": str, "state": {"values": {"*": {"*": dict}}}},
 }
-_SHAPE_NAMES = {str: "a string", dict: "an object", list: "an array"}
+_SHAPE_NAMES: dict[type, str] = {str: "a string", dict: "an object", list: "an array"}
 
 
 def parse_interaction(body: bytes) -> dict[str, Any]:

@@ -149,7 +149,7 @@ class StorageQueueBus:
 
         # The storage SDK's default waits 15 s between tries; one quick retry is all an edge can afford.
         retry = LinearRetry(backoff=0, retry_total=SEND_RETRIES, random_jitter_range=0)
-        bounded = {"retry_policy": retry, "connection_timeout": SEND_TIMEOUT_SECONDS,
+        bounded: dict[str, Any] = {"retry_policy": retry, "connection_timeout": SEND_TIMEOUT_SECONDS,
                    "read_timeout": SEND_TIMEOUT_SECONDS}
         if settings.connection_string:
             self._service = QueueServiceClient.from_connection_string(settings.connection_string, **bounded)
@@ -253,12 +253,14 @@ class ServiceBusBus:
     def __init__(self, settings: ServiceBusSettings) -> None:
         from azure.servicebus import ServiceBusClient
 
-        bounded = {"retry_total": SEND_RETRIES, "retry_backoff_factor": 0.2, "retry_backoff_max": 1.0}
+        bounded: dict[str, Any] = {"retry_total": SEND_RETRIES, "retry_backoff_factor": 0.2, "retry_backoff_max": 1.0}
         if settings.connection_string:
             self._client = ServiceBusClient.from_connection_string(settings.connection_string, **bounded)
         else:
             from azure.identity import DefaultAzureCredential
 
+            if not settings.namespace:  # ServiceBusSettings.from_env sets one whenever there is no connection string
+                raise ValueError("ServiceBusConnection__fullyQualifiedNamespace is needed for Service Bus")
             credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
             self._client = ServiceBusClient(settings.namespace, credential, **bounded)
         self._senders: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from shared import telemetry
 from shared.logs import scrub
@@ -33,7 +33,7 @@ _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,20}$")
 DEFAULT_TABLE_PREFIX = "mlc"
 # Storage that does not answer is a transient failure to hand back to the queue, not minutes of
 # waiting inside a function: short timeouts and two quick retries (azure-core's default is ten).
-BOUNDED_CALLS: dict[str, float] = {"connection_timeout": 3.0, "read_timeout": 10.0, "retry_total": 2,
+BOUNDED_CALLS: dict[str, Any] = {"connection_timeout": 3.0, "read_timeout": 10.0, "retry_total": 2,
                                    "retry_backoff_factor": 0.4, "retry_backoff_max": 2.0}
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def _service_client(settings: StorageSettings) -> TableServiceClient:
         return TableServiceClient.from_connection_string(settings.connection_string, **BOUNDED_CALLS)
     from azure.identity import DefaultAzureCredential
 
+    if not settings.table_service_uri:  # StorageSettings.from_env sets one whenever there is no connection string
+        raise ValueError("AzureWebJobsStorage__tableServiceUri or __accountName is needed for tables")
     credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
     return TableServiceClient(endpoint=settings.table_service_uri, credential=credential, **BOUNDED_CALLS)
 
@@ -144,13 +146,14 @@ class DedupStore:
         work), ``taken`` for anyone else."""
         from azure.core.exceptions import ResourceExistsError
 
-        entity = {"PartitionKey": table_key(scope), "RowKey": table_key(key), "Key": key, "Owner": owner, **info}
+        partition, row_key = table_key(scope), table_key(key)
+        entity = {"PartitionKey": partition, "RowKey": row_key, "Key": key, "Owner": owner, **info}
         try:
             self._tables.table(DEDUP).create_entity(entity)
         except ResourceExistsError:
             if not owner:
                 return "taken"
-            held = self._tables.row(DEDUP, entity["PartitionKey"], entity["RowKey"])
+            held = self._tables.row(DEDUP, partition, row_key)
             if held is None:  # released meanwhile: take it afresh
                 return self.take(scope, key, owner, **info)
             return "again" if held.get("Owner") == owner else "taken"
@@ -220,7 +223,8 @@ class JobStore:
         # Spaces inside the parentheses: the SDK finds @names by splitting the filter on whitespace.
         query = f"UpdatedAt ge @since and UpdatedAt lt @until and ( {either} )"
         for entity in self._tables.table(JOBS).query_entities(query, parameters=parameters):
-            yield JobRow(entity["JobId"], self._fields(entity), entity.metadata["etag"])
+            # The SDK types the ETag optional (entities built locally have none); the service sends one with every row.
+            yield JobRow(entity["JobId"], self._fields(entity), entity.metadata["etag"])  # type: ignore[arg-type]
 
     def _fields(self, entity: Mapping[str, Any]) -> dict[str, Any]:
         return json.loads(self._tables.protector.open(entity["Fields"]))
@@ -562,6 +566,11 @@ class PacingStore:
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
+
+    @overload
+    def reserve(self, connection: str, channel: str, now: float, interval: float, horizon: None = None) -> float: ...
+    @overload
+    def reserve(self, connection: str, channel: str, now: float, interval: float, horizon: float) -> float | None: ...
 
     def reserve(self, connection: str, channel: str, now: float, interval: float,
                 horizon: float | None = None) -> float | None:

@@ -59,7 +59,7 @@ def verify_event_signature(public_key: str, payload: bytes, signature: str | Non
     from shared.inputs import ascii_int
 
     signed_at = ascii_int(timestamp.strip(), 12) if timestamp else None  # Unix seconds, well past 2100
-    if not signature or signed_at is None:
+    if not signature or not timestamp or signed_at is None:
         return False
     moment = time.time() if now is None else now
     if abs(moment - signed_at) > tolerance:

@@ -178,8 +178,8 @@ def _http_client_class() -> type[Any]:
             self,
             method: str,
             url: str,
-            params: dict[str, object] | None = None,
-            data: dict[str, object] | None = None,
+            params: dict[str, Any] | None = None,
+            data: dict[str, Any] | None = None,
             headers: dict[str, str] | None = None,
             auth: tuple[str, str] | None = None,
             timeout: float | None = None,
@@ -187,7 +187,7 @@ def _http_client_class() -> type[Any]:
         ) -> Response:
             self.forget_last_response()
             content_type = (headers or {}).get("Content-Type", "")
-            body = {"json": data} if content_type.endswith("json") else {"data": data}
+            body: dict[str, Any] = {"json": data} if content_type.endswith("json") else {"data": data}
             request = Request(
                 method=method.upper(),
                 url=url,

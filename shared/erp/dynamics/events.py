@@ -269,7 +269,7 @@ def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
         return Enriched(event.business_event_id, f"{event.legal_entity}|{event.control_number}", values)
     enriched = Enriched(spec.record_entity, "", values)
     for read in spec.reads:
-        keys = {odata: values.get(field_name) for odata, field_name in read.keys.items()}
+        keys: dict[str, Any] = {odata: values.get(field_name) for odata, field_name in read.keys.items()}
         if any(value in (None, "") for value in keys.values()):
             if read.required:
                 missing = [f for f in read.keys.values() if values.get(f) in (None, "")]

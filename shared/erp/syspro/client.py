@@ -593,8 +593,12 @@ class ODataReader(TableReader):
         if not isinstance(values, list):
             raise SysproError(f"{call}: the answer has no value list")
         wanted = {column.lower(): column for column in query.columns}
-        return [{wanted.get(name.lower(), name): value for name, value in item.items() if not name.startswith("@")}
-                for item in values if isinstance(item, dict)]
+        return [_named_as_asked(item, wanted) for item in values if isinstance(item, dict)]
+
+
+def _named_as_asked(item: Mapping[str, Any], wanted: Mapping[str, str]) -> Row:
+    """One OData row, its columns spelt as the query asked for them, without its ``@`` annotations."""
+    return {wanted.get(name.lower(), name): value for name, value in item.items() if not name.startswith("@")}
 
 
 # --- one HTTP pool per connection ---------------------------------------------------------------
