@@ -65,6 +65,14 @@ def schema_of(parse: Callable[..., Any], *, inline: bool = False) -> Schema:
     return copy.deepcopy(dict(fragment() if callable(fragment) else fragment))
 
 
+def shared_name(parse: Callable[..., Any]) -> str:
+    """The ``$defs`` name of a fragment used in many places."""
+    name = getattr(parse, "schema_name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{parse.__module__}.{parse.__qualname__} declares no shared schema name")
+    return name
+
+
 def has_schema(parse: Callable[..., Any]) -> bool:
     return getattr(parse, "schema", None) is not None
 

@@ -46,9 +46,12 @@ def _connection() -> f.Schema:
 
 
 def _definitions() -> f.Schema:
-    found: f.Schema = {_definition_of(kind): found.settings.schema()
-                       for kind, found in (*kinds.ERPS.items(), *kinds.CHANNELS.items())}
-    found |= {parse.schema_name: f.schema_of(parse, inline=True) for parse in f.SHARED_SCHEMAS}
+    found: f.Schema = {}
+    for kind in kinds.all_kinds():
+        settings = kinds.settings_of(kind)
+        if settings is not None:
+            found[_definition_of(kind)] = settings.schema()
+    found |= {f.shared_name(parse): f.schema_of(parse, inline=True) for parse in f.SHARED_SCHEMAS}
     return found | {"connection": _connection(), "rule": rule_schema(), "template": template_schema()}
 
 
