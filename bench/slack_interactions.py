@@ -53,11 +53,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live in the repository
 
 import requests  # noqa: E402
-from slack_sdk.signature import SignatureVerifier  # noqa: E402
 
 from bench.dynamics_twilio import App as FlowApp  # noqa: E402
 from bench.dynamics_twilio import BenchError, Fakes, ms, percentile, start_fakes, tail, wait_until  # noqa: E402
 from devhost.azurite import Azurite, start_azurite  # noqa: E402
+from shared.channels.slack import signature as slack_signature  # noqa: E402
 from shared.model import CALLBACKS  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
     APPROVALS_CHANNEL,
@@ -167,11 +167,9 @@ def sign(slack: FakeSlack, click: Click) -> Signed:
     """The request Slack sends for ``click``: ``payload=<JSON>``, signed over the raw body, stamped now."""
     payload = slack.block_actions_payload(click.user, APPROVALS_CHANNEL, click.card, click.action, "job")
     body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
-    timestamp = str(int(time.time()))
-    signature = SignatureVerifier(SLACK_SIGNING_SECRET).generate_signature(timestamp=timestamp, body=body) or ""
     return Signed(body.encode("utf-8"), {
-        "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": timestamp,
-        "X-Slack-Signature": signature, "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+        "Content-Type": "application/x-www-form-urlencoded", **slack_signature.sign(SLACK_SIGNING_SECRET, body),
+        "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
     })
 
 

@@ -35,7 +35,7 @@ from shared.model import CALLBACKS, SENDGRID_EVENT, Envelope, moves_forward, now
 from shared.outcomes import RetryLater
 from shared.pipeline.jobs import JobAttempt, change, reached_provider
 from shared.pipeline.registry import handles
-from shared.pipeline.webhooks import WebhookError
+from shared.pipeline.webhooks import Refused, connection_of, within
 from shared.storage.bus import MessageBus
 from shared.storage.tables import JobRow, Stores, get_stores
 from shared.templates import Template, email_message
@@ -132,21 +132,22 @@ def deliver(stores: Stores, connection: SendGridConnection, envelope: Envelope, 
 # --- the Event Webhook ----------------------------------------------------------------------------
 
 
-def accept_events(config: AppConfig, connection_name: str, body: bytes, signature: str | None,
-                  timestamp: str | None, bus: MessageBus) -> int:
-    """Verify one Event Webhook post and queue each of its events; how many were queued."""
-    from shared.channels.sendgrid.signature import verify_event_signature
+def accept_events(config: AppConfig, connection_name: str, body: bytes, headers: Mapping[str, str],
+                  bus: MessageBus) -> int:
+    """Verify one Event Webhook post and queue each of its events; how many were queued. Refused otherwise."""
+    from shared.channels.sendgrid import signature
+    from shared.channels.signed import SignatureRefused
 
-    connection = config.connections.get(connection_name)
-    if not isinstance(connection, SendGridConnection):
-        raise WebhookError(404, "unknown_connection", f"no SendGrid connection named {connection_name!r}")
-    if len(body) > MAX_EVENT_BYTES:
-        raise WebhookError(413, "too_large", f"at most {MAX_EVENT_BYTES} bytes are accepted")
+    connection = connection_of(config, connection_name, SendGridConnection, "SendGrid")
+    within(body, MAX_EVENT_BYTES)
     if not connection.event_webhook_public_key:
-        raise WebhookError(401, "no_verification_key",
-                           "the connection has no event_webhook_public_key, so no event can be verified")
-    if not verify_event_signature(connection.event_webhook_public_key, body, signature, timestamp):
-        raise WebhookError(401, "bad_signature", "the event signature is missing, forged or too old")
+        raise Refused(401, "no_verification_key",
+                      "the connection has no event_webhook_public_key, so no event can be verified")
+    try:
+        signature.verify(connection.event_webhook_public_key, body, headers)
+    except SignatureRefused as exc:
+        reason = f"the event signature is missing, forged or too old: {exc.reason}"
+        raise Refused(401, "bad_signature", reason) from None
     events = _parse_events(body)
     for event in events:
         envelope = Envelope(SENDGRID_EVENT, connection.name, _event_key(event), {"event": event})
@@ -154,7 +155,7 @@ def accept_events(config: AppConfig, connection_name: str, body: bytes, signatur
             bus.send(CALLBACKS, envelope)
         except Exception as exc:  # noqa: BLE001 - any queue failure: SendGrid posts the batch again
             log.error("could not enqueue a SendGrid event: %s", exc.__class__.__name__)
-            raise WebhookError(503, "queue_unavailable", "the events could not be queued; post them again") from None
+            raise Refused(503, "queue_unavailable", "the events could not be queued; post them again") from None
     return len(events)
 
 
@@ -162,9 +163,9 @@ def _parse_events(body: bytes) -> list[dict[str, Any]]:
     try:
         events = loads_json(body.decode("utf-8"))
     except ValueError:  # not UTF-8, not JSON, nested too deep
-        raise WebhookError(400, "malformed_json", "the body is not JSON") from None
+        raise Refused(400, "malformed_json", "the body is not JSON") from None
     if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-        raise WebhookError(400, "malformed_json", "the body is not a JSON array of event objects")
+        raise Refused(400, "malformed_json", "the body is not a JSON array of event objects")
     return events
 
 

@@ -20,19 +20,12 @@ from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import BusinessEvent, EventError, parse_events
 from shared.inputs import loads_json
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, Envelope
+from shared.pipeline.webhooks import Refused, connection_of
 from shared.storage.bus import MessageBus
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # business events are small; a batch of 100 stays far below
-
-
-class IngestError(Exception):
-    """An answer other than 202: HTTP status, error code, and a message naming the problem."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass
@@ -46,36 +39,33 @@ def event_key(connection: str, control_number: int) -> str:
 
 
 def dynamics_connection(config: AppConfig, name: str) -> DynamicsConnection:
-    connection = config.connections.get(name)
-    if not isinstance(connection, DynamicsConnection):
-        raise IngestError(404, "unknown_connection", f"no Dynamics connection named {name!r}")
-    return connection
+    return connection_of(config, name, DynamicsConnection, "Dynamics")
 
 
 def read_json(body: bytes) -> object:
     if len(body) > MAX_BODY_BYTES:
-        raise IngestError(413, "too_large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+        raise Refused(413, "too_large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
     if not body.strip():
-        raise IngestError(400, "empty_body", "the body is empty; send a business event as JSON")
+        raise Refused(400, "empty_body", "the body is empty; send a business event as JSON")
     try:
         return loads_json(body.decode("utf-8-sig"))
     except UnicodeDecodeError:
-        raise IngestError(400, "malformed_json", "the body is not UTF-8 text") from None
+        raise Refused(400, "malformed_json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise IngestError(400, "malformed_json", f"the body is not JSON: {exc.msg} at line {exc.lineno}, "
-                                                 f"column {exc.colno}") from None
+        raise Refused(400, "malformed_json", f"the body is not JSON: {exc.msg} at line {exc.lineno}, "
+                                             f"column {exc.colno}") from None
     except ValueError as exc:
-        raise IngestError(400, "malformed_json", f"the body is not acceptable JSON: {exc}") from None
+        raise Refused(400, "malformed_json", f"the body is not acceptable JSON: {exc}") from None
 
 
 def accept_business_events(config: AppConfig, connection_name: str, body: bytes, bus: MessageBus,
                            record_test_event: Callable[[str, BusinessEvent], None]) -> Accepted:
-    """Validate the body and enqueue each event; test events are only recorded."""
+    """Validate the body and enqueue each event; test events are only recorded. Refused otherwise."""
     dynamics_connection(config, connection_name)
     try:
         events = parse_events(read_json(body))
     except EventError as exc:
-        raise IngestError(400, "invalid_event", str(exc)) from None
+        raise Refused(400, "invalid_event", str(exc)) from None
     accepted = Accepted()
     received_at = datetime.now(UTC).isoformat()
     for event in events:
@@ -90,6 +80,6 @@ def accept_business_events(config: AppConfig, connection_name: str, body: bytes,
             bus.send(ERP_EVENTS, envelope)
         except Exception as exc:  # noqa: BLE001 - any queue failure: ask Dynamics to send again
             log.error("could not enqueue business event %s: %s", envelope.key, exc.__class__.__name__)
-            raise IngestError(503, "queue_unavailable", "the event could not be queued; send it again") from None
+            raise Refused(503, "queue_unavailable", "the event could not be queued; send it again") from None
         accepted.correlation_ids.append(correlation_id)
     return accepted

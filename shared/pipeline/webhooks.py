@@ -1,27 +1,59 @@
-"""Checks every Twilio webhook passes before anything is trusted or queued.
+"""The inbound edge: every HTTP source is accepted here or refused with one error, ``Refused``.
+
+Each source has one accept function, ``accept_<source>(config, connection_name, request
+parts...)``, that finds the connection, bounds the body, checks the provider's signature
+(``shared.channels.<kind>.signature``) and returns what is trusted; a refusal is a
+``Refused`` with the HTTP status, error code and reason, which the triggers turn into the
+answer in one place (``shared.triggers.edge``). Dynamics' business events
+(``shared.pipeline.ingest``) and SendGrid's events (``shared.pipeline.email_flow``) refuse
+with the same error.
 
 Twilio signs the URL it requested with the account's Auth Token. Behind a proxy the
-function sees another URL, so the URL checked is ``PUBLIC_BASE_URL`` + the route +
-the query string exactly as received.
+function sees another URL, so the URL checked is ``PUBLIC_BASE_URL`` + the route + the
+query string exactly as received.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import parse_qs
 
+from shared.channels.slack.connection import SlackConnection
 from shared.channels.twilio.connection import TwilioConnection
-from shared.config.model import AppConfig
+from shared.config.model import AppConfig, Connection
 from shared.settings import public_url
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's callbacks are a few hundred bytes
+MAX_INTERACTION_BYTES = 256 * 1024  # Slack's views carry their blocks and state
+
+C = TypeVar("C", bound=Connection)
 
 
-class WebhookError(Exception):
+class Refused(Exception):
+    """A request the edge does not take: the HTTP status, an error code and the reason."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def connection_of(config: AppConfig, name: str, kind: type[C], label: str) -> C:
+    """The connection ``name`` when it is of ``kind``; 404 otherwise."""
+    connection = config.connections.get(name)
+    if not isinstance(connection, kind):
+        raise Refused(404, "unknown_connection", f"no {label} connection named {name!r}")
+    return connection
+
+
+def within(body: bytes, limit: int) -> None:
+    """413 for a body over ``limit`` bytes."""
+    if len(body) > limit:
+        raise Refused(413, "too_large", f"at most {limit} bytes are accepted")
+
+
+# --- Twilio ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -44,22 +76,73 @@ def signed_url(route: str, request_url: str) -> str:
     return f"{base}?{query}" if query else base
 
 
-def read_webhook(config: AppConfig, connection_name: str, route: str, request_url: str, body: bytes,
-                 signature: str | None) -> Webhook:
-    """The connection and parameters of a genuine Twilio webhook, or a WebhookError."""
-    connection = config.connections.get(connection_name)
-    if not isinstance(connection, TwilioConnection):
-        raise WebhookError(404, "unknown_connection", f"no Twilio connection named {connection_name!r}")
-    if len(body) > MAX_WEBHOOK_BYTES:
-        raise WebhookError(413, "too_large", f"at most {MAX_WEBHOOK_BYTES} bytes are accepted")
+def accept_twilio_webhook(config: AppConfig, connection_name: str, route: str, request_url: str, body: bytes,
+                          headers: Mapping[str, str]) -> Webhook:
+    """The connection and parameters of a genuine Twilio webhook; Refused otherwise (403: not signed)."""
+    from shared.channels.signed import SignatureRefused
+    from shared.channels.twilio import signature
+    from shared.channels.twilio.client import twilio_channel
+
+    connection = connection_of(config, connection_name, TwilioConnection, "Twilio")
+    within(body, MAX_WEBHOOK_BYTES)
     try:
         params = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
-        raise WebhookError(400, "bad_form", "the body is not UTF-8 form data") from None
-    if not signature:
-        raise WebhookError(403, "forbidden", "X-Twilio-Signature is missing")
-    from shared.channels.twilio.client import twilio_channel
-
-    if not twilio_channel(connection).validate_signature(signed_url(route, request_url), params, signature):
-        raise WebhookError(403, "forbidden", "X-Twilio-Signature does not match")
+        raise Refused(400, "bad_form", "the body is not UTF-8 form data") from None
+    try:
+        signature.verify(twilio_channel(connection).auth_token(), signed_url(route, request_url), params, headers)
+    except SignatureRefused as exc:
+        raise Refused(403, "forbidden", exc.reason) from None
     return Webhook(connection, params)
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    connection: TwilioConnection
+    number: str  # E.164
+    code: str
+
+
+def accept_code_check(config: AppConfig, connection_name: str, body: bytes) -> CodeCheck:
+    """``{"to": "<phone number>", "code": "<digits>"}`` for a Twilio connection (the route's function
+    key is the credential); Refused otherwise."""
+    from shared.inputs import loads_json
+    from shared.phones import InvalidNumber, normalize_number
+
+    connection = connection_of(config, connection_name, TwilioConnection, "Twilio")
+    try:
+        request = loads_json(body)
+    except ValueError:
+        raise Refused(400, "malformed_json", "the body is not JSON") from None
+    if not isinstance(request, dict) or not request.get("to") or not str(request.get("code", "")).isdigit():
+        raise Refused(400, "missing_fields", 'send {"to": "<phone number>", "code": "<digits>"}')
+    try:
+        number = normalize_number(str(request["to"]), connection.default_region)
+    except InvalidNumber as exc:
+        raise Refused(400, "invalid_number", str(exc)) from None
+    return CodeCheck(connection, number, str(request["code"]))
+
+
+# --- Slack -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlackRequest:
+    connection: SlackConnection
+    body: bytes  # raw, as signed
+
+
+def accept_slack_request(config: AppConfig, connection_name: str, body: bytes,
+                         headers: Mapping[str, str]) -> SlackRequest:
+    """The connection and raw body of a genuine Slack request; Refused otherwise (401: forged or stale)."""
+    from shared.channels.signed import SignatureRefused
+    from shared.channels.slack import signature
+    from shared.channels.slack.client import slack_channel
+
+    connection = connection_of(config, connection_name, SlackConnection, "Slack")
+    within(body, MAX_INTERACTION_BYTES)
+    try:
+        signature.verify(slack_channel(connection).signing_secret(), body, headers)
+    except SignatureRefused as exc:
+        raise Refused(401, "bad_signature", f"X-Slack-Signature is missing, forged or too old: {exc.reason}") from None
+    return SlackRequest(connection, body)

@@ -10,7 +10,8 @@ import azure.functions as func
 
 from shared.telemetry import traced
 from shared.triggers.budget import answers_in_time
-from shared.triggers.responses import error_response, json_response
+from shared.triggers.edge import refusals_answered, refuse_declared_over
+from shared.triggers.responses import json_response
 
 bp = func.Blueprint()
 
@@ -19,27 +20,19 @@ bp = func.Blueprint()
 @bp.route(route="dynamics/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @traced
 @answers_in_time
+@refusals_answered
 def dynamics_events(req: func.HttpRequest) -> func.HttpResponse:
     from shared.config.loading import get_config
-    from shared.config.model import ConfigError
-    from shared.inputs import declared_over
-    from shared.pipeline.ingest import MAX_BODY_BYTES, IngestError, accept_business_events
+    from shared.pipeline.ingest import MAX_BODY_BYTES, accept_business_events
     from shared.storage.bus import get_bus
 
-    if declared_over(req.headers.get("content-length"), MAX_BODY_BYTES):
-        return error_response(413, "too_large", f"at most {MAX_BODY_BYTES} bytes are accepted")
-    try:
-        config = get_config()
-    except ConfigError:
-        return error_response(503, "not_configured", "the connector's configuration does not load; see its log")
+    refuse_declared_over(req.headers.get("content-length"), MAX_BODY_BYTES)
+    config = get_config()
     connection = req.route_params.get("connection", "")
-    try:
-        accepted = accept_business_events(
-            config, connection, req.get_body(), get_bus(),
-            lambda correlation_id, event: _record_test_event(connection, correlation_id, event.control_number),
-        )
-    except IngestError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+    accepted = accept_business_events(
+        config, connection, req.get_body(), get_bus(),
+        lambda correlation_id, event: _record_test_event(connection, correlation_id, event.control_number),
+    )
     return json_response({"accepted": len(accepted.correlation_ids), "test_events": accepted.test_events,
                           "correlation_ids": accepted.correlation_ids}, 202 if accepted.correlation_ids else 200)
 

@@ -19,61 +19,45 @@ import azure.functions as func
 
 from shared.telemetry import bind, traced
 from shared.triggers.budget import answers_in_time
-from shared.triggers.responses import error_response
+from shared.triggers.edge import refusals_answered
 
 if TYPE_CHECKING:
-    from shared.channels.slack.connection import SlackConnection
+    from shared.pipeline.webhooks import SlackRequest
 
 bp = func.Blueprint()
 
-MAX_INTERACTION_BYTES = 256 * 1024
 
-
-def _verified_body(req: func.HttpRequest) -> tuple[SlackConnection, bytes] | func.HttpResponse:
-    """The Slack connection and raw body of a genuine Slack request, or the refusal."""
-    from shared.channels.slack.client import slack_channel
-    from shared.channels.slack.connection import SlackConnection
+def _accepted(req: func.HttpRequest) -> SlackRequest:
+    """The Slack connection and raw body of a genuine Slack request; Refused otherwise."""
     from shared.config.loading import get_config
-    from shared.config.model import ConfigError
+    from shared.pipeline.webhooks import accept_slack_request
 
-    try:
-        config = get_config()
-    except ConfigError:
-        return error_response(503, "not_configured", "the connector's configuration does not load; see its log")
-    connection = config.connections.get(req.route_params.get("connection", ""))
-    if not isinstance(connection, SlackConnection):
-        return error_response(404, "unknown_connection", "no such Slack connection")
-    body = req.get_body()
-    if len(body) > MAX_INTERACTION_BYTES:
-        return error_response(413, "too_large", f"at most {MAX_INTERACTION_BYTES} bytes are accepted")
-    if not slack_channel(connection).verify_request(body, dict(req.headers)):
-        return error_response(401, "bad_signature", "X-Slack-Signature is missing, forged or too old")
-    return connection, body
+    return accept_slack_request(get_config(), req.route_params.get("connection", ""), req.get_body(), req.headers)
 
 
 @bp.function_name("slack_events")
 @bp.route(route="slack/events/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
 @answers_in_time
+@refusals_answered
 def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
     from shared.inputs import loads_json
     from shared.model import CALLBACKS, SLACK_EVENT, Envelope
     from shared.pipeline.slack_flow import shape_problem
+    from shared.pipeline.webhooks import Refused
     from shared.storage.bus import get_bus
     from shared.triggers.responses import json_response
 
-    verified = _verified_body(req)
-    if isinstance(verified, func.HttpResponse):
-        return verified
-    connection, body = verified
+    accepted = _accepted(req)
+    connection, body = accepted.connection, accepted.body
     try:
         event = loads_json(body)
     except ValueError:
-        return error_response(400, "malformed_json", "the body is not JSON")
+        raise Refused(400, "malformed_json", "the body is not JSON") from None
     problem = shape_problem(event, {"type": str, "event_id": str, "event": dict}, "body")
     if not isinstance(event, dict) or problem:
-        return error_response(400, "malformed_json", problem or "the body is not a JSON object")
+        raise Refused(400, "malformed_json", problem or "the body is not a JSON object")
     if event.get("type") == "url_verification":
         return json_response({"challenge": str(event.get("challenge", ""))})
     if event.get("type") == "event_callback" and event.get("event_id"):
@@ -87,21 +71,21 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="slack/interactions/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @traced
 @answers_in_time
+@refusals_answered
 def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     from shared.model import CALLBACKS
     from shared.pipeline.slack_codes import answer_code, asks_for_code, is_code_submission, open_code_modal
     from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
+    from shared.pipeline.webhooks import Refused
     from shared.storage.bus import get_bus
     from shared.triggers.responses import json_response
 
-    verified = _verified_body(req)
-    if isinstance(verified, func.HttpResponse):
-        return verified
-    connection, body = verified
+    accepted = _accepted(req)
+    connection, body = accepted.connection, accepted.body
     try:
         payload = parse_interaction(body)
     except ValueError as exc:  # UnicodeDecodeError too
-        return error_response(400, "bad_payload", f"the body holds no Slack payload: {exc}")
+        raise Refused(400, "bad_payload", f"the body holds no Slack payload: {exc}") from None
     if payload.get("type") == "block_actions" and payload.get("actions"):
         view_id = open_code_modal(connection, payload) if asks_for_code(payload) else None
         envelope = envelope_for_click(connection.name, payload, view_id)

@@ -132,19 +132,16 @@ def test_thirty_cards_for_one_channel_are_all_posted_a_second_apart(stack: Stack
 def test_events_api_challenge_and_retries(stack: Stack) -> None:
     import json
 
-    from slack_sdk.signature import SignatureVerifier
+    from shared.channels.slack.signature import sign
 
     url = f"{stack.base_url}/api/slack/events/slack-main"
 
     def signed(body: dict, **headers: str) -> object:
         raw = json.dumps(body)
-        timestamp = str(int(time.time()))
-        signature = SignatureVerifier(SLACK_SIGNING_SECRET).generate_signature(timestamp=timestamp, body=raw)
         import requests
 
         return requests.post(url, data=raw, timeout=10, headers={
-            "Content-Type": "application/json", "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": signature, **headers})
+            "Content-Type": "application/json", **sign(SLACK_SIGNING_SECRET, raw), **headers})
 
     token = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
     challenge = signed({"type": "url_verification", "challenge": token})

@@ -52,9 +52,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from shared.channels.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.fakes.server import (
     FakeServer,
     RecordedRequest,
@@ -71,8 +72,6 @@ MAIL_SEND_SCOPE = "mail.send"
 MAX_BODY_BYTES = 30 * 1024 * 1024
 MAX_PERSONALIZATIONS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 ERRORS_HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ID_ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -334,8 +333,7 @@ class FakeSendGrid(FakeServer):
 
     def sign(self, timestamp: str, payload: bytes) -> str:
         """SendGrid's signature: base64 DER ECDSA P-256 / SHA-256 over timestamp + payload."""
-        der = self._private_key.sign(timestamp.encode("ascii") + payload, ec.ECDSA(hashes.SHA256()))
-        return base64.b64encode(der).decode("ascii")
+        return sign(self._private_key, payload, timestamp=timestamp)[SIGNATURE_HEADER]
 
     def post_events(self, url: str, events: Sequence[Mapping[str, Any]], *, timestamp: int | None = None,
                     signature: str | None = None, body: bytes | None = None, timeout: float = 10.0,

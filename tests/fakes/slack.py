@@ -76,8 +76,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from slack_sdk.signature import SignatureVerifier
 
+from shared.channels.slack.signature import sign
 from tests.fakes.server import FakeServer, RecordedRequest, Response, Route, route
 
 TEAM_ID = "T0FAKETEAM"
@@ -495,12 +495,9 @@ class FakeSlack(FakeServer):
         override or add any header (a forged signature, say).
         """
         body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
-        sent_at = str(int(time.time()) if timestamp is None else timestamp)
-        signature = SignatureVerifier(signing_secret).generate_signature(timestamp=sent_at, body=body)
         all_headers = {
             "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": sent_at,
-            "X-Slack-Signature": signature or "",
+            **sign(signing_secret, body, timestamp=timestamp),
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
         }
         if retry_num is not None:

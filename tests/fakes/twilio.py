@@ -48,8 +48,8 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   client cannot know whether Twilio acted.
 
 Callbacks to the app: ``send_status_callback`` POSTs form parameters signed with the
-account auth token (``X-Twilio-Signature``, as ``RequestValidator.compute_signature``
-makes it) and an ``I-Twilio-Idempotency-Token``. ``message_status_params``,
+account auth token (``X-Twilio-Signature``, made by ``shared.channels.twilio.signature.sign`` with the
+SDK's ``RequestValidator``) and an ``I-Twilio-Idempotency-Token``. ``message_status_params``,
 ``call_status_params`` and ``inbound_sms_params`` build real parameter sets;
 ``advance_message`` / ``advance_call`` change a stored resource and send its callback.
 With ``auto_callbacks=True`` a created message with a ``StatusCallback`` walks through
@@ -74,8 +74,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from twilio.request_validator import RequestValidator
 
+from shared.channels.twilio.signature import SIGNATURE_HEADER, sign
 from tests.fakes.server import (
     FakeServer,
     Handler,
@@ -396,26 +396,13 @@ class _ListQuery:
     token: str | None
 
 
-class _MultiParams:
-    """The ``getlist`` view RequestValidator uses for repeated parameters."""
-
-    def __init__(self, params: Mapping[str, tuple[str, ...]]) -> None:
-        self._params = params
-
-    def __iter__(self) -> Any:
-        return iter(self._params)
-
-    def getlist(self, name: str) -> list[str]:
-        return list(self._params[name])
-
-
 def _multi(params: Mapping[str, str | Sequence[str]]) -> dict[str, tuple[str, ...]]:
     return {name: (value,) if isinstance(value, str) else tuple(value) for name, value in params.items()}
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str | Sequence[str]]) -> str:
     """The ``X-Twilio-Signature`` Twilio sends for a form POST of ``params`` to ``url``."""
-    return RequestValidator(auth_token).compute_signature(url, _MultiParams(_multi(params)))
+    return sign(auth_token, url, params)[SIGNATURE_HEADER]
 
 
 class FakeTwilio(FakeServer):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -268,12 +267,9 @@ def test_no_operator_request_makes_the_ops_routes_fail(harness: Harness, body: A
 
 
 def slack_headers(body: bytes) -> dict[str, str]:
-    from slack_sdk.signature import SignatureVerifier
+    from shared.channels.slack.signature import sign
 
-    timestamp = str(int(time.time()))
-    signature = SignatureVerifier(SLACK_SIGNING_SECRET).generate_signature(timestamp=timestamp, body=body)
-    return {"x-slack-request-timestamp": timestamp, "x-slack-signature": signature or "",
-            "content-type": "application/x-www-form-urlencoded"}
+    return {**sign(SLACK_SIGNING_SECRET, body), "content-type": "application/x-www-form-urlencoded"}
 
 
 def odd(shape: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -339,12 +335,11 @@ TWILIO_ROUTES = ("twilio/status/twilio-main", "twilio/inbound/twilio-main", "twi
                      "ErrorCode", "AccountSid")) | text, text | timestamps, max_size=6))
 def test_no_signed_twilio_webhook_makes_the_app_fail(harness: Harness, route: str, query: str,
                                                      params: dict[str, str]) -> None:
-    from twilio.request_validator import RequestValidator
+    from shared.channels.twilio.signature import sign
 
     url = f"{PUBLIC_BASE_URL}/api/{route}" + (f"?{query}" if query else "")
-    signature = RequestValidator(harness.twilio_creds.auth_token).compute_signature(url, params)
     body = urlencode(params).encode()
-    status = harness.call("POST", route, query, {"x-twilio-signature": signature}, body)
+    status = harness.call("POST", route, query, sign(harness.twilio_creds.auth_token, url, params), body)
     assert_no_server_error(status, f"{route}?{query} {params}")
 
 
@@ -352,16 +347,10 @@ def test_no_signed_twilio_webhook_makes_the_app_fail(harness: Harness, route: st
 @given(events=st.lists(st.dictionaries(keys, json_values, max_size=6), max_size=3) | json_values,
        verify=st.sampled_from([{}, {"to": "+14155550100", "code": "123456"}]) | json_values)
 def test_no_signed_sendgrid_post_makes_the_app_fail(harness: Harness, events: Any, verify: Any) -> None:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from shared.channels.sendgrid.client import SIGNATURE_HEADER, TIMESTAMP_HEADER
+    from shared.channels.sendgrid.signature import sign
 
     body = json.dumps(events, allow_nan=True).encode()
-    timestamp = str(int(time.time()))
-    signature = base64.b64encode(harness.sendgrid_key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256())))
-    status = harness.call("POST", "sendgrid/events/mail", "",
-                          {SIGNATURE_HEADER: signature.decode(), TIMESTAMP_HEADER: timestamp}, body)
+    status = harness.call("POST", "sendgrid/events/mail", "", sign(harness.sendgrid_key, body), body)
     assert status != 401, "the signature was not accepted: the fuzz would not reach the handler"
     assert_no_server_error(status, body[:300].decode(errors="replace"))
     raw = json.dumps(verify, allow_nan=True).encode()
@@ -378,8 +367,8 @@ def test_the_fuzz_reached_every_route_and_got_answers_of_every_kind(harness: Har
 def test_an_inbound_sms_is_queued_under_its_message_sid_without_the_phone_number(harness: Harness) -> None:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.queue import QueueClient
-    from twilio.request_validator import RequestValidator
 
+    from shared.channels.twilio.signature import sign
     from shared.model import CALLBACKS
     from shared.storage.bus import read_envelope
 
@@ -388,10 +377,9 @@ def test_an_inbound_sms_is_queued_under_its_message_sid_without_the_phone_number
         queue.clear_messages()  # what the fuzz left there
     route, sid = "twilio/inbound/twilio-main", "SM" + uuid.uuid4().hex
     params = {"MessageSid": sid, "From": "+14155550134", "To": "+15017122661", "Body": "Paid on Friday"}
-    signature = RequestValidator(harness.twilio_creds.auth_token).compute_signature(
-        f"{PUBLIC_BASE_URL}/api/{route}", params)
+    signed = sign(harness.twilio_creds.auth_token, f"{PUBLIC_BASE_URL}/api/{route}", params)
     for _ in range(2):  # Twilio's retry of the same SMS is the same message
-        assert harness.call("POST", route, "", {"x-twilio-signature": signature}, urlencode(params).encode()) == 200
+        assert harness.call("POST", route, "", signed, urlencode(params).encode()) == 200
 
     texts = [base64.b64decode(m.content).decode() for m in queue.peek_messages(max_messages=32)]
     assert not any("4155550134" in text for text in texts)  # sealed on the queue

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from slack_sdk.signature import SignatureVerifier
 
+from shared.channels.signed import SignatureRefused
+from shared.channels.slack import signature
 from shared.channels.slack.client import (
     APPROVE_ACTION_ID,
     HISTORY_CLOCK_MARGIN_SECONDS,
@@ -520,7 +521,7 @@ def test_the_interactive_channel_tries_once_and_does_not_wait(
 # --- signatures ----------------------------------------------------------------------------------
 
 
-def test_verify_request_accepts_slacks_signature_and_refuses_forged_and_stale(
+def test_the_signature_accepts_slacks_request_and_refuses_forged_and_stale_ones(
     slack: FakeSlack, channel: SlackChannel
 ) -> None:
     payload = slack.block_actions_payload(ALICE, APPROVALS, "1000000000.000001", "approve", f"{JOB}|approve")
@@ -532,23 +533,25 @@ def test_verify_request_accepts_slacks_signature_and_refuses_forged_and_stale(
         slack.send_interaction(url, payload, "someone-elses-secret")
         slack.send_interaction(url, payload, SIGNING_SECRET, timestamp=six_minutes_ago)
         good, forged, stale = app.requests
+    secret = channel.signing_secret()
 
-    assert channel.verify_request(good.body, good.headers)
-    assert not channel.verify_request(good.body.replace(b"approve", b"reject"), good.headers)
-    assert not channel.verify_request(forged.body, forged.headers)
-    assert not channel.verify_request(stale.body, stale.headers)
-    assert not channel.verify_request(good.body, {})
+    signature.verify(secret, good.body, good.headers)
+    for body, headers in [(good.body.replace(b"approve", b"reject"), good.headers), (forged.body, forged.headers),
+                          (stale.body, stale.headers), (good.body, {})]:
+        with pytest.raises(SignatureRefused):
+            signature.verify(secret, body, headers)
 
 
-def test_verify_request_window_follows_the_given_clock(channel: SlackChannel) -> None:
+def test_the_signature_window_follows_the_given_clock() -> None:
     signed_at = 1531420618
     body = b"payload=%7B%7D"
-    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=str(signed_at), body=body)
-    headers = {"x-slack-request-timestamp": str(signed_at), "x-slack-signature": signature or ""}
+    headers = signature.sign(SIGNING_SECRET, body, timestamp=signed_at)
 
-    assert channel.verify_request(body, headers, now=signed_at + 299)
-    assert not channel.verify_request(body, headers, now=signed_at + 301)
-    assert not channel.verify_request(body, {**headers, "x-slack-request-timestamp": "soon"}, now=signed_at)
+    signature.verify(SIGNING_SECRET, body, headers, now=signed_at + 299)
+    with pytest.raises(SignatureRefused):
+        signature.verify(SIGNING_SECRET, body, headers, now=signed_at + 301)
+    with pytest.raises(SignatureRefused):
+        signature.verify(SIGNING_SECRET, body, {**headers, "X-Slack-Request-Timestamp": "soon"}, now=signed_at)
 
 
 # --- registry and import cost ----------------------------------------------------------------------
@@ -578,15 +581,14 @@ def test_importing_the_channel_does_not_import_slack_sdk() -> None:
 
 
 @pytest.mark.parametrize("changed", [
-    {"x-slack-request-timestamp": "9" * 400},  # too big for the float the window is computed in
-    {"x-slack-request-timestamp": "\u0661\u0665\u0663\u0661"},  # digits, but not ASCII ones
-    {"x-slack-signature": "v0=\u00e9" + "0" * 63},  # compare_digest refuses non-ASCII text
+    {"X-Slack-Request-Timestamp": "9" * 400},  # too big for the float the window is computed in
+    {"X-Slack-Request-Timestamp": "\u0661\u0665\u0663\u0661"},  # digits, but not ASCII ones
+    {"X-Slack-Signature": "v0=\u00e9" + "0" * 63},  # compare_digest refuses non-ASCII text
 ])
-def test_verify_request_refuses_headers_no_slack_request_carries(channel: SlackChannel,
-                                                                 changed: dict[str, str]) -> None:
+def test_the_signature_refuses_headers_no_slack_request_carries(changed: dict[str, str]) -> None:
     signed_at = 1531420618
     body = b"payload=%7B%7D"
-    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=str(signed_at), body=body)
-    headers = {"x-slack-request-timestamp": str(signed_at), "x-slack-signature": signature or ""}
+    headers = signature.sign(SIGNING_SECRET, body, timestamp=signed_at)
 
-    assert not channel.verify_request(body, {**headers, **changed}, now=signed_at)
+    with pytest.raises(SignatureRefused):
+        signature.verify(SIGNING_SECRET, body, {**headers, **changed}, now=signed_at)

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import trustme
 
+from shared.channels.signed import SignatureRefused
 from shared.channels.twilio import client as channel_module
+from shared.channels.twilio import signature
 from shared.channels.twilio.client import (
     AmbiguousSendError,
     PermanentSendError,
@@ -661,27 +663,30 @@ def test_signed_status_callback_validates_and_tampering_does_not(
         fake.send_status_callback(callback_url, fake.message_status_params(result.sid, "delivered"))
         [received] = sink.requests
     params = {name: list(values) for name, values in (received.form or {}).items()}
-    signature = received.headers["X-Twilio-Signature"]
+    headers = {"X-Twilio-Signature": received.headers["X-Twilio-Signature"]}
+    token = channel.auth_token()
 
-    assert channel.validate_signature(callback_url, params, signature)
-    assert not channel.validate_signature(callback_url, {**params, "MessageStatus": ["failed"]}, signature)
-    assert not channel.validate_signature(callback_url.replace("twilio-main", "other"), params, signature)
-    assert not channel.validate_signature(callback_url, params, "")
-    stranger = TwilioChannel(
-        connection_for(fake, account), secrets_for(account, **{AUTH_TOKEN_NAME: "another-auth-token"})
-    )
-    assert not stranger.validate_signature(callback_url, params, signature)
-    stranger.close()
+    signature.verify(token, callback_url, params, headers)
+    refused = [
+        (token, callback_url, {**params, "MessageStatus": ["failed"]}, headers),
+        (token, callback_url.replace("twilio-main", "other"), params, headers),
+        (token, callback_url, params, {"X-Twilio-Signature": ""}),
+        ("another-auth-token", callback_url, params, headers),
+    ]
+    for case in refused:
+        with pytest.raises(SignatureRefused):
+            signature.verify(*case)
 
 
-def test_repeated_parameters_and_default_ports_validate(account: TwilioCredentials, channel: TwilioChannel) -> None:
+def test_repeated_parameters_and_default_ports_validate(account: TwilioCredentials) -> None:
     url = "https://app.example.com/api/twilio/voice-status"
     params = {"CallSid": "CA" + "1" * 32, "StatusCallbackEvent": ["initiated", "answered"], "To": CUSTOMER}
-    signature = twilio_signature(account.auth_token, url, params)
+    headers = {"X-Twilio-Signature": twilio_signature(account.auth_token, url, params)}
 
-    assert channel.validate_signature(url, params, signature)
-    assert channel.validate_signature("https://app.example.com:443/api/twilio/voice-status", params, signature)
-    assert not channel.validate_signature(url, {**params, "StatusCallbackEvent": ["initiated"]}, signature)
+    signature.verify(account.auth_token, url, params, headers)
+    signature.verify(account.auth_token, "https://app.example.com:443/api/twilio/voice-status", params, headers)
+    with pytest.raises(SignatureRefused):
+        signature.verify(account.auth_token, url, {**params, "StatusCallbackEvent": ["initiated"]}, headers)
 
 
 # --- numbers -------------------------------------------------------------------------------------

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from shared.channels.sendgrid.client import (
-    InvalidAddress,
-    message_id_of,
-    normalize_email,
-    verify_event_signature,
-)
+from shared.channels.sendgrid.client import InvalidAddress, message_id_of, normalize_email
+from shared.channels.sendgrid.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, public_key_text, sign, verify
+from shared.channels.signed import SignatureRefused
 
 # SendGrid's published vector (sendgrid-python, test/unit/test_eventwebhook.py): a real signature.
 PUBLIC_KEY = ("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINX"
@@ -27,6 +26,20 @@ PAYLOAD = (json.dumps([{
     "smtp-id": "<LRzXl_NHStOGhQ4kofSm_A@ismtpd0039p1iad1.sendgrid.net>", "timestamp": 1600112492,
 }], sort_keys=True, separators=(",", ":")) + "\r\n").encode()
 SIGNED_AT = 1600112502.0
+
+
+def headers(signature: str | None, timestamp: str | None) -> dict[str, str]:
+    return {name: value for name, value in ((SIGNATURE_HEADER, signature), (TIMESTAMP_HEADER, timestamp)) if value}
+
+
+def verify_event_signature(key: str, payload: bytes, signature: str | None, timestamp: str | None,
+                           now: float | None = None) -> bool:
+    """Whether ``verify`` takes the post (it raises SignatureRefused, and nothing else, when not)."""
+    try:
+        verify(key, payload, headers(signature, timestamp), now=now)
+    except SignatureRefused:
+        return False
+    return True
 
 
 def test_sendgrids_own_signature_verifies() -> None:
@@ -84,3 +97,25 @@ def test_what_is_not_one_address_is_refused(raw: str) -> None:
 @pytest.mark.parametrize("timestamp", ["9" * 400, "1" * 5000, "\u00b2", "\u0661\u0666\u0660\u0660", "-1600112502"])
 def test_a_timestamp_that_is_no_plain_unix_time_is_refused(timestamp: str) -> None:
     assert not verify_event_signature(PUBLIC_KEY, PAYLOAD, SIGNATURE, timestamp, now=SIGNED_AT)
+
+
+def test_a_post_signed_by_sign_passes_and_a_changed_one_is_refused_with_the_one_error() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    der = private_key.public_key().public_bytes(serialization.Encoding.DER,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_key = public_key_text(base64.b64encode(der).decode("ascii"))
+    signed = sign(private_key, PAYLOAD, timestamp=int(SIGNED_AT))
+
+    verify(public_key, PAYLOAD, signed, now=SIGNED_AT)
+    verify(public_key, PAYLOAD, {name.lower(): value for name, value in signed.items()}, now=SIGNED_AT)
+    for payload, sent, now, key in [
+        (PAYLOAD.replace(b"dropped", b"delivered"), signed, SIGNED_AT, public_key),  # changed body
+        (PAYLOAD, signed, SIGNED_AT, PUBLIC_KEY),  # another key
+        (PAYLOAD, signed, SIGNED_AT + 301, public_key),  # stale
+        (PAYLOAD, {SIGNATURE_HEADER: signed[SIGNATURE_HEADER]}, SIGNED_AT, public_key),  # a header missing
+        (PAYLOAD, {TIMESTAMP_HEADER: signed[TIMESTAMP_HEADER]}, SIGNED_AT, public_key),
+    ]:
+        with pytest.raises(SignatureRefused):
+            verify(key, payload, sent, now=now)

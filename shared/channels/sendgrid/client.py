@@ -1,4 +1,4 @@
-"""SendGrid channel: one email per job through the v3 Mail Send API, and Event Webhook signatures.
+"""SendGrid channel: one email per job through the v3 Mail Send API (Event Webhook signatures: signature.py).
 
 The delivery stage sees outcomes, not HTTP:
 
@@ -18,7 +18,7 @@ every event it posts, so events find their job even when the answer to the send 
 Retries follow ``shared.http`` (``decide``): a POST that may have been processed is never
 repeated. SendGrid's 429 says when its rate-limit window resets (``X-RateLimit-Reset``,
 epoch seconds) rather than how long to wait; a missing ``Retry-After`` is derived from it.
-requests and cryptography are imported on first use, for the Functions host's cold start.
+requests is imported on first use, for the Functions host's cold start.
 """
 
 from __future__ import annotations
@@ -32,13 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.channels.sendgrid.signature import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    InvalidPublicKey,
-    public_key_text,
-    verify_event_signature,
-)
 from shared.clients import PerConnection
 from shared.http import (
     NOT_PROCESSED_STATUSES,
@@ -59,8 +52,6 @@ if TYPE_CHECKING:
     from shared.storage.secrets import SecretProvider
 
 log = logging.getLogger(__name__)
-# The Event Webhook's signatures, checked in sendgrid_signature.py, named here for the callers of this module.
-__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "InvalidPublicKey", "public_key_text", "verify_event_signature"]
 
 MAIL_SEND_PATH = "/v3/mail/send"
 CUSTOM_ARG = "mlc_job_id"  # our custom arg; events carry it as a top-level field

@@ -2,7 +2,8 @@
 
 Pure functions over the key, the raw body and two headers (ECDSA P-256 over the timestamp and
 the body, SHA-256, base64 DER), so the configuration can check a key and the webhook endpoint
-can check a post without the mail-sending channel. cryptography is imported on first use.
+can check a post without the mail-sending channel; ``sign`` makes a post as SendGrid would,
+for tests and fakes. cryptography is imported on first use.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import base64
 import binascii
 import functools
 import time
+from collections.abc import Mapping
 from typing import Any
+
+from shared.channels.signed import SignatureRefused, header
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -47,26 +51,38 @@ def _load_public_key(text: str) -> Any:
     return key
 
 
-def verify_event_signature(public_key: str, payload: bytes, signature: str | None, timestamp: str | None,
-                           *, now: float | None = None,
-                           tolerance: float = SIGNATURE_TOLERANCE_SECONDS) -> bool:
-    """Whether SendGrid signed ``timestamp`` + the raw ``payload`` with the key's private half,
-    at a ``timestamp`` within ``tolerance`` seconds of now (ECDSA P-256, SHA-256, base64 DER)."""
+def verify(public_key: str, body: bytes, headers: Mapping[str, str] | None, *, now: float | None = None,
+           tolerance: float = SIGNATURE_TOLERANCE_SECONDS) -> None:
+    """Nothing when SendGrid signed the timestamp header + the raw ``body`` with the key's private
+    half, at a timestamp within ``tolerance`` seconds of now; SignatureRefused otherwise."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from shared.inputs import ascii_int
 
-    signed_at = ascii_int(timestamp.strip(), 12) if timestamp else None  # Unix seconds, well past 2100
-    if not signature or not timestamp or signed_at is None:
-        return False
+    signature, timestamp = header(headers, SIGNATURE_HEADER), header(headers, TIMESTAMP_HEADER)
+    if not signature or not timestamp:
+        raise SignatureRefused(f"{SIGNATURE_HEADER} or {TIMESTAMP_HEADER} is missing")
+    signed_at = ascii_int(timestamp.strip(), 12)  # Unix seconds, well past 2100
+    if signed_at is None:
+        raise SignatureRefused(f"{TIMESTAMP_HEADER} is no Unix time")
     moment = time.time() if now is None else now
     if abs(moment - signed_at) > tolerance:
-        return False
+        raise SignatureRefused(f"signed more than {tolerance:.0f} s away from now")
     try:
         der = base64.b64decode(signature, validate=True)
-        _load_public_key(public_key).verify(der, timestamp.encode("ascii") + payload, ec.ECDSA(hashes.SHA256()))
+        _load_public_key(public_key).verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
     except (binascii.Error, ValueError, InvalidSignature, InvalidPublicKey):
-        return False
-    return True
+        raise SignatureRefused(f"{SIGNATURE_HEADER} does not match") from None
+
+
+def sign(private_key: Any, body: bytes, *, timestamp: int | str | None = None) -> dict[str, str]:
+    """The two headers SendGrid sends with ``body``, signed with ``private_key`` (an ECDSA P-256
+    private key of cryptography) at ``timestamp`` (Unix seconds; default now)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    stamp = str(int(time.time())) if timestamp is None else str(timestamp)
+    der = private_key.sign(stamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
+    return {SIGNATURE_HEADER: base64.b64encode(der).decode("ascii"), TIMESTAMP_HEADER: stamp}

@@ -1,4 +1,4 @@
-"""Slack channel: approval cards, their updates, user lookups and request signatures.
+"""Slack channel: approval cards, their updates and user lookups.
 
 The delivery stage sees outcomes, not Slack:
 
@@ -73,7 +73,6 @@ CHANNEL_LIST_PAGE_SIZE = 200
 CHANNEL_LIST_TYPES = "public_channel,private_channel"
 # ok:false codes after which a post may or may not have happened.
 UNCERTAIN_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout", "service_unavailable"})
-SIGNATURE_WINDOW_SECONDS = 300  # Slack's replay window, fixed in SignatureVerifier
 
 # Block Kit limits (characters).
 SECTION_TEXT_LIMIT = 3000
@@ -380,16 +379,6 @@ def _dicts(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [dict(block) for block in blocks]
 
 
-class _FixedClock:
-    """SignatureVerifier's clock at a given moment (tests, replays)."""
-
-    def __init__(self, now: float) -> None:
-        self._now = now
-
-    def now(self) -> float:
-        return self._now
-
-
 class SlackChannel:
     """Cards, DMs, modals and lookups for one Slack connection; safe to share between threads."""
 
@@ -567,28 +556,9 @@ class SlackChannel:
 
     # --- requests from Slack -------------------------------------------------------------------
 
-    def verify_request(self, body: bytes, headers: Mapping[str, str], now: float | None = None) -> bool:
-        """True when the raw ``body`` carries this app's Slack signature, signed within 5 minutes.
-
-        ``now`` (Unix seconds) replaces the wall clock for the replay window.
-        """
-        from slack_sdk.signature import Clock, SignatureVerifier
-
-        from shared.inputs import ascii_int
-
-        named = {name.lower(): value for name, value in headers.items()}
-        timestamp, signature = named.get("x-slack-request-timestamp"), named.get("x-slack-signature")
-        # The verifier fails on what no Slack request carries: a timestamp too big for a float,
-        # a signature that is not ASCII (hmac.compare_digest refuses such text).
-        if ascii_int(timestamp or "", 12) is None or not isinstance(signature, str) or not signature.isascii():
-            return False
-        clock = Clock() if now is None else _FixedClock(now)
-        # slack_sdk types the clock as its own Clock class; it only ever calls now().
-        verifier = SignatureVerifier(self._secret(self.connection.signing_secret), clock=clock)  # type: ignore[arg-type]
-        try:
-            return bool(verifier.is_valid(body, timestamp, signature))
-        except (ValueError, UnicodeDecodeError):
-            return False  # a body that is no UTF-8: not Slack's
+    def signing_secret(self) -> str:
+        """The secret Slack signs its requests with (``shared.channels.slack.signature``)."""
+        return self._secret(self.connection.signing_secret)
 
     # --- plumbing ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Twilio channel: SMS, voice calls, Verify codes and webhook signatures through one SDK client.
+"""Twilio channel: SMS, voice calls and Verify codes through one SDK client.
 
 The delivery stage sees outcomes, not Twilio:
 
@@ -267,24 +267,6 @@ def _error_details(text: str) -> tuple[int | None, str]:
 # --- the channel ----------------------------------------------------------------------------------
 
 
-class _MultiValueParams:
-    """Form parameters with ``getlist``: RequestValidator reads repeated names through it."""
-
-    def __init__(self, params: Mapping[str, str | Sequence[str]]) -> None:
-        self._params = {
-            name: [value] if isinstance(value, str) else [str(v) for v in value] for name, value in params.items()
-        }
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._params)
-
-    def __len__(self) -> int:
-        return len(self._params)
-
-    def getlist(self, name: str) -> list[str]:
-        return self._params[name]
-
-
 class TwilioChannel:
     """SMS, calls and Verify for one Twilio connection; safe to share between threads."""
 
@@ -466,19 +448,9 @@ class TwilioChannel:
 
     # --- webhooks --------------------------------------------------------------------------------
 
-    def validate_signature(self, url: str, params: Mapping[str, str | Sequence[str]], signature: str) -> bool:
-        """True when ``signature`` (X-Twilio-Signature) is Twilio's for this URL and form.
-
-        ``url`` is the public URL Twilio called, query string included; ``params`` every
-        form parameter received, repeated names as lists. RequestValidator also tries the
-        URL with and without the default port, as Twilio signs either way.
-        """
-        from twilio.request_validator import RequestValidator
-
-        if not signature:
-            return False
-        validator = RequestValidator(self._secret(self.connection.auth_token))
-        return bool(validator.validate(url, _MultiValueParams(params), signature))
+    def auth_token(self) -> str:
+        """The Auth Token Twilio signs its webhooks with (``shared.channels.twilio.signature``)."""
+        return self._secret(self.connection.auth_token)
 
     # --- plumbing --------------------------------------------------------------------------------
 
