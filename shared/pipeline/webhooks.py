@@ -15,7 +15,8 @@ query string exactly as received.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qs
@@ -24,6 +25,8 @@ from shared.channels.slack.connection import SlackConnection
 from shared.channels.twilio.connection import TwilioConnection
 from shared.config.model import AppConfig, Connection
 from shared.settings import public_url
+
+log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's callbacks are a few hundred bytes
 MAX_INTERACTION_BYTES = 256 * 1024  # Slack's views carry their blocks and state
@@ -37,6 +40,24 @@ class Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def signing_secret(read: Callable[[], str], connection: str) -> str:
+    """The secret a provider signs with, read through ``read``.
+
+    Without it nothing can be checked, and nothing is lost by waiting: the provider is told to
+    send again (503), and the log tells the operator which connection lacks what.
+    """
+    from shared.outcomes import is_transient
+
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - a missing secret, an empty one, or the vault not answering
+        if is_transient(exc):
+            raise Refused(503, "unavailable", "the signing secret cannot be read just now; send again") from None
+        log.error("connection %s cannot check signatures: %s", connection, type(exc).__name__)
+        raise Refused(503, "not_configured",
+                      f"connection {connection!r} cannot check signatures: its secret is missing or empty") from None
 
 
 def connection_of(config: AppConfig, name: str, kind: type[C], label: str) -> C:
@@ -90,7 +111,8 @@ def accept_twilio_webhook(config: AppConfig, connection_name: str, route: str, r
     except UnicodeDecodeError:
         raise Refused(400, "bad_form", "the body is not UTF-8 form data") from None
     try:
-        signature.verify(twilio_channel(connection).auth_token(), signed_url(route, request_url), params, headers)
+        token = signing_secret(lambda: twilio_channel(connection).auth_token(), connection.name)
+        signature.verify(token, signed_url(route, request_url), params, headers)
     except SignatureRefused as exc:
         raise Refused(403, "forbidden", exc.reason) from None
     return Webhook(connection, params)
@@ -142,7 +164,8 @@ def accept_slack_request(config: AppConfig, connection_name: str, body: bytes,
     connection = connection_of(config, connection_name, SlackConnection, "Slack")
     within(body, MAX_INTERACTION_BYTES)
     try:
-        signature.verify(slack_channel(connection).signing_secret(), body, headers)
+        secret = signing_secret(lambda: slack_channel(connection).signing_secret(), connection.name)
+        signature.verify(secret, body, headers)
     except SignatureRefused as exc:
         raise Refused(401, "bad_signature", f"X-Slack-Signature is missing, forged or too old: {exc.reason}") from None
     return SlackRequest(connection, body)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import azure.functions as func
+import pytest
 
-from shared.config.model import ConfigError
+from shared.config.loading import config_from_dict
+from shared.config.model import AppConfig, ConfigError
 from shared.pipeline.webhooks import Refused
 from shared.triggers.edge import refusals_answered, refuse_declared_over
 
@@ -49,3 +52,62 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read() -
     assert trigger(request({"content-length": "11"})).status_code == 413
     assert trigger(request({"content-length": "10"})).status_code == 200
     assert trigger(request({"content-length": "junk"})).status_code == 200
+
+
+@pytest.fixture
+def fresh_clients() -> Iterator[None]:
+    from shared.channels.slack.client import reset_slack_channels
+    from shared.channels.twilio.client import reset_twilio_channels
+    from shared.storage.secrets import reset_secret_provider
+
+    def reset() -> None:
+        reset_secret_provider()
+        reset_twilio_channels()
+        reset_slack_channels()
+
+    reset()
+    yield
+    reset()
+
+
+def twilio_and_slack(secret: str) -> AppConfig:
+    return config_from_dict({"connections": {
+        "sms": {"kind": "twilio", "account_sid": "AC" + "0" * 32, "api_key_sid": "SK" + "0" * 32,
+                "api_key_secret": {"secret": "edge-key"}, "auth_token": {"secret": secret},
+                "from_number": "+14155550100"},
+        "cards": {"kind": "slack", "bot_token": {"secret": "edge-bot"}, "signing_secret": {"secret": secret}},
+    }})
+
+
+@pytest.mark.usefixtures("fresh_clients")
+def test_a_connection_whose_signing_secret_is_missing_answers_503_and_names_no_secret(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.pipeline.webhooks import accept_slack_request, accept_twilio_webhook
+
+    monkeypatch.delenv("EDGE_NOT_SET", raising=False)
+    config = twilio_and_slack("edge-not-set")
+
+    with pytest.raises(Refused) as twilio:
+        accept_twilio_webhook(config, "sms", "twilio/status", "http://localhost/api/twilio/status/sms",
+                              b"MessageSid=SM1&MessageStatus=sent", {"X-Twilio-Signature": "x"})
+    with pytest.raises(Refused) as slack:
+        accept_slack_request(config, "cards", b"payload=%7B%7D",
+                             {"X-Slack-Signature": "v0=x", "X-Slack-Request-Timestamp": "1"})
+
+    assert (twilio.value.status, twilio.value.code) == (503, "not_configured")
+    assert (slack.value.status, slack.value.code) == (503, "not_configured")
+    assert "cannot check signatures" in caplog.text and "sms" in caplog.text
+
+
+@pytest.mark.usefixtures("fresh_clients")
+def test_a_signing_secret_that_is_set_checks_the_signature_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.pipeline.webhooks import accept_twilio_webhook
+
+    monkeypatch.setenv("EDGE_TOKEN", "the-auth-token")
+    monkeypatch.setenv("EDGE_KEY", "the-api-key-secret")
+
+    with pytest.raises(Refused) as refused:
+        accept_twilio_webhook(twilio_and_slack("edge-token"), "sms", "twilio/status",
+                              "http://localhost/api/twilio/status/sms", b"MessageSid=SM1", {"X-Twilio-Signature": "x"})
+
+    assert refused.value.status == 403
