@@ -15,7 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from shared.channels.signed import SignatureRefused, header
+from shared.channels.signed import SignatureRefused
+from shared.http import header_value
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -61,7 +62,7 @@ def verify(public_key: str, body: bytes, headers: Mapping[str, str] | None, *, n
 
     from shared.inputs import ascii_int
 
-    signature, timestamp = header(headers, SIGNATURE_HEADER), header(headers, TIMESTAMP_HEADER)
+    signature, timestamp = header_value(headers, SIGNATURE_HEADER), header_value(headers, TIMESTAMP_HEADER)
     if not signature or not timestamp:
         raise SignatureRefused(f"{SIGNATURE_HEADER} or {TIMESTAMP_HEADER} is missing")
     signed_at = ascii_int(timestamp.strip(), 12)  # Unix seconds, well past 2100

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from shared.channels.signed import SignatureRefused, header
+from shared.channels.signed import SignatureRefused
+from shared.http import header_value
 
 SIGNATURE_HEADER = "X-Slack-Signature"
 TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
@@ -34,7 +35,7 @@ def verify(signing_secret: str, body: bytes, headers: Mapping[str, str] | None, 
 
     from shared.inputs import ascii_int
 
-    timestamp, signature = header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER)
+    timestamp, signature = header_value(headers, TIMESTAMP_HEADER), header_value(headers, SIGNATURE_HEADER)
     if not timestamp or not signature:
         raise SignatureRefused(f"{TIMESTAMP_HEADER} or {SIGNATURE_HEADER} is missing")
     # The verifier fails on what no Slack request carries: a timestamp too big for a float,

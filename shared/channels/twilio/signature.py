@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from shared.channels.signed import SignatureRefused, header
+from shared.channels.signed import SignatureRefused
+from shared.http import header_value
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
@@ -41,7 +42,7 @@ def verify(auth_token: str, url: str, params: Params, headers: Mapping[str, str]
     SignatureRefused otherwise."""
     from twilio.request_validator import RequestValidator
 
-    signature = header(headers, SIGNATURE_HEADER)
+    signature = header_value(headers, SIGNATURE_HEADER)
     if not signature:
         raise SignatureRefused(f"{SIGNATURE_HEADER} is missing")
     if not RequestValidator(auth_token).validate(url, _MultiValueParams(params), signature):
