@@ -188,7 +188,9 @@ def test_an_expired_trigger_sends_no_code(stack: Stack) -> None:
 
     assert answer.status_code == 200
     wait_for(lambda: "otp-failed" in stack.steps(record_of("WI-OTP-5")), what="the failure audited")
-    assert any(e.user == user and "could not be opened in time" in (e.text or "") for e in stack.slack.ephemerals)
+    # The approver is told right after the audit, by the same handler.
+    wait_for(lambda: any(e.user == user and "could not be opened in time" in (e.text or "")
+                         for e in stack.slack.ephemerals), what="the approver told")
     assert stack.twilio.verifications(to=phone) == [] and writebacks(stack, "WI-OTP-5") == []
 
 

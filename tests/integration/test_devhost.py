@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from devhost.__main__ import CONFIG_PATH_SETTING, load_settings, parse_args
@@ -291,6 +292,8 @@ def test_failing_message_goes_to_poison_after_max_dequeue_count(hosted: Hosted) 
 
 def test_message_that_is_not_base64_goes_straight_to_poison(hosted: Hosted) -> None:
     with QueueClient.from_connection_string(hosted.connection_string, hosted.queue_ok) as client:
+        with contextlib.suppress(ResourceExistsError):  # the poller may not have created it yet
+            client.create_queue()
         client.send_message("this is not base64!")
     poison = hosted.queue_ok + "-poison"
     wait_until(lambda: peek(hosted.connection_string, poison) == ["this is not base64!"], what="poisoned at once")
