@@ -1,4 +1,4 @@
-"""Figures for one poll of many changed records, per polled ERP: records per second and peak memory.
+"""Figures for one poll of many changed records, per polled ERP: records per second, peak memory, enqueueing.
 
 For SYSPRO (``ApInvoice``, by ``TimeStamp``), Sage X3 (``PINVOICE`` over REST, by
 ``UPDDATTIM``) and QAD (``GoodsReceipts``, by ``tr_trnbr``): the real adapter and the real
@@ -11,12 +11,19 @@ Every measurement uses a fresh fake and a new connection.
 Printed per ERP: the timed poll (records, pages read, page size, seconds, records per second),
 then the poll's peak Python memory (tracemalloc, the poll only) at a tenth of the records and
 at all of them: close figures show that memory does not grow with the number of records.
+Then the enqueue: a poll of ``--enqueue-records`` (1,100) changes onto the real ``erp-events``
+queue in Azurite through the app's storage-queue bus, each page sent with one ``send_many``
+(concurrent puts), beside the same poll with each change put on its own, one after another (as
+polls enqueued before batches). The two are run in turn, ``--rounds`` times each, and the median
+of each is printed with changes per second and the goal (1,100 changes enqueued in 5 s or less).
+Every message is counted on the queue, and the queue is emptied after each round.
 
 What the figures include and leave out:
 
-- Changes are counted, not sent: no queue is written, so the figures are the read side
-  (pages, cleaning, supplier look-ups, change keys). The watermark is read and written in
-  Azurite once per poll.
+- In the read-side figures changes are counted, not sent: no queue is written, so they are the
+  read side (pages, cleaning, supplier look-ups, change keys). The watermark is read and written
+  in Azurite once per poll. The enqueue figures are the whole poll, reads and puts.
+- Payloads are sealed before they are queued, as in the app, under a test-only key.
 - The SYSPRO and QAD fakes run in this process: their own time (answering, making the rows)
   is part of the seconds, and their allocations part of the peak. They hold nothing per row;
   the QAD fake keeps its request log (about 2 kB a page).
@@ -32,12 +39,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -59,19 +68,24 @@ from shared.erp.sagex3.connection import SageX3Connection  # noqa: E402
 from shared.erp.syspro import adapter as syspro  # noqa: E402
 from shared.erp.syspro.connection import SysproConnection  # noqa: E402
 from shared.http import HttpClient  # noqa: E402
-from shared.model import Envelope  # noqa: E402
+from shared.model import ERP_EVENTS, Envelope  # noqa: E402
 from shared.pipeline.poll import poll_entity  # noqa: E402
 from shared.settings import StorageSettings  # noqa: E402
+from shared.storage.bus import MessageBus, StorageQueueBus  # noqa: E402
 from shared.storage.secrets import EnvSecretProvider  # noqa: E402
 from shared.storage.tables import Stores  # noqa: E402
 from tests.fakes.qad import DEFAULT_PASSWORD as QAD_PASSWORD  # noqa: E402
 from tests.fakes.qad import DEFAULT_USER as QAD_USER  # noqa: E402
 from tests.fakes.qad import FakeQad  # noqa: E402
 from tests.fakes.syspro import FakeSyspro  # noqa: E402
+from tests.support.app import TEST_DATA_PROTECTION_KEY  # noqa: E402
+
+os.environ.setdefault("DATA_PROTECTION_KEY", TEST_DATA_PROTECTION_KEY)  # payloads are sealed as in the app
 
 SYSPRO_PASSWORD = "syspro-bench-password"
 X3_USER, X3_PASSWORD = "admin", "x3-password"  # what ``python -m tests.fakes.sagex3`` accepts
 X3_ROWS_PER_SECOND = 100  # records sharing each UPDDATTIM second, as a mass update writes them
+ENQUEUE_GOAL_RECORDS, ENQUEUE_GOAL_SECONDS = 1_100, 5.0
 SECRETS = EnvSecretProvider(env={"syspro-bench": SYSPRO_PASSWORD, "x3-bench": X3_PASSWORD,
                                  "qad-bench": QAD_PASSWORD})
 
@@ -84,6 +98,29 @@ class CountingBus:
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self.count += 1
+
+    def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        self.count += len(envelopes)
+
+    def dead_letter(self, queue: str, body: object, reason: str) -> None:
+        raise RuntimeError(reason)
+
+    def close(self) -> None:
+        pass
+
+
+class OneAtATime:
+    """The storage-queue bus as polls used it before batches: each change put on its own, in turn."""
+
+    def __init__(self, bus: StorageQueueBus) -> None:
+        self.bus = bus
+
+    def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
+        self.bus.send(queue, envelope, delay_seconds)
+
+    def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self.bus.send(queue, envelope)
 
     def dead_letter(self, queue: str, body: object, reason: str) -> None:
         raise RuntimeError(reason)
@@ -118,7 +155,7 @@ class Target:
     close: Callable[[], None]
 
 
-def poll_once(target: Target, stores: Stores, bus: CountingBus) -> None:
+def poll_once(target: Target, stores: Stores, bus: MessageBus | CountingBus | OneAtATime) -> None:
     source = target.open_source()
     try:
         poll_entity(target.connection, target.connection.poll, source, target.entity, stores, bus)
@@ -276,6 +313,41 @@ def measure(set_up: SetUp, stores: Stores, records: int, page_size: int | None, 
     return Figures(records, pages.pages, target.entity.page_size, seconds, peak)
 
 
+def enqueue_seconds(set_up: SetUp, stores: Stores, bus: StorageQueueBus | OneAtATime, records: int,
+                    page_size: int | None) -> float:
+    """One poll of ``records`` changes onto erp-events in Azurite, timed; every one counted on the queue."""
+    queue = (bus.bus if isinstance(bus, OneAtATime) else bus)._queue(ERP_EVENTS)
+    queue.clear_messages()
+    target = set_up(stores, records, page_size, PageCounter())
+    try:
+        gc.collect()
+        started = time.perf_counter()
+        poll_once(target, stores, bus)
+        seconds = time.perf_counter() - started
+    finally:
+        target.close()
+    enqueued = queue.get_queue_properties().approximate_message_count  # exact on Azurite
+    queue.clear_messages()
+    if enqueued != records:
+        raise RuntimeError(f"{target.connection.name}: {enqueued:,} changes on the queue for {records:,} records")
+    return seconds
+
+
+def report_enqueue(erp: str, entity: str, set_up: SetUp, stores: Stores, bus: StorageQueueBus, records: int,
+                   page_size: int | None, rounds: int) -> None:
+    batched: list[float] = []
+    one_by_one: list[float] = []
+    for _ in range(rounds):  # in turn, so both see the same load on a shared machine
+        one_by_one.append(enqueue_seconds(set_up, stores, OneAtATime(bus), records, page_size))
+        batched.append(enqueue_seconds(set_up, stores, bus, records, page_size))
+    for how, seconds in (("a page per send_many", statistics.median(batched)),
+                         ("one put at a time (before)", statistics.median(one_by_one))):
+        scaled = seconds * ENQUEUE_GOAL_RECORDS / records
+        print(f"[{erp}] {entity}: enqueue, {how}: {records:,} changes in {seconds:.2f} s, "
+              f"{records / seconds:,.0f} changes/s; {ENQUEUE_GOAL_RECORDS:,} changes in {scaled:.2f} s "
+              f"(goal <= {ENQUEUE_GOAL_SECONDS:.0f} s; median of {rounds})", flush=True)
+
+
 def report(erp: str, entity: str, set_up: SetUp, stores: Stores, records: int, page_size: int | None) -> None:
     timed = measure(set_up, stores, records, page_size, trace=False)
     print(f"[{erp}] {entity}: one poll of {timed.records:,} changed records in {timed.pages:,} pages of "
@@ -288,19 +360,29 @@ def report(erp: str, entity: str, set_up: SetUp, stores: Stores, records: int, p
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000, help="changed records per poll (default 100000)")
+    parser.add_argument("--records", type=int, default=100_000,
+                        help="changed records per poll (default 100000); 0 leaves the read-side figures out")
     parser.add_argument("--erp", action="append", choices=tuple(ERPS),
                         help="an ERP to measure; repeatable (default: all)")
     parser.add_argument("--page-size", type=int, default=None,
                         help="rows per page (default: each adapter's own)")
+    parser.add_argument("--enqueue-records", type=int, default=ENQUEUE_GOAL_RECORDS,
+                        help=f"changes per enqueue poll (default {ENQUEUE_GOAL_RECORDS}); 0 leaves the enqueue out")
+    parser.add_argument("--rounds", type=int, default=3, help="enqueue polls of each kind, in turn (default 3)")
     args = parser.parse_args()
     azurite = start_azurite()
-    stores = Stores.open(StorageSettings(azurite.connection_string, None, None, None), "b" + uuid.uuid4().hex[:10])
+    settings = StorageSettings(azurite.connection_string, None, None, None)
+    stores = Stores.open(settings, "b" + uuid.uuid4().hex[:10])
+    bus = StorageQueueBus(settings)
     try:
         for erp in args.erp or list(ERPS):
             entity, set_up = ERPS[erp]
-            report(erp, entity, set_up, stores, args.records, args.page_size)
+            if args.records > 0:
+                report(erp, entity, set_up, stores, args.records, args.page_size)
+            if args.enqueue_records > 0:
+                report_enqueue(erp, entity, set_up, stores, bus, args.enqueue_records, args.page_size, args.rounds)
     finally:
+        bus.close()
         stores.close()
         azurite.stop()
 

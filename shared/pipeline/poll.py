@@ -11,9 +11,11 @@
   Pages are streamed, so memory does not grow with the number of rows, and a page token
   that comes back again is an error, not a loop.
 - Each change becomes one ``erp.change`` on erp-events, keyed by connection + entity +
-  record key + change stamp; only once an entity's changes are all enqueued may its
-  watermark move, and never past the poll's own start, never backwards. Rows read again (the
-  overlap, a retried poll) carry the same keys and are claimed only once downstream.
+  record key + change stamp, and a page's changes are enqueued together (``send_many``);
+  only once an entity's changes are all enqueued may its watermark move (and a snapshot
+  only once its record's change is), never past the poll's own start, never backwards. A
+  send that fails fails the poll; rows read again (the overlap, a retried poll) carry the
+  same keys and are claimed only once downstream.
 - A source whose reads must never overlap (a SYSPRO operator's session) is polled under a
   lease, renewed between pages once half of it has passed, so one entity read for longer
   than the lease keeps it. Progress (watermark, snapshots) is written only while the lease
@@ -171,13 +173,16 @@ def poll_entity(connection: Connection, settings: PollSettings, source: Source, 
     since = _lower_bound(entity, settings, watermark, started)
     newest: datetime | int | None = None
     count = 0
-    for row, context in read_rows(source, entity, since, connection.name, lease):
-        stamp = _row_stamp(entity, settings, row)
-        if not baseline:
-            _emit(bus, connection.name, entity, row, context, stamp)
-            count += 1
-        if newest is None or stamp > newest:  # type: ignore[operator]
-            newest = stamp
+    for rows, context in read_pages(source, entity, since, connection.name, lease):
+        changes = []
+        for row in rows:
+            stamp = _row_stamp(entity, settings, row)
+            if not baseline:
+                changes.append(change_envelope(connection.name, entity, row, context, stamp))
+            if newest is None or stamp > newest:  # type: ignore[operator]
+                newest = stamp
+        _enqueue(bus, changes)
+        count += len(changes)
     # Everything read is on the queue: now the watermark may move, but not past our own start.
     _fence(lease, f"{connection.name}/{entity.name}")
     if entity.cursor == TIME:
@@ -214,22 +219,30 @@ def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity
                     bus: MessageBus, started: datetime, lease: HeldLease | None = None) -> int:
     """Read the whole watched set; a record whose watched fields hash differently is a change.
 
-    Snapshots are written page by page, each page after the lease was checked (and renewed when due).
+    Snapshots are written page by page, each page after the lease was checked (and renewed when due)
+    and after its changes are all enqueued.
     """
     baseline = entity.baseline and stores.watermarks.get(connection.name, entity.name) is None
     count = 0
-    for row, context in read_rows(source, entity, None, connection.name, lease):
-        key = row_key(row, entity.keys)
-        digest = watched_hash(row, entity.watched)
-        known = stores.snapshots.get(connection.name, entity.name, key)
-        if known is not None and known.hash == digest:
-            continue
-        version = known.version + 1 if known else 1
-        if not baseline:
-            # The version keeps A -> B -> A two changes; a retried poll computes the same stamp.
-            _emit(bus, connection.name, entity, row, context, f"v{version}:{digest}")
-            count += 1
-        stores.snapshots.put(connection.name, entity.name, key, Snapshot(digest, version))
+    for rows, context in read_pages(source, entity, None, connection.name, lease):
+        changes: list[Envelope] = []
+        snapshots: dict[str, Snapshot] = {}  # this page's, written once its changes are enqueued
+        for row in rows:
+            key = row_key(row, entity.keys)
+            digest = watched_hash(row, entity.watched)
+            # A key met earlier in the page (an order's second line due the same day) is that same record.
+            known = snapshots.get(key) or stores.snapshots.get(connection.name, entity.name, key)
+            if known is not None and known.hash == digest:
+                continue
+            version = known.version + 1 if known else 1
+            if not baseline:
+                # The version keeps A -> B -> A two changes; a retried poll computes the same stamp.
+                changes.append(change_envelope(connection.name, entity, row, context, f"v{version}:{digest}"))
+            snapshots[key] = Snapshot(digest, version)
+        _enqueue(bus, changes)
+        count += len(changes)
+        for key, snapshot in snapshots.items():  # a snapshot moves only once its change is on the queue
+            stores.snapshots.put(connection.name, entity.name, key, snapshot)
     _fence(lease, f"{connection.name}/{entity.name}")
     stores.watermarks.advance(connection.name, entity.name, started)  # when the set was last read whole
     log.info("polled %s/%s: %d change(s)%s", connection.name, entity.name, count,
@@ -237,9 +250,9 @@ def _poll_snapshots(connection: Connection, source: Source, entity: PolledEntity
     return count
 
 
-def read_rows(source: Source, entity: PolledEntity, since: Any, connection: str = "",
-              lease: HeldLease | None = None) -> Iterator[tuple[Mapping[str, Any], Any]]:
-    """Every row from ``since`` on with its page's context, one page in memory at a time; the lease kept
+def read_pages(source: Source, entity: PolledEntity, since: Any, connection: str = "",
+               lease: HeldLease | None = None) -> Iterator[tuple[Sequence[Mapping[str, Any]], Any]]:
+    """Each page of rows from ``since`` on with its context, one in memory at a time; the lease kept
     while pages come in."""
     token: str | None = None
     seen: set[str] = set()
@@ -247,8 +260,7 @@ def read_rows(source: Source, entity: PolledEntity, since: Any, connection: str 
     while True:
         page = entity.read(source.client, entity, PageRequest(since, token, entity.page_size))
         _keep(lease, f"{connection}/{entity.name}")  # before this page's rows are acted on
-        for row in page.rows:
-            yield row, page.context
+        yield page.rows, page.context
         before = rows_read
         rows_read += len(page.rows)
         if rows_read // PROGRESS_EVERY_ROWS > before // PROGRESS_EVERY_ROWS:
@@ -267,18 +279,26 @@ def change_key(connection: str, change: Change) -> str:
     return f"{connection}|{change.entity}|{change.key}|{stamp}"
 
 
-def _emit(bus: MessageBus, connection: str, entity: PolledEntity, row: Mapping[str, Any], context: Any,
-          stamp: Any) -> None:
+def _enqueue(bus: MessageBus, changes: Sequence[Envelope]) -> None:
+    """A page's changes in one go. When any send fails this raises, and the poll writes no progress past
+    them: the retry sends the page again under the same keys, and the claim downstream takes each once."""
+    if changes:
+        bus.send_many(ERP_EVENTS, changes)
+
+
+def change_envelope(connection: str, entity: PolledEntity, row: Mapping[str, Any], context: Any,
+                    stamp: Any) -> Envelope:
+    """The ``erp.change`` a changed row becomes, keyed by connection, entity, record key and stamp."""
     fields = entity.fields(row, context)
     record_key = ("|".join(str(fields.get(name, "")) for name in entity.record_key) if entity.record_key
                   else row_key(row, entity.keys))
     change = Change(entity=entity.name, key=row_key(row, entity.keys), stamp=stamp,
                     record_entity=entity.record_entity, record_key=record_key, fields=fields)
-    bus.send(ERP_EVENTS, Envelope(ERP_CHANGE, connection, change_key(connection, change), {
+    return Envelope(ERP_CHANGE, connection, change_key(connection, change), {
         "entity": change.entity, "key": change.key, "record_entity": change.record_entity,
         "record_key": change.record_key, "fields": _jsonable(change.fields),
         "stamp": stamp.isoformat() if isinstance(stamp, datetime) else stamp,
-    }))
+    })
 
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,17 +24,20 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.model import Envelope
+from shared.outcomes import PermanentFailure
 from shared.settings import ServiceBusSettings, StorageSettings, queue_backend
 from shared.storage.protect import LazyProtector
 
 if TYPE_CHECKING:
-    from azure.servicebus import ServiceBusMessage
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,9 @@ SEND_TIMEOUT_SECONDS = 1.5
 SEND_RETRIES = 1
 # How long a dead letter taken for collection stays hidden from another collector.
 TAKE_VISIBILITY_SECONDS = 120
+# Storage queues have no batch put: ``send_many`` sends this many at once. Under the 10 connections
+# azure-core's requests transport pools per host, so no connection is opened only to be discarded.
+SEND_MANY_THREADS = 8
 
 
 def message_text(envelope: Envelope) -> str:
@@ -130,6 +136,11 @@ def _taken(text: str, queue: str, enqueued_at: datetime | None, settle: Callable
 class MessageBus(Protocol):
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None: ...
 
+    def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        """Every envelope onto ``queue`` now, each as ``send`` would put it; returns once all are on it,
+        raises if any is not (some of the others may be: resending them all is safe, keys dedup)."""
+        ...
+
     def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None: ...
 
     def take_dead_letters(self, queue: str, limit: int) -> Iterator[TakenDeadLetter]: ...
@@ -162,6 +173,7 @@ class StorageQueueBus:
             self._service = QueueServiceClient(settings.queue_service_uri, credential=credential, **bounded)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._senders: ThreadPoolExecutor | None = None
 
     def _queue(self, name: str) -> Any:
         client = self._clients.get(name)
@@ -186,6 +198,30 @@ class StorageQueueBus:
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self.send_text(queue, message_text(envelope), delay_seconds)
 
+    def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        """Concurrent puts through a small pool; returns (or raises the first failure) only once none is
+        still in flight, so a caller that retries never races its own earlier puts."""
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
+        if not envelopes:
+            return
+        self._queue(queue)  # created (and its transport opened) once, before the pool's threads share it
+        pool = self._send_pool()
+        sends = [pool.submit(self.send_text, queue, message_text(envelope)) for envelope in envelopes]
+        _, pending = wait(sends, return_when=FIRST_EXCEPTION)
+        for send in pending:
+            send.cancel()  # one failed: the page will be sent again, so the rest need not go now
+        wait(pending)
+        _raise_first_failure(sends)
+
+    def _send_pool(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(SEND_MANY_THREADS, thread_name_prefix="queue-send")
+            return self._senders
+
     def dead_letter(self, queue: str, body: str | bytes, reason: str) -> None:
         self.send_text(poison_queue(queue), dead_letter_body(queue, body, reason))
         log.warning("dead-lettered a message from %s: %s", queue, reason)
@@ -206,9 +242,18 @@ class StorageQueueBus:
             yield _taken(text, queue, message.inserted_on, settle, release)
 
     def close(self) -> None:
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
         for client in self._clients.values():
             client.close()
         self._service.close()
+
+
+def _raise_first_failure(sends: Sequence[Future[None]]) -> None:
+    for send in sends:
+        failure = None if send.cancelled() else send.exception()
+        if failure is not None:
+            raise failure
 
 
 def servicebus_message_id(envelope: Envelope) -> str:
@@ -247,6 +292,36 @@ def servicebus_message(envelope: Envelope, delay_seconds: float = 0, now: dateti
     return message
 
 
+def servicebus_batches(envelopes: Sequence[Envelope],
+                       new_batch: Callable[[], ServiceBusMessageBatch]) -> Iterator[ServiceBusMessageBatch]:
+    """The envelopes' messages (as ``servicebus_message`` makes them) in full batches, in order: a new
+    batch is begun when the next message does not fit. Each batch is yielded before the next is filled."""
+    from azure.servicebus.exceptions import MessageSizeExceededError
+
+    batch = new_batch()
+    for envelope in envelopes:
+        message = servicebus_message(envelope)
+        try:
+            batch.add_message(message)
+            continue
+        except MessageSizeExceededError:
+            if len(batch) == 0:
+                raise _too_large(message) from None
+        yield batch
+        batch = new_batch()
+        try:
+            batch.add_message(message)
+        except MessageSizeExceededError:
+            raise _too_large(message) from None
+    if len(batch):
+        yield batch
+
+
+def _too_large(message: ServiceBusMessage) -> PermanentFailure:
+    # The MessageId is the envelope key (connection, entity, record key, stamp): no personal data.
+    return PermanentFailure(f"message {message.message_id} is larger than a Service Bus batch may be")
+
+
 class ServiceBusBus:
     """Azure Service Bus queues (azure-servicebus), one cached sender per queue."""
 
@@ -275,6 +350,15 @@ class ServiceBusBus:
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self._sender(queue).send_messages(servicebus_message(envelope, delay_seconds), timeout=SEND_TIMEOUT_SECONDS)
+
+    def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        """One ``ServiceBusMessageBatch`` send per batch the sender's link allows; a batch sent again after a
+        failure is dropped by duplicate detection, since every MessageId is its envelope's key."""
+        if not envelopes:
+            return
+        sender = self._sender(queue)
+        for batch in servicebus_batches(envelopes, sender.create_message_batch):
+            sender.send_messages(batch, timeout=SEND_TIMEOUT_SECONDS)
 
     def take_dead_letters(self, queue: str, limit: int) -> Iterator[TakenDeadLetter]:
         """The app's dead letters (``<queue>-poison``), then the broker's (the queue's dead-letter

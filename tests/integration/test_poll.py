@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -34,6 +34,10 @@ class RecordingBus:
 
     def send(self, queue: str, envelope: object, delay_seconds: float = 0) -> None:
         self.sent.append((queue, envelope))
+
+    def send_many(self, queue: str, envelopes: Sequence[object]) -> None:
+        for envelope in envelopes:
+            self.send(queue, envelope)
 
     def dead_letter(self, queue: str, body: object, reason: str) -> None:
         raise AssertionError(reason)

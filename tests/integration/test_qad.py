@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +43,10 @@ class RecordingBus:
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         assert queue == ERP_EVENTS
         self.sent.append(envelope)
+
+    def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self.send(queue, envelope)
 
     def dead_letter(self, queue: str, body: object, reason: str) -> None:
         raise AssertionError(reason)

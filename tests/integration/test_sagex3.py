@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,10 @@ class RecordingBus:
 
     def send(self, queue: str, envelope: Any, delay_seconds: float = 0) -> None:
         self.sent.append(envelope)
+
+    def send_many(self, queue: str, envelopes: Sequence[Any]) -> None:
+        for envelope in envelopes:
+            self.send(queue, envelope)
 
     def dead_letter(self, queue: str, body: object, reason: str) -> None:
         raise AssertionError(reason)
