@@ -326,12 +326,17 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        from shared.network import environment_ca_bundle
+
         self.policy = policy or RetryPolicy()
         self.verify: bool | str = os.fspath(verify) if isinstance(verify, os.PathLike) else verify
+        if self.verify is True:  # as requests would, per call, from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
+            self.verify = environment_ca_bundle() or True
         self.retry_non_idempotent = retry_non_idempotent
         self._sleep = sleep
         self._rng = rng
         self.session = _build_session(self.verify, pool_maxsize)
+        self._proxies: dict[str, dict[str, str]] = {}  # per scheme://host: what the environment said
 
     def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> requests.Response:
         """Send with retries; returns a 2xx/3xx response, else raises RetryLater or HttpFailure.
@@ -341,9 +346,9 @@ class HttpClient:
         """
         method = method.upper()
         repeatable = self._is_repeatable(method, idempotent)
-        # verify per request: REQUESTS_CA_BUNDLE in the environment overrides Session.verify.
         kwargs.setdefault("verify", self.verify)
         kwargs.setdefault("timeout", self.policy.timeout)
+        kwargs.setdefault("proxies", self._proxies_for(url))
         attempt = 0
         while True:
             response, error = self._send_once(method, url, kwargs)
@@ -375,6 +380,17 @@ class HttpClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """HTTP(S)_PROXY and NO_PROXY for ``url``'s host, read from the environment the first time only."""
+        from shared.network import environment_proxies
+
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = environment_proxies(origin)
+        return proxies
 
     def _is_repeatable(self, method: str, idempotent: bool | None) -> bool:
         if idempotent is not None:
@@ -426,7 +442,9 @@ def _build_session(verify: bool | str, pool_maxsize: int) -> requests.Session:
     from requests.adapters import HTTPAdapter
 
     session = requests.Session()
-    # An environment CA bundle overrides this value; request() therefore also passes verify each time.
+    # Not the environment on every call (proxies, CA bundle, .netrc: a scan of every variable each
+    # time); HttpClient reads it once and passes proxies and verify with each request.
+    session.trust_env = False
     session.verify = verify
     # No urllib3-level retries: HttpClient.request owns every retry and its timing.
     adapter = HTTPAdapter(pool_connections=10, pool_maxsize=pool_maxsize, max_retries=0)

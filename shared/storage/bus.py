@@ -156,12 +156,16 @@ class StorageQueueBus:
     """Azure Storage queues, base64-encoded as the Functions host reads them by default."""
 
     def __init__(self, settings: StorageSettings) -> None:
-        from azure.storage.queue import LinearRetry, QueueServiceClient
+        from shared.storage.transport import client_options, storage_endpoint, without_async_transport
+
+        with without_async_transport():  # a cold instance's first enqueue need not import aiohttp
+            from azure.storage.queue import LinearRetry, QueueServiceClient
 
         # The storage SDK's default waits 15 s between tries; one quick retry is all an edge can afford.
         retry = LinearRetry(backoff=0, retry_total=SEND_RETRIES, random_jitter_range=0)
         bounded: dict[str, Any] = {"retry_policy": retry, "connection_timeout": SEND_TIMEOUT_SECONDS,
-                   "read_timeout": SEND_TIMEOUT_SECONDS}
+                                   "read_timeout": SEND_TIMEOUT_SECONDS,
+                                   **client_options(storage_endpoint(settings, "queue"))}
         if settings.connection_string:
             self._service = QueueServiceClient.from_connection_string(settings.connection_string, **bounded)
         else:

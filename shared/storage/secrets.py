@@ -116,10 +116,12 @@ class KeyVaultSecretProvider:
     ) -> None:
         from azure.keyvault.secrets import SecretClient
 
+        from shared.storage.transport import client_options
+
         if credential is None:
             credential = _default_credential(env)
         self._vault_url = vault_url
-        self._client = SecretClient(vault_url=vault_url, credential=credential)
+        self._client = SecretClient(vault_url=vault_url, credential=credential, **client_options(vault_url))
 
     @property
     def vault_url(self) -> str:

@@ -114,14 +114,17 @@ class Tables:
 def _service_client(settings: StorageSettings) -> TableServiceClient:
     from azure.data.tables import TableServiceClient
 
+    from shared.storage.transport import client_options, storage_endpoint
+
+    options = {**BOUNDED_CALLS, **client_options(storage_endpoint(settings, "table"))}
     if settings.connection_string:
-        return TableServiceClient.from_connection_string(settings.connection_string, **BOUNDED_CALLS)
+        return TableServiceClient.from_connection_string(settings.connection_string, **options)
     from azure.identity import DefaultAzureCredential
 
     if not settings.table_service_uri:  # StorageSettings.from_env sets one whenever there is no connection string
         raise ValueError("AzureWebJobsStorage__tableServiceUri or __accountName is needed for tables")
     credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-    return TableServiceClient(endpoint=settings.table_service_uri, credential=credential, **BOUNDED_CALLS)
+    return TableServiceClient(endpoint=settings.table_service_uri, credential=credential, **options)
 
 
 # --- dedup -----------------------------------------------------------------------------------

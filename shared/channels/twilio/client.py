@@ -163,9 +163,25 @@ def _http_client_class() -> type[Any]:
             for prefix in ("https://", "http://"):
                 # No urllib3 retries: a resent POST could send an SMS twice; the channel decides.
                 self.session.mount(prefix, HTTPAdapter(max_retries=0, pool_maxsize=DEFAULT_POOL_MAXSIZE))
+            # Not the environment on every call (a scan of every variable each time): proxies are read
+            # once per host below; the CA choice is ours.
+            self.session.trust_env = False
             self.request_timeout = timeout
             self.verify = verify
             self._local = threading.local()
+            self._proxies: dict[str, dict[str, str]] = {}
+
+        def _proxies_for(self, url: str) -> dict[str, str]:
+            from urllib.parse import urlsplit
+
+            from shared.network import environment_proxies
+
+            parts = urlsplit(url)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            proxies = self._proxies.get(origin)
+            if proxies is None:
+                proxies = self._proxies[origin] = environment_proxies(origin)
+            return proxies
 
         @property
         def last_response(self) -> _LastResponse | None:
@@ -198,8 +214,8 @@ def _http_client_class() -> type[Any]:
                 **body,
             )
             prepared = self.session.prepare_request(request)
-            settings = self.session.merge_environment_settings(prepared.url, self.proxy, None, None, None)
-            # REQUESTS_CA_BUNDLE in the environment would override Session.verify: set it per request.
+            settings = self.session.merge_environment_settings(prepared.url, self.proxy or self._proxies_for(url),
+                                                               None, None, None)
             settings["verify"] = self.verify
             # Our own log line: the SDK's would print phone numbers from query strings.
             log.debug("Twilio %s %s", prepared.method, redact_url(prepared.url or url))

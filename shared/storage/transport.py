@@ -1,0 +1,75 @@
+"""How the app's Azure SDK clients reach their service: the import that leaves aiohttp out, and
+the transport options that read the environment once, when a client is built.
+
+- ``azure.storage.queue`` imports azure-core's aiohttp transport at import time, only to tell
+  whether a request runs on it (its async clients); aiohttp takes about 110 ms to import, most
+  of a cold instance's first enqueue. The app's clients are synchronous, so the queue SDK is
+  imported as if aiohttp were missing, which its signing code expects and handles.
+- azure-core's requests transport trusts the environment by default: requests then looks up
+  HTTP(S)_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE on every call, scanning every variable each
+  time. The clients are built with ``use_env_settings=False`` and given what the environment
+  says for their endpoint at build time instead, so a proxy still applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from shared.network import environment_ca_bundle, environment_proxies
+from shared.settings import StorageSettings
+
+_AIOHTTP_TRANSPORT = "azure.core.pipeline.transport._aiohttp"
+_import_lock = threading.Lock()
+DEVELOPMENT_PORTS = {"table": 10002, "queue": 10001}
+DEVELOPMENT_ACCOUNT = "devstoreaccount1"
+
+
+@contextlib.contextmanager
+def without_async_transport() -> Iterator[None]:
+    """Imports inside this block see azure-core's aiohttp transport as not installed.
+
+    Only while nothing has imported it yet; the placeholder is removed afterwards, so code that
+    does need the async transport later still imports it.
+    """
+    with _import_lock:
+        if _AIOHTTP_TRANSPORT in sys.modules:
+            yield
+            return
+        sys.modules[_AIOHTTP_TRANSPORT] = None  # type: ignore[assignment]  # import machinery: "not available"
+        try:
+            yield
+        finally:
+            if sys.modules.get(_AIOHTTP_TRANSPORT, ...) is None:
+                del sys.modules[_AIOHTTP_TRANSPORT]
+
+
+def client_options(endpoint: str) -> dict[str, Any]:
+    """Keyword arguments for an azure-core client of ``endpoint``: the environment read now, not per call."""
+    options: dict[str, Any] = {"use_env_settings": False}
+    proxies = environment_proxies(endpoint)
+    if proxies:
+        options["proxies"] = proxies
+    bundle = environment_ca_bundle()
+    if bundle:
+        options["connection_verify"] = bundle
+    return options
+
+
+def storage_endpoint(settings: StorageSettings, service: Literal["table", "queue"]) -> str:
+    """The URL of the account's ``service`` endpoint, as the storage SDKs read it from the settings."""
+    if not settings.connection_string:
+        uri = settings.table_service_uri if service == "table" else settings.queue_service_uri
+        return uri or ""
+    fields = {name.strip().lower(): value.strip() for name, _, value in
+              (part.partition("=") for part in settings.connection_string.split(";")) if value}
+    if fields.get(f"{service}endpoint"):
+        return fields[f"{service}endpoint"]
+    if fields.get("usedevelopmentstorage", "").lower() == "true":
+        return f"http://127.0.0.1:{DEVELOPMENT_PORTS[service]}/{DEVELOPMENT_ACCOUNT}"
+    protocol = fields.get("defaultendpointsprotocol", "https")
+    suffix = fields.get("endpointsuffix", "core.windows.net")
+    return f"{protocol}://{fields.get('accountname', '')}.{service}.{suffix}"
