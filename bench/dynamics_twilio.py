@@ -335,10 +335,21 @@ def counted_cycle(app: App, fakes: Fakes, proxies: Sequence[CountingProxy], even
     stage_one = snapshot()
     # Twilio reports "delivered" seconds after "sent", so each status is handled before the next
     # is sent; back to back, both land in one queue batch and race for the job's ETag.
+    def settled(sent: int) -> bool:
+        # A callback that names its job is applied in the webhook (one job update), one that could
+        # not be is queued: each has updated its job, and nothing is left on the callbacks queue.
+        counts = snapshot()
+
+        def since_stage_one(service: str, resource: str, kind: str) -> int:
+            return total(counts, service, resource, kinds=[kind]) - total(stage_one, service, resource, kinds=[kind])
+
+        queued = since_stage_one("queue", "callbacks", "put")
+        return since_stage_one("table", "jobs", "update") >= count * sent and \
+            deletes("callbacks") - before["callbacks"] >= queued
+
     for sent, status in enumerate(CALLBACK_STATUSES, start=1):
         send_callbacks(fakes, list(sids.values()), [status])
-        wait_until(app, lambda sent=sent: deletes("callbacks") - before["callbacks"] >= count * sent, timeout,
-                   f"every {status} callback settled")
+        wait_until(app, lambda sent=sent: settled(sent), timeout, f"every {status} callback settled")
     wait_idle(proxies, quiet=0.5, timeout=timeout)
     return stage_one, snapshot()
 

@@ -2,9 +2,11 @@
 
 - Status: the job's status moves forward only (a late ``sent`` never overwrites
   ``delivered``), so a repeated or out-of-order callback changes nothing and is not
-  audited twice; that order is the deduplication. The job is found by the provider id's
-  link, or by the job id in the callback URL when the sender stopped before linking: then
-  the link and the number's last contact are written here.
+  audited twice; that order is the deduplication. The job is found by the job id in the
+  (signed) callback URL, or by the provider id's link; when the sender stopped before
+  linking, the link and the number's last contact are written here. A callback whose URL
+  names its job is applied by the webhook itself (``apply_status``), queued only when
+  storage is slow.
 - Inbound SMS: STOP / START / HELP keywords, Verify codes, and any other reply, which
   is recorded against the record the last message to that number was about, and written
   back to that record as a note where its ERP takes notes.
@@ -27,7 +29,7 @@ from shared.pipeline.notes import queue_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code
 from shared.storage.bus import get_bus
-from shared.storage.tables import JobRow, LastContact, ProviderLink, Stores, get_stores
+from shared.storage.tables import JobRow, LastContact, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ HELP = frozenset({"HELP", "INFO"})
 MAX_REPLY_CHARS = 1000
 UNLINKED_RETRY_SECONDS = 2.0
 INBOUND_SCOPE = "twilio-inbound"
+# On a job: the provider id whose link and last contact a status callback found in place or wrote.
+LINK_CHECKED = "link_checked"
 
 
 def _twilio_connection(name: str) -> TwilioConnection:
@@ -49,50 +53,77 @@ def _twilio_connection(name: str) -> TwilioConnection:
 
 @handles(CALLBACKS, TWILIO_STATUS)
 def record_status(envelope: Envelope) -> None:
-    params = envelope.payload["params"]
+    apply_status(get_stores(), envelope.connection, envelope.payload["params"], envelope.payload.get("job_id") or "",
+                 envelope.correlation_id)
+
+
+def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job_id: str,
+                 correlation_id: str) -> None:
+    """Move the job of a status callback forward and audit it; a repeated or late one changes nothing.
+    ``job_id``: the job the callback URL names ("" when it names none). RetryLater while no job is
+    known for the message yet."""
     sid = params.get("MessageSid") or params.get("CallSid") or ""
     status = (params.get("MessageStatus") or params.get("CallStatus") or "").lower()
-    stores = get_stores()
-    link = stores.providers.lookup(sid) or _link_job_named_in_url(stores, envelope, sid)
-    if link is None:
+    job = _job_of_callback(stores, connection, sid, job_id)
+    if job is None:
         return
-    def decide(job: JobRow) -> dict[str, Any] | None:
-        if not moves_forward(job.status, status):
+    linked = job.fields.get(LINK_CHECKED) == sid
+
+    def decide(row: JobRow) -> dict[str, Any] | None:
+        if not moves_forward(row.status, status):
             return None  # a repeated or late callback: that order is the deduplication
-        changes = {"status": status, "error_code": params.get("ErrorCode") or job.fields.get("error_code")}
-        if not job.fields.get("provider_id"):
+        changes = {"status": status, "error_code": params.get("ErrorCode") or row.fields.get("error_code")}
+        if not row.fields.get("provider_id"):
             changes["provider_id"] = sid  # the sender stopped before recording it on the job
+        if not linked and (row.fields.get("provider_id") or sid) == sid:
+            changes[LINK_CHECKED] = sid  # the link and last contact are in place: later callbacks skip the check
         return changes
 
-    job = change(stores, link.job_id, decide)
-    if job is None:
+    written = change(stores, job, decide)
+    if written is None:
         return
     detail: dict[str, Any] = {"status": status, "provider_id": sid}
     if params.get("ErrorCode"):
         detail["error_code"] = params["ErrorCode"]
     if params.get("CallDuration"):
         detail["duration"] = params["CallDuration"]
-    stores.audit.append(job.fields.get("correlation_id", envelope.correlation_id), "status",
-                        connection=link.connection, record=job.fields.get("record", ""), job_id=link.job_id, **detail)
+    stores.audit.append(written.fields.get("correlation_id", correlation_id), "status",
+                        connection=connection, record=written.fields.get("record", ""), job_id=written.job_id,
+                        **detail)
 
 
-def _link_job_named_in_url(stores: Stores, envelope: Envelope, sid: str) -> ProviderLink | None:
+def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str) -> JobRow | None:
+    """The job a status callback is about, as read now; None to ignore the callback.
+
+    The URL's ``job`` is signed by Twilio, so once an earlier callback of this send found (or
+    repaired) its link, the job is taken as it is, without the provider-id lookup. Otherwise the
+    provider id's link decides, and without one the job named in the URL is linked now (the sender
+    stopped before linking).
+    """
+    named = stores.jobs.get(job_id) if job_id else None
+    if named is not None and named.fields.get(LINK_CHECKED) == sid:
+        return named
+    link = stores.providers.lookup(sid)
+    if link is not None:
+        return named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
+    return _link_job_named_in_url(stores, connection, sid, named)
+
+
+def _link_job_named_in_url(stores: Stores, connection: str, sid: str, job: JobRow | None) -> JobRow | None:
     """The job named by the callback URL's ``job``, linked to ``sid`` now; None to ignore the callback.
 
     Without ``job`` (or before its job exists) Twilio may have called back before the sender
     linked the sid: wait a little.
     """
-    job_id = envelope.payload.get("job_id") or ""
-    job = stores.jobs.get(job_id) if job_id else None
     if job is None:
         raise RetryLater(UNLINKED_RETRY_SECONDS, f"no job is linked to {sid} (yet)")
     if job.fields.get("provider_id") not in (None, "", sid):
         # An earlier try of this job that was not adopted: its progress is not the job's.
-        log.warning("a status callback for %s, which is not the message or call of job %s", sid, job_id)
+        log.warning("a status callback for %s, which is not the message or call of job %s", sid, job.job_id)
         return None
-    stores.providers.link(sid, job_id, envelope.connection)  # an upsert: repeating it is harmless
-    _remember_contact(stores, envelope.connection, job)
-    return ProviderLink(sid, job_id, envelope.connection)
+    stores.providers.link(sid, job.job_id, connection)  # an upsert: repeating it is harmless
+    _remember_contact(stores, connection, job)
+    return job
 
 
 def _remember_contact(stores: Stores, connection: str, job: JobRow) -> None:

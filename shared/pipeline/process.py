@@ -28,7 +28,7 @@ from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
 from shared.storage.bus import MessageBus, get_bus
-from shared.storage.tables import AuditLog, Stores, get_stores
+from shared.storage.tables import AuditBatch, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,31 @@ def process_business_event(envelope: Envelope) -> None:
                      event=event.business_event_id, reason=f"record not readable: {exc}")
         return
     record = record_ref(connection.name, enriched.record_entity, enriched.record_key)
-    audit.append(envelope.correlation_id, "enriched", connection=connection.name, record=record,
+    steps = audit.batch(envelope.correlation_id)  # enriched and routed: one write
+    steps.append(envelope.correlation_id, "enriched", connection=connection.name, record=record,
                  reads=enriched.reads)
     queue_notifications(config, stores, get_bus(), source=connection.name, event_type=event.business_event_id,
                         event_key=envelope.key, record=record, fields=enriched.fields,
-                        correlation_id=envelope.correlation_id)
+                        correlation_id=envelope.correlation_id, steps=steps)
 
 
 def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, source: str, event_type: str,
-                        event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str) -> int:
-    """Route one record and queue a job per (rule, recipient); the number of jobs queued."""
-    audit = stores.audit
+                        event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str,
+                        steps: AuditBatch | None = None) -> int:
+    """Route one record and queue a job per (rule, recipient); the number of jobs queued.
+
+    Its audit steps join ``steps`` (else a batch of their own) and are written together at the end,
+    or at the failure that ends the attempt: whatever was queued before it is on the trail."""
+    audit = steps or stores.audit.batch(correlation_id)
+    try:
+        return _route(config, audit, bus, source=source, event_type=event_type, event_key=event_key, record=record,
+                      fields=fields, correlation_id=correlation_id)
+    finally:
+        audit.flush()
+
+
+def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str, event_type: str,
+           event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str) -> int:
     found = targets(config, source, event_type, fields)
     if not found:
         audit.append(correlation_id, "no-rule", connection=source, record=record, event=event_type)
@@ -134,7 +148,7 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
     return payload | flow.render(rule, config.template(rule.template), fields, event_type)
 
 
-def _audit_routed(audit: AuditLog, correlation_id: str, source: str, record: str, job_id: str, rule: str,
+def _audit_routed(audit: AuditBatch, correlation_id: str, source: str, record: str, job_id: str, rule: str,
                   channel: str, address: str) -> None:
     audit.append(correlation_id, "routed", connection=source, record=record, job_id=job_id, rule=rule,
                  channel=channel, to=masked(channel, address))

@@ -42,6 +42,7 @@ DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS,
     "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
 )
 SNAPSHOTS, LEASES, DEAD_LETTERS = "snapshots", "leases", "deadletters"
+_MAX_BATCH = 100  # operations in one entity-group transaction
 TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
                            PACING, SNAPSHOTS, LEASES, DEAD_LETTERS)
 
@@ -290,24 +291,39 @@ class AuditLog:
         **detail: Any,
     ) -> AuditEntry:
         entry = AuditEntry(correlation_id, step, at or utc_now(), connection, record, job_id, detail)
-        row_key = f"{entry.at.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
-        self._tables.table(AUDIT).create_entity(
-            {
-                "PartitionKey": table_key(correlation_id),
-                "RowKey": row_key,
-                "CorrelationId": correlation_id,
-                "Step": step,
-                "At": entry.at,
-                "Connection": connection,
-                "Record": record,
-                "JobId": job_id,
-                "Detail": self._tables.protector.seal(_dump(detail)) if detail else "{}",
-            }
-        )
+        self._tables.table(AUDIT).create_entity(self._row(entry))
         if record:
             self._index(record, correlation_id)
         _log_step(entry)
         return entry
+
+    def batch(self, correlation_id: str) -> AuditBatch:
+        """Steps of one piece of work kept until ``flush``, then written in one request per 100."""
+        return AuditBatch(self, correlation_id)
+
+    def write_all(self, entries: list[AuditEntry]) -> None:
+        """Entries of one correlation id (one partition), written as entity-group transactions."""
+        table = self._tables.table(AUDIT)
+        for start in range(0, len(entries), _MAX_BATCH):
+            chunk = entries[start:start + _MAX_BATCH]
+            table.submit_transaction([("create", self._row(entry)) for entry in chunk])
+        for record in dict.fromkeys(entry.record for entry in entries if entry.record):
+            self._index(record, entries[0].correlation_id)
+        for entry in entries:
+            _log_step(entry)
+
+    def _row(self, entry: AuditEntry) -> dict[str, Any]:
+        return {
+            "PartitionKey": table_key(entry.correlation_id),
+            "RowKey": f"{entry.at.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}",
+            "CorrelationId": entry.correlation_id,
+            "Step": entry.step,
+            "At": entry.at,
+            "Connection": entry.connection,
+            "Record": entry.record,
+            "JobId": entry.job_id,
+            "Detail": self._tables.protector.seal(_dump(entry.detail)) if entry.detail else "{}",
+        }
 
     def _index(self, record: str, correlation_id: str) -> None:
         pair = (record, correlation_id)
@@ -335,6 +351,29 @@ class AuditLog:
         )
         entries = [entry for row in index for entry in self.by_correlation(row["CorrelationId"])]
         return sorted(entries, key=lambda entry: entry.at)
+
+
+class AuditBatch:
+    """Audit steps of one correlation id, appended as to ``AuditLog`` and written at ``flush``:
+    one request for a stage's steps instead of one each."""
+
+    def __init__(self, log: AuditLog, correlation_id: str) -> None:
+        self._log, self.correlation_id = log, correlation_id
+        self._entries: list[AuditEntry] = []
+
+    def append(self, correlation_id: str, step: str, *, connection: str = "", record: str = "", job_id: str = "",
+               at: datetime | None = None, **detail: Any) -> AuditEntry:
+        if correlation_id != self.correlation_id:  # another partition: no transaction can hold it
+            return self._log.append(correlation_id, step, connection=connection, record=record, job_id=job_id,
+                                    at=at, **detail)
+        entry = AuditEntry(correlation_id, step, at or utc_now(), connection, record, job_id, detail)
+        self._entries.append(entry)
+        return entry
+
+    def flush(self) -> None:
+        entries, self._entries = self._entries, []
+        if entries:
+            self._log.write_all(entries)
 
 
 def _log_step(entry: AuditEntry) -> None:

@@ -136,6 +136,26 @@ def test_audit_is_queryable_by_record_and_by_correlation(stores: Stores) -> None
     assert stores.audit.by_record("never-seen") == []
 
 
+def test_a_batch_of_audit_steps_reads_back_as_appended_one_by_one(stores: Stores) -> None:
+    record = "contoso-fo|VendorInvoice|usmf|INV/0043"
+    base = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    steps = stores.audit.batch("corr-b")
+    steps.append("corr-b", "enriched", connection="contoso-fo", record=record, at=base, reads=2)
+    for n in range(120):  # more than one transaction holds
+        steps.append("corr-b", "routed", connection="contoso-fo", record=record, job_id=f"j{n}",
+                     at=base + timedelta(milliseconds=n + 1), to="+1*******23")
+    steps.append("corr-other", "received", record=record, at=base)  # another partition: written at once
+    assert [e.step for e in stores.audit.by_correlation("corr-b")] == []
+    steps.flush()
+
+    trail = stores.audit.by_record(record)
+    assert [(e.correlation_id, e.step) for e in trail[:3]] == [
+        ("corr-b", "enriched"), ("corr-other", "received"), ("corr-b", "routed"),
+    ]
+    assert [e.job_id for e in trail if e.step == "routed"] == [f"j{n}" for n in range(120)]
+    assert trail[0].detail == {"reads": 2} and trail[-1].detail == {"to": "+1*******23"}
+
+
 def test_provider_ids_lead_back_to_their_job(stores: Stores) -> None:
     stores.providers.link("SM0123456789abcdef0123456789abcdef", "job-9", "twilio-main")
     link = stores.providers.lookup("SM0123456789abcdef0123456789abcdef")
