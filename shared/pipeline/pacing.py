@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+from shared.channels.twilio.connection import TwilioConnection, sender_of, sender_rate
 from shared.outcomes import WaitForSlot
 from shared.storage.tables import PacingStore
 
@@ -45,13 +47,14 @@ RETURN_SPARE = 1.0
 
 
 def take_slot(pacing: PacingStore, connection: str, key: str, reserved: float | None = None, *,
-              interval: float, horizon: float = INLINE_HORIZON, lead: float = RESERVE_LEAD,
+              interval: float, horizon: float | None = None, lead: float = RESERVE_LEAD,
               clock: Callable[[], float] = time.time) -> float:
     """This send's slot (epoch seconds), within ``horizon`` of now; WaitForSlot when it is further.
 
     ``reserved`` is the slot an earlier attempt of this same send reserved: kept while it is
     still ahead, replaced by a fresh one (``lead`` ahead at the earliest) once it has passed.
     """
+    horizon = INLINE_HORIZON if horizon is None else horizon
     now = clock()
     if reserved is not None and reserved >= now:
         slot = reserved
@@ -63,9 +66,10 @@ def take_slot(pacing: PacingStore, connection: str, key: str, reserved: float | 
     return slot
 
 
-def return_delay(slot: float, now: float, horizon: float = INLINE_HORIZON) -> float:
+def return_delay(slot: float, now: float, horizon: float | None = None) -> float:
     """How long a send whose slot is ``slot`` stays on its queue: back while the slot is still
     ahead, with ``RETURN_SPARE`` less than ``horizon`` to wait here, whatever the queue adds."""
+    horizon = INLINE_HORIZON if horizon is None else horizon
     return max(slot - now - (horizon - RETURN_SPARE), 0.0)
 
 
@@ -77,8 +81,17 @@ def sleep_until(slot: float, *, clock: Callable[[], float] = time.time,
 
 
 def wait_for_slot(pacing: PacingStore, connection: str, key: str, reserved: float | None = None, *,
-                  interval: float, horizon: float = INLINE_HORIZON, lead: float = RESERVE_LEAD,
+                  interval: float, horizon: float | None = None, lead: float = RESERVE_LEAD,
                   clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
     """Return when this send may go (``take_slot``, then the wait for it)."""
     slot = take_slot(pacing, connection, key, reserved, interval=interval, horizon=horizon, lead=lead, clock=clock)
     sleep_until(slot, clock=clock, sleep=sleep)
+
+
+def pace_sms(pacing: PacingStore, connection: TwilioConnection, payload: dict[str, Any]) -> None:
+    """Return when the connection's sender may send this SMS (at its ``sends_per_second``);
+    WaitForSlot when its slot is beyond the horizon. Calls are not paced here."""
+    if payload.get("channel") != "sms":
+        return
+    wait_for_slot(pacing, connection.name, f"sms|{sender_of(connection)}", payload.get("paced_slot"),
+                  interval=1.0 / sender_rate(connection))
