@@ -38,7 +38,7 @@ from shared.config.model import Rule
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
 from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, change, reached_provider, wait_for_live_dispatch
-from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, wait_for_slot
+from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, return_delay, sleep_until, take_slot
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import needs_approval_code
 from shared.pipeline.slack_decisions import audit_job, decide, notification_of, tell
@@ -115,9 +115,17 @@ def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job
             if earlier is not None:
                 record_card(stores, connection.name, job, earlier, audit, adopted=True)
                 return
-        wait_for_slot(stores.pacing, connection.name, target, payload.get("paced_slot"))
         text, blocks = card_of(payload, job_id)
         job = claim_card_post(stores, job, target)
+        # The slot after the claim, so that nothing but the wait for it comes between: the post
+        # reaches Slack at its slot, not one storage call later, which could crowd the next card.
+        try:
+            slot = take_slot(stores.pacing, connection.name, target, payload.get("paced_slot"),
+                             interval=SLACK_CHANNEL_INTERVAL)
+        except WaitForSlot:
+            stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})  # nothing posted: back later
+            raise
+        sleep_until(slot)
         try:
             posted = slack.post_card(target, text, blocks, metadata=card_metadata(job_id), wait_when_throttled=False)
         except PostOutcomeUnknown as unknown:
@@ -132,7 +140,7 @@ def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job
             slot = stores.pacing.reserve(connection.name, target, max(now + throttled.delay, now),
                                          SLACK_CHANNEL_INTERVAL)
             reason = f"Slack throttled the post: {throttled.reason}"
-            raise WaitForSlot(max(slot - now - 1.0, 0.0), slot, reason) from None
+            raise WaitForSlot(return_delay(slot, now), slot, reason) from None
     except SlackPermanentError as exc:
         stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": now_iso()})
         audit("failed", status="failed", reason=str(exc), channel="slack")

@@ -22,6 +22,7 @@ from shared.logs import mask_phone
 from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
 from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, JobAttempt, reached_provider, record_send
+from shared.pipeline.pacing import pace_sms
 from shared.settings import public_url
 from shared.storage.tables import JobRow, LastContact, Stores
 from shared.templates import Template, fit_sms, voice_twiml
@@ -62,6 +63,7 @@ class Delivery(JobAttempt):
 
             start_gate(self, channel, number)
             return
+        pace_sms(self.stores.pacing, self.connection, self.payload)  # a burst waits in our queue, not Twilio's
         self.claim_dispatch(number)
         self.send(channel, number)
 

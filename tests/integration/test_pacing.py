@@ -1,13 +1,15 @@
-"""Pacing across instances: one message per second per channel, bursts spread, nothing dropped."""
+"""Pacing across instances: one message per second per channel, bursts spread, nothing dropped,
+and a send that comes back after its slot never goes out next to another."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.pipeline.pacing import WaitForSlot, wait_for_slot
+from shared.pipeline.pacing import RESERVE_LEAD, SLACK_CHANNEL_INTERVAL, WaitForSlot, wait_for_slot
 from shared.storage.tables import Stores
 
 
@@ -33,18 +35,47 @@ def test_channels_are_paced_separately(stores: Stores) -> None:
 
 
 def test_a_far_slot_is_kept_and_the_send_comes_back_for_it(stores: Stores) -> None:
-    now = 1_800_000_000.0
+    now, first = 1_800_000_000.0, 1_800_000_000.0 + RESERVE_LEAD  # a fresh slot starts a little ahead
     slept: list[float] = []
-    for _ in range(2):  # slots now and now + 1.1: within the horizon, slept for
-        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, interval=1.1)
-    assert slept == [pytest.approx(1.1)]
+    for _ in range(2):  # slots first and first + 1.1: within the horizon, slept for
+        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, interval=1.1,
+                      horizon=2.0)
+    assert slept == [pytest.approx(RESERVE_LEAD), pytest.approx(RESERVE_LEAD + 1.1)]
     with pytest.raises(WaitForSlot) as wait:
-        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, interval=1.1)
-    assert wait.value.slot == pytest.approx(now + 2.2)
-    assert wait.value.delay == pytest.approx(1.2)  # back a second early, to sleep to the slot here
-    assert stores.pacing.next_free("slack-main", "C3") == pytest.approx(now + 3.3)  # the far slot is held
+        wait_for_slot(stores.pacing, "slack-main", "C3", clock=lambda: now, sleep=slept.append, interval=1.1,
+                      horizon=2.0)
+    assert wait.value.slot == pytest.approx(first + 2.2)
+    # Back with a second less than the horizon to go (queue delays round up), to wait the rest here.
+    assert wait.value.delay == pytest.approx(first + 2.2 - now - 1.0)
+    assert stores.pacing.next_free("slack-main", "C3") == pytest.approx(first + 3.3)  # the far slot is held
 
     later = now + 2.0  # the send returns a little early, with its slot
-    wait_for_slot(stores.pacing, "slack-main", "C3", wait.value.slot, clock=lambda: later, sleep=slept.append)
-    assert slept[-1] == pytest.approx(0.2)
-    assert stores.pacing.next_free("slack-main", "C3") == pytest.approx(now + 3.3)  # nothing more taken
+    wait_for_slot(stores.pacing, "slack-main", "C3", wait.value.slot, clock=lambda: later, sleep=slept.append,
+                  interval=1.1, horizon=2.0)
+    assert slept[-1] == pytest.approx(first + 2.2 - later)
+    assert stores.pacing.next_free("slack-main", "C3") == pytest.approx(first + 3.3)  # nothing more taken
+
+
+def test_a_send_back_after_its_slot_passed_takes_a_fresh_one_an_interval_after_the_others(stores: Stores) -> None:
+    now, interval = 1_800_000_000.0, SLACK_CHANNEL_INTERVAL
+    sent: list[float] = []  # the moment each send goes out
+
+    def send(at: float, reserved: float | None = None) -> None:
+        slept: list[float] = []
+        wait_for_slot(stores.pacing, "slack-main", "C5", reserved, interval=interval, horizon=2.0,
+                      clock=lambda: at, sleep=slept.append)
+        sent.append(at + sum(slept))
+
+    send(now)
+    send(now)  # one interval on: slept for
+    with pytest.raises(WaitForSlot) as back:  # two intervals on, past the horizon: back to the queue with it
+        send(now)
+    stale = back.value.slot
+    send(stale - 0.5)  # another send meanwhile: the slot after the held one
+    send(stale + 0.5, reserved=stale)  # the first comes back after its slot: late, so not sent at once
+
+    assert len(sent) == 4
+    assert sent[-1] == pytest.approx(stale + 2 * interval)  # a fresh slot, after the one taken meanwhile
+    ordered = sorted(sent)
+    assert all(later - earlier >= interval - 1e-6 for earlier, later in itertools.pairwise(ordered))
+    assert stores.pacing.next_free("slack-main", "C5") == pytest.approx(stale + 3 * interval)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -211,6 +213,21 @@ def test_a_live_dispatch_makes_the_other_delivery_wait(stores: Stores, slack: Fa
 
     assert slack.requests == []
     assert job_of(stores, envelope).status == "dispatching"
+
+
+def test_a_card_back_after_its_slot_passed_waits_for_a_fresh_one_and_slack_takes_both(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    first = notification(connection)
+    deliver(stores, connection, first)
+    late = notification(connection)  # it held a slot that went by while it was on the queue
+    late = replace(late, payload={**late.payload, "paced_slot": time.time() - 3})
+
+    deliver(stores, connection, late)
+
+    assert len(slack.requests_to(POST)) == 2  # no 429 to absorb: the stale slot was not used
+    first_at, late_at = slack.post_times(APPROVALS)  # by the fake's clock, as Slack counts
+    assert late_at - first_at >= slack.post_interval
+    assert_sent_once(stores, slack, late, adopted=False)
 
 
 def test_a_lost_answer_in_a_direct_message_is_looked_up_there(stores: Stores, slack: FakeSlack,

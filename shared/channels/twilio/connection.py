@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -26,6 +27,46 @@ class TwilioConnection(Connection):
     api_base_url: str = DEFAULT_TWILIO_API_BASE_URL
     verify_base_url: str = DEFAULT_TWILIO_VERIFY_BASE_URL
     default_region: str = DEFAULT_REGION
+    # SMS per second from this connection's sender, paced in our queue so that a burst waits
+    # there, not in Twilio's; by default 1 for a long code or a Messaging Service, 3 for a toll-free number
+    sends_per_second: float | None = None
+
+
+# Messages per second a sender sends, by its kind, when the connection does not say. Our Twilio
+# reference confirms none of these figures (only that Twilio queues what a sender cannot send
+# yet, rather than refusing it): they are Twilio's commonly quoted ones for US senders, kept
+# as assumptions that sends_per_second overrides. A short code (about 100 per second) is not
+# a from_number (an E.164 number): send through its Messaging Service and set the rate there.
+LONG_CODE_SENDS_PER_SECOND = 1.0
+TOLL_FREE_SENDS_PER_SECOND = 3.0
+# A Messaging Service sends from a pool of numbers whose size and kinds the connection does
+# not know: one per second, as for a single long code, until the connection says more.
+MESSAGING_SERVICE_SENDS_PER_SECOND = 1.0
+# North American toll-free prefixes.
+TOLL_FREE = re.compile(r"\+1(800|833|844|855|866|877|888)\d{7}")
+
+
+def sender_of(connection: TwilioConnection) -> str:
+    """What an SMS is sent from: the Messaging Service when there is one (the client sends by it), else the number."""
+    return connection.messaging_service_sid or connection.from_number or ""
+
+
+def sender_rate(connection: TwilioConnection) -> float:
+    """SMS per second the connection's sender may send: as configured, else by the kind of sender."""
+    if connection.sends_per_second is not None:
+        return connection.sends_per_second
+    if connection.messaging_service_sid:
+        return MESSAGING_SERVICE_SENDS_PER_SECOND
+    if connection.from_number and TOLL_FREE.fullmatch(connection.from_number):
+        return TOLL_FREE_SENDS_PER_SECOND
+    return LONG_CODE_SENDS_PER_SECOND
+
+
+@f.described({"type": "number", "exclusiveMinimum": 0})
+def _positive_rate(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise f.Invalid("must be a number of messages per second above 0")
+    return float(value)
 
 
 @f.described({"anyOf": [{"required": ["from_number"]}, {"required": ["messaging_service_sid"]}]})
@@ -48,6 +89,7 @@ SETTINGS = f.ConnectionSettings(
         "api_base_url": f.url(),
         "verify_base_url": f.url(),
         "default_region": f.region,
+        "sends_per_second": _positive_rate,
     },
     _sender_problems,
 )
