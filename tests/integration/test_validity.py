@@ -250,3 +250,17 @@ def test_the_validity_period_starts_at_the_change_unless_the_erp_clock_is_ahead_
     assert validity_start(None, received) == received
     assert validity_start(now + timedelta(hours=1), received) <= datetime.now(UTC)  # no time bought
     assert now <= validity_start(None, None) <= datetime.now(UTC)
+
+
+def test_a_polled_change_starts_the_period_at_its_time_stamp_but_not_at_a_date_or_a_counter() -> None:
+    from shared.erp.polling import NUMBER, TIME
+    from shared.pipeline.poll import change_envelope
+    from tests.integration.test_poll_framework import Table, entity
+
+    stamp = datetime(2026, 11, 22, 11, 50, tzinfo=UTC)
+    timed = change_envelope("erp", entity(Table([]), TIME), {"id": "A", "stamp": "x"}, None, stamp)
+    dated = change_envelope("erp", entity(Table([]), TIME, date_only=True), {"id": "A", "stamp": "x"}, None, stamp)
+    counted = change_envelope("erp", entity(Table([]), NUMBER), {"id": "A", "counter": 7}, None, 7)
+
+    assert timed.payload["changed_at"] == stamp.isoformat()
+    assert "changed_at" not in dated.payload and "changed_at" not in counted.payload  # then: when it was received
