@@ -203,13 +203,14 @@ class Change:
 # Status only moves forward: a late "sent" never overwrites "delivered". Our own states
 # before the provider has the message come first; messages and calls share one scale;
 # final states share a rank, and "read" may still follow "delivered". "unknown": a send whose
-# answer was lost, with no way to ask the provider; never sent again unless replayed.
+# answer was lost, with no way to ask the provider; never sent again unless replayed. "expired":
+# not sent by the deadline of its rule's validity period; never sent.
 _STATUS_RANK: dict[str, int] = {
     "pending": 0, "verifying": 1, "dead-lettered": 1, "dispatching": 2,
     "scheduled": 3, "accepted": 3, "unknown": 3, "queued": 4, "initiated": 4, "sending": 5, "ringing": 5,
     "sent": 6, "in-progress": 6,
     "delivered": 7, "undelivered": 7, "failed": 7, "completed": 7, "busy": 7, "no-answer": 7,
-    "canceled": 7, "suppressed": 7,
+    "canceled": 7, "suppressed": 7, "expired": 7,
     "read": 8,
 }
 FINAL_STATUSES = frozenset(s for s, rank in _STATUS_RANK.items() if rank >= 7)

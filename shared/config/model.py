@@ -102,6 +102,9 @@ class Rule:
     when: tuple[Condition, ...] = ()  # all must hold
     verify: bool = False  # demand a Verify one-time passcode before acting on the answer
     priority: int = 100  # lower numbers first
+    # Minutes after the ERP change within which the alert still helps; a message not sent by then
+    # expires instead of arriving late (audited as expired). Left out: no expiry.
+    valid_for_minutes: int | None = None
     # Slack approvals: Approve needs a Verify code (sent by SMS through verify_via) when the
     # record's amount is above verify_above, or unknown.
     verify_above: float | None = None

@@ -115,6 +115,10 @@ def _recipient(raw: Any) -> Recipient:
     raise f.Invalid('must be an address string or {"field": "<record field>"}')
 
 
+# A validity period per rule: a minute at least, a week at most.
+VALID_FOR_MINUTES = f.int_between(1, 7 * 24 * 60)
+
+
 def rule_parsers() -> Mapping[str, f.Parser]:
     """The parser of each rule field; the channels are those of the kinds list."""
     return {
@@ -128,6 +132,7 @@ def rule_parsers() -> Mapping[str, f.Parser]:
         "template": f.text,
         "verify": f.boolean,
         "priority": f.integer,
+        "valid_for_minutes": VALID_FOR_MINUTES,
         "verify_above": f.non_negative_number,
         "verify_via": f.text,
         "verify_amount_field": f.text,

@@ -2,9 +2,15 @@
 
 A job row (id = the stable job id) carries the send through its states (``jobs.py``):
 pending -> dispatching -> the provider's statuses; or suppressed (opted out), failed
-(a permanent error), verifying (waiting for a one-time passcode). However often a
-notification is delivered, its job is sent once: each flow claims it before sending and,
-before any resend, asks its provider whether the first try landed.
+(a permanent error), verifying (waiting for a one-time passcode), expired (past its rule's
+validity period). However often a notification is delivered, its job is sent once: each flow
+claims it before sending and, before any resend, asks its provider whether the first try landed.
+
+- A notification whose rule has a validity period carries its deadline (``expires_at``, fixed when
+  the event was routed). It is checked here, before any flow runs, on every delivery: the first, and
+  one back from a pacing wait, a retry or a Verify code hours later. A job past it that no delivery
+  has begun to send is marked ``expired`` and audited so, and never sent. A job already claimed
+  for sending (``dispatching``) began in time: its flow asks the provider what became of it first.
 
 - Each channel kind names its flow in ``shared.kinds`` (SMS and calls: ``twilio_flow``; Slack
   cards: ``slack_flow``; email: ``email_flow``); a flow meets ``shared.pipeline.flows.ChannelFlow``.
@@ -12,14 +18,18 @@ before any resend, asks its provider whether the first try landed.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from shared import kinds
 from shared.config.loading import get_config
-from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope
+from shared.config.model import Connection
+from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso
 from shared.outcomes import PermanentFailure
-from shared.pipeline.jobs import DISPATCH_LEASE_SECONDS, mark_not_sent, open_job
+from shared.pipeline.jobs import DISPATCH_LEASE_SECONDS, change, deadline_of, mark_not_sent, open_job, reached_provider
 from shared.pipeline.registry import handles
 from shared.pipeline.twilio_flow import Delivery
-from shared.storage.tables import get_stores
+from shared.storage.tables import JobRow, Stores, get_stores
 
 # What the tests take from here: the stage's entry and the Twilio attempt it runs.
 __all__ = ["DISPATCH_LEASE_SECONDS", "Delivery", "deliver_notification", "open_job"]
@@ -34,4 +44,31 @@ def deliver_notification(envelope: Envelope) -> None:
     if connection is None or kind is None:
         raise PermanentFailure(f"no channel connection named {payload.get('via')!r} in the configuration "
                                f"(channel kinds: {', '.join(kinds.CHANNELS)})")
-    kinds.load(kind.flow).deliver(stores, connection, envelope, open_job(stores, envelope))
+    job = open_job(stores, envelope)
+    if expired(stores, connection, envelope, job):
+        return
+    kinds.load(kind.flow).deliver(stores, connection, envelope, job)
+
+
+def expired(stores: Stores, connection: Connection, envelope: Envelope, job: JobRow) -> bool:
+    """Whether the job is past its deadline and not to be sent: then it is marked and audited ``expired``."""
+    deadline = deadline_of(envelope.payload)
+    if deadline is None or datetime.now(UTC) < deadline:
+        return False
+    reason = f"not sent by {deadline.isoformat(timespec='seconds')}, the end of its rule's validity period"
+    late = False
+
+    def decide(row: JobRow) -> dict[str, Any] | None:
+        nonlocal late
+        late = row.status == "expired" or not (reached_provider(row) or row.status == "dispatching")
+        if not late or row.status == "expired":
+            return None  # sent or being sent in time; or expired already (a redelivery after a stop)
+        return {"status": "expired", "reason": reason, "expires_at": deadline.isoformat(), "expired_at": now_iso()}
+
+    change(stores, job, decide)
+    if late:
+        stores.audit.append(envelope.correlation_id, "expired", connection=connection.name,
+                            record=envelope.payload.get("record", ""), job_id=job.job_id, status="expired",
+                            channel=envelope.payload.get("channel"), rule=envelope.payload.get("rule"),
+                            expires_at=deadline.isoformat(), reason=reason)
+    return late

@@ -2,7 +2,7 @@
 
 A job row (id = the stable job id of one message to one recipient) carries the send through
 its states (``shared.model``'s status order): ``pending -> dispatching ->`` the provider's
-statuses, or ``suppressed``, ``failed``, ``verifying``, ``dead-lettered``. A status only moves
+statuses, or ``suppressed``, ``failed``, ``verifying``, ``dead-lettered``, ``expired``. A status only moves
 forward, whatever order callbacks and events arrive in.
 
 Every change of a job goes through ``change``: read the row, decide the changes from it, write
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.config.model import Connection
-from shared.model import Envelope, moves_forward, now_iso, status_rank
+from shared.model import Envelope, moves_forward, now_iso, parse_utc_time, status_rank
 from shared.outcomes import RetryLater
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
@@ -108,6 +108,15 @@ def wait_for_live_dispatch(job: JobRow) -> None:
     silent = (datetime.now(UTC) - claimed_at).total_seconds()
     if not fields.get("ambiguous") and silent < DISPATCH_LEASE_SECONDS:
         raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way")
+
+
+def deadline_of(payload: Mapping[str, Any]) -> datetime | None:
+    """When the notification stops being worth sending (its rule's validity period), or None."""
+    raw = payload.get("expires_at")
+    try:
+        return parse_utc_time(raw) if isinstance(raw, str) and raw else None
+    except ValueError:
+        return None  # not one we wrote: treated as no deadline
 
 
 def mark_not_sent(envelope: Envelope, reason: str) -> None:

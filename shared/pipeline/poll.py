@@ -47,7 +47,7 @@ from shared.erp.polling import (
     time_stamp,
     watched_hash,
 )
-from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope
+from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope, parse_utc_time
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
 from shared.pipeline.process import EVENT_SCOPE, queue_notifications, record_ref
 from shared.pipeline.registry import handles
@@ -294,11 +294,14 @@ def change_envelope(connection: str, entity: PolledEntity, row: Mapping[str, Any
                   else row_key(row, entity.keys))
     change = Change(entity=entity.name, key=row_key(row, entity.keys), stamp=stamp,
                     record_entity=entity.record_entity, record_key=record_key, fields=fields)
-    return Envelope(ERP_CHANGE, connection, change_key(connection, change), {
+    payload = {
         "entity": change.entity, "key": change.key, "record_entity": change.record_entity,
         "record_key": change.record_key, "fields": _jsonable(change.fields),
         "stamp": stamp.isoformat() if isinstance(stamp, datetime) else stamp,
-    })
+    }
+    if isinstance(stamp, datetime) and not entity.date_only:
+        payload["changed_at"] = stamp.isoformat()  # when it happened: a rule's validity period starts here
+    return Envelope(ERP_CHANGE, connection, change_key(connection, change), payload)
 
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,4 +333,12 @@ def process_change(envelope: Envelope) -> None:
                             entity=payload["entity"], stamp=payload.get("stamp"), source="poll")
     queue_notifications(config, stores, get_bus(), source=envelope.connection, event_type=payload["entity"],
                         event_key=envelope.key, record=record, fields=payload["fields"],
-                        correlation_id=envelope.correlation_id)
+                        correlation_id=envelope.correlation_id, changed_at=_changed_at(payload))
+
+
+def _changed_at(payload: Mapping[str, Any]) -> datetime | None:
+    raw = payload.get("changed_at")
+    try:
+        return parse_utc_time(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None

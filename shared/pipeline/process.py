@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import kinds
@@ -23,7 +24,15 @@ from shared.config.loading import get_config
 from shared.config.model import AppConfig, Rule
 from shared.erp.dynamics.connection import DynamicsConnection
 from shared.erp.dynamics.events import EnrichmentError, EventError, event_record, parse_event, record_fields
-from shared.model import BUSINESS_EVENT, ERP_EVENTS, NOTIFICATION, NOTIFICATIONS, Envelope, job_id_for
+from shared.model import (
+    BUSINESS_EVENT,
+    ERP_EVENTS,
+    NOTIFICATION,
+    NOTIFICATIONS,
+    Envelope,
+    job_id_for,
+    parse_utc_time,
+)
 from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
@@ -94,26 +103,45 @@ def process_business_event(envelope: Envelope) -> None:
                  reads=enriched.reads)
     queue_notifications(config, stores, get_bus(), source=connection.name, event_type=event.business_event_id,
                         event_key=envelope.key, record=record, fields=enriched.fields,
-                        correlation_id=envelope.correlation_id, steps=steps)
+                        correlation_id=envelope.correlation_id, steps=steps,
+                        changed_at=event.event_time, received_at=_received_at(envelope))
+
+
+def _received_at(envelope: Envelope) -> datetime | None:
+    raw = envelope.payload.get("received_at")
+    try:
+        return parse_utc_time(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+def validity_start(changed_at: datetime | None, received_at: datetime | None) -> datetime:
+    """Where a rule's validity period starts: when the ERP change happened if the ERP says so (the
+    person waits from then, whatever the ERP's own queue or the poll interval added), else when the
+    event was received, else now; never later than now, so an ERP clock ahead of ours buys no time."""
+    now = datetime.now(UTC)
+    return min(changed_at or received_at or now, now)
 
 
 def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, source: str, event_type: str,
                         event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str,
-                        steps: AuditBatch | None = None) -> int:
+                        steps: AuditBatch | None = None, changed_at: datetime | None = None,
+                        received_at: datetime | None = None) -> int:
     """Route one record and queue a job per (rule, recipient); the number of jobs queued.
 
     Its audit steps join ``steps`` (else a batch of their own) and are written together at the end,
-    or at the failure that ends the attempt: whatever was queued before it is on the trail."""
+    or at the failure that ends the attempt: whatever was queued before it is on the trail.
+    ``changed_at`` and ``received_at`` start the validity period of rules that have one."""
     audit = steps or stores.audit.batch(correlation_id)
     try:
         return _route(config, audit, bus, source=source, event_type=event_type, event_key=event_key, record=record,
-                      fields=fields, correlation_id=correlation_id)
+                      fields=fields, correlation_id=correlation_id, since=validity_start(changed_at, received_at))
     finally:
         audit.flush()
 
 
 def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str, event_type: str,
-           event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str) -> int:
+           event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str, since: datetime) -> int:
     found = targets(config, source, event_type, fields)
     if not found:
         audit.append(correlation_id, "no-rule", connection=source, record=record, event=event_type)
@@ -127,7 +155,7 @@ def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str
             continue
         job_id = job_id_for(event_key, rule.id, rule.channel, target.address)
         payload = notification_payload(config, rule, target.address, fields, job_id=job_id, source=source,
-                                       record=record, event_type=event_type)
+                                       record=record, event_type=event_type, since=since)
         bus.send(NOTIFICATIONS, Envelope(NOTIFICATION, rule.via, job_id, payload, correlation_id))
         _audit_routed(audit, correlation_id, source, record, job_id, rule.id, rule.channel, target.address)
         queued += 1
@@ -135,12 +163,17 @@ def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str
 
 
 def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Mapping[str, Any], *,
-                         job_id: str, source: str, record: str, event_type: str) -> dict[str, Any]:
-    """Everything the delivery stage needs, rendered now while the record is at hand."""
+                         job_id: str, source: str, record: str, event_type: str,
+                         since: datetime | None = None) -> dict[str, Any]:
+    """Everything the delivery stage needs, rendered now while the record is at hand; with the
+    deadline (``expires_at``, fixed now from ``since``) when the rule has a validity period."""
     payload: dict[str, Any] = {
         "job_id": job_id, "rule": rule.id, "channel": rule.channel, "via": rule.via, "to": address,
         "source": source, "record": record, "event": event_type, "verify": rule.verify,
     }
+    if rule.valid_for_minutes is not None:
+        start = since or datetime.now(UTC)
+        payload["expires_at"] = (start + timedelta(minutes=rule.valid_for_minutes)).isoformat()
     carrier = kinds.carrier_of(rule.channel)
     if carrier is None:
         raise PermanentFailure(f"rule {rule.id!r}: no channel kind carries {rule.channel!r}")

@@ -6,7 +6,9 @@ and the delivery stage sends it again. A job stuck ``pending`` or ``dispatching`
 than ``STUCK_AFTER`` (its message lost to the host's poison handling, say) is handed to the
 delivery stage as it is: a ``dispatching`` job is first looked up at the provider there, so a
 replay never sends twice what already went out. A job that reached its recipient (delivered,
-read, answered) is never replayed.
+read, answered) is never replayed, and neither is one that expired: its rule's validity period
+ended before it could be sent, and an alert that can no longer help is not sent late, by an
+operator either (a window of replays after an outage would otherwise send every stale alert).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def _replay(stores: Stores, bus: MessageBus, job: JobRow) -> Replayed:
             return Replayed(job.job_id, False, f"job is {job.status} and moved less than {STUCK_AFTER} ago; "
                                                "it is still under way")
         return _send_again(stores, bus, job, {}, f"was {job.status} and stuck; handed to delivery again")
+    if job.status == "expired":
+        return Replayed(job.job_id, False, f"job expired: its rule's validity period ended at "
+                                           f"{job.fields.get('expires_at') or 'its deadline'} before it could be "
+                                           "sent, and an alert past its deadline is not sent late")
     if job.status not in REPLAYABLE_STATUSES:
         return Replayed(job.job_id, False,
                         f"job is {job.status}; only jobs that did not reach their recipient are replayed")

@@ -47,6 +47,6 @@ def contacts(entries: Iterable[AuditEntry]) -> list[Contact]:
             contact.status = "pending"
         elif status and status_rank(status) >= status_rank(contact.status):
             contact.status = status
-        if entry.step in ("failed", "suppressed"):
+        if entry.step in ("failed", "suppressed", "expired"):
             contact.reason = detail.get("reason", "")
     return list(jobs.values())

@@ -21,7 +21,7 @@ from shared.config.model import Rule
 from shared.logs import mask_phone
 from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
-from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, JobAttempt, reached_provider, record_send
+from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, JobAttempt, deadline_of, reached_provider, record_send
 from shared.pipeline.pacing import pace_sms
 from shared.settings import public_url
 from shared.storage.tables import JobRow, LastContact, Stores
@@ -97,7 +97,9 @@ class Delivery(JobAttempt):
                     if self.payload.get("gather") else None
                 result = channel.place_call(number, voice_twiml(self.payload.get("say", ""), gather), callback)
             else:
-                result = channel.send_sms(number, self.payload.get("text", ""), callback)
+                # Twilio drops the SMS rather than send it past its rule's deadline (deliver checks ours).
+                result = channel.send_sms(number, self.payload.get("text", ""), callback,
+                                          valid_until=deadline_of(self.payload))
         except PermanentSendError as exc:
             if exc.opted_out:
                 self.stores.opt_outs.record(self.connection.name, number, True, "21610")

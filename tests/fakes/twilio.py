@@ -19,7 +19,8 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   ignores them); ``tests.support.openapi.validate_form_request`` is what flags them.
 - Messages: 21604/21603/21602 for missing To / sender / content, 21211 invalid To,
   21212 invalid From, 21610 opted-out recipient (``add_opted_out``), 21614 landline
-  (``add_landline``), 21617 body over 1,600 characters. Created as ``queued`` (``accepted``
+  (``add_landline``), 21617 body over 1,600 characters, 21624 a ``ValidityPeriod`` that is not
+  a whole number of seconds from 1 to 36,000. Created as ``queued`` (``accepted``
   with a Messaging Service, whose ``from`` stays null and ``num_segments`` "0").
 - Messages list (``GET .../Messages.json``): filters ``To``, ``From``, ``DateSent``,
   ``DateSent>`` (sent on or after that day), ``DateSent<`` (on or before), newest first,
@@ -113,6 +114,7 @@ DELIVERY_ERRORS = {
     30008: "Unknown error",
 }
 MAX_BODY_CHARACTERS = 1600
+MIN_VALIDITY_PERIOD, MAX_VALIDITY_PERIOD = 1, 36_000
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -636,6 +638,7 @@ class FakeTwilio(FakeServer):
         media = tuple(value for value in params.get("MediaUrl", ()) if value)
         callback = _first(params, "StatusCallback")
         self._check_message(to, sender, service_sid, body, media, _first(params, "ContentSid"), callback)
+        _check_validity_period(_first(params, "ValidityPeriod"))
         message = Message(
             sid=new_sid("SM" if not media else "MM"),
             account_sid=account_sid,
@@ -1232,6 +1235,13 @@ def _attempt_channel(channel: str) -> str:
 def _first(params: Mapping[str, tuple[str, ...]], name: str) -> str | None:
     values = params.get(name)
     return values[0] if values else None
+
+
+def _check_validity_period(raw: str | None) -> None:
+    """``ValidityPeriod``: whole seconds a message may wait in Twilio's queue, 1 to 36,000 (default 36,000)."""
+    if raw is not None and not (re.fullmatch(r"\d+", raw) and MIN_VALIDITY_PERIOD <= int(raw) <= MAX_VALIDITY_PERIOD):
+        raise TwilioError(400, 21624, "Invalid validity period value: it can only be set to integers between "
+                                      f"{MIN_VALIDITY_PERIOD} and {MAX_VALIDITY_PERIOD} seconds")
 
 
 def _is_callback_url(url: str) -> bool:

@@ -307,6 +307,34 @@ def test_500_on_create_is_ambiguous_and_not_repeated(
 # --- rejections ----------------------------------------------------------------------------------
 
 
+def test_a_deadline_goes_to_twilio_as_the_whole_seconds_left_within_its_range(
+    fake: FakeTwilio, channel: TwilioChannel
+) -> None:
+    now = datetime.now(UTC)
+    channel.send_sms(CUSTOMER, "within the hour", valid_until=now + timedelta(hours=1))
+    channel.send_sms(CUSTOMER, "past already", valid_until=now - timedelta(seconds=5))
+    channel.send_sms(CUSTOMER, "within the week", valid_until=now + timedelta(days=7))
+
+    periods = [int(single_values(created)["ValidityPeriod"]) for created in fake.requests_to(CREATE_MESSAGE)]
+    assert 0 < periods[0] <= 3600 and periods[1:] == [1, 36000]  # never more than is left; Twilio's 1 to 36,000
+    for created in fake.requests_to(CREATE_MESSAGE):
+        assert validate_form_request(require_spec(API_SPEC), created.path, "POST", created.form or {}) == []
+    assert channel_module.validity_period(now + timedelta(seconds=90.9), now=now) == 90
+
+
+@pytest.mark.parametrize("period", ["0", "36001", "-5", "12.5", "soon"])
+def test_the_fake_refuses_a_validity_period_twilio_refuses(fake: FakeTwilio, account: TwilioCredentials,
+                                                           period: str) -> None:
+    import requests
+
+    answer = requests.post(f"{fake.base_url}/2010-04-01/Accounts/{account.account_sid}/Messages.json",
+                           auth=(account.api_key_sid, account.api_key_secret), timeout=10,
+                           data={"To": CUSTOMER, "From": account.phone_number, "Body": "hi", "ValidityPeriod": period})
+
+    assert answer.status_code == 400 and answer.json()["code"] == 21624
+    assert fake.messages(to=CUSTOMER) == []
+
+
 def test_twilio_invalid_number_is_permanent(fake: FakeTwilio, channel: TwilioChannel) -> None:
     message = f"The 'To' number {CUSTOMER} is not a valid phone number."
     body = {"code": 21211, "message": message, "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}

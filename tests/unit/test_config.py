@@ -542,3 +542,21 @@ def test_dynamics_poll_entities_must_be_known() -> None:
     with pytest.raises(ConfigError) as caught:
         config_from_dict(data)
     assert any(e.startswith(f"connections.{fo}.poll.entities[1]: cannot poll 'Nope'") for e in caught.value.errors)
+
+
+def test_a_rule_may_give_its_alerts_a_validity_period_and_none_means_no_expiry() -> None:
+    data = base()
+    data["rules"].append(dict(rule(data), id="r2", valid_for_minutes=30))
+    data["rules"].append(dict(rule(data), id="r3", valid_for_minutes=10080))
+
+    plain, half_hour, week = config_from_dict(data).rules
+
+    assert (plain.valid_for_minutes, half_hour.valid_for_minutes, week.valid_for_minutes) == (None, 30, 10080)
+
+
+@pytest.mark.parametrize("value", [0, -5, 10081, 1.5, "30", True, None])
+def test_a_validity_period_outside_a_minute_to_a_week_is_refused_by_name(value: Any) -> None:
+    data = base()
+    rule(data)["valid_for_minutes"] = value
+
+    assert errors_of(data) == ["rules[0].valid_for_minutes: must be a whole number from 1 to 10080"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -76,6 +77,9 @@ VERIFY_LIMIT_CODES = frozenset({MAX_CHECK_ATTEMPTS_CODE, MAX_SEND_ATTEMPTS_CODE}
 _RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
 
 DEFAULT_CALL_EVENTS: tuple[str, ...] = ("initiated", "ringing", "answered", "completed")
+# ValidityPeriod: how long Twilio may keep a message in its queue, in whole seconds.
+MIN_VALIDITY_PERIOD = 1
+MAX_VALIDITY_PERIOD = 36_000
 # find_sent_message reads at most this many messages to one number before answering "not found".
 FIND_PAGE_SIZE = 50
 FIND_LIMIT = 200
@@ -331,12 +335,21 @@ class TwilioChannel:
 
     # --- messages and calls ---------------------------------------------------------------------
 
-    def send_sms(self, to: str, body: str, status_callback: str | None = None) -> SendResult:
-        """Create an outbound SMS; Twilio POSTs its delivery status to ``status_callback``."""
+    def send_sms(self, to: str, body: str, status_callback: str | None = None,
+                 valid_until: datetime | None = None) -> SendResult:
+        """Create an outbound SMS; Twilio POSTs its delivery status to ``status_callback``.
+
+        With ``valid_until``, Twilio is told to drop the message rather than send it after then
+        (``ValidityPeriod``: the whole seconds left at each try, within Twilio's 1 to 36,000)."""
         options: dict[str, Any] = {"to": self._recipient(to), "body": body, **self._sms_sender()}
         if status_callback:
             options["status_callback"] = status_callback
-        message = self._call(lambda: self._client.messages.create(**options), idempotent=False, action="send an SMS")
+
+        def create() -> Any:
+            timing = {} if valid_until is None else {"validity_period": validity_period(valid_until)}
+            return self._client.messages.create(**options, **timing)
+
+        message = self._call(create, idempotent=False, action="send an SMS")
         return SendResult(message.sid, str(message.status))
 
     def _sms_sender(self) -> dict[str, str]:
@@ -560,6 +573,14 @@ class TwilioChannel:
         )
         reason = f"Twilio: {action}: {failure.describe()} after {attempt} attempts"
         return RetryLater(later.delay, reason, failure.status)
+
+
+def validity_period(valid_until: datetime, now: datetime | None = None) -> int:
+    """Twilio's ValidityPeriod for a message that must not go out after ``valid_until``: the whole
+    seconds left (never more), at least 1 (Twilio's minimum) and at most 36,000 (its maximum, and
+    its default: a longer deadline needs no limit of Twilio's)."""
+    left = (valid_until - (now or datetime.now(UTC))).total_seconds()
+    return max(MIN_VALIDITY_PERIOD, min(MAX_VALIDITY_PERIOD, math.floor(left)))
 
 
 def _whole_seconds_utc(moment: datetime) -> datetime:
