@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/import_time.py
 	$(BIN)/python bench/dynamics_twilio.py
 	$(BIN)/python bench/slack_interactions.py
+	$(BIN)/python bench/answer_time.py
 	$(BIN)/python bench/erp_poll.py
 
 clean:
