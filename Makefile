@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/dynamics_twilio.py
 	$(BIN)/python bench/slack_interactions.py
 	$(BIN)/python bench/slack_pacing.py
+	$(BIN)/python bench/answer_time.py
 	$(BIN)/python bench/erp_poll.py
 
 clean:

@@ -59,15 +59,6 @@ ACCEPTED = "Code accepted. Your approval is being recorded in Dynamics 365; the 
 # --- 1. the click, while Slack waits -------------------------------------------------------------
 
 
-def asks_for_code(click: Mapping[str, Any]) -> bool:
-    """An Approve click on a card whose approval needs a code."""
-    from shared.channels.slack.client import APPROVE_ACTION_ID, CODE_VALUE_SUFFIX
-
-    action = (click.get("actions") or [{}])[0]
-    return (click.get("type") == "block_actions" and action.get("action_id") == APPROVE_ACTION_ID
-            and str(action.get("value", "")).endswith(CODE_VALUE_SUFFIX))
-
-
 def open_code_modal(connection: SlackConnection, click: Mapping[str, Any]) -> str:
     """Open the code modal for this click now, before its trigger_id expires: the view id, or ""."""
     from shared.channels.slack.client import (
@@ -143,13 +134,6 @@ def send_code(stores: Stores, slack: SlackChannel, job: JobRow, click: Mapping[s
 
 
 # --- 3. the submitted code, while Slack waits ----------------------------------------------------
-
-
-def is_code_submission(payload: Mapping[str, Any]) -> bool:
-    from shared.channels.slack.client import CODE_CALLBACK_ID
-
-    return payload.get("type") == "view_submission" and (payload.get("view") or {}).get("callback_id") == (
-        CODE_CALLBACK_ID)
 
 
 def answer_code(connection: SlackConnection, submission: Mapping[str, Any]) -> dict[str, Any]:

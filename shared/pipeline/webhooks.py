@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 from shared.channels.slack.connection import SlackConnection
 from shared.channels.twilio.connection import TwilioConnection
-from shared.config.model import AppConfig, Connection
+from shared.config.model import AppConfig, Connection, SecretRef
 from shared.settings import public_url
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,17 @@ def signing_secret(read: Callable[[], str], connection: str) -> str:
         log.error("connection %s cannot check signatures: %s", connection, type(exc).__name__)
         raise Refused(503, "not_configured",
                       f"connection {connection!r} cannot check signatures: its secret is missing or empty") from None
+
+
+def stored_secret(ref: SecretRef) -> str:
+    """A signing secret's value, read through the process's secret provider (cached per name): checking
+    a signature needs no provider client built, nor the provider's SDK imported."""
+    from shared.storage.secrets import get_secret_provider
+
+    value = get_secret_provider().get(ref.name).reveal()
+    if not value.strip():
+        raise ValueError(f"secret {ref.name!r} is empty")
+    return value
 
 
 def connection_of(config: AppConfig, name: str, kind: type[C], label: str) -> C:
@@ -102,7 +113,6 @@ def accept_twilio_webhook(config: AppConfig, connection_name: str, route: str, r
     """The connection and parameters of a genuine Twilio webhook; Refused otherwise (403: not signed)."""
     from shared.channels.signed import SignatureRefused
     from shared.channels.twilio import signature
-    from shared.channels.twilio.client import twilio_channel
 
     connection = connection_of(config, connection_name, TwilioConnection, "Twilio")
     within(body, MAX_WEBHOOK_BYTES)
@@ -111,7 +121,7 @@ def accept_twilio_webhook(config: AppConfig, connection_name: str, route: str, r
     except UnicodeDecodeError:
         raise Refused(400, "bad_form", "the body is not UTF-8 form data") from None
     try:
-        token = signing_secret(lambda: twilio_channel(connection).auth_token(), connection.name)
+        token = signing_secret(lambda: stored_secret(connection.auth_token), connection.name)
         signature.verify(token, signed_url(route, request_url), params, headers)
     except SignatureRefused as exc:
         raise Refused(403, "forbidden", exc.reason) from None
@@ -159,12 +169,11 @@ def accept_slack_request(config: AppConfig, connection_name: str, body: bytes,
     """The connection and raw body of a genuine Slack request; Refused otherwise (401: forged or stale)."""
     from shared.channels.signed import SignatureRefused
     from shared.channels.slack import signature
-    from shared.channels.slack.client import slack_channel
 
     connection = connection_of(config, connection_name, SlackConnection, "Slack")
     within(body, MAX_INTERACTION_BYTES)
     try:
-        secret = signing_secret(lambda: slack_channel(connection).signing_secret(), connection.name)
+        secret = signing_secret(lambda: stored_secret(connection.signing_secret).strip(), connection.name)
         signature.verify(secret, body, headers)
     except SignatureRefused as exc:
         raise Refused(401, "bad_signature", f"X-Slack-Signature is missing, forged or too old: {exc.reason}") from None

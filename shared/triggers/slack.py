@@ -44,7 +44,7 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
     """Events API: the url_verification challenge is echoed; callbacks are queued once per event_id."""
     from shared.inputs import loads_json
     from shared.model import CALLBACKS, SLACK_EVENT, Envelope
-    from shared.pipeline.slack_flow import shape_problem
+    from shared.pipeline.slack_clicks import shape_problem
     from shared.pipeline.webhooks import Refused
     from shared.storage.bus import get_bus
     from shared.triggers.responses import json_response
@@ -73,9 +73,10 @@ def slack_events(req: func.HttpRequest) -> func.HttpResponse:
 @answers_in_time
 @refusals_answered
 def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
+    # What a plain click needs only: the code steps (slack_codes) and the work behind the queue are
+    # imported by the clicks that use them, so a cold instance answers its first click sooner.
     from shared.model import CALLBACKS
-    from shared.pipeline.slack_codes import answer_code, asks_for_code, is_code_submission, open_code_modal
-    from shared.pipeline.slack_flow import envelope_for_click, parse_interaction
+    from shared.pipeline.slack_clicks import asks_for_code, envelope_for_click, is_code_submission, parse_interaction
     from shared.pipeline.webhooks import Refused
     from shared.storage.bus import get_bus
     from shared.triggers.responses import json_response
@@ -87,10 +88,16 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     except ValueError as exc:  # UnicodeDecodeError too
         raise Refused(400, "bad_payload", f"the body holds no Slack payload: {exc}") from None
     if payload.get("type") == "block_actions" and payload.get("actions"):
-        view_id = open_code_modal(connection, payload) if asks_for_code(payload) else None
+        view_id = None
+        if asks_for_code(payload):
+            from shared.pipeline.slack_codes import open_code_modal
+
+            view_id = open_code_modal(connection, payload)
         envelope = envelope_for_click(connection.name, payload, view_id)
         bind(correlation_id=envelope.correlation_id)
         get_bus().send(CALLBACKS, envelope)
     elif is_code_submission(payload):
+        from shared.pipeline.slack_codes import answer_code
+
         return json_response(answer_code(connection, payload))
     return func.HttpResponse(status_code=200)

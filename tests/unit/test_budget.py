@@ -59,3 +59,41 @@ def test_a_transient_failure_is_503_and_a_bug_is_raised() -> None:
     assert unreachable(request()).status_code == 503
     with pytest.raises(KeyError):
         broken(request())
+
+
+def test_a_request_that_finds_every_worker_busy_is_answered_503_and_never_runs_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(budget, "_workers", budget._Workers(1))
+    release, runs = threading.Event(), []
+
+    @answers_in_time
+    def stuck(req: func.HttpRequest) -> func.HttpResponse:
+        release.wait(5)
+        return func.HttpResponse(status_code=202)
+
+    @answers_in_time
+    def queued(req: func.HttpRequest) -> func.HttpResponse:
+        runs.append(req)
+        return func.HttpResponse(status_code=202)
+
+    assert stuck(request()).status_code == 503  # holds the only worker
+    answer = queued(request())
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    release.set()
+    assert queued(request()).status_code == 202  # the worker is free again and takes new work
+    assert len(runs) == 1  # the request answered 503 while it waited (queued first) was dropped, not run late
+
+
+def test_requests_run_on_a_few_warm_daemon_threads_not_one_new_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(budget, "_workers", budget._Workers(4))
+    seen: list[threading.Thread] = []
+
+    @answers_in_time
+    def where(req: func.HttpRequest) -> func.HttpResponse:
+        seen.append(threading.current_thread())
+        return func.HttpResponse(status_code=200)
+
+    for _ in range(20):
+        assert where(request()).status_code == 200
+    assert len(set(seen)) <= 4
+    assert all(thread.daemon for thread in seen)  # one that overstays never holds the process up at exit

@@ -111,3 +111,38 @@ def test_a_signing_secret_that_is_set_checks_the_signature_as_before(monkeypatch
                               "http://localhost/api/twilio/status/sms", b"MessageSid=SM1", {"X-Twilio-Signature": "x"})
 
     assert refused.value.status == 403
+
+
+def test_a_plain_slack_click_is_checked_and_keyed_without_the_work_behind_the_queue() -> None:
+    # A cold instance's first plain click is verified, parsed and keyed without slack_sdk, the code
+    # steps or the job and table code that only the consumers need.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = """
+import hashlib, hmac, json, sys, time
+from urllib.parse import urlencode
+from shared.config.loading import config_from_dict
+from shared.pipeline.webhooks import accept_slack_request
+from shared.pipeline.slack_clicks import asks_for_code, envelope_for_click, is_code_submission, parse_interaction
+import shared.triggers.slack
+config = config_from_dict({"connections": {"cards": {"kind": "slack", "bot_token": {"secret": "edge-bot"},
+                                                     "signing_secret": {"secret": "edge-signing"}}}})
+click = {"type": "block_actions", "user": {"id": "U1"}, "container": {"channel_id": "C1", "message_ts": "1.2"},
+         "actions": [{"action_id": "approve", "value": "job-1"}]}
+body = urlencode({"payload": json.dumps(click)}).encode()
+sent_at = str(int(time.time()))  # signed as Slack signs (the test of signature.py checks it against slack_sdk)
+mac = hmac.new(b"the-signing-secret", b"v0:" + sent_at.encode() + b":" + body, hashlib.sha256).hexdigest()
+accepted = accept_slack_request(config, "cards", body, {"X-Slack-Request-Timestamp": sent_at,
+                                                        "X-Slack-Signature": "v0=" + mac})
+payload = parse_interaction(accepted.body)
+assert not asks_for_code(payload) and not is_code_submission(payload)
+envelope_for_click("cards", payload)
+print(sorted(name for name in sys.modules if name.startswith(("slack_sdk", "shared.pipeline.slack_flow",
+      "shared.pipeline.slack_codes", "shared.pipeline.jobs", "shared.storage.tables"))))
+"""
+    env = {"PATH": "/usr/bin:/bin", "EDGE_SIGNING": "the-signing-secret", "EDGE_BOT": "xoxb-edge"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[2], env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

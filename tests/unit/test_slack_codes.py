@@ -17,16 +17,14 @@ from shared.channels.slack.client import (
 )
 from shared.config.loading import config_from_dict
 from shared.pipeline.process import notification_payload
+from shared.pipeline.slack_clicks import asks_for_code, envelope_for_click, is_code_submission
 from shared.pipeline.slack_codes import (
     ENDED,
     NOT_YET,
     _current_attempt,
     _job_named,
     _typed_code,
-    asks_for_code,
-    is_code_submission,
 )
-from shared.pipeline.slack_flow import envelope_for_click
 from shared.storage.tables import JobRow
 from tests.support.openapi import require_spec, validate_swagger_definition
 
