@@ -114,8 +114,8 @@ def test_a_signing_secret_that_is_set_checks_the_signature_as_before(monkeypatch
 
 
 def test_a_plain_slack_click_is_checked_and_keyed_without_the_work_behind_the_queue() -> None:
-    # A cold instance's first plain click is verified, parsed and keyed without slack_sdk, the code
-    # steps or the job and table code that only the consumers need.
+    # A cold instance's first plain click is verified (with slack_sdk's own verifier), parsed and keyed
+    # without the code steps or the job and table code that only the consumers need.
     import subprocess
     import sys
     from pathlib import Path
@@ -132,14 +132,14 @@ config = config_from_dict({"connections": {"cards": {"kind": "slack", "bot_token
 click = {"type": "block_actions", "user": {"id": "U1"}, "container": {"channel_id": "C1", "message_ts": "1.2"},
          "actions": [{"action_id": "approve", "value": "job-1"}]}
 body = urlencode({"payload": json.dumps(click)}).encode()
-sent_at = str(int(time.time()))  # signed as Slack signs (the test of signature.py checks it against slack_sdk)
+sent_at = str(int(time.time()))  # signed as Slack signs (HMAC-SHA256 over v0:<timestamp>:<body>)
 mac = hmac.new(b"the-signing-secret", b"v0:" + sent_at.encode() + b":" + body, hashlib.sha256).hexdigest()
 accepted = accept_slack_request(config, "cards", body, {"X-Slack-Request-Timestamp": sent_at,
                                                         "X-Slack-Signature": "v0=" + mac})
 payload = parse_interaction(accepted.body)
 assert not asks_for_code(payload) and not is_code_submission(payload)
 envelope_for_click("cards", payload)
-print(sorted(name for name in sys.modules if name.startswith(("slack_sdk", "shared.pipeline.slack_flow",
+print(sorted(name for name in sys.modules if name.startswith(("shared.pipeline.slack_flow",
       "shared.pipeline.slack_codes", "shared.pipeline.jobs", "shared.storage.tables"))))
 """
     env = {"PATH": "/usr/bin:/bin", "EDGE_SIGNING": "the-signing-secret", "EDGE_BOT": "xoxb-edge"}
