@@ -41,14 +41,9 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-## bench: print the benchmark figures
+## bench: run every benchmark, then print one table of each figure beside its goal
 bench: install
-	$(BIN)/python bench/import_time.py
-	$(BIN)/python bench/dynamics_twilio.py
-	$(BIN)/python bench/slack_interactions.py
-	$(BIN)/python bench/slack_pacing.py
-	$(BIN)/python bench/answer_time.py
-	$(BIN)/python bench/erp_poll.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache .mypy_cache

@@ -2,7 +2,8 @@
 
 Everything runs on 127.0.0.1 and is started here: an Azurite of its own on free ports, the
 fake Entra ID, Dynamics and Twilio (in this process), and the real function_app under
-``python -m devhost`` in a subprocess with the fast host.json of the end-to-end tests.
+``python -m devhost`` in a subprocess with the shipped ``host.json`` (the one at the repository
+root: queues polled at most every 2 s when idle, batchSize 16, newBatchThreshold 8).
 
 In the order printed:
 
@@ -11,20 +12,26 @@ In the order printed:
   full cycle (business event, SMS at Twilio, the signed "sent" and "delivered" callbacks
   Twilio sends for a From number) until the job is delivered. ``--trace`` also lists every
   storage request of one SMS.
-- [throughput] End-to-end events per second: ``--events`` distinct invoice events posted by
-  ``--concurrency`` clients, timed from the first post until the fake Twilio holds them all.
-  Then the business events endpoint's answer time: ``--posts`` posts from ``--concurrency``
-  threads.
+- [throughput] End-to-end SMS per second of the one app process: ``--events`` distinct invoice
+  events posted by ``--concurrency`` clients, timed from the first post until the fake Twilio
+  holds them all; then each SMS's "sent" and "delivered" callbacks, and the app's CPU time per
+  SMS over the whole cycle (read from /proc, so the fakes and clients in this process are not
+  counted). Then the business events endpoint's answer time: ``--posts`` posts from
+  ``--concurrency`` threads.
+- [fast polling] The same end-to-end figures with the end-to-end tests' host.json (queues
+  polled every 0.1 s), for comparison; ``--no-fast-polling`` leaves it out.
 
-The throughput figures come from a second start of the app that talks to Azurite directly,
+The throughput figures come from further starts of the app that talk to Azurite directly,
 so the proxy costs them nothing. Each app start is warmed up first (tables and queues
-created, Entra token fetched, connections open) and the warm-up is not measured.
+created, Entra token fetched, connections open) and the warm-up is not measured. The figures
+with a goal are printed beside it (``bench/report.py``); ``--json PATH`` also appends them there.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import os
 import platform
@@ -39,13 +46,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live in the repository
 
 import requests  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.storage_proxy import CountingProxy, Key, TraceLine, total, wait_idle  # noqa: E402
 from devhost.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, start_azurite  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
@@ -72,6 +80,8 @@ BASELINE_POSTS = 20
 AMOUNT = 950.0  # at most 10000: the invoice-sms rule fires, not the call rule
 CALLBACK_STATUSES = ("sent", "delivered")  # what Twilio calls back for a From-number SMS created "queued"
 QUEUES = ("erp-events", "notifications", "callbacks")
+SHIPPED_HOST_JSON = REPO_ROOT / "host.json"
+SHIPPED_LABEL, FAST_LABEL = "[throughput]", "[fast polling]"
 POLLED_QUEUES = 4  # devhost polls every queue-triggered function's queue: poll-jobs too
 _phones = itertools.count(1000)
 _invoices = itertools.count(1)
@@ -148,15 +158,30 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
+def shipped_host_json() -> dict[str, Any]:
+    """The host.json at the repository root, as deployed."""
+    return json.loads(SHIPPED_HOST_JSON.read_text(encoding="utf-8-sig"))
+
+
+def queue_settings(host_json: dict[str, Any]) -> str:
+    queues = host_json.get("extensions", {}).get("queues", {})
+    names = ("maxPollingInterval", "visibilityTimeout", "batchSize", "newBatchThreshold")
+    return ", ".join(f"{name} {queues[name]}" for name in names if name in queues)
+
+
 @contextmanager
-def running_app(folder: Path, fakes: Fakes, storage: str, table_prefix: str) -> Iterator[App]:
-    """The app under devhost, as the end-to-end stack starts it, with ``storage`` as AzureWebJobsStorage."""
+def running_app(folder: Path, fakes: Fakes, storage: str, table_prefix: str,
+                host_json: dict[str, Any] | None = None) -> Iterator[App]:
+    """The app under devhost, as the end-to-end stack starts it, with ``storage`` as AzureWebJobsStorage.
+
+    ``host_json`` None: the shipped host.json, as deployed.
+    """
     creds = fakes.twilio.add_test_account()
     config = app_config(fakes.dynamics, fakes.entra, fakes.twilio, creds)
     # Business events only: a scheduled poll firing inside a measured window would blur the counts.
     config["connections"]["contoso-fo"].pop("poll", None)
     with local_app(folder, config=config, values=app_values(storage, table_prefix, creds),
-                   host_json=FAST_HOST_JSON) as app:
+                   host_json=shipped_host_json() if host_json is None else host_json) as app:
         yield App(**vars(app))
 
 
@@ -394,6 +419,9 @@ def storage_figure(app: App, fakes: Fakes, proxies: Sequence[CountingProxy], sms
           f"{window:.1f} s window = {polls / window:.0f}/s, {per(polls, sms)} per SMS at this pace "
           "(set by maxPollingInterval and the window's length, not by the app)")
     print(f"storage checked: {done}/{sms} SMS delivered in the audit (read after the counted window)")
+    report.record("ops_per_sms", total(both, exclude=["poll"]) / sms,
+                  f"{total(both, 'table') / sms:.1f} table + {total(both, 'queue', exclude=['poll']) / sms:.1f} queue, "
+                  "empty polls apart")
     for title, counts in (("event post -> SMS at Twilio (ingest, erp-events, notifications)", stage_one),
                           (f"callbacks {' + '.join(CALLBACK_STATUSES)} -> job delivered (callbacks)", stage_two)):
         print(f"  per SMS, {title}: {per(total(counts, 'table'), sms)} table, "
@@ -424,7 +452,8 @@ def print_trace(app: App, fakes: Fakes, proxies: Sequence[CountingProxy], timeou
 
 
 def end_to_end_figure(app: App, fakes: Fakes, azurite: Azurite, events_count: int, concurrency: int,
-                      timeout: float) -> None:
+                      timeout: float, label: str) -> None:
+    """Events in, SMS out, both callbacks back: the rate, the latency and the app's CPU per SMS."""
     events = new_events(events_count)
     phones = {event.phone for event in events}
     cpu = CpuClock({"app": app.process.pid, "Azurite": azurite.process.pid})
@@ -433,21 +462,51 @@ def end_to_end_figure(app: App, fakes: Fakes, azurite: Azurite, events_count: in
     accepted = sum(post.status == 202 for post in posts)
     wait_until(app, lambda: len(sms_requests(fakes, phones)) >= accepted, timeout,
                f"{accepted} SMS at the fake Twilio")
+    to_sms = cpu.used("app")
     created = sms_requests(fakes, phones)
     if not created:
         raise BenchError(f"no SMS reached the fake Twilio; posts not accepted: {failures(posts)}")
     first_post = min(post.sent_at for post in posts)
     last_sms = max(created.values())
+    rate = len(created) / (last_sms - first_post)
     latencies = [created[post.event.phone] - post.sent_at for post in posts if post.event.phone in created]
     retried = sum(post.attempts > 1 for post in posts)
-    print(f"end-to-end: {len(created)}/{events_count} SMS at the fake Twilio {last_sms - first_post:.2f} s after "
-          f"the first post = {len(created) / (last_sms - first_post):.1f} events/s")
-    print(f"end-to-end posting: {events_count} posts from {concurrency} threads took {posted - first_post:.2f} s; "
-          f"{retried} sent again after no answer (as Dynamics retries); not accepted: {failures(posts)}")
-    print(f"end-to-end latency, first post -> SMS request at Twilio: p50 {ms(percentile(latencies, 0.5))}, "
+    print(f"{label} end-to-end: {len(created)}/{events_count} SMS at the fake Twilio {last_sms - first_post:.2f} s "
+          f"after the first post = {rate:.1f} SMS/s from one app process")
+    print(f"{label} end-to-end posting: {events_count} posts from {concurrency} threads took "
+          f"{posted - first_post:.2f} s; {retried} sent again after no answer (as Dynamics retries); "
+          f"not accepted: {failures(posts)}")
+    print(f"{label} end-to-end latency, first post -> SMS request at Twilio: p50 {ms(percentile(latencies, 0.5))}, "
           f"p99 {ms(percentile(latencies, 0.99))}, max {ms(max(latencies))}")
-    print(f"end-to-end CPU time in that window: {cpu.report()}; app {cpu.used('app') / events_count * 1000:.1f} ms "
-          "per event")
+    sent = [event for event in events if event.phone in created]
+    send_callbacks(fakes, list(messages_for(fakes, sent).values()))
+    wait_until(app, lambda: all(queued(azurite, queue) == 0 for queue in QUEUES), timeout, "every queue drained")
+    cpu_per_sms = cpu.used("app") / len(sent) * 1000
+    print(f"{label} end-to-end CPU time, first post -> both callbacks of every SMS applied: {cpu.report()}; "
+          f"app {cpu_per_sms:.1f} ms per SMS, of which {to_sms / len(sent) * 1000:.1f} ms up to the SMS at Twilio")
+    check_delivered(app, sent)  # after the CPU was read: the audit reads are this script's
+    record_end_to_end(label, rate, cpu_per_sms)
+
+
+def record_end_to_end(label: str, rate: float, cpu_per_sms: float) -> None:
+    if label == SHIPPED_LABEL:
+        report.record("cpu_per_sms", cpu_per_sms, "event, SMS, 2 callbacks")
+        report.note("SMS per second, one app process", rate, detail="shipped host.json")
+    else:
+        report.note("app CPU per SMS, end to end", cpu_per_sms, " ms", detail=label.strip("[]"))
+        report.note("SMS per second, one app process", rate, detail=label.strip("[]"))
+
+
+def queued(azurite: Azurite, queue: str) -> int:
+    """Messages on ``queue``, hidden ones included (exact on Azurite); read here, not by the app."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient
+
+    with QueueClient.from_connection_string(azurite.connection_string, queue) as client:
+        try:
+            return client.get_queue_properties().approximate_message_count or 0
+        except ResourceNotFoundError:
+            return 0
 
 
 def failures(posts: Sequence[Post]) -> str:
@@ -525,15 +584,17 @@ def main() -> int:
     parser.add_argument("--sms", type=int, default=20, help="SMS for the storage operation counts (default 20)")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for any one step, s (default 60)")
     parser.add_argument("--trace", action="store_true", help="also list every storage request of one SMS")
+    parser.add_argument("--no-fast-polling", action="store_true",
+                        help="leave out the end-to-end figures with the tests' 0.1 s queue polling")
+    report.add_json_argument(parser)
     args = parser.parse_args()
     if min(args.events, args.concurrency, args.posts, args.sms) < 1:
         parser.error("--events, --concurrency, --posts and --sms must be at least 1")
+    report.write_json_to(args.json)
 
     load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    queues = FAST_HOST_JSON["extensions"]["queues"]
     print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, "
-          f"app under devhost with storage queues, host.json maxPollingInterval {queues['maxPollingInterval']}, "
-          f"batchSize {queues['batchSize']}")
+          f"app under devhost with storage queues and the shipped host.json ({queue_settings(shipped_host_json())})")
     print(f"setup: events {args.events}, concurrency {args.concurrency}, posts {args.posts}, sms {args.sms}; "
           f"each app start warmed up with {WARM_UP_EVENTS} full SMS cycles first (tables and queues created, "
           "Entra token fetched, connections open), not measured")
@@ -563,10 +624,16 @@ def main() -> int:
             direct = storage_connection_string(azurite, f"http://127.0.0.1:{azurite.queue_port}",
                                                f"http://127.0.0.1:{azurite.table_port}")
             with running_app(folder / "direct", fakes, direct, "b" + uuid.uuid4().hex[:10]) as app:
-                print("[throughput] app -> Azurite directly")
+                print("[throughput] app -> Azurite directly, shipped host.json")
                 full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
-                end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout)
+                end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout, SHIPPED_LABEL)
                 endpoint_figure(app, args.posts, args.concurrency)
+            if not args.no_fast_polling:
+                with running_app(folder / "fast", fakes, direct, "b" + uuid.uuid4().hex[:10], FAST_HOST_JSON) as app:
+                    print(f"{FAST_LABEL} app -> Azurite directly, the end-to-end tests' host.json "
+                          f"({queue_settings(FAST_HOST_JSON)}), for comparison only")
+                    full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
+                    end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout, FAST_LABEL)
     except BenchError as error:
         print(f"bench failed: {error}", file=sys.stderr)
         return 1

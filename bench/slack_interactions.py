@@ -6,7 +6,7 @@ signature, queues the click and answers 200. This measures that answer, client-s
 
 Everything runs on 127.0.0.1 and is started here: an Azurite of its own on free ports, the
 fake Entra ID, Dynamics, Twilio and Slack (in this process), and the real function_app under
-``python -m devhost`` in a subprocess with the fast host.json of the end-to-end tests.
+``python -m devhost`` in a subprocess with the shipped ``host.json``.
 
 Dynamics workflow work-item events are posted first so that approval cards exist in the fake
 Slack's approvals channel (the app posts about one card per second per channel). Each click is
@@ -54,8 +54,19 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live
 
 import requests  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.dynamics_twilio import App as FlowApp  # noqa: E402
-from bench.dynamics_twilio import BenchError, Fakes, ms, percentile, start_fakes, tail, wait_until  # noqa: E402
+from bench.dynamics_twilio import (  # noqa: E402
+    BenchError,
+    Fakes,
+    ms,
+    percentile,
+    queue_settings,
+    shipped_host_json,
+    start_fakes,
+    tail,
+    wait_until,
+)
 from devhost.azurite import Azurite, start_azurite  # noqa: E402
 from shared.channels.slack import signature as slack_signature  # noqa: E402
 from shared.model import CALLBACKS  # noqa: E402
@@ -63,7 +74,6 @@ from tests.e2e.conftest import (  # noqa: E402
     APPROVALS_CHANNEL,
     APPROVER,
     BYSTANDER,
-    FAST_HOST_JSON,
     FUNCTION_KEY,
     SLACK_SIGNING_SECRET,
     app_config,
@@ -110,7 +120,7 @@ def running_app(folder: Path, fakes: Fakes, slack: FakeSlack, azurite: Azurite) 
     config = app_config(fakes.dynamics, fakes.entra, fakes.twilio, creds, slack)
     config["connections"]["contoso-fo"].pop("poll", None)  # no scheduled poll inside a measured window
     values = app_values(azurite.connection_string, "s" + uuid.uuid4().hex[:10], creds, slack)
-    with local_app(folder, config=config, values=values, host_json=FAST_HOST_JSON) as app:
+    with local_app(folder, config=config, values=values, host_json=shipped_host_json()) as app:
         yield App(**vars(app))
 
 
@@ -240,7 +250,7 @@ def statuses(answers: Sequence[Answer]) -> str:
     return ", ".join(f"{n} x {reason}" for reason, n in counts.most_common())
 
 
-def report(label: str, answers: Sequence[Answer], elapsed: float, what: str) -> None:
+def report_answers(label: str, answers: Sequence[Answer], elapsed: float, what: str) -> None:
     answered = [a.seconds for a in answers if a.status]
     ok = sum(a.status == 200 for a in answers)
     late = sum(a.seconds > SLACK_DEADLINE for a in answers)
@@ -283,7 +293,11 @@ def run(app: App, azurite: Azurite, slack: FakeSlack, cards: Sequence[SlackMessa
     before = handled(slack)
     answers, elapsed = send_all(app, distinct, concurrency)
     last_answer = time.monotonic()
-    report("[distinct]", answers, elapsed, f"distinct clicks on {len(cards)} cards from {concurrency} threads")
+    report_answers("[distinct]", answers, elapsed, f"distinct clicks on {len(cards)} cards from {concurrency} threads")
+    answered = [a.seconds for a in answers if a.status]
+    if answered:
+        report.note("Slack click answer p99 over HTTP through devhost", percentile(answered, 0.99) * 1000, " ms",
+                    f"{concurrency} concurrent")
     accepted = sum(a.status == 200 for a in answers)
     wait_until(app, lambda: handled(slack) - before >= accepted, timeout, f"{accepted} clicks handled behind the queue")
     decided = {update.ts for update in slack.updates} & {card.ts for card in cards}
@@ -296,7 +310,7 @@ def run(app: App, azurite: Azurite, slack: FakeSlack, cards: Sequence[SlackMessa
     before = handled(slack)
     answers, elapsed = send_all(app, again, concurrency)
     last_answer = time.monotonic()
-    report("[repeats] ", answers, elapsed,
+    report_answers("[repeats] ", answers, elapsed,
            f"clicks repeating {min(REPEATED, len(measured))} of the distinct ones, from {concurrency} threads")
     wait_drained(app, azurite, timeout)
     print(f"[repeats]  behind the queue: the {CALLBACKS} queue empty {time.monotonic() - last_answer:.2f} s after the "
@@ -312,19 +326,19 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent clicking clients (default 50)")
     parser.add_argument("--cards", type=int, default=4, help="approval cards clicked (default 4)")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for any one step, s (default 60)")
+    report.add_json_argument(parser)
     args = parser.parse_args()
     if min(args.clicks, args.concurrency, args.cards) < 1:
         parser.error("--clicks, --concurrency and --cards must be at least 1")
+    report.write_json_to(args.json)
 
     warm_up = WARM_UP_SEQUENTIAL + args.concurrency
     # Enough members for every measured click to be a distinct (card, action, user).
     users_needed = max(math.ceil((SINGLE_CLICKS + args.clicks) / (args.cards * len(ACTIONS))),
                        math.ceil(warm_up / len(ACTIONS)) + 1)
     load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    queues = FAST_HOST_JSON["extensions"]["queues"]
     print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, "
-          f"app under devhost with storage queues, host.json maxPollingInterval {queues['maxPollingInterval']}, "
-          f"batchSize {queues['batchSize']}")
+          f"app under devhost with storage queues and the shipped host.json ({queue_settings(shipped_host_json())})")
     print(f"setup: clicks {args.clicks} per run, concurrency {args.concurrency}, {args.cards} cards, "
           f"{users_needed} users; answer times measured by the clients, signing done before the clock starts; "
           f"warmed up with {warm_up} clicks on a card of its own first, not measured")

@@ -32,6 +32,8 @@ MIN_POLLING_INTERVAL = 0.1
 SDK_RETRIES = 1
 SDK_RETRY_BACKOFF_SECONDS = 0.5
 SDK_CONNECTION_TIMEOUT_SECONDS = 3
+# How often a poller waiting for running messages to settle looks whether the host is stopping.
+STOP_CHECK_SECONDS = 0.1
 
 
 def storage_connection_string(connection: str, env: Mapping[str, str]) -> str:
@@ -77,7 +79,11 @@ def _create_if_missing(client: QueueClient) -> None:
 
 
 class QueuePoller:
-    """Polls one queue in its own thread and runs each batch's messages concurrently."""
+    """Polls one queue in its own thread and runs its messages concurrently, batchSize per fetch.
+
+    As the host does, it fetches the next batch when the messages still running fall to
+    newBatchThreshold, so at most batchSize + newBatchThreshold run at once.
+    """
 
     def __init__(
         self,
@@ -98,6 +104,9 @@ class QueuePoller:
         self._poison_lock = threading.Lock()
         self._poison_ready = False
         self._unreachable = False
+        # Messages received and not yet settled; the poll loop waits on it for newBatchThreshold.
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"devhost-queue-{function.name}", daemon=True)
 
     def start(self) -> None:
@@ -124,14 +133,39 @@ class QueuePoller:
 
     def _poll_until_stopped(self, service: Any) -> None:
         delay = MIN_POLLING_INTERVAL
-        while not self._stop.is_set():
-            messages = self._receive(service)
-            if messages:
-                delay = MIN_POLLING_INTERVAL
-                self._process_batch(messages)
-                continue
-            self._stop.wait(delay)
-            delay = min(delay * 2, max(self.options.max_polling_interval, MIN_POLLING_INTERVAL))
+        try:
+            while not self._stop.is_set():
+                if not self._wait_for_new_batch_threshold():
+                    break
+                messages = self._receive(service)
+                if messages:
+                    delay = MIN_POLLING_INTERVAL
+                    self._start_all(messages)
+                    continue
+                self._stop.wait(delay)
+                delay = min(delay * 2, max(self.options.max_polling_interval, MIN_POLLING_INTERVAL))
+        finally:
+            self._wait_until_all_settled()
+
+    def _wait_for_new_batch_threshold(self) -> bool:
+        """As the host does: fetch again only once the messages still running are at most newBatchThreshold.
+
+        False when the host stops meanwhile.
+        """
+        threshold = self.options.batch_threshold
+        with self._in_flight_changed:
+            while self._in_flight > threshold:
+                if self._stop.is_set():
+                    return False
+                # Woken by each settled message; the timeout only lets a stop be seen.
+                self._in_flight_changed.wait(STOP_CHECK_SECONDS)
+        return not self._stop.is_set()
+
+    def _wait_until_all_settled(self) -> None:
+        # As before a stop: the messages received finish (their threads are daemons if one hangs).
+        with self._in_flight_changed:
+            while self._in_flight:
+                self._in_flight_changed.wait()
 
     def _receive(self, service: Any) -> list[QueueMessage]:
         """Up to batchSize messages; an unreachable storage account counts as an empty poll."""
@@ -157,18 +191,26 @@ class QueuePoller:
         if self._unreachable:
             log.info("Queue '%s': polling again", self.queue_name)
             self._unreachable = False
+        if messages:
+            log.debug("Queue '%s': received %d message(s) with %d in flight",
+                      self.queue_name, len(messages), self._in_flight)
         return messages
 
-    def _process_batch(self, messages: list[QueueMessage]) -> None:
-        # One daemon thread per message, bounded by batchSize: a hung function cannot block exit.
-        workers = [
-            threading.Thread(target=self._process, args=(message,), name=f"devhost-message-{message.id}", daemon=True)
-            for message in messages
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+    def _start_all(self, messages: list[QueueMessage]) -> None:
+        # One daemon thread per message, counted in flight until settled: a hung function cannot block exit.
+        with self._in_flight_changed:
+            self._in_flight += len(messages)
+        for message in messages:
+            threading.Thread(target=self._process_and_settle, args=(message,),
+                             name=f"devhost-message-{message.id}", daemon=True).start()
+
+    def _process_and_settle(self, message: QueueMessage) -> None:
+        try:
+            self._process(message)
+        finally:
+            with self._in_flight_changed:
+                self._in_flight -= 1
+                self._in_flight_changed.notify_all()
 
     @property
     def _polled_queue(self) -> QueueClient:

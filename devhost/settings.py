@@ -154,14 +154,23 @@ class QueueOptions:
     visibility_timeout: float = 0.0
     max_polling_interval: float = DEFAULT_MAX_POLLING_INTERVAL
     message_encoding: str = "base64"
+    # None: the host's default, batchSize / 2 (times the cores on a dedicated plan; one here).
+    new_batch_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"queues.batchSize must be between 1 and {MAX_BATCH_SIZE}")
+        if self.new_batch_threshold is not None and self.new_batch_threshold < 0:
+            raise ValueError("queues.newBatchThreshold must not be negative")
         if self.max_dequeue_count < 1:
             raise ValueError("queues.maxDequeueCount must be at least 1")
         if self.message_encoding not in QUEUE_ENCODINGS:
             raise ValueError(f"queues.messageEncoding must be one of {', '.join(QUEUE_ENCODINGS)}")
+
+    @property
+    def batch_threshold(self) -> int:
+        """Messages still running at or below which the host fetches the next batch."""
+        return self.batch_size // 2 if self.new_batch_threshold is None else self.new_batch_threshold
 
     @classmethod
     def from_host_json(cls, section: Mapping[str, Any]) -> QueueOptions:
@@ -170,12 +179,15 @@ class QueueOptions:
         def seconds(key: str, default: float) -> float:
             return parse_timespan(section[key]) if key in section else default
 
+        threshold = section.get("newBatchThreshold")
+
         return cls(
             batch_size=int(section.get("batchSize", defaults.batch_size)),
             max_dequeue_count=int(section.get("maxDequeueCount", defaults.max_dequeue_count)),
             visibility_timeout=seconds("visibilityTimeout", defaults.visibility_timeout),
             max_polling_interval=seconds("maxPollingInterval", defaults.max_polling_interval),
             message_encoding=str(section.get("messageEncoding", defaults.message_encoding)).lower(),
+            new_batch_threshold=None if threshold is None else int(threshold),
         )
 
 

@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import azure.functions as func
 import pytest
 import requests
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -26,6 +28,7 @@ from devhost.__main__ import CONFIG_PATH_SETTING, load_settings, parse_args
 from devhost.azurite import Azurite, free_port, wait_for_port
 from devhost.host import DevHost, HostedFunction, TimerRunner, next_occurrence
 from devhost.http_server import MAX_REQUEST_BODY, compile_route, loggable_path
+from devhost.queues import QueuePoller
 from devhost.settings import (
     HostConfig,
     QueueOptions,
@@ -298,6 +301,79 @@ def test_message_that_is_not_base64_goes_straight_to_poison(hosted: Hosted) -> N
     poison = hosted.queue_ok + "-poison"
     wait_until(lambda: peek(hosted.connection_string, poison) == ["this is not base64!"], what="poisoned at once")
     assert hosted.calls.count("queue_bodies") == 0
+
+
+class SlowFunction:
+    """A queue function that runs until the test lets it finish, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.finish = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self.started: list[str] = []
+        self.running = 0
+        self.most_at_once = 0
+
+    def __call__(self, msg: func.QueueMessage) -> None:
+        with self._lock:
+            self.started.append(msg.get_body().decode())
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            self.finish.acquire(timeout=30)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+FETCH_LINE = re.compile(r"received (\d+) message\(s\) with (\d+) in flight")
+
+
+def test_a_new_batch_is_fetched_when_the_running_messages_fall_to_new_batch_threshold(
+    azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = f"devhost-threshold-{uuid.uuid4().hex[:10]}"
+    with QueueClient.from_connection_string(azurite.connection_string, queue) as client:
+        client.create_queue()
+    bus = StorageQueueBus(StorageSettings(azurite.connection_string, None, None, None))
+    try:
+        for number in range(12):
+            bus.send_text(queue, f"message {number}")
+    finally:
+        bus.close()
+    options = QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval=0.5)
+    slow = SlowFunction()
+    stop = threading.Event()
+    binding = {"type": "queueTrigger", "name": "msg", "queueName": queue}
+    poller = QueuePoller(HostedFunction("slow", binding, slow), queue, azurite.connection_string, options, stop)
+    caplog.set_level("DEBUG", logger="devhost.queues")
+    poller.start()
+    try:
+        wait_until(lambda: len(slow.started) == 4, what="the first batch of batchSize running")
+        slow.finish.release(2)  # two finish: as many still run as the threshold allows
+        wait_until(lambda: len(slow.started) == 8, what="the next batch fetched at the threshold")
+        wait_until(lambda: slow.running == 6, what="batchSize + newBatchThreshold running at once")
+        slow.finish.release(12)
+        wait_until(lambda: len(slow.started) == 12 and slow.running == 0, what="every message handled")
+        wait_until(lambda: message_count(azurite.connection_string, queue) == 0, what="every message deleted")
+    finally:
+        stop.set()
+        slow.finish.release(12)
+        poller.join(5)
+    fetches = [(int(found[1]), int(found[2])) for found in map(FETCH_LINE.search, caplog.messages) if found]
+    assert sum(received for received, _ in fetches) == 12
+    assert all(received <= 4 for received, _ in fetches), fetches
+    assert all(in_flight <= 2 for _, in_flight in fetches), fetches
+    assert slow.most_at_once == 6
+    assert sorted(slow.started) == sorted(f"message {number}" for number in range(12))
+
+
+def test_new_batch_threshold_is_read_from_host_json_and_defaults_to_half_the_batch() -> None:
+    assert load_host_config(REPO_ROOT / "host.json").queues.batch_threshold == 8
+    assert QueueOptions.from_host_json({"batchSize": 16, "newBatchThreshold": 3}).batch_threshold == 3
+    assert QueueOptions.from_host_json({"batchSize": 9}).batch_threshold == 4
+    assert QueueOptions().batch_threshold == 8
+    with pytest.raises(ValueError, match="newBatchThreshold"):
+        QueueOptions.from_host_json({"newBatchThreshold": -1})
 
 
 def test_service_bus_triggers_are_listed_but_not_run(hosted: Hosted) -> None:
