@@ -602,12 +602,22 @@ class GateStore:
 
 
 class PacingStore:
-    """Send slots per (connection, channel), shared by every instance: the next free moment."""
+    """Send slots per (connection, channel), shared by every instance: the next free moment.
+
+    A reservation is one conditional write of the channel's row. This process remembers the row
+    as it last wrote or read it (its next free slot and ETag), so a send on a channel it paced
+    before writes without reading first; only when another instance took a slot meanwhile does
+    the write fail and the row get read again. Sends of this process on one channel reserve one
+    at a time, so they do not make each other's writes fail.
+    """
 
     _MAX_TRIES = 20
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
+        self._known: dict[tuple[str, str], tuple[float, str]] = {}  # keys -> (NextSlot, ETag) as last seen
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
 
     @overload
     def reserve(self, connection: str, channel: str, now: float, interval: float, horizon: None = None) -> float: ...
@@ -619,26 +629,40 @@ class PacingStore:
         """Take the next free slot: its time. With ``horizon``, only one starting within that many
         seconds of ``now``; None (nothing taken) when the channel is booked further out."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
         table = self._tables.table(PACING)
-        keys = {"PartitionKey": table_key(connection), "RowKey": table_key(channel)}
-        for _ in range(self._MAX_TRIES):
-            row = self._tables.row(PACING, keys["PartitionKey"], keys["RowKey"])
-            slot = max(now, float(row["NextSlot"])) if row is not None else now
-            if horizon is not None and slot - now > horizon:
-                return None
-            entity = {**keys, "NextSlot": slot + interval}
-            try:
-                if row is None:
-                    table.create_entity(entity)
-                else:
-                    table.update_entity(entity, etag=row.metadata["etag"],
-                                        match_condition=MatchConditions.IfNotModified)
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another instance took a slot meanwhile: look again
-            return slot
+        keys = (table_key(connection), table_key(channel))
+        with self._lock_of(keys):
+            known = self._known.get(keys)
+            for _ in range(self._MAX_TRIES):
+                if known is None:
+                    known = self._read(keys)
+                slot = max(now, known[0]) if known is not None else now
+                if horizon is not None and slot - now > horizon:
+                    # NextSlot only grows, so a row remembered from earlier is booked at least this far.
+                    return None
+                entity = {"PartitionKey": keys[0], "RowKey": keys[1], "NextSlot": slot + interval}
+                try:
+                    if known is None:
+                        meta = table.create_entity(entity)
+                    else:
+                        meta = table.update_entity(entity, etag=known[1], match_condition=MatchConditions.IfNotModified)
+                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                    known = None  # another instance took a slot meanwhile: read the row again
+                    self._known.pop(keys, None)
+                    continue
+                self._known[keys] = (slot + interval, meta["etag"])
+                return slot
         raise ConcurrencyError(f"pacing {connection}/{channel}: too much contention")
+
+    def _read(self, keys: tuple[str, str]) -> tuple[float, str] | None:
+        row = self._tables.row(PACING, *keys)
+        return None if row is None else (float(row["NextSlot"]), row.metadata["etag"])
+
+    def _lock_of(self, keys: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(keys, threading.Lock())
 
     def next_free(self, connection: str, channel: str) -> float | None:
         row = self._tables.row(PACING, table_key(connection), table_key(channel))
