@@ -179,6 +179,9 @@ class JobRow:
     job_id: str
     fields: Mapping[str, Any]
     etag: str
+    # Taken from what this process last wrote or read (``JobStore.recent``), not read now: good for a
+    # write under its ETag, which fails if the row moved on, but not for deciding to leave the row be.
+    remembered: bool = field(default=False, compare=False)
 
     @property
     def status(self) -> str:
@@ -197,10 +200,19 @@ def _dump(fields: Mapping[str, Any]) -> str:
 
 
 class JobStore:
-    """Job state, one row per job id; every update is conditional on the ETag it read."""
+    """Job state, one row per job id; every update is conditional on the ETag it read.
+
+    The rows this process last created, read or wrote are remembered (``recent``), so that the
+    next change of a job (its status callbacks, an approval's steps) can be written under the ETag
+    it already has instead of reading the row first; the write fails if another instance moved it.
+    """
+
+    _REMEMBERED = 2_000
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
+        self._recent: dict[str, JobRow] = {}
+        self._lock = threading.Lock()
 
     def create(self, job_id: str, fields: Mapping[str, Any]) -> JobRow | None:
         """Insert a new job; None when a job with that id already exists."""
@@ -210,13 +222,28 @@ class JobStore:
             meta = self._tables.table(JOBS).create_entity(_job_entity(job_id, fields, self._tables.protector))
         except ResourceExistsError:
             return None
-        return JobRow(job_id, dict(fields), meta["etag"])
+        return self._remember(JobRow(job_id, dict(fields), meta["etag"]))
 
     def get(self, job_id: str) -> JobRow | None:
         entity = self._tables.row(JOBS, table_key(job_id), "job")
         if entity is None:
             return None
-        return JobRow(job_id, self._fields(entity), entity.metadata["etag"])
+        return self._remember(JobRow(job_id, self._fields(entity), entity.metadata["etag"]))
+
+    def recent(self, job_id: str) -> JobRow | None:
+        """The job as this process last created, read or wrote it, marked ``remembered``; None when
+        it has not seen it lately. Another instance may have changed it since."""
+        with self._lock:
+            row = self._recent.get(job_id)
+        return None if row is None else JobRow(row.job_id, row.fields, row.etag, remembered=True)
+
+    def _remember(self, row: JobRow) -> JobRow:
+        with self._lock:
+            self._recent.pop(row.job_id, None)
+            if len(self._recent) >= self._REMEMBERED:
+                del self._recent[next(iter(self._recent))]  # the oldest
+            self._recent[row.job_id] = row
+        return row
 
     def with_status(self, statuses: Iterable[str], since: datetime, until: datetime) -> Iterator[JobRow]:
         """Jobs now in one of ``statuses`` whose last change falls in [since, until)."""
@@ -249,7 +276,7 @@ class JobStore:
             )
         except ResourceModifiedError:
             raise ConcurrencyError(f"job {row.job_id} changed since it was read") from None
-        return JobRow(row.job_id, fields, meta["etag"])
+        return self._remember(JobRow(row.job_id, fields, meta["etag"]))
 
 
 # --- audit -----------------------------------------------------------------------------------
