@@ -100,12 +100,16 @@ def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str) -> 
     provider id's link decides, and without one the job named in the URL is linked now (the sender
     stopped before linking).
     """
-    named = stores.jobs.get(job_id) if job_id else None
+    # As this process last wrote it (the send, an earlier callback) when it can: the status is then
+    # written under that ETag, and read again only if another instance changed the job meanwhile.
+    named = (stores.jobs.recent(job_id) or stores.jobs.get(job_id)) if job_id else None
     if named is not None and named.fields.get(LINK_CHECKED) == sid:
         return named
     link = stores.providers.lookup(sid)
     if link is not None:
         return named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
+    if named is not None and named.remembered:
+        named = stores.jobs.get(named.job_id)  # what to link is decided on the job as it is now
     return _link_job_named_in_url(stores, connection, sid, named)
 
 

@@ -56,13 +56,20 @@ def open_job(stores: Stores, envelope: Envelope) -> JobRow:
 
 def change(stores: Stores, job: JobRow | str, decide: Decide, tries: int = CHANGE_TRIES) -> JobRow | None:
     """Apply what ``decide`` says to the job as it is now; the written row, or None when there is no
-    such job or ``decide`` wants no change. ``job`` as read (tried first) or its id."""
-    row = stores.jobs.get(job) if isinstance(job, str) else job
+    such job or ``decide`` wants no change. ``job`` as read (tried first) or its id.
+
+    A row this process remembers (``JobStore.recent``) is tried without reading it: the write is
+    conditional on its ETag, so a decision on a row that moved on is refused and made again on the
+    row read then; a decision to change nothing is only taken on a row read now."""
+    row = (stores.jobs.recent(job) or stores.jobs.get(job)) if isinstance(job, str) else job
     for _ in range(tries):
         if row is None:
             return None
         changes = decide(row)
-        if not changes:
+        if not changes and row.remembered:
+            row = stores.jobs.get(row.job_id)  # perhaps moved on by another instance: decide on it as it is
+            changes = decide(row) if row is not None else None
+        if not changes or row is None:
             return None
         try:
             return stores.jobs.update(row, {**changes, "updated_at": now_iso()})

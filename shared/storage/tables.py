@@ -179,6 +179,9 @@ class JobRow:
     job_id: str
     fields: Mapping[str, Any]
     etag: str
+    # Taken from what this process last wrote or read (``JobStore.recent``), not read now: good for a
+    # write under its ETag, which fails if the row moved on, but not for deciding to leave the row be.
+    remembered: bool = field(default=False, compare=False)
 
     @property
     def status(self) -> str:
@@ -197,10 +200,19 @@ def _dump(fields: Mapping[str, Any]) -> str:
 
 
 class JobStore:
-    """Job state, one row per job id; every update is conditional on the ETag it read."""
+    """Job state, one row per job id; every update is conditional on the ETag it read.
+
+    The rows this process last created, read or wrote are remembered (``recent``), so that the
+    next change of a job (its status callbacks, an approval's steps) can be written under the ETag
+    it already has instead of reading the row first; the write fails if another instance moved it.
+    """
+
+    _REMEMBERED = 2_000
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
+        self._recent: dict[str, JobRow] = {}
+        self._lock = threading.Lock()
 
     def create(self, job_id: str, fields: Mapping[str, Any]) -> JobRow | None:
         """Insert a new job; None when a job with that id already exists."""
@@ -210,13 +222,28 @@ class JobStore:
             meta = self._tables.table(JOBS).create_entity(_job_entity(job_id, fields, self._tables.protector))
         except ResourceExistsError:
             return None
-        return JobRow(job_id, dict(fields), meta["etag"])
+        return self._remember(JobRow(job_id, dict(fields), meta["etag"]))
 
     def get(self, job_id: str) -> JobRow | None:
         entity = self._tables.row(JOBS, table_key(job_id), "job")
         if entity is None:
             return None
-        return JobRow(job_id, self._fields(entity), entity.metadata["etag"])
+        return self._remember(JobRow(job_id, self._fields(entity), entity.metadata["etag"]))
+
+    def recent(self, job_id: str) -> JobRow | None:
+        """The job as this process last created, read or wrote it, marked ``remembered``; None when
+        it has not seen it lately. Another instance may have changed it since."""
+        with self._lock:
+            row = self._recent.get(job_id)
+        return None if row is None else JobRow(row.job_id, row.fields, row.etag, remembered=True)
+
+    def _remember(self, row: JobRow) -> JobRow:
+        with self._lock:
+            self._recent.pop(row.job_id, None)
+            if len(self._recent) >= self._REMEMBERED:
+                del self._recent[next(iter(self._recent))]  # the oldest
+            self._recent[row.job_id] = row
+        return row
 
     def with_status(self, statuses: Iterable[str], since: datetime, until: datetime) -> Iterator[JobRow]:
         """Jobs now in one of ``statuses`` whose last change falls in [since, until)."""
@@ -249,7 +276,7 @@ class JobStore:
             )
         except ResourceModifiedError:
             raise ConcurrencyError(f"job {row.job_id} changed since it was read") from None
-        return JobRow(row.job_id, fields, meta["etag"])
+        return self._remember(JobRow(row.job_id, fields, meta["etag"]))
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -602,12 +629,22 @@ class GateStore:
 
 
 class PacingStore:
-    """Send slots per (connection, channel), shared by every instance: the next free moment."""
+    """Send slots per (connection, channel), shared by every instance: the next free moment.
+
+    A reservation is one conditional write of the channel's row. This process remembers the row
+    as it last wrote or read it (its next free slot and ETag), so a send on a channel it paced
+    before writes without reading first; only when another instance took a slot meanwhile does
+    the write fail and the row get read again. Sends of this process on one channel reserve one
+    at a time, so they do not make each other's writes fail.
+    """
 
     _MAX_TRIES = 20
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
+        self._known: dict[tuple[str, str], tuple[float, str]] = {}  # keys -> (NextSlot, ETag) as last seen
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
 
     @overload
     def reserve(self, connection: str, channel: str, now: float, interval: float, horizon: None = None) -> float: ...
@@ -619,26 +656,40 @@ class PacingStore:
         """Take the next free slot: its time. With ``horizon``, only one starting within that many
         seconds of ``now``; None (nothing taken) when the channel is booked further out."""
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
         table = self._tables.table(PACING)
-        keys = {"PartitionKey": table_key(connection), "RowKey": table_key(channel)}
-        for _ in range(self._MAX_TRIES):
-            row = self._tables.row(PACING, keys["PartitionKey"], keys["RowKey"])
-            slot = max(now, float(row["NextSlot"])) if row is not None else now
-            if horizon is not None and slot - now > horizon:
-                return None
-            entity = {**keys, "NextSlot": slot + interval}
-            try:
-                if row is None:
-                    table.create_entity(entity)
-                else:
-                    table.update_entity(entity, etag=row.metadata["etag"],
-                                        match_condition=MatchConditions.IfNotModified)
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another instance took a slot meanwhile: look again
-            return slot
+        keys = (table_key(connection), table_key(channel))
+        with self._lock_of(keys):
+            known = self._known.get(keys)
+            for _ in range(self._MAX_TRIES):
+                if known is None:
+                    known = self._read(keys)
+                slot = max(now, known[0]) if known is not None else now
+                if horizon is not None and slot - now > horizon:
+                    # NextSlot only grows, so a row remembered from earlier is booked at least this far.
+                    return None
+                entity = {"PartitionKey": keys[0], "RowKey": keys[1], "NextSlot": slot + interval}
+                try:
+                    if known is None:
+                        meta = table.create_entity(entity)
+                    else:
+                        meta = table.update_entity(entity, etag=known[1], match_condition=MatchConditions.IfNotModified)
+                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                    known = None  # another instance took a slot meanwhile: read the row again
+                    self._known.pop(keys, None)
+                    continue
+                self._known[keys] = (slot + interval, meta["etag"])
+                return slot
         raise ConcurrencyError(f"pacing {connection}/{channel}: too much contention")
+
+    def _read(self, keys: tuple[str, str]) -> tuple[float, str] | None:
+        row = self._tables.row(PACING, *keys)
+        return None if row is None else (float(row["NextSlot"]), row.metadata["etag"])
+
+    def _lock_of(self, keys: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(keys, threading.Lock())
 
     def next_free(self, connection: str, channel: str) -> float | None:
         row = self._tables.row(PACING, table_key(connection), table_key(channel))

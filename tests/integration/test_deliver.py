@@ -18,6 +18,8 @@ from shared.http import RetryLater
 from shared.model import NOTIFICATION, NOTIFICATIONS, TWILIO_STATUS, Envelope
 from shared.pipeline.callbacks import record_status
 from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
+from shared.pipeline.replay import replay_job
+from shared.storage.bus import StorageQueueBus
 from shared.storage.secrets import reset_secret_provider
 from shared.storage.tables import LastContact, Stores
 from tests.fakes.twilio import FakeTwilio
@@ -231,6 +233,35 @@ def test_a_callback_between_the_link_and_the_job_update_is_kept(
     [message] = fake.messages(to="+14155550128")
     job = stores.jobs.get(envelope.payload["job_id"])
     assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
+
+
+def test_an_instance_that_saw_a_job_before_its_replay_elsewhere_still_applies_the_new_send_s_callbacks(
+    stores: Stores, twilio: tuple, app_stores: Stores, bus: StorageQueueBus
+) -> None:
+    # Two instances: the test's stores send and replay; the app's (record_status) saw the first send fail.
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550131")
+    job_id = envelope.payload["job_id"]
+
+    def status(sid: str, value: str) -> None:
+        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{sid}|{value}",
+                               {"params": fake.message_status_params(sid, value), "job_id": job_id}))
+
+    deliver_once(stores, connection, envelope)
+    [first] = fake.messages(to="+14155550131")
+    status(first.sid, "failed")
+    assert replay_job(stores, bus, job_id).replayed
+    deliver_once(stores, connection, envelope)
+    second = next(m for m in fake.messages(to="+14155550131") if m.sid != first.sid)
+
+    status(second.sid, "sent")  # the app last saw the job failed: it must not take that for where it is
+    status(second.sid, "delivered")
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "delivered" and job.fields["provider_id"] == second.sid
+    steps = [(e.step, e.detail.get("status"), e.detail.get("provider_id"))
+             for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE") if e.job_id == job_id and e.step == "status"]
+    assert steps == [("status", "failed", first.sid), ("status", "sent", second.sid),
+                     ("status", "delivered", second.sid)]
 
 
 def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(

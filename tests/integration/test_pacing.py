@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.pipeline.pacing import RESERVE_LEAD, SLACK_CHANNEL_INTERVAL, WaitForSlot, wait_for_slot
+from shared.settings import StorageSettings
 from shared.storage.tables import Stores
 
 
@@ -25,6 +26,29 @@ def test_a_burst_of_thirty_takes_distinct_slots_a_second_apart(stores: Stores) -
         slots = sorted(s for s in pool.map(reserve, range(30)) if s is not None)
     assert len(slots) == 30
     assert slots == [now + i for i in range(30)]  # each second used once, none twice
+
+
+def test_instances_that_each_remember_the_row_still_take_distinct_slots(
+    stores: Stores, storage_connection_string: str, table_prefix: str
+) -> None:
+    # Each instance writes from the row as it last saw it; one that is behind is refused and reads again.
+    now = 1_800_000_000.0
+    other = Stores.open(StorageSettings(storage_connection_string, None, None, None), table_prefix)
+    try:
+        instances = [stores, other, other, stores, stores, other]
+        taken = [instance.pacing.reserve("twilio-main", "sms|+15017122661", now, 1.0) for instance in instances]
+        start = threading.Barrier(20)
+
+        def reserve(index: int) -> float:
+            start.wait()
+            return instances[index % 2].pacing.reserve("twilio-main", "sms|+15017122661", now, 1.0)
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            taken += pool.map(reserve, range(20))
+    finally:
+        other.close()
+    assert sorted(taken) == [now + i for i in range(26)]  # each second used once, none twice
+    assert stores.pacing.next_free("twilio-main", "sms|+15017122661") == now + 26
 
 
 def test_channels_are_paced_separately(stores: Stores) -> None:
