@@ -79,6 +79,8 @@ def test_one_invoice_is_followed_across_functions_by_its_dimensions(telemetry_st
     stack, phone = telemetry_stack, new_phone()
     correlation_id = stack.post_event(invoice_event("INV-OBS-1", phone))
     [message] = wait_for(lambda: stack.twilio.messages(to=phone), what="an SMS at Twilio")
+    # Delivered once the app has recorded its send, as a handset's receipt comes after Twilio's answer.
+    wait_for(lambda: "sent" in stack.steps(correlation_id), what="the send recorded")
     stack.twilio.advance_message(message.sid, "delivered")
     reply = stack.twilio.inbound_sms_params(phone, stack.twilio_creds.phone_number, f"Paid. Call me on {phone}")
     stack.twilio.send_status_callback(f"{stack.base_url}/api/twilio/inbound/twilio-main", reply)
