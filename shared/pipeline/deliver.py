@@ -12,6 +12,10 @@ claims it before sending and, before any resend, asks its provider whether the f
   has begun to send is marked ``expired`` and audited so, and never sent. A job already claimed
   for sending (``dispatching``) began in time: its flow asks the provider what became of it first.
 
+- A notification's first delivery creates its job already claimed where the flow offers that
+  (``deliver_fresh``: SMS and calls): pacing and the opt-out check run before the job exists, so a
+  pacing wait holds no claim, and the create is the claim. Every other delivery opens the job as it is.
+
 - Each channel kind names its flow in ``shared.kinds`` (SMS and calls: ``twilio_flow``; Slack
   cards: ``slack_flow``; email: ``email_flow``); a flow meets ``shared.pipeline.flows.ChannelFlow``.
 """
@@ -44,10 +48,35 @@ def deliver_notification(envelope: Envelope) -> None:
     if connection is None or kind is None:
         raise PermanentFailure(f"no channel connection named {payload.get('via')!r} in the configuration "
                                f"(channel kinds: {', '.join(kinds.CHANNELS)})")
+    flow = kinds.load(kind.flow)
+    if deliver_fresh(stores, connection, flow, envelope):
+        return
     job = open_job(stores, envelope)
     if expired(stores, connection, envelope, job):
         return
-    kinds.load(kind.flow).deliver(stores, connection, envelope, job)
+    flow.deliver(stores, connection, envelope, job)
+
+
+def deliver_fresh(stores: Stores, connection: Connection, flow: Any, envelope: Envelope) -> bool:
+    """The first delivery of a notification, whose job does not exist yet, through its flow's
+    ``deliver_fresh`` where it has one: the flow paces and checks the recipient before the job exists,
+    then creates it already claimed. False when the usual path is to run: a retry, a replay or a
+    released Verify gate (the job exists), a deadline passed, or a flow without that path."""
+    fresh = getattr(flow, "deliver_fresh", None)
+    if fresh is None or not first_delivery(envelope) or past_deadline(envelope):
+        return False
+    return bool(fresh(stores, connection, envelope, lambda job: expired(stores, connection, envelope, job)))
+
+
+def first_delivery(envelope: Envelope) -> bool:
+    """Whether this is the notification as routed, not retried, redriven or sent again by a replay or a
+    Verify release (those carry keys of their own): its job most likely does not exist yet."""
+    return envelope.attempt == 0 and envelope.redrives == 0 and envelope.key == envelope.payload.get("job_id")
+
+
+def past_deadline(envelope: Envelope) -> bool:
+    deadline = deadline_of(envelope.payload)
+    return deadline is not None and datetime.now(UTC) >= deadline
 
 
 def expired(stores: Stores, connection: Connection, envelope: Envelope, job: JobRow) -> bool:

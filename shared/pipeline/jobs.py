@@ -39,19 +39,39 @@ _KEPT_FIELDS = ("rule", "channel", "via", "to", "record", "source", "event")
 Decide = Callable[[JobRow], Mapping[str, Any] | None]
 
 
+def new_job_fields(envelope: Envelope) -> dict[str, Any]:
+    """What a notification's job row holds when it is created: pending, with what a replay needs."""
+    payload = envelope.payload
+    return {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": now_iso(),
+            "envelope": envelope.to_json(),  # what a replay sends again (the row is sealed)
+            **{name: payload.get(name) for name in _KEPT_FIELDS}}
+
+
+def dispatch_claim(recipient: str, started: str | None = None) -> dict[str, Any]:
+    """The fields that claim a job for one send: ``dispatching`` under a fresh lease (``dispatch_at``);
+    ``dispatch_started`` stays the first claim's, where the provider is searched from before a resend."""
+    now = now_iso()
+    return {"status": "dispatching", "to": recipient, "dispatch_id": uuid.uuid4().hex, "dispatch_at": now,
+            "ambiguous": False, "dispatch_started": started or now}
+
+
 def open_job(stores: Stores, envelope: Envelope) -> JobRow:
     """The job row for this notification, created on first sight."""
     payload = envelope.payload
-    fields = {"status": "pending", "correlation_id": envelope.correlation_id, "created_at": now_iso(),
-              "envelope": envelope.to_json(),  # what a replay sends again (the row is sealed)
-              **{name: payload.get(name) for name in _KEPT_FIELDS}}
-    created = stores.jobs.create(payload["job_id"], fields)
+    created = stores.jobs.create(payload["job_id"], new_job_fields(envelope))
     if created is not None:
         return created
     existing = stores.jobs.get(payload["job_id"])
     if existing is None:  # deleted between the two calls: start again
         raise RetryLater(1.0, "job row vanished while opening it")
     return existing
+
+
+def open_claimed_job(stores: Stores, envelope: Envelope, recipient: str) -> JobRow | None:
+    """The notification's job created already claimed for sending to ``recipient`` (one write instead of
+    a create and a claim); None when the job exists already, whatever its state: it is left as it is."""
+    fields = {**new_job_fields(envelope), **dispatch_claim(recipient)}
+    return stores.jobs.create(envelope.payload["job_id"], {**fields, "updated_at": fields["dispatch_at"]})
 
 
 def change(stores: Stores, job: JobRow | str, decide: Decide, tries: int = CHANGE_TRIES) -> JobRow | None:
@@ -162,8 +182,7 @@ class JobAttempt:
     def claim_dispatch(self, recipient: str) -> None:
         """Move the job to dispatching; RetryLater when another delivery changed it first."""
         try:
-            self.update(status="dispatching", to=recipient, dispatch_id=uuid.uuid4().hex, dispatch_at=now_iso(),
-                        ambiguous=False, dispatch_started=self.job.fields.get("dispatch_started") or now_iso())
+            self.update(**dispatch_claim(recipient, self.job.fields.get("dispatch_started")))
         except ConcurrencyError:
             raise RetryLater(AMBIGUOUS_RECHECK_SECONDS, "another delivery of this job is under way") from None
 

@@ -10,6 +10,10 @@ Failures to read the record (Dynamics 5xx or 429, Entra unreachable, DNS, timeou
 handled here: the queue consumer classifies them, retries with backoff, and audits each
 ``retrying``. A record Dynamics says is not there ends the event as ``failed``. When the
 event is dead-lettered its claim is released, so Dynamics' resend, or a redrive, is processed.
+
+An attempt's audit steps (received, enriched, routed; or failed) are written in one request at its
+end, or at the failure that ends it. An event that comes back to its own claim (a retry, or the
+host's redelivery after a stop) writes its ``received`` step again only if the trail lacks it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from shared import kinds
 from shared.config.loading import get_config
 from shared.config.model import AppConfig, Rule
 from shared.erp.dynamics.connection import DynamicsConnection
-from shared.erp.dynamics.events import EnrichmentError, EventError, event_record, parse_event, record_fields
+from shared.erp.dynamics.events import (
+    BusinessEvent,
+    EnrichmentError,
+    EventError,
+    event_record,
+    parse_event,
+    record_fields,
+)
 from shared.model import (
     BUSINESS_EVENT,
     ERP_EVENTS,
@@ -85,20 +96,35 @@ def process_business_event(envelope: Envelope) -> None:
         audit.append(envelope.correlation_id, "duplicate", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number)
         return
-    if claim == "new":  # not on the host's redelivery, nor on a retry, of the same work
-        audit.append(envelope.correlation_id, "received", connection=connection.name, record=known_record,
+    # The event's steps are written together: at the end, or at the failure that ends this attempt.
+    steps = audit.batch(envelope.correlation_id)
+    if claim == "new" or not received_on_trail(stores, envelope.correlation_id):  # "again": a retry, or a stop
+        steps.append(envelope.correlation_id, "received", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number,
                      legal_entity=event.legal_entity)
+    try:
+        enrich_and_route(config, stores, connection, envelope, event, known_record, steps)
+    finally:
+        steps.flush()
+
+
+def received_on_trail(stores: Stores, correlation_id: str) -> bool:
+    """Whether an earlier attempt of this event wrote its ``received`` step (a stop before its steps
+    were written leaves none): read only when the event comes back, never on its first attempt."""
+    return any(entry.step == "received" for entry in stores.audit.by_correlation(correlation_id))
+
+
+def enrich_and_route(config: AppConfig, stores: Stores, connection: DynamicsConnection, envelope: Envelope,
+                     event: BusinessEvent, known_record: str, steps: AuditBatch) -> None:
     from shared.erp.dynamics.client import dynamics_client
 
     try:
         enriched = record_fields(event, dynamics_client(connection))
     except EnrichmentError as exc:
-        audit.append(envelope.correlation_id, "failed", connection=connection.name, record=known_record,
+        steps.append(envelope.correlation_id, "failed", connection=connection.name, record=known_record,
                      event=event.business_event_id, reason=f"record not readable: {exc}")
         return
     record = record_ref(connection.name, enriched.record_entity, enriched.record_key)
-    steps = audit.batch(envelope.correlation_id)  # enriched and routed: one write
     steps.append(envelope.correlation_id, "enriched", connection=connection.name, record=record,
                  reads=enriched.reads)
     queue_notifications(config, stores, get_bus(), source=connection.name, event_type=event.business_event_id,

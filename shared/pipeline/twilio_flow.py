@@ -12,7 +12,7 @@ leaves a callback without its job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,15 @@ from shared.config.model import Rule
 from shared.logs import mask_phone
 from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
-from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, JobAttempt, deadline_of, reached_provider, record_send
+from shared.pipeline.jobs import (
+    AMBIGUOUS_RECHECK_SECONDS,
+    JobAttempt,
+    deadline_of,
+    open_claimed_job,
+    open_job,
+    reached_provider,
+    record_send,
+)
 from shared.pipeline.pacing import pace_sms
 from shared.settings import public_url
 from shared.storage.tables import JobRow, LastContact, Stores
@@ -36,6 +44,8 @@ class Delivery(JobAttempt):
     """One attempt at one SMS or call job."""
 
     connection: TwilioConnection
+    # This delivery waited for its send slot already (a first delivery whose job existed after all).
+    paced = False
 
     def run(self) -> None:
         from shared.channels.twilio.client import twilio_channel
@@ -63,7 +73,8 @@ class Delivery(JobAttempt):
 
             start_gate(self, channel, number)
             return
-        pace_sms(self.stores.pacing, self.connection, self.payload)  # a burst waits in our queue, not Twilio's
+        if not self.paced:
+            pace_sms(self.stores.pacing, self.connection, self.payload)  # a burst waits in our queue, not Twilio's
         self.claim_dispatch(number)
         self.send(channel, number)
 
@@ -142,3 +153,38 @@ def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type
 
 def deliver(stores: Stores, connection: TwilioConnection, envelope: Envelope, job: JobRow) -> None:
     Delivery(stores, connection, envelope, job).run()
+
+
+def deliver_fresh(stores: Stores, connection: TwilioConnection, envelope: Envelope,
+                  expired: Callable[[JobRow], bool]) -> bool:
+    """A notification's first delivery, before its job exists: the opt-out check and the wait for a send
+    slot come first, with nothing written, so a pacing wait holds no claim; then the job is created
+    already claimed (one write, not a create and a claim) and sent. A stop after the create leaves it
+    ``dispatching``, and the next delivery asks Twilio before any resend, as for any claimed job.
+
+    False, with nothing written, when the job needs its row first (a Verify gate, a number that is not
+    one, a recipient who replied STOP): the usual path then records why. A job that exists after all (a
+    redelivery after a stop, a duplicate) goes on from its row unless ``expired``, its slot waited for."""
+    from shared.channels.twilio.client import twilio_channel
+    from shared.phones import InvalidNumber, normalize_number
+
+    payload = envelope.payload
+    if payload.get("verify"):
+        return False
+    try:
+        number = normalize_number(str(payload.get("to", "")), connection.default_region)
+    except InvalidNumber:
+        return False
+    if stores.opt_outs.is_opted_out(connection.name, number):
+        return False
+    pace_sms(stores.pacing, connection, payload)
+    claimed = open_claimed_job(stores, envelope, number)
+    if claimed is not None:
+        Delivery(stores, connection, envelope, claimed).send(twilio_channel(connection), number)
+        return True
+    job = open_job(stores, envelope)
+    if not expired(job):
+        delivery = Delivery(stores, connection, envelope, job)
+        delivery.paced = True
+        delivery.run()
+    return True

@@ -321,3 +321,123 @@ def test_an_approved_code_releases_its_job_once_even_after_a_stop_before_the_rel
     finally:
         bus._queue(NOTIFICATIONS).clear_messages()
         bus.close()
+
+
+# --- a first delivery creates its job already claimed ------------------------------------------------
+
+
+class Stop(BaseException):
+    """The process stops here (a crash, a host shutdown): nothing after it runs, nothing classifies it."""
+
+
+def deliver_first(stores: Stores, connection: TwilioConnection, envelope: Envelope) -> None:
+    """The notification as routed, handed to the delivery stage as the queue consumer does."""
+    from shared.pipeline import twilio_flow
+    from shared.pipeline.deliver import deliver_fresh
+
+    assert deliver_fresh(stores, connection, twilio_flow, envelope)
+
+
+def stop_once(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """``Delivery.<method>`` stops the process the first time it is called, then works as before."""
+    real = getattr(Delivery, method)
+    stops = iter([True])
+
+    def stopping(self: Delivery, *args: object, **kwargs: object) -> object:
+        if next(stops, False):
+            raise Stop(method)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Delivery, method, stopping)
+
+
+def lease_ran_out(stores: Stores, job_id: str) -> None:
+    job = stores.jobs.get(job_id)
+    assert job is not None
+    long_ago = (datetime.now(UTC) - timedelta(seconds=DISPATCH_LEASE_SECONDS + 5)).isoformat()
+    stores.jobs.update(job, {"dispatch_at": long_ago})
+
+
+def test_a_first_delivery_sends_once_and_its_redelivery_sends_nothing(stores: Stores, twilio: tuple) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550141")
+
+    deliver_first(stores, connection, envelope)
+    deliver_first(stores, connection, envelope)  # the host delivers the same message again
+
+    [message] = fake.messages(to="+14155550141")
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.status == "queued" and job.fields["provider_id"] == message.sid
+    assert job.fields["to"] == "+14155550141" and job.fields["envelope"]  # what a replay sends again
+    steps = [e.step for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE")
+             if e.job_id == envelope.payload["job_id"]]
+    assert steps == ["sent", "duplicate"]
+
+
+def test_a_stop_between_the_claimed_create_and_the_send_sends_once_after_the_lease(
+    stores: Stores, twilio: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550142")
+    job_id = envelope.payload["job_id"]
+    stop_once(monkeypatch, "send")
+
+    with pytest.raises(Stop):
+        deliver_first(stores, connection, envelope)
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "dispatching" and fake.messages(to="+14155550142") == []
+
+    with pytest.raises(RetryLater, match="under way"):  # within the lease the claim may still be sending
+        deliver_first(stores, connection, envelope)
+    assert fake.messages(to="+14155550142") == []
+    lease_ran_out(stores, job_id)
+    deliver_first(stores, connection, envelope)  # Twilio is asked first: nothing there, so it is sent
+    deliver_first(stores, connection, envelope)
+
+    [message] = fake.messages(to="+14155550142")
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.fields["provider_id"] == message.sid
+
+
+def test_a_stop_after_twilio_took_the_first_send_is_adopted_not_sent_again(
+    stores: Stores, twilio: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550143")
+    job_id = envelope.payload["job_id"]
+    stop_once(monkeypatch, "record_sent")  # Twilio created the message; nothing of it was written
+
+    with pytest.raises(Stop):
+        deliver_first(stores, connection, envelope)
+    [message] = fake.messages(to="+14155550143")
+    lease_ran_out(stores, job_id)
+    deliver_first(stores, connection, envelope)
+
+    assert len(fake.messages(to="+14155550143")) == 1
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.fields["provider_id"] == message.sid
+    [sent] = [e for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE")
+              if e.step == "sent" and e.job_id == job_id]
+    assert sent.detail["adopted"] is True
+
+
+def test_a_first_delivery_waiting_for_its_slot_holds_no_claim(
+    stores: Stores, twilio: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.outcomes import WaitForSlot
+    from shared.pipeline import pacing
+
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550144")
+    monkeypatch.setattr(pacing, "INLINE_HORIZON", 0.0)  # every slot is too far to wait for here
+
+    with pytest.raises(WaitForSlot) as waiting:
+        deliver_first(stores, connection, envelope)
+    assert stores.jobs.get(envelope.payload["job_id"]) is None  # nothing claimed, nothing to wait out
+
+    monkeypatch.setattr(pacing, "INLINE_HORIZON", 20.0)
+    back = replace(envelope, payload={**envelope.payload, "paced_slot": waiting.value.slot}, deferrals=1)
+    deliver_first(stores, connection, back)  # back from the queue for its slot
+    [message] = fake.messages(to="+14155550144")
+    job = stores.jobs.get(envelope.payload["job_id"])
+    assert job is not None and job.fields["provider_id"] == message.sid
