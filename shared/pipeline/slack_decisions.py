@@ -13,8 +13,8 @@ from shared.config.loading import get_config
 from shared.erp.polling import decision_writer
 from shared.model import Envelope, now_iso
 from shared.outcomes import PermanentFailure
-from shared.pipeline.jobs import merge
-from shared.storage.tables import JobRow, Stores
+from shared.pipeline.jobs import change, merge
+from shared.storage.tables import ConcurrencyError, JobRow, Stores
 
 
 def audit_job(stores: Stores, job: JobRow, connection: str, step: str, **detail: Any) -> None:
@@ -41,43 +41,87 @@ def tell(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> Non
 
 
 def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: str, user: str, email: str, *,
-           key: str, how: str = "") -> None:
+           key: str, how: str = "", owner: str = "") -> None:
     """Record ``outcome`` once: claim it on the job (ConcurrencyError when another decision got
-    there first), Validate and Complete in Dynamics, show it on the card, audit it. Handling the
-    same ``key`` again (the queue's retry) resumes after the last step that was done."""
-    from shared.channels.slack.client import decided_card
+    there first), Validate and Complete in Dynamics, audit it, show it on the card.
 
-    if job.fields.get("decision_key") != key:  # of two racing decisions, one claims the job
-        job = stores.jobs.update(job, {"decision": outcome, "decided_by": email, "decided_at": now_iso(),
-                                       "decision_key": key})
-    notification = notification_of(job)
+    Handling the same ``key`` again (the queue's retry) resumes after the last step that was done;
+    with an ``owner`` (the correlation id of the queued click) only that owner's own retries resume,
+    and another delivery of the same click leaves the decision to the one that claimed it.
+    Two job writes: the claim, and whether Dynamics took the decision (before anything else is
+    done, so that a retry never asks Dynamics again and mistakes our own completion for one made
+    elsewhere). The audit row is written at most once and the card update is the same on every
+    try, so a retry after either changes nothing."""
+    claimed = claim_decision(stores, job, outcome, email, key, owner)
+    if claimed is None or claimed.fields.get("shown"):
+        return  # another delivery of the same click holds it, or it was shown already
+    job, notification = claimed, notification_of(claimed)
     if "written" not in job.fields:
         connection_of_source = get_config().connections.get(str(job.fields.get("source", "")))
         written = write_back(connection_of_source, notification, outcome, email, how)
-        job = merge_job(stores, job.job_id, {"written": written})
-    if job.fields.get("shown"):
-        return
-    written = bool(job.fields["written"])
+        job = merge_job(stores, job, {"written": written})
+    audit_decision(stores, job, connection, user, how)
+    show_decision(slack, job, notification, user)
+
+
+def claim_decision(stores: Stores, job: JobRow, outcome: str, email: str, key: str, owner: str) -> JobRow | None:
+    """The job with the decision of ``key`` on it: claimed now, or earlier by this owner (a retry).
+    None when another delivery of the same click (another owner) claimed it; ConcurrencyError when
+    another decision did. The claim is written under the ETag the row was read (or last written) with."""
+    seen = job
+
+    def claim(row: JobRow) -> dict[str, Any] | None:
+        nonlocal seen
+        seen = row
+        if row.fields.get("decision") or row.fields.get("decision_key"):
+            return None  # decided: by this click (resume) or another one
+        return {"decision": outcome, "decided_by": email, "decided_at": now_iso(), "decision_key": key,
+                "decision_owner": owner}
+
+    claimed = change(stores, job, claim)
+    if claimed is not None:
+        return claimed
+    if seen.fields.get("decision_key") != key:
+        if not seen.fields.get("decision"):
+            raise PermanentFailure(f"job {job.job_id} vanished")
+        raise ConcurrencyError(f"job {job.job_id} was decided by another click: {seen.fields['decision']}")
+    held = str(seen.fields.get("decision_owner") or "")
+    return None if owner and held and held != owner else seen
+
+
+def audit_decision(stores: Stores, job: JobRow, connection: str, user: str, how: str) -> None:
+    """The decision's audit row, written once however often this runs (its key is fixed by the job and
+    the time of the claim): ``decided``, or ``work-item-closed`` when Dynamics had closed it already."""
+    fields = job.fields
+    if fields["written"]:
+        step, detail = "decided", {"outcome": fields["decision"], "by": fields["decided_by"],
+                                   "decided_at": fields["decided_at"], **({"confirmed": how} if how else {})}
+    else:
+        step, detail = "work-item-closed", {"reason": "the work item was completed or recalled elsewhere"}
+    stores.audit.append_once(str(fields.get("correlation_id", "")), step, once=f"{job.job_id}|decision",
+                             at=datetime.fromisoformat(str(fields["decided_at"])), connection=connection,
+                             record=str(fields.get("record", "")), job_id=job.job_id, user=user, **detail)
+
+
+def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: str) -> None:
+    """The card without buttons, saying who decided what and when (the same on every try)."""
+    from shared.channels.slack.client import decided_card
+
+    fields = job.fields
     title = str(notification.get("title") or "Approval")
     facts = [tuple(fact) for fact in notification.get("facts", [])]
-    decision = f"{outcome}d" if written else "Closed in Dynamics before this click; nothing"
-    text, blocks = decided_card(title, facts, decision, user, datetime.now(UTC))
-    slack.update_card(str(job.fields.get("slack_channel", "")), str(job.fields.get("slack_ts", "")), text, blocks)
-    if written:
-        audit_job(stores, job, connection, "decided", user=user, outcome=outcome, by=email,
-                  decided_at=job.fields["decided_at"], **({"confirmed": how} if how else {}))
-    else:
-        audit_job(stores, job, connection, "work-item-closed", user=user,
-                  reason="the work item was completed or recalled elsewhere")
-    merge_job(stores, job.job_id, {"shown": True})
+    decision = f"{fields['decision']}d" if fields["written"] else "Closed in Dynamics before this click; nothing"
+    decided_at = datetime.fromisoformat(str(fields["decided_at"])).astimezone(UTC)
+    text, blocks = decided_card(title, facts, decision, user, decided_at)
+    slack.update_card(str(fields.get("slack_channel", "")), str(fields.get("slack_ts", "")), text, blocks)
 
 
-def merge_job(stores: Stores, job_id: str, changes: dict[str, Any]) -> JobRow:
+def merge_job(stores: Stores, job: JobRow | str, changes: dict[str, Any]) -> JobRow:
     """Apply ``changes`` to the job as it is now (``jobs.merge``); a job that vanished is a failure."""
-    job = merge(stores, job_id, changes)
-    if job is None:
-        raise PermanentFailure(f"job {job_id} vanished")
-    return job
+    merged = merge(stores, job, changes)
+    if merged is None:
+        raise PermanentFailure(f"job {job if isinstance(job, str) else job.job_id} vanished")
+    return merged
 
 
 def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:

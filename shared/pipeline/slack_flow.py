@@ -285,7 +285,10 @@ def handle_click(envelope: Envelope) -> None:
     channel_id, ts = container.get("channel_id", ""), container.get("message_ts", "")
     action_id = (click.get("actions") or [{}])[0].get("action_id", "")
     link = stores.providers.lookup(slack_ref(channel_id, ts))
-    job = stores.jobs.get(link.job_id) if link is not None else adopt_clicked_card(stores, connection.name, click)
+    # As this process last wrote it, when it posted the card: the decision is written under that
+    # ETag and is refused (the row read again) if the job moved on meanwhile.
+    job = (stores.jobs.recent(link.job_id) or stores.jobs.get(link.job_id)) if link is not None else (
+        adopt_clicked_card(stores, connection.name, click))
     if job is None or action_id not in OUTCOMES:
         log.warning("a click on %s %s that no card of ours carries", channel_id, ts)
         return
@@ -295,27 +298,40 @@ def handle_click(envelope: Envelope) -> None:
     def audit(step: str, **detail: Any) -> None:
         audit_job(stores, job, connection.name, step, user=user, **detail)
 
-    if not stores.dedup.claim(CLICK_SCOPE, envelope.key, owner=envelope.correlation_id):
-        return  # the same click again, or Slack's retry of it
+    def first_time() -> bool:
+        """A click answered without a decision is answered once, whatever Slack or the queue repeat;
+        a decision is kept once by its claim on the job."""
+        return stores.dedup.claim(CLICK_SCOPE, envelope.key, owner=envelope.correlation_id)
+
     if job.fields.get("decision") and job.fields.get("decision_key") != envelope.key:
-        tell(slack, channel_id, user, view_id, f"This was already decided: {job.fields['decision']}.")
+        if first_time():
+            tell(slack, channel_id, user, view_id, f"This was already decided: {job.fields['decision']}.")
         return
     profile = slack.profile_for_user(user)
     email = profile.email or ""
     if email.casefold() != str(notification.get("approver", "")).casefold() or not email:
-        tell(slack, channel_id, user, view_id, "You are not the approver of this item; nothing was changed.")
-        audit("refused", reason="the clicking user is not the approver")
+        if first_time():
+            tell(slack, channel_id, user, view_id, "You are not the approver of this item; nothing was changed.")
+            audit("refused", reason="the clicking user is not the approver")
         return
     outcome = OUTCOMES[action_id]
     if outcome == "Approve" and notification.get("code"):
         from shared.pipeline.slack_codes import send_code
 
-        send_code(stores, slack, job, click, profile, view_id)  # the decision waits for the code
+        current = stores.jobs.get(job.job_id) if job.remembered else job  # a code is a text: sent on the row as it is
+        if current is None or not first_time():
+            return
+        if current.fields.get("decision"):
+            tell(slack, channel_id, user, view_id, f"This was already decided: {current.fields['decision']}.")
+            return
+        send_code(stores, slack, current, click, profile, view_id)  # the decision waits for the code
         return
     try:
-        decide(stores, slack, connection.name, job, outcome, user, email, key=envelope.key)
+        decide(stores, slack, connection.name, job, outcome, user, email, key=envelope.key,
+               owner=envelope.correlation_id)
     except ConcurrencyError:
-        slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
+        if first_time():
+            slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
 
 
 def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:

@@ -324,6 +324,23 @@ class AuditLog:
         _log_step(entry)
         return entry
 
+    def append_once(self, correlation_id: str, step: str, *, once: str, at: datetime, connection: str = "",
+                    record: str = "", job_id: str = "", **detail: Any) -> bool:
+        """Append a step that must be written at most once, whatever retries write it again: its row key is
+        fixed by ``at`` and ``once`` (both the same on every try), so a second insert is refused. False then."""
+        from azure.core.exceptions import ResourceExistsError
+
+        entry = AuditEntry(correlation_id, step, at, connection, record, job_id, detail)
+        suffix = hashlib.sha256(once.encode()).hexdigest()[:8]
+        try:
+            self._tables.table(AUDIT).create_entity(self._row(entry, suffix))
+        except ResourceExistsError:
+            return False
+        if record:
+            self._index(record, correlation_id)
+        _log_step(entry)
+        return True
+
     def batch(self, correlation_id: str) -> AuditBatch:
         """Steps of one piece of work kept until ``flush``, then written in one request per 100."""
         return AuditBatch(self, correlation_id)
@@ -339,10 +356,10 @@ class AuditLog:
         for entry in entries:
             _log_step(entry)
 
-    def _row(self, entry: AuditEntry) -> dict[str, Any]:
+    def _row(self, entry: AuditEntry, suffix: str | None = None) -> dict[str, Any]:
         return {
             "PartitionKey": table_key(entry.correlation_id),
-            "RowKey": f"{entry.at.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}",
+            "RowKey": f"{entry.at.strftime('%Y%m%dT%H%M%S%fZ')}-{suffix or uuid.uuid4().hex[:8]}",
             "CorrelationId": entry.correlation_id,
             "Step": entry.step,
             "At": entry.at,

@@ -184,3 +184,59 @@ def test_a_card_for_a_channel_named_in_the_rule_is_posted_once_by_id_though_its_
     assert sent[0]["detail"]["provider_id"] == f"slack:{NAMED_CHANNEL}|{card.ts}"
     posts = [r for r in stack.slack.requests_to("POST /api/chat.postMessage") if "WI-NAMED-1" in r.body.decode()]
     assert len(posts) == 1 and NAMED_CHANNEL in posts[0].body.decode()  # posted to the ID, not the name
+
+
+def decided_steps(stack: Stack, record: str) -> list[str]:
+    return [step for step in stack.steps(record) if step in ("decided", "work-item-closed")]
+
+
+def test_a_click_stopped_after_dynamics_took_the_decision_is_shown_and_audited_once_without_asking_again(
+        stack: Stack) -> None:
+    from shared.model import CALLBACKS, now_iso
+    from shared.pipeline.slack_clicks import envelope_for_click
+
+    card = post_card(stack, "WI-STOP-1")
+    record = "contoso-fo|WorkflowWorkItem|WI-STOP-1"
+    click_payload = stack.slack.block_actions_payload(APPROVER[0], APPROVALS_CHANNEL, card.ts, "approve", "job")  # type: ignore[attr-defined]
+    envelope = envelope_for_click("slack-main", click_payload)
+    # As if the click's handling had stopped right after recording that Dynamics completed the work
+    # item: the decision claimed and written, neither audited nor shown on the card.
+    stores = stack.stores()
+    try:
+        link = stores.providers.lookup(f"slack:{APPROVALS_CHANNEL}|{card.ts}")  # type: ignore[attr-defined]
+        assert link is not None
+        job = stores.jobs.get(link.job_id)
+        assert job is not None
+        stores.jobs.update(job, {"decision": "Approve", "decided_by": APPROVER[1], "decided_at": now_iso(),
+                                 "decision_key": envelope.key, "decision_owner": envelope.correlation_id,
+                                 "written": True})
+    finally:
+        stores.close()
+    stack.dynamics.add_work_item("WI-STOP-1", state="completed")  # what that stopped attempt did in Dynamics
+
+    stack.send(CALLBACKS, envelope)  # the queue delivers the click again
+
+    update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None),  # type: ignore[attr-defined]
+                      what="card updated")
+    assert "Approved by" in (update.text or "")  # not "closed in Dynamics": our own completion is not asked about
+    wait_for(lambda: decided_steps(stack, record), what="decision audited")
+    assert decided_steps(stack, record) == ["decided"]
+    assert not [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-STOP-1"]
+
+
+def test_a_click_whose_card_update_failed_after_the_audit_is_audited_once_and_shown_on_retry(stack: Stack) -> None:
+    card = post_card(stack, "WI-STOP-2")
+    record = "contoso-fo|WorkflowWorkItem|WI-STOP-2"
+    # Every inline try of the card update fails: the click goes back on its queue after the decision
+    # was written to Dynamics and audited, and its retry finishes it.
+    ts = str(card.ts)  # type: ignore[attr-defined]
+    stack.slack.fail_next(5, status=500, match=lambda r: r.path.endswith("/chat.update") and ts in r.body.decode())
+
+    assert click(stack, card, APPROVER[0], "approve").status_code == 200
+
+    update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None),  # type: ignore[attr-defined]
+                      timeout=60, what="card updated on the retry")
+    assert "Approved by" in (update.text or "")
+    assert len([r for r in stack.slack.requests_to("POST /api/chat.update") if r.scripted]) == 5
+    assert decided_steps(stack, record) == ["decided"]
+    assert len([c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-STOP-2"]) == 1
