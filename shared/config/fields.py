@@ -20,7 +20,6 @@ from dataclasses import MISSING, dataclass, fields
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from shared.config.model import Connection, PollSettings, SecretRef
 
@@ -258,6 +257,8 @@ def secret_ref(value: Any) -> SecretRef:
 def time_zone(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise Invalid("must be an IANA time zone name such as 'America/Chicago'")
+    from zoneinfo import ZoneInfo  # only when a configuration names a zone: a first request needs none
+
     try:
         ZoneInfo(value)
     except (KeyError, ValueError, OSError):  # not found, not a normalized key, a folder like "America"

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, TypeVar
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from shared.templates import BUILTIN as BUILTIN_TEMPLATES
 from shared.templates import Template
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 Channel = str  # a rule channel (sms, voice, slack, email): those the channel kinds in ``shared.kinds`` carry
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists"]
@@ -56,6 +58,8 @@ class PollSettings:
 
     @property
     def zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo  # only the polls need it; a cold start's first request does not
+
         return ZoneInfo(self.time_zone)
 
 

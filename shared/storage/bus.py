@@ -59,6 +59,8 @@ TAKE_VISIBILITY_SECONDS = 120
 # Storage queues have no batch put: ``send_many`` sends this many at once. Under the 10 connections
 # azure-core's requests transport pools per host, so no connection is opened only to be discarded.
 SEND_MANY_THREADS = 8
+# What storage answers a put to a queue that does not exist (x-ms-error-code).
+QUEUE_NOT_FOUND = "QueueNotFound"
 
 
 def message_text(envelope: Envelope) -> str:
@@ -176,28 +178,52 @@ class StorageQueueBus:
             credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
             self._service = QueueServiceClient(settings.queue_service_uri, credential=credential, **bounded)
         self._clients: dict[str, Any] = {}
+        self._existing: set[str] = set()  # queues this process has put to or created
         self._lock = threading.Lock()
         self._senders: ThreadPoolExecutor | None = None
 
-    def _queue(self, name: str) -> Any:
+    def _client(self, name: str) -> Any:
+        """The client of queue ``name``, built once; the queue itself is not asked for."""
         client = self._clients.get(name)
         if client is not None:
             return client
         with self._lock:
             client = self._clients.get(name)
             if client is None:
-                from azure.core.exceptions import ResourceExistsError
-
-                client = self._service.get_queue_client(name)
-                with contextlib.suppress(ResourceExistsError):
-                    client.create_queue()
-                self._clients[name] = client
+                client = self._clients[name] = self._service.get_queue_client(name)
         return client
 
+    def _queue(self, name: str) -> Any:
+        """The client of queue ``name``, the queue created first unless this process knows it exists."""
+        client = self._client(name)
+        if name not in self._existing:
+            self._create(name, client)
+        return client
+
+    def _create(self, name: str, client: Any) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        with contextlib.suppress(ResourceExistsError):
+            client.create_queue()
+        self._existing.add(name)
+
     def send_text(self, queue: str, text: str, delay_seconds: float = 0) -> None:
+        """One put. The queue is created only when the put finds none (a put answered QueueNotFound left
+        nothing behind, so putting again cannot make a duplicate): a process's first enqueue is one round
+        trip, not a create and a put."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
         visibility = _clamp_delay(delay_seconds) or None
-        self._queue(queue).send_message(encoded, visibility_timeout=visibility)
+        client = self._client(queue)
+        try:
+            client.send_message(encoded, visibility_timeout=visibility)
+        except ResourceNotFoundError as missing:
+            if getattr(missing, "error_code", None) != QUEUE_NOT_FOUND:
+                raise
+            self._create(queue, client)
+            client.send_message(encoded, visibility_timeout=visibility)
+        self._existing.add(queue)
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self.send_text(queue, message_text(envelope), delay_seconds)

@@ -544,6 +544,19 @@ def test_dynamics_poll_entities_must_be_known() -> None:
     assert any(e.startswith(f"connections.{fo}.poll.entities[1]: cannot poll 'Nope'") for e in caught.value.errors)
 
 
+@pytest.mark.parametrize("zone", ["Europe/Paris", "Etc/UTC"])
+def test_a_dynamics_poll_reads_utc_only(zone: str) -> None:
+    data = base()
+    fo = next(name for name, c in data["connections"].items() if c["kind"] == "dynamics")
+    data["connections"][fo]["poll"] = {"entities": ["VendorInvoiceHeaders"], "time_zone": zone}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data)
+    assert caught.value.errors == [f"connections.{fo}.poll.time_zone: F&O OData date-times are UTC; "
+                                   "leave time_zone out or set it to UTC"]
+    data["connections"][fo]["poll"]["time_zone"] = "UTC"
+    assert config_from_dict(data).connections[fo].poll.time_zone == "UTC"  # type: ignore[attr-defined]
+
+
 def test_a_rule_may_give_its_alerts_a_validity_period_and_none_means_no_expiry() -> None:
     data = base()
     data["rules"].append(dict(rule(data), id="r2", valid_for_minutes=30))

@@ -31,10 +31,15 @@ class DynamicsConnection(Connection):
 @f.described({"properties": {"poll": {"properties": {"time_zone": {
     "const": "UTC", "description": "F&O OData date-times are UTC"}}}}})
 def _utc_only(raw: Mapping[str, Any]) -> list[f.Problem]:
+    poll = raw.get("poll")
+    zone = poll.get("time_zone", "UTC") if isinstance(poll, dict) else "UTC"
+    # A time_zone that is no text is the time_zone field's own problem.
+    if not isinstance(zone, str) or zone == "UTC":
+        return []
+    # Only a zone other than UTC needs the list of known zones, which is read from disk (milliseconds).
     from zoneinfo import available_timezones
 
-    poll = raw.get("poll")
-    if isinstance(poll, dict) and poll.get("time_zone", "UTC") in available_timezones() - {"UTC"}:
+    if zone in available_timezones():
         return [(".poll.time_zone", "F&O OData date-times are UTC; leave time_zone out or set it to UTC")]
     return []
 
