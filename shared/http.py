@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
+from shared.network import ProxiesByOrigin, environment_ca_bundle
 from shared.outcomes import RetryLater
 
 if TYPE_CHECKING:
@@ -326,8 +327,6 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        from shared.network import environment_ca_bundle
-
         self.policy = policy or RetryPolicy()
         self.verify: bool | str = os.fspath(verify) if isinstance(verify, os.PathLike) else verify
         if self.verify is True:  # as requests would, per call, from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
@@ -336,7 +335,7 @@ class HttpClient:
         self._sleep = sleep
         self._rng = rng
         self.session = _build_session(self.verify, pool_maxsize)
-        self._proxies: dict[str, dict[str, str]] = {}  # per scheme://host: what the environment said
+        self._proxies = ProxiesByOrigin()  # HTTP(S)_PROXY and NO_PROXY per host, read the first time only
 
     def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> requests.Response:
         """Send with retries; returns a 2xx/3xx response, else raises RetryLater or HttpFailure.
@@ -348,7 +347,7 @@ class HttpClient:
         repeatable = self._is_repeatable(method, idempotent)
         kwargs.setdefault("verify", self.verify)
         kwargs.setdefault("timeout", self.policy.timeout)
-        kwargs.setdefault("proxies", self._proxies_for(url))
+        kwargs.setdefault("proxies", self._proxies.for_url(url))
         attempt = 0
         while True:
             response, error = self._send_once(method, url, kwargs)
@@ -380,17 +379,6 @@ class HttpClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _proxies_for(self, url: str) -> dict[str, str]:
-        """HTTP(S)_PROXY and NO_PROXY for ``url``'s host, read from the environment the first time only."""
-        from shared.network import environment_proxies
-
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        proxies = self._proxies.get(origin)
-        if proxies is None:
-            proxies = self._proxies[origin] = environment_proxies(origin)
-        return proxies
 
     def _is_repeatable(self, method: str, idempotent: bool | None) -> bool:
         if idempotent is not None:

@@ -18,6 +18,24 @@ def environment_proxies(url: str) -> dict[str, str]:
     return {scheme: proxy for scheme, proxy in get_environ_proxies(url).items() if scheme != "no" and proxy}
 
 
+class ProxiesByOrigin:
+    """The proxies the environment names for each origin (scheme and host), read the first time
+    that origin is asked for."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, dict[str, str]] = {}
+
+    def for_url(self, url: str) -> dict[str, str]:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._found.get(origin)
+        if proxies is None:
+            proxies = self._found[origin] = environment_proxies(origin)
+        return proxies
+
+
 def environment_ca_bundle() -> str | None:
     """The CA bundle requests would verify against instead of its own (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)."""
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None

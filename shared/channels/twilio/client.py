@@ -155,6 +155,8 @@ def _http_client_class() -> type[Any]:
     from twilio.http.http_client import TwilioHttpClient
     from twilio.http.response import Response
 
+    from shared.network import ProxiesByOrigin
+
     class ChannelHttpClient(TwilioHttpClient):
         """Sends each request once, with our timeout and CA choice, and remembers the answer.
 
@@ -173,19 +175,7 @@ def _http_client_class() -> type[Any]:
             self.request_timeout = timeout
             self.verify = verify
             self._local = threading.local()
-            self._proxies: dict[str, dict[str, str]] = {}
-
-        def _proxies_for(self, url: str) -> dict[str, str]:
-            from urllib.parse import urlsplit
-
-            from shared.network import environment_proxies
-
-            parts = urlsplit(url)
-            origin = f"{parts.scheme}://{parts.netloc}"
-            proxies = self._proxies.get(origin)
-            if proxies is None:
-                proxies = self._proxies[origin] = environment_proxies(origin)
-            return proxies
+            self._proxies = ProxiesByOrigin()
 
         @property
         def last_response(self) -> _LastResponse | None:
@@ -218,7 +208,7 @@ def _http_client_class() -> type[Any]:
                 **body,
             )
             prepared = self.session.prepare_request(request)
-            settings = self.session.merge_environment_settings(prepared.url, self.proxy or self._proxies_for(url),
+            settings = self.session.merge_environment_settings(prepared.url, self.proxy or self._proxies.for_url(url),
                                                                None, None, None)
             settings["verify"] = self.verify
             # Our own log line: the SDK's would print phone numbers from query strings.
