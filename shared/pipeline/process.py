@@ -60,10 +60,6 @@ def record_ref(connection: str, entity: str, key: str) -> str:
     return f"{connection}|{entity}|{key}"
 
 
-def masked(channel: str, address: str) -> str:
-    return kinds.shown_address(channel, address)
-
-
 def event_record_of(envelope: Envelope) -> str:
     """The ERP record a business event concerns, as the audit names it ("" when it names none)."""
     try:
@@ -210,4 +206,4 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
 def _audit_routed(audit: AuditBatch, correlation_id: str, source: str, record: str, job_id: str, rule: str,
                   channel: str, address: str) -> None:
     audit.append(correlation_id, "routed", connection=source, record=record, job_id=job_id, rule=rule,
-                 channel=channel, to=masked(channel, address))
+                 channel=channel, to=kinds.shown_address(channel, address))
