@@ -186,10 +186,6 @@ def decision_writer(kind: str) -> WritesDecisions | None:
     return kinds.load(found.adapter) if found is not None and found.decisions else None
 
 
-def polled_entities(kind: str) -> Mapping[str, PolledEntity]:
-    return adapter(kind).ENTITIES
-
-
 # --- stamps ----------------------------------------------------------------------------------------
 
 

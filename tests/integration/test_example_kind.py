@@ -22,7 +22,7 @@ from shared import kinds
 from shared.channels.twilio.client import reset_twilio_channels
 from shared.config.loading import config_from_dict, get_config, reset_config
 from shared.config.model import ConfigError
-from shared.erp.polling import Note, note_writer, polled_entities
+from shared.erp.polling import Note, adapter, note_writer
 from shared.model import ERP_EVENTS, NOTIFICATIONS, POLL_JOBS, EnvelopeError
 from shared.pipeline.consume import Delivery, consume
 from shared.pipeline.poll import schedule_polls
@@ -186,7 +186,7 @@ def test_a_reply_is_written_back_to_the_example_erp_once(stack: ExampleStack) ->
 
 
 def test_the_example_adapter_polls_what_its_connection_declares(example_kind: None) -> None:
-    assert tuple(polled_entities("example")) == kinds.ERPS["example"].entities == ("Tickets",)
+    assert tuple(adapter("example").ENTITIES) == kinds.ERPS["example"].entities == ("Tickets",)
 
 
 def test_the_loader_checks_the_example_connection_field_by_field(example_kind: None) -> None:
