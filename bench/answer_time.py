@@ -25,7 +25,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -43,6 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live in the repository
 
 from bench import report as goals  # noqa: E402
+from bench.harness import machine  # noqa: E402
 
 P99_GOAL_MS = goals.BY_KEY["answer_p99"].limit
 WARM_UP_BURSTS = 2
@@ -154,8 +154,7 @@ def main() -> int:
     from tests.e2e.test_dynamics_to_twilio import invoice_event
     from tests.fakes.slack import FakeSlack
 
-    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, storage "
+    print(f"setup: {machine()}, Azurite in memory, storage "
           f"queues, bursts of {args.concurrency} calls into the trigger functions in-process "
           f"released at once, {args.bursts} bursts per endpoint per round, {args.rounds} rounds; "
           f"queue consumers {'running' if args.with_consumers else 'off'}")

@@ -34,7 +34,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -43,7 +42,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +53,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live
 import requests  # noqa: E402
 
 from bench import report  # noqa: E402
+from bench.harness import BenchError, machine, run_measured, stopped_with  # noqa: E402
 from bench.storage_proxy import CountingProxy, Key, TraceLine, total, wait_idle  # noqa: E402
 from devhost.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite, start_azurite  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
@@ -86,10 +86,6 @@ SHIPPED_LABEL, FAST_LABEL = "[throughput]", "[fast polling]"
 POLLED_QUEUES = 4  # devhost polls every queue-triggered function's queue: poll-jobs too
 _phones = itertools.count(1000)
 _invoices = itertools.count(1)
-
-
-class BenchError(RuntimeError):
-    """The run could not produce a figure; the message says what was missing."""
 
 
 @dataclass(frozen=True)
@@ -596,60 +592,44 @@ def main() -> int:
         parser.error("--events, --concurrency, --posts and --sms must be at least 1")
     report.write_json_to(args.json)
 
-    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, "
+    print(f"setup: {machine()}, Azurite in memory, "
           f"app under devhost with storage queues and the shipped host.json ({queue_settings(shipped_host_json())})")
     print(f"setup: events {args.events}, concurrency {args.concurrency}, posts {args.posts}, sms {args.sms}; "
           f"each app start warmed up with {WARM_UP_EVENTS} full SMS cycles first (tables and queues created, "
           "Entra token fetched, connections open), not measured")
-    started = time.monotonic()
-    azurite = start_azurite()
-    fakes: Fakes | None = None
-    try:
-        fakes = start_fakes()
-        with tempfile.TemporaryDirectory(prefix="bench-dynamics-twilio-") as temp:
-            folder = Path(temp)
-            proxies = [CountingProxy("queue", azurite.queue_port).start()]
-            prefix = "b" + uuid.uuid4().hex[:10]
-            proxies.append(CountingProxy("table", azurite.table_port, table_prefix=prefix).start())
-            try:
-                storage = storage_connection_string(azurite, proxies[0].endpoint, proxies[1].endpoint)
-                with running_app(folder / "proxied", fakes, storage, prefix) as app:
-                    print(f"[storage] app -> counting proxy -> Azurite; {args.sms} SMS posted by {STORAGE_POSTERS} "
-                          f"clients: event post -> SMS -> callbacks {', then '.join(CALLBACK_STATUSES)}, each status "
-                          "handled before the next is sent -> delivered")
-                    full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
-                    wait_idle(proxies, quiet=0.5, timeout=args.timeout)
-                    storage_figure(app, fakes, proxies, args.sms, args.timeout, args.trace)
-            finally:
-                for proxy in proxies:
-                    proxy.stop()
+    return run_measured(lambda started_here: measure(args, started_here))
 
-            direct = storage_connection_string(azurite, f"http://127.0.0.1:{azurite.queue_port}",
-                                               f"http://127.0.0.1:{azurite.table_port}")
-            with running_app(folder / "direct", fakes, direct, "b" + uuid.uuid4().hex[:10]) as app:
-                print("[throughput] app -> Azurite directly, shipped host.json")
-                full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
-                end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout, SHIPPED_LABEL)
-                endpoint_figure(app, args.posts, args.concurrency)
-            if not args.no_fast_polling:
-                with running_app(folder / "fast", fakes, direct, "b" + uuid.uuid4().hex[:10], FAST_HOST_JSON) as app:
-                    print(f"{FAST_LABEL} app -> Azurite directly, the end-to-end tests' host.json "
-                          f"({queue_settings(FAST_HOST_JSON)}), for comparison only")
-                    full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
-                    end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout, FAST_LABEL)
-    except BenchError as error:
-        print(f"bench failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything started here", file=sys.stderr)
-        return 130
-    finally:
-        if fakes is not None:
-            fakes.stop()
-        azurite.stop()
-    print(f"run time: {time.monotonic() - started:.1f} s")
-    return 0
+
+def measure(args: argparse.Namespace, started_here: ExitStack) -> None:
+    azurite = stopped_with(started_here, start_azurite())
+    fakes = stopped_with(started_here, start_fakes())
+    folder = Path(started_here.enter_context(tempfile.TemporaryDirectory(prefix="bench-dynamics-twilio-")))
+    with ExitStack() as counting:
+        prefix = "b" + uuid.uuid4().hex[:10]
+        proxies = [stopped_with(counting, CountingProxy("queue", azurite.queue_port).start()),
+                   stopped_with(counting, CountingProxy("table", azurite.table_port, table_prefix=prefix).start())]
+        storage = storage_connection_string(azurite, proxies[0].endpoint, proxies[1].endpoint)
+        with running_app(folder / "proxied", fakes, storage, prefix) as app:
+            print(f"[storage] app -> counting proxy -> Azurite; {args.sms} SMS posted by {STORAGE_POSTERS} "
+                  f"clients: event post -> SMS -> callbacks {', then '.join(CALLBACK_STATUSES)}, each status "
+                  "handled before the next is sent -> delivered")
+            full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
+            wait_idle(proxies, quiet=0.5, timeout=args.timeout)
+            storage_figure(app, fakes, proxies, args.sms, args.timeout, args.trace)
+
+    direct = storage_connection_string(azurite, f"http://127.0.0.1:{azurite.queue_port}",
+                                       f"http://127.0.0.1:{azurite.table_port}")
+    with running_app(folder / "direct", fakes, direct, "b" + uuid.uuid4().hex[:10]) as app:
+        print("[throughput] app -> Azurite directly, shipped host.json")
+        full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
+        end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout, SHIPPED_LABEL)
+        endpoint_figure(app, args.posts, args.concurrency)
+    if not args.no_fast_polling:
+        with running_app(folder / "fast", fakes, direct, "b" + uuid.uuid4().hex[:10], FAST_HOST_JSON) as app:
+            print(f"{FAST_LABEL} app -> Azurite directly, the end-to-end tests' host.json "
+                  f"({queue_settings(FAST_HOST_JSON)}), for comparison only")
+            full_cycle(app, fakes, new_events(WARM_UP_EVENTS), args.timeout)
+            end_to_end_figure(app, fakes, azurite, args.events, args.concurrency, args.timeout, FAST_LABEL)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,12 @@ by the approvals. A warm-up approval is not counted. Each figure is printed besi
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +34,6 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live
 from bench import report  # noqa: E402
 from bench.dynamics_twilio import (  # noqa: E402
     QUEUES,
-    BenchError,
     Fakes,
     breakdown,
     queue_settings,
@@ -47,6 +43,7 @@ from bench.dynamics_twilio import (  # noqa: E402
     storage_connection_string,
     wait_until,
 )
+from bench.harness import BenchError, machine, run_measured, stopped_with  # noqa: E402
 from bench.slack_interactions import App, Click, post_cards, send_all, sign, statuses  # noqa: E402
 from bench.storage_proxy import CountingProxy, Key, total, wait_idle  # noqa: E402
 from devhost.azurite import Azurite, start_azurite  # noqa: E402
@@ -127,51 +124,30 @@ def main() -> int:
     if args.approvals < 1:
         parser.error("--approvals must be at least 1")
     report.write_json_to(args.json)
-    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, app under "
+    print(f"setup: {machine()}, Azurite in memory, app under "
           f"devhost with storage queues and the shipped host.json ({queue_settings(shipped_host_json())}); "
           f"one approval alone, then {args.approvals} at once, after a warm-up approval that is not counted")
-    started = time.monotonic()
-    azurite = start_azurite()
-    fakes: Fakes | None = None
-    slack: FakeSlack | None = None
-    proxies: list[CountingProxy] = []
-    try:
-        fakes = start_fakes()
-        slack = FakeSlack().start()
-        prepare_slack(slack)
-        prefix = "a" + uuid.uuid4().hex[:10]
-        proxies = [CountingProxy("queue", azurite.queue_port).start(),
-                   CountingProxy("table", azurite.table_port, table_prefix=prefix).start()]
-        storage = storage_connection_string(azurite, proxies[0].endpoint, proxies[1].endpoint)
-        with tempfile.TemporaryDirectory(prefix="bench-slack-approvals-") as temp, \
-                running_app(Path(temp), fakes, slack, storage, prefix) as app:
-            approvals(app, fakes, slack, azurite, proxies, 1, args.timeout)  # the warm-up
-            # Alone, then a burst: cards to one channel wait for its pace, which costs operations of its own.
-            for label, count in (("one card alone", 1), (f"{args.approvals} cards to one channel", args.approvals)):
-                for proxy in proxies:
-                    proxy.reset()
-                posted, both = approvals(app, fakes, slack, azurite, proxies, count, args.timeout)
-                print_figures(label, posted, both, count)
-    except BenchError as error:
-        print(f"bench failed: {error}", file=sys.stderr)
-        return 1
-    except TimeoutError as error:
-        print(f"bench failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything started here", file=sys.stderr)
-        return 130
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        if slack is not None:
-            slack.stop()
-        if fakes is not None:
-            fakes.stop()
-        azurite.stop()
-    print(f"run time: {time.monotonic() - started:.1f} s")
-    return 0
+    return run_measured(lambda started_here: measure(args, started_here), failures=(BenchError, TimeoutError))
+
+
+def measure(args: argparse.Namespace, started_here: ExitStack) -> None:
+    azurite = stopped_with(started_here, start_azurite())
+    fakes = stopped_with(started_here, start_fakes())
+    slack = stopped_with(started_here, FakeSlack().start())
+    prepare_slack(slack)
+    prefix = "a" + uuid.uuid4().hex[:10]
+    proxies = [stopped_with(started_here, CountingProxy("queue", azurite.queue_port).start()),
+               stopped_with(started_here, CountingProxy("table", azurite.table_port, table_prefix=prefix).start())]
+    storage = storage_connection_string(azurite, proxies[0].endpoint, proxies[1].endpoint)
+    with tempfile.TemporaryDirectory(prefix="bench-slack-approvals-") as temp, \
+            running_app(Path(temp), fakes, slack, storage, prefix) as app:
+        approvals(app, fakes, slack, azurite, proxies, 1, args.timeout)  # the warm-up
+        # Alone, then a burst: cards to one channel wait for its pace, which costs operations of its own.
+        for label, count in (("one card alone", 1), (f"{args.approvals} cards to one channel", args.approvals)):
+            for proxy in proxies:
+                proxy.reset()
+            posted, both = approvals(app, fakes, slack, azurite, proxies, count, args.timeout)
+            print_figures(label, posted, both, count)
 
 
 if __name__ == "__main__":

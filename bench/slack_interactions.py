@@ -33,8 +33,6 @@ import argparse
 import itertools
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -43,7 +41,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -57,7 +55,6 @@ import requests  # noqa: E402
 from bench import report  # noqa: E402
 from bench.dynamics_twilio import App as FlowApp  # noqa: E402
 from bench.dynamics_twilio import (  # noqa: E402
-    BenchError,
     Fakes,
     ms,
     percentile,
@@ -67,6 +64,7 @@ from bench.dynamics_twilio import (  # noqa: E402
     tail,
     wait_until,
 )
+from bench.harness import BenchError, machine, run_measured, stopped_with  # noqa: E402
 from devhost.azurite import Azurite, start_azurite  # noqa: E402
 from shared.channels.slack import signature as slack_signature  # noqa: E402
 from shared.model import CALLBACKS  # noqa: E402
@@ -336,41 +334,26 @@ def main() -> int:
     # Enough members for every measured click to be a distinct (card, action, user).
     users_needed = max(math.ceil((SINGLE_CLICKS + args.clicks) / (args.cards * len(ACTIONS))),
                        math.ceil(warm_up / len(ACTIONS)) + 1)
-    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, "
+    print(f"setup: {machine()}, Azurite in memory, "
           f"app under devhost with storage queues and the shipped host.json ({queue_settings(shipped_host_json())})")
     print(f"setup: clicks {args.clicks} per run, concurrency {args.concurrency}, {args.cards} cards, "
           f"{users_needed} users; answer times measured by the clients, signing done before the clock starts; "
           f"warmed up with {warm_up} clicks on a card of its own first, not measured")
-    started = time.monotonic()
-    azurite = start_azurite()
-    fakes: Fakes | None = None
-    slack: FakeSlack | None = None
-    try:
-        fakes = start_fakes()
-        slack = start_slack(users_needed - 2)
-        members = [BYSTANDER[0], *(f"U0BENCH{number:05d}" for number in range(1, users_needed - 1))]
-        with tempfile.TemporaryDirectory(prefix="bench-slack-interactions-") as temp, \
-                running_app(Path(temp), fakes, slack, azurite) as app:
-            posted = time.monotonic()
-            warm_card, *cards = post_cards(app, fakes, slack, args.cards + 1, args.timeout)
-            print(f"cards: {args.cards + 1} approval cards in the approvals channel {time.monotonic() - posted:.1f} s "
-                  "after their work-item events (the app posts about one per second per channel); one for the warm-up")
-            run(app, azurite, slack, cards, warm_card, members, args.clicks, args.concurrency, args.timeout)
-    except BenchError as error:
-        print(f"bench failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything started here", file=sys.stderr)
-        return 130
-    finally:
-        if slack is not None:
-            slack.stop()
-        if fakes is not None:
-            fakes.stop()
-        azurite.stop()
-    print(f"run time: {time.monotonic() - started:.1f} s")
-    return 0
+    return run_measured(lambda started_here: measure(args, users_needed, started_here))
+
+
+def measure(args: argparse.Namespace, users_needed: int, started_here: ExitStack) -> None:
+    azurite = stopped_with(started_here, start_azurite())
+    fakes = stopped_with(started_here, start_fakes())
+    slack = stopped_with(started_here, start_slack(users_needed - 2))
+    members = [BYSTANDER[0], *(f"U0BENCH{number:05d}" for number in range(1, users_needed - 1))]
+    with tempfile.TemporaryDirectory(prefix="bench-slack-interactions-") as temp, \
+            running_app(Path(temp), fakes, slack, azurite) as app:
+        posted = time.monotonic()
+        warm_card, *cards = post_cards(app, fakes, slack, args.cards + 1, args.timeout)
+        print(f"cards: {args.cards + 1} approval cards in the approvals channel {time.monotonic() - posted:.1f} s "
+              "after their work-item events (the app posts about one per second per channel); one for the warm-up")
+        run(app, azurite, slack, cards, warm_card, members, args.clicks, args.concurrency, args.timeout)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,8 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes, the test stack and devhost live
 import requests  # noqa: E402
 
 from bench import report as goals  # noqa: E402
-from bench.dynamics_twilio import App, BenchError, Fakes, start_fakes, wait_until  # noqa: E402
+from bench.dynamics_twilio import App, Fakes, start_fakes, wait_until  # noqa: E402
+from bench.harness import BenchError, machine, run_measured, stopped_with  # noqa: E402
 from devhost.azurite import Azurite, start_azurite  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
     APPROVALS_CHANNEL,
@@ -142,33 +141,21 @@ def main() -> int:
     if args.fast_polling:
         runs.append(("[0.1 s polling]", FAST_HOST_JSON))
     queues = shipped["extensions"]["queues"]
-    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
-    print(f"setup: {os.cpu_count()} cores{load}, Python {platform.python_version()}, Azurite in memory, app under "
+    print(f"setup: {machine()}, Azurite in memory, app under "
           f"devhost with storage queues; shipped host.json: maxPollingInterval {queues['maxPollingInterval']}, "
           f"batchSize {queues['batchSize']}, newBatchThreshold {queues['newBatchThreshold']}")
-    started = time.monotonic()
-    azurite = start_azurite()
-    fakes: Fakes | None = None
-    try:
-        fakes = start_fakes()
-        for label, host_json in runs:
-            with FakeSlack() as slack, tempfile.TemporaryDirectory(prefix="bench-slack-pacing-") as temp:
-                prepare_slack(slack)
-                with running_app(Path(temp), fakes, slack, azurite, host_json) as app:
-                    warm_up(app, fakes, slack, args.timeout)
-                    burst(app, fakes, slack, args.cards, args.timeout, label)
-    except BenchError as error:
-        print(f"bench failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything started here", file=sys.stderr)
-        return 130
-    finally:
-        if fakes is not None:
-            fakes.stop()
-        azurite.stop()
-    print(f"run time: {time.monotonic() - started:.1f} s")
-    return 0
+    return run_measured(lambda started_here: measure(args, runs, started_here))
+
+
+def measure(args: argparse.Namespace, runs: list[tuple[str, Mapping[str, Any]]], started_here: ExitStack) -> None:
+    azurite = stopped_with(started_here, start_azurite())
+    fakes = stopped_with(started_here, start_fakes())
+    for label, host_json in runs:
+        with FakeSlack() as slack, tempfile.TemporaryDirectory(prefix="bench-slack-pacing-") as temp:
+            prepare_slack(slack)
+            with running_app(Path(temp), fakes, slack, azurite, host_json) as app:
+                warm_up(app, fakes, slack, args.timeout)
+                burst(app, fakes, slack, args.cards, args.timeout, label)
 
 
 if __name__ == "__main__":
