@@ -12,8 +12,11 @@ Functions host imports the app before the first request), so nothing is cached b
   configuration. Printed: import, indexing, first call, their sum (the goal's figure), the CPU
   the process used meanwhile (steadier than wall time on a shared machine), and the second call.
 
-Bytecode is neither written nor read for the app's own modules (no ``__pycache__`` in a clean
-checkout, and none in the deployed package: ``.funcignore`` leaves it out), as on a cold instance.
+The app's own modules are read as deployed: ``azd`` compiles them to bytecode when it packages the
+app (``checked-hash`` .pyc files, the ``prepackage`` hook in ``azure.yaml``), and so does this script,
+in a copy of the app's modules in a folder of its own, so the repository gains no ``__pycache__``.
+Nothing is written at run time (a deployed package is read-only). The import is also printed without
+that bytecode, as from a plain checkout.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,9 +70,18 @@ print(json.dumps({"import": imported - started, "index": indexed - imported, "fi
 """
 
 
-def sample(python: str) -> float:
+def packaged_copy(folder: Path) -> Path:
+    """The app's modules as ``azd`` packages them: copied to ``folder``, with their bytecode."""
+    shutil.copy2(REPO_ROOT / "function_app.py", folder / "function_app.py")
+    shutil.copytree(REPO_ROOT / "shared", folder / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", "--invalidation-mode", "checked-hash",
+                    "function_app.py", "shared"], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def sample(python: str, app: Path) -> float:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
-    out = subprocess.run([python, "-c", PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([python, "-c", PROBE], cwd=app, env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -99,7 +112,7 @@ class Timing:
         return self.imported + self.indexed + self.first
 
 
-def first_request(python: str, folder: Path, values: dict[str, str], endpoint: Endpoint) -> Timing:
+def first_request(python: str, folder: Path, values: dict[str, str], endpoint: Endpoint, app: Path) -> Timing:
     """One fresh process: the app imported and called twice with valid requests for ``endpoint``."""
     calls = [endpoint.request() for _ in range(2)]
     spec = {"function": endpoint.function, "url": f"http://127.0.0.1:7071/api/{endpoint.route}",
@@ -109,7 +122,7 @@ def first_request(python: str, folder: Path, values: dict[str, str], endpoint: E
     spec_path = folder / f"request.{uuid.uuid4().hex[:8]}.json"
     spec_path.write_text(json.dumps(spec))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1", **values}
-    out = subprocess.run([python, "-c", FIRST_REQUEST_PROBE, str(spec_path)], cwd=REPO_ROOT, env=env,
+    out = subprocess.run([python, "-c", FIRST_REQUEST_PROBE, str(spec_path)], cwd=app, env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"the probe for {endpoint.label} failed:\n{out.stderr[-3000:]}")
@@ -141,7 +154,7 @@ def report_first_requests(label: str, timings: Sequence[Timing], figure: str) ->
     report.record("first_request", statistics.median(totals) * 1000, figure)
 
 
-def first_request_figures(python: str, runs: int) -> None:
+def first_request_figures(python: str, runs: int, app: Path) -> None:
     from bench.dynamics_twilio import start_fakes
     from devhost.azurite import start_azurite
     from shared.channels.slack import signature as slack_signature
@@ -186,7 +199,7 @@ def first_request_figures(python: str, runs: int) -> None:
             timings: dict[str, list[Timing]] = {endpoint.label: [] for endpoint in endpoints}
             for _ in range(runs):
                 for endpoint in endpoints:
-                    timings[endpoint.label].append(first_request(python, folder, values, endpoint))
+                    timings[endpoint.label].append(first_request(python, folder, values, endpoint, app))
             for endpoint in endpoints:
                 report_first_requests(endpoint.label, timings[endpoint.label], endpoint.figure)
     finally:
@@ -204,11 +217,14 @@ def main() -> None:
     report.add_json_argument(parser)
     args = parser.parse_args()
     report.write_json_to(args.json)
-    samples = sorted(sample(sys.executable) for _ in range(args.runs))
-    print(f"[import] import function_app: median {statistics.median(samples) * 1000:.1f} ms, "
-          f"min {samples[0] * 1000:.1f} ms, max {samples[-1] * 1000:.1f} ms over {args.runs} runs")
-    if not args.import_only:
-        first_request_figures(sys.executable, args.runs)
+    with tempfile.TemporaryDirectory(prefix="bench-packaged-") as packaged:
+        app = packaged_copy(Path(packaged))
+        for label, folder in (("as packaged, with the app's bytecode", app), ("from source, no bytecode", REPO_ROOT)):
+            samples = sorted(sample(sys.executable, folder) for _ in range(args.runs))
+            print(f"[import] import function_app, {label}: median {statistics.median(samples) * 1000:.1f} ms, "
+                  f"min {samples[0] * 1000:.1f} ms, max {samples[-1] * 1000:.1f} ms over {args.runs} runs")
+        if not args.import_only:
+            first_request_figures(sys.executable, args.runs, app)
 
 
 if __name__ == "__main__":
