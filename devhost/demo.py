@@ -69,7 +69,7 @@ from tests.support.waiting import wait_for
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-SHORT_SETTING = "DEMO_SHORT"
+SHORT_VARIABLE = "DEMO_SHORT"  # the demo's own switch, from the environment: not a setting of the app
 DEFAULT_TIMEOUT = 30.0  # the longest wait for any one thing the demo expects to happen
 LOCAL_SETTINGS_EXAMPLE = REPO_ROOT / "local.settings.example.json"
 
@@ -406,8 +406,8 @@ def interrupt(signum: int, _frame: object) -> NoReturn:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devhost.demo",
                                      description="Run the app against local stand-ins and narrate three flows.")
-    parser.add_argument("--short", action="store_true", default=os.environ.get(SHORT_SETTING, "") not in ("", "0"),
-                        help=f"stop once the steps are played (also {SHORT_SETTING}=1)")
+    parser.add_argument("--short", action="store_true", default=os.environ.get(SHORT_VARIABLE, "") not in ("", "0"),
+                        help=f"stop once the steps are played (also {SHORT_VARIABLE}=1)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"longest wait for any one thing, in seconds (default {DEFAULT_TIMEOUT:.0f})")
     return parser.parse_args(argv)
