@@ -38,6 +38,12 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+## demo: Azurite, local stand-ins of every service and the app; three flows played and narrated, then
+## everything kept running for the console until Ctrl+C (DEMO_SHORT=1: stop once the flows are played)
+.PHONY: demo
+demo: install
+	$(BIN)/python -m devhost.demo $(if $(filter-out 0,$(DEMO_SHORT)),--short)
+
 lint: install
 	$(BIN)/ruff check .
 

@@ -59,12 +59,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name == "test_privacy.py")
 
 
-def audit_of(base_url: str, record: str, *, reveal_texts: bool = False) -> dict:
+def audit_of(base_url: str, record: str, *, reveal_texts: bool = False, master_key: str = MASTER_KEY) -> dict:
     """The ops audit of one ERP record from the app at ``base_url``: its ``entries`` and ``contacts``
     (the texts people wrote in clear with ``reveal_texts``, else masked)."""
     response = requests.get(f"{base_url}/api/ops/audit",
                             params={"record": record, **({"reveal": "texts"} if reveal_texts else {})},
-                            headers={"x-functions-key": MASTER_KEY}, timeout=10)
+                            headers={"x-functions-key": master_key}, timeout=10)
     response.raise_for_status()
     return response.json()
 
