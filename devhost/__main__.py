@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from devhost.azurite import REPO_ROOT, Azurite, start_azurite
+from devhost.azurite import REPO_ROOT, Azurite, free_port, start_azurite
 from devhost.settings import (
     DEFAULT_AZURITE_PORTS,
     DEFAULT_HOST_JSON,
@@ -23,6 +23,7 @@ from devhost.settings import (
     SettingsFileError,
     apply_local_settings,
     development_storage_connection_string,
+    follow_local_port,
     load_host_config,
     read_local_settings,
 )
@@ -107,8 +108,13 @@ def run_host(args: argparse.Namespace, settings: LocalSettings, config: HostConf
     # Imported here so that the app's imports see the settings just applied.
     from devhost.host import DevHost, load_app
 
-    app = load_app(args.app)
     port = args.port if args.port is not None else settings.http_port or DEFAULT_HTTP_PORT
+    # Known before the app loads, so that no trigger ever sees another address than the one served.
+    port = port or free_port()
+    followed = follow_local_port(port)
+    if followed:
+        log.info("PUBLIC_BASE_URL follows the local port: %s", followed)
+    app = load_app(args.app)
     try:
         host = DevHost(app, port=port, config=config)
         host.start()

@@ -35,6 +35,7 @@ from devhost.settings import (
     SettingsFileError,
     apply_local_settings,
     development_storage_connection_string,
+    follow_local_port,
     load_host_config,
     parse_timespan,
     read_local_settings,
@@ -438,6 +439,20 @@ def test_config_option_sets_an_absolute_config_path(tmp_path: Path, monkeypatch:
     with pytest.raises(SettingsFileError, match="config file not found"):
         load_settings(parse_args(["--settings", "local.settings.json", "--config", "missing.json"]))
 
+
+
+@pytest.mark.parametrize("given", [None, "", "http://127.0.0.1:7071", "http://127.0.0.1:7071/"])
+def test_public_base_url_follows_the_port_unless_the_operator_chose_one(given: str | None) -> None:
+    env = {} if given is None else {"PUBLIC_BASE_URL": given}
+    assert follow_local_port(8085, env) == "http://127.0.0.1:8085"
+    assert env["PUBLIC_BASE_URL"] == "http://127.0.0.1:8085"
+
+
+@pytest.mark.parametrize("chosen", ["https://abc123.ngrok.app", "http://127.0.0.1:9000"])
+def test_a_public_base_url_the_operator_chose_is_kept(chosen: str) -> None:
+    env = {"PUBLIC_BASE_URL": chosen}
+    assert follow_local_port(8085, env) is None
+    assert env["PUBLIC_BASE_URL"] == chosen
 
 def test_missing_settings_file_exits_2_with_a_clear_message() -> None:
     result = subprocess.run(
