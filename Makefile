@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 SETTINGS ?= local.settings.json
 CONFIG ?= config/connections.sample.json
 PORT ?= 7071
+# Azurite's blob port; queue and table take the next two (or give all three: 20000,20001,20002).
+AZURITE_PORTS ?= 10000
 
 .PHONY: install run test lint bench clean
 
@@ -30,7 +32,7 @@ local.settings.json:
 
 ## run: start Azurite and the local host on http://127.0.0.1:$(PORT)/api/
 run: install $(SETTINGS)
-	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite
+	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite-ports $(AZURITE_PORTS)
 
 ## test: lint, type-check, then every test (starts its own Azurite on free ports)
 test: install
