@@ -8,7 +8,7 @@ PORT ?= 7071
 # Azurite's blob port; queue and table take the next two (or give all three: 20000,20001,20002).
 AZURITE_PORTS ?= 10000
 
-.PHONY: install run test lint bench clean
+.PHONY: install run validate test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -33,6 +33,10 @@ local.settings.json:
 ## run: start Azurite and the local host on http://127.0.0.1:$(PORT)/api/
 run: install $(SETTINGS)
 	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite-ports $(AZURITE_PORTS)
+
+## validate: check the configuration file CONFIG as the app loads it (every problem with its path)
+validate: $(VENV)/.installed
+	$(BIN)/python -m shared.cli validate $(CONFIG)
 
 ## test: lint, type-check, then every test (starts its own Azurite on free ports)
 test: install
