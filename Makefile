@@ -8,7 +8,14 @@ PORT ?= 7071
 # Azurite's blob port; queue and table take the next two (or give all three: 20000,20001,20002).
 AZURITE_PORTS ?= 10000
 
-.PHONY: install run validate test lint bench clean
+.PHONY: help install run validate test lint bench clean
+# `make` alone lists the targets instead of building anything.
+.DEFAULT_GOAL := help
+
+## help: list these targets, one line each
+help:
+	@echo "make TARGET [SETTINGS=$(SETTINGS)] [CONFIG=$(CONFIG)] [PORT=$(PORT)] [AZURITE_PORTS=$(AZURITE_PORTS)]"
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/\1|\2/p' $(firstword $(MAKEFILE_LIST)) | awk -F'|' '{ printf "  %-9s %s\n", $$1, $$2 }'
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,6 +30,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## install: make .venv (Python packages) and node_modules (Azurite)
 install: $(VENV)/.installed node_modules/.installed
 
 local.settings.json:
@@ -30,8 +38,16 @@ local.settings.json:
 	$(PYTHON) -c "import base64, os, pathlib; p = pathlib.Path('$@'); p.write_text(p.read_text().replace('replace-with-openssl-rand-base64-32', base64.b64encode(os.urandom(32)).decode()))"
 	@echo "Created $@ from local.settings.example.json, with a new data protection key: edit it to point at your own endpoints."
 
-## run: start Azurite and the local host on http://127.0.0.1:$(PORT)/api/
-run: install $(SETTINGS)
+# Only local.settings.json is made from the example; another SETTINGS file must exist.
+ifneq ($(SETTINGS),local.settings.json)
+$(SETTINGS):
+	@echo "settings file $(SETTINGS) not found; copy local.settings.example.json to $(SETTINGS) and edit it," >&2
+	@echo "or leave SETTINGS out to use local.settings.json (made from the example on the first run)" >&2
+	@exit 2
+endif
+
+## run: start Azurite and the app on http://127.0.0.1:PORT/api/ with SETTINGS and CONFIG
+run: $(SETTINGS) install
 	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite-ports $(AZURITE_PORTS)
 
 ## validate: check the configuration file CONFIG as the app loads it (every problem with its path)
@@ -44,6 +60,7 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+## lint: ruff only
 lint: install
 	$(BIN)/ruff check .
 
@@ -51,5 +68,6 @@ lint: install
 bench: install
 	$(BIN)/python bench/run_all.py
 
+## clean: remove .venv, node_modules, Azurite's data (.azurite) and the tools' caches
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache .mypy_cache
