@@ -5,8 +5,17 @@ BIN := $(VENV)/bin
 SETTINGS ?= local.settings.json
 CONFIG ?= config/connections.sample.json
 PORT ?= 7071
+# Azurite's blob port; queue and table take the next two (or give all three: 20000,20001,20002).
+AZURITE_PORTS ?= 10000
 
-.PHONY: install run test lint bench clean
+.PHONY: help install run validate test demo lint bench clean
+# `make` alone lists the targets instead of building anything.
+.DEFAULT_GOAL := help
+
+## help: list these targets, one line each
+help:
+	@echo "make TARGET [SETTINGS=$(SETTINGS)] [CONFIG=$(CONFIG)] [PORT=$(PORT)] [AZURITE_PORTS=$(AZURITE_PORTS)]"
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/\1|\2/p' $(firstword $(MAKEFILE_LIST)) | awk -F'|' '{ printf "  %-9s %s\n", $$1, $$2 }'
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -21,6 +30,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## install: make .venv (Python packages) and node_modules (Azurite)
 install: $(VENV)/.installed node_modules/.installed
 
 local.settings.json:
@@ -28,9 +38,21 @@ local.settings.json:
 	$(PYTHON) -c "import base64, os, pathlib; p = pathlib.Path('$@'); p.write_text(p.read_text().replace('replace-with-openssl-rand-base64-32', base64.b64encode(os.urandom(32)).decode()))"
 	@echo "Created $@ from local.settings.example.json, with a new data protection key: edit it to point at your own endpoints."
 
-## run: start Azurite and the local host on http://127.0.0.1:$(PORT)/api/
-run: install $(SETTINGS)
-	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite
+# Only local.settings.json is made from the example; another SETTINGS file must exist.
+ifneq ($(SETTINGS),local.settings.json)
+$(SETTINGS):
+	@echo "settings file $(SETTINGS) not found; copy local.settings.example.json to $(SETTINGS) and edit it," >&2
+	@echo "or leave SETTINGS out to use local.settings.json (made from the example on the first run)" >&2
+	@exit 2
+endif
+
+## run: start Azurite and the app on http://127.0.0.1:PORT/api/ with SETTINGS and CONFIG
+run: $(SETTINGS) install
+	$(BIN)/python -m devhost --settings $(SETTINGS) --config $(CONFIG) --port $(PORT) --azurite-ports $(AZURITE_PORTS)
+
+## validate: check the configuration file CONFIG as the app loads it (every problem with its path)
+validate: $(VENV)/.installed
+	$(BIN)/python -m shared.cli validate $(CONFIG)
 
 ## test: lint, type-check, then every test (starts its own Azurite on free ports)
 test: install
@@ -38,12 +60,11 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-## demo: Azurite, local stand-ins of every service and the app; three flows played and narrated, then
-## everything kept running for the console until Ctrl+C (DEMO_SHORT=1: stop once the flows are played)
-.PHONY: demo
+## demo: three flows played and narrated against local stand-ins, then kept running (DEMO_SHORT=1: stop)
 demo: install
 	$(BIN)/python -m devhost.demo $(if $(filter-out 0,$(DEMO_SHORT)),--short)
 
+## lint: ruff only
 lint: install
 	$(BIN)/ruff check .
 
@@ -51,5 +72,6 @@ lint: install
 bench: install
 	$(BIN)/python bench/run_all.py
 
+## clean: remove .venv, node_modules, Azurite's data (.azurite) and the tools' caches
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache .mypy_cache

@@ -6,13 +6,20 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from devhost.azurite import REPO_ROOT, Azurite, start_azurite
+from devhost.azurite import (
+    REPO_ROOT,
+    Azurite,
+    AzuritePortError,
+    free_port,
+    parse_azurite_ports,
+    running_azurite,
+    start_azurite,
+)
 from devhost.settings import (
     DEFAULT_AZURITE_PORTS,
     DEFAULT_HOST_JSON,
@@ -23,6 +30,7 @@ from devhost.settings import (
     SettingsFileError,
     apply_local_settings,
     development_storage_connection_string,
+    follow_local_port,
     load_host_config,
     read_local_settings,
 )
@@ -45,8 +53,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--app", default="function_app:app", help="the FunctionApp as module:attribute")
     parser.add_argument("--port", type=int, help=f"HTTP port (default Host.LocalHttpPort or {DEFAULT_HTTP_PORT})")
     parser.add_argument("--host-json", default=str(DEFAULT_HOST_JSON), help="host.json to read")
-    parser.add_argument("--azurite", action="store_true", help="start (or reuse) a persistent Azurite on 10000-10002")
-    return parser.parse_args(argv)
+    parser.add_argument("--azurite", action="store_true",
+                        help="start a persistent Azurite (or share one already running there) on --azurite-ports")
+    parser.add_argument("--azurite-ports", type=azurite_ports_argument, metavar="PORT[,QUEUE,TABLE]",
+                        help="Azurite's blob port, the queue and table ports following it (default 10000), "
+                             "or all three separated by commas; implies --azurite")
+    args = parser.parse_args(argv)
+    args.azurite = args.azurite or args.azurite_ports is not None
+    args.azurite_ports = args.azurite_ports or DEFAULT_AZURITE_PORTS
+    return args
+
+
+def azurite_ports_argument(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_azurite_ports(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def configure_logging() -> None:
@@ -68,26 +90,25 @@ def load_settings(args: argparse.Namespace) -> LocalSettings:
     return settings
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
+def azurite_folder(ports: tuple[int, int, int]) -> Path:
+    """Where a persistent Azurite keeps its data: two Azurites must never share a folder."""
+    return AZURITE_DIR if ports == DEFAULT_AZURITE_PORTS else AZURITE_DIR / f"ports-{ports[0]}"
 
 
-def start_or_reuse_azurite() -> Azurite | None:
-    """A persistent Azurite on the default ports; None when one already listens there (reused)."""
-    open_ports = [port for port in DEFAULT_AZURITE_PORTS if _port_open(port)]
-    if open_ports:
-        log.info("Azurite already running (ports %s answer); reusing it", ", ".join(map(str, open_ports)))
+def start_or_reuse_azurite(ports: tuple[int, int, int]) -> Azurite | None:
+    """A persistent Azurite on ``ports``; None when one already answers there as Azurite (shared).
+
+    Raises AzuritePortError when the ports are taken by something that is not (all of) an Azurite.
+    """
+    listed = ", ".join(map(str, ports))
+    if running_azurite(ports):
+        log.info("Azurite already running on ports %s; sharing it", listed)
         azurite = None
     else:
-        log.info("Starting Azurite with data in %s", AZURITE_DIR)
-        azurite = start_azurite(
-            location=AZURITE_DIR, ports=DEFAULT_AZURITE_PORTS, log_path=AZURITE_DIR / "azurite.log"
-        )
-    os.environ[STORAGE_SETTING] = development_storage_connection_string()
+        folder = azurite_folder(ports)
+        log.info("Starting Azurite on ports %s with data in %s", listed, folder)
+        azurite = start_azurite(location=folder, ports=ports, log_path=folder / "azurite.log")
+    os.environ[STORAGE_SETTING] = development_storage_connection_string(ports)
     return azurite
 
 
@@ -107,8 +128,13 @@ def run_host(args: argparse.Namespace, settings: LocalSettings, config: HostConf
     # Imported here so that the app's imports see the settings just applied.
     from devhost.host import DevHost, load_app
 
-    app = load_app(args.app)
     port = args.port if args.port is not None else settings.http_port or DEFAULT_HTTP_PORT
+    # Known before the app loads, so that no trigger ever sees another address than the one served.
+    port = port or free_port()
+    followed = follow_local_port(port)
+    if followed:
+        log.info("PUBLIC_BASE_URL follows the local port: %s", followed)
+    app = load_app(args.app)
     try:
         host = DevHost(app, port=port, config=config)
         host.start()
@@ -133,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsFileError as error:
         print(f"devhost: {error}", file=sys.stderr)
         return EXIT_USAGE
-    azurite = start_or_reuse_azurite() if args.azurite else None
+    try:
+        azurite = start_or_reuse_azurite(args.azurite_ports) if args.azurite else None
+    except AzuritePortError as error:
+        print(f"devhost: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         return run_host(args, settings, config, stop)
     finally:

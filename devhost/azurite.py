@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -17,6 +18,70 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Azurite's well-known development account (public, documented by Microsoft).
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# Azurite's services in the order of its ports (and of its connection string's endpoints).
+SERVICES = ("blob", "queue", "table")
+# What another engineer's or an old Azurite answers as: "Server: Azurite-Queue/3.35.0".
+SERVER_PREFIX = "Azurite-"
+CHOOSE_PORTS_HINT = "choose other ports with --azurite-ports (make run AZURITE_PORTS=...)"
+
+
+class AzuritePortError(Exception):
+    """Azurite's ports are taken by something else, or by part of an Azurite; the message says which."""
+
+
+def parse_azurite_ports(text: str) -> tuple[int, int, int]:
+    """``20000`` (blob, then queue and table on the next two ports) or ``20000,20001,20002``."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts) or len(parts) not in (1, 3):
+        raise ValueError(f"expected a port (the first of three) or three ports separated by commas, not {text!r}")
+    ports = [int(parts[0]) + offset for offset in range(3)] if len(parts) == 1 else [int(part) for part in parts]
+    if not all(0 < port < 65536 for port in ports) or len(set(ports)) != 3:
+        raise ValueError(f"Azurite needs three different ports between 1 and 65535, not {text!r}")
+    return ports[0], ports[1], ports[2]
+
+
+def server_on(port: int, timeout: float = 2.0) -> str | None:
+    """The ``Server`` header of what listens on 127.0.0.1:port ("" when it says none or is no HTTP
+    server); None when nothing listens there."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.connect()
+    except OSError:
+        return None
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().getheader("Server") or ""
+    except (OSError, http.client.HTTPException):
+        return ""
+    finally:
+        connection.close()
+
+
+def running_azurite(ports: tuple[int, int, int]) -> bool:
+    """True when an Azurite answers on all three ports (to be shared), False when none listens.
+
+    Anything between (a port taken by another program, or only part of an Azurite there) raises
+    AzuritePortError naming the port and what to do: sharing it would send the app's data
+    elsewhere, and starting Azurite there would fail.
+    """
+    servers = {port: server_on(port) for port in ports}
+    for service, port in zip(SERVICES, ports, strict=True):
+        server = servers[port]
+        if server is not None and not server.lower().startswith(f"{SERVER_PREFIX}{service}".lower()):
+            seen = f"answers as {server!r}" if server else "does not answer as Azurite"
+            raise AzuritePortError(
+                f"port {port} (Azurite's {service} service) is taken by another program ({seen}): "
+                f"stop it or {CHOOSE_PORTS_HINT}"
+            )
+    listening = [port for port in ports if servers[port] is not None]
+    if listening and len(listening) < len(ports):
+        missing = ", ".join(f"{port} ({service})" for service, port in zip(SERVICES, ports, strict=True)
+                            if servers[port] is None)
+        raise AzuritePortError(
+            f"an Azurite answers on {', '.join(map(str, listening))} but not on {missing}: "
+            f"stop that Azurite or {CHOOSE_PORTS_HINT}"
+        )
+    return bool(listening)
 
 
 def free_port() -> int:

@@ -17,6 +17,9 @@ DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
 DEFAULT_AZURITE_PORTS = (10000, 10001, 10002)
 DEFAULT_HTTP_PORT = 7071
 DEFAULT_HOST_JSON = REPO_ROOT / "host.json"
+PUBLIC_BASE_URL_SETTING = "PUBLIC_BASE_URL"
+# local.settings.example.json's value: the default port's address, not a choice of the operator's.
+EXAMPLE_PUBLIC_BASE_URL = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"
 
 # The Functions host's defaults for storage queue triggers (extensions.queues).
 DEFAULT_BATCH_SIZE = 16
@@ -116,6 +119,22 @@ def apply_local_settings(
         if name in env:
             env[name] = expand_development_storage(env[name])
     return skipped
+
+
+def follow_local_port(port: int, env: MutableMapping[str, str] | None = None) -> str | None:
+    """Point ``PUBLIC_BASE_URL`` at the port the local host serves on, unless it was chosen.
+
+    Twilio signs the URL it called, so callbacks to another port than the one in
+    ``PUBLIC_BASE_URL`` are refused. Unset, empty or the example's value follow the port; any
+    other value (a tunnel's address, say) is the operator's and stays. Returns the new value,
+    or None when the setting was left as it was.
+    """
+    env = os.environ if env is None else env
+    current = env.get(PUBLIC_BASE_URL_SETTING, "").strip().rstrip("/")
+    if current and current != EXAMPLE_PUBLIC_BASE_URL:
+        return None
+    env[PUBLIC_BASE_URL_SETTING] = f"http://127.0.0.1:{port}"
+    return env[PUBLIC_BASE_URL_SETTING]
 
 
 def resolve_setting_references(text: str, env: Mapping[str, str] | None = None) -> str:

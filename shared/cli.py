@@ -8,8 +8,10 @@
     python -m shared.cli deadletters show 5d41402abc4b2a76b9719d911017c592
     python -m shared.cli deadletters redrive 5d41402abc4b2a76b9719d911017c592 [...]
     python -m shared.cli deadletters redrive --all [--queue erp-events] [--connection contoso-fo]
+    python -m shared.cli validate config/connections.sample.json
 
-Settings come from the environment, or from a local.settings.json given with --settings.
+Settings come from the environment, or from a local.settings.json given with --settings
+(validate needs neither settings nor storage).
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--from", dest="since", type=parse_utc_time)
     replay.add_argument("--to", dest="until", type=parse_utc_time)
     add_deadletter_commands(commands)
+    add_validate_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "validate":
+        return run_validate(args.path)
     if args.settings:
         if not args.settings.exists():
             parser.error(f"settings file not found: {args.settings}")
@@ -142,6 +147,52 @@ def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
         print(f"{result.id}  {'redriven' if result.redriven else 'skipped '}  {result.reason}")
     print(f"{sum(r.redriven for r in results)} of {len(results)} dead letter(s) redriven")
     return 0 if all(r.redriven for r in results) else 1
+
+
+# --- validate: a configuration file checked as the app loads it, without settings or storage --------
+
+EXIT_CONFIG_PROBLEMS = 1
+EXIT_CONFIG_UNREADABLE = 2
+
+
+def add_validate_command(commands: argparse._SubParsersAction) -> None:
+    validate = commands.add_parser(
+        "validate", help="check a configuration file as the app loads it; every problem with its path")
+    validate.add_argument("path", type=Path, help="the connections and rules file (JSON)")
+
+
+def run_validate(path: Path) -> int:
+    """0 when the app would load ``path``; 1 with every problem listed; 2 when it is no readable JSON."""
+    from shared.config.loading import load_config
+    from shared.config.model import ConfigError
+
+    unreadable = unreadable_json(path)
+    if unreadable:
+        print(f"error: {unreadable}", file=sys.stderr)
+        return EXIT_CONFIG_UNREADABLE
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        count = len(exc.errors)
+        print(f"{path}: {count} problem{'' if count == 1 else 's'}")
+        for problem in exc.errors:
+            print(f"  {problem}")
+        return EXIT_CONFIG_PROBLEMS
+    print(f"{path}: valid ({len(config.connections)} connection(s), {len(config.rules)} rule(s))")
+    return 0
+
+
+def unreadable_json(path: Path) -> str | None:
+    """Why ``path`` is no JSON file to check (missing, unreadable, not JSON); None when it is one."""
+    try:
+        json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        return f"{path}: file not found"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path}: cannot read the file ({exc})"
+    except json.JSONDecodeError as exc:
+        return f"{path}: not JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    return None
 
 
 if __name__ == "__main__":

@@ -132,6 +132,34 @@ def test_health_is_degraded_when_storage_is_unreachable(tmp_path: Path, azurite:
         assert response.json()["storage"]["reachable"] is False
 
 
+
+def post_signed_status(running: RunningApp, signed_for: str) -> int:
+    """Twilio posting a delivery status to the callback URL ``signed_for``, at the app's real port."""
+    from shared.channels.twilio.signature import sign
+
+    route = f"twilio/status/twilio-main?job={uuid.uuid4().hex}"
+    params = {"MessageSid": "SM" + uuid.uuid4().hex, "MessageStatus": "delivered",
+              "AccountSid": "AC00000000000000000000000000000000"}
+    headers = sign(SECRET_VALUE, f"{signed_for}/api/{route}", params)
+    return running.post(route, data=params, headers=headers).status_code
+
+
+def test_callbacks_signed_for_the_port_served_are_taken_when_the_settings_keep_the_example_address(
+        tmp_path: Path, azurite: Azurite) -> None:
+    # local.settings.example.json names the default port: run on another one, as `make run PORT=...` does.
+    with running_app(tmp_path, azurite, SAMPLE_CONFIG, PUBLIC_BASE_URL="http://127.0.0.1:7071") as running:
+        assert post_signed_status(running, running.base_url) == 204
+        assert post_signed_status(running, "http://127.0.0.1:7071") == 403
+        assert f"PUBLIC_BASE_URL follows the local port: {running.base_url}" in running.log()
+
+
+def test_an_address_the_operator_chose_is_kept_whatever_the_port(tmp_path: Path, azurite: Azurite) -> None:
+    tunnel = "https://connector-tunnel.example.com"
+    with running_app(tmp_path, azurite, SAMPLE_CONFIG, PUBLIC_BASE_URL=tunnel) as running:
+        assert post_signed_status(running, tunnel) == 204
+        assert post_signed_status(running, running.base_url) == 403
+
+
 @contextmanager
 def silent_server() -> Iterator[int]:
     """A port that takes connections and never answers: storage that hangs rather than refuses."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import http.server
 import json
 import os
 import re
@@ -25,7 +26,14 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from devhost.__main__ import CONFIG_PATH_SETTING, load_settings, parse_args
-from devhost.azurite import Azurite, free_port, wait_for_port
+from devhost.azurite import (
+    Azurite,
+    AzuritePortError,
+    free_port,
+    parse_azurite_ports,
+    running_azurite,
+    wait_for_port,
+)
 from devhost.host import DevHost, HostedFunction, TimerRunner, next_occurrence
 from devhost.http_server import MAX_REQUEST_BODY, compile_route, loggable_path
 from devhost.queues import QueuePoller
@@ -35,6 +43,7 @@ from devhost.settings import (
     SettingsFileError,
     apply_local_settings,
     development_storage_connection_string,
+    follow_local_port,
     load_host_config,
     parse_timespan,
     read_local_settings,
@@ -439,6 +448,20 @@ def test_config_option_sets_an_absolute_config_path(tmp_path: Path, monkeypatch:
         load_settings(parse_args(["--settings", "local.settings.json", "--config", "missing.json"]))
 
 
+
+@pytest.mark.parametrize("given", [None, "", "http://127.0.0.1:7071", "http://127.0.0.1:7071/"])
+def test_public_base_url_follows_the_port_unless_the_operator_chose_one(given: str | None) -> None:
+    env = {} if given is None else {"PUBLIC_BASE_URL": given}
+    assert follow_local_port(8085, env) == "http://127.0.0.1:8085"
+    assert env["PUBLIC_BASE_URL"] == "http://127.0.0.1:8085"
+
+
+@pytest.mark.parametrize("chosen", ["https://abc123.ngrok.app", "http://127.0.0.1:9000"])
+def test_a_public_base_url_the_operator_chose_is_kept(chosen: str) -> None:
+    env = {"PUBLIC_BASE_URL": chosen}
+    assert follow_local_port(8085, env) is None
+    assert env["PUBLIC_BASE_URL"] == chosen
+
 def test_missing_settings_file_exits_2_with_a_clear_message() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "devhost", "--settings", "/nonexistent/local.settings.json"],
@@ -539,3 +562,68 @@ def test_a_refused_request_with_a_body_does_not_poison_a_kept_alive_connection(h
         after = session.get(hosted.url("ping"), timeout=5)
     assert refused.status_code == 404  # GET-only route: Azure answers 404
     assert after.status_code == 200 and after.text == "pong"
+
+
+# --- Azurite's ports --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def another_web_server() -> Iterator[int]:
+    """Some other program's HTTP server on a free port (answers as BaseHTTP/... Python/...)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_azurite_ports_are_the_first_of_three_or_all_three() -> None:
+    assert parse_azurite_ports("20000") == (20000, 20001, 20002)
+    assert parse_azurite_ports("20000, 30001,40002") == (20000, 30001, 40002)
+    for wrong in ("", "abc", "1,2", "65534", "7,7,8", "0"):
+        with pytest.raises(ValueError):
+            parse_azurite_ports(wrong)
+
+
+def test_azurite_ports_can_be_chosen_and_imply_azurite() -> None:
+    chosen = parse_args(["--azurite-ports", "20000"])
+    assert (chosen.azurite, chosen.azurite_ports) == (True, (20000, 20001, 20002))
+    default = parse_args(["--azurite"])
+    assert (default.azurite, default.azurite_ports) == (True, (10000, 10001, 10002))
+    assert parse_args([]).azurite is False
+
+
+def test_an_azurite_answering_on_every_port_is_shared_and_free_ports_get_a_new_one(azurite: Azurite) -> None:
+    assert running_azurite((azurite.blob_port, azurite.queue_port, azurite.table_port)) is True
+    assert running_azurite((free_port(), free_port(), free_port())) is False
+
+
+def test_a_port_taken_by_another_program_is_never_shared(azurite: Azurite) -> None:
+    with another_web_server() as port, pytest.raises(AzuritePortError) as refused:
+        running_azurite((azurite.blob_port, port, azurite.table_port))
+    assert f"port {port} (Azurite's queue service) is taken by another program" in str(refused.value)
+
+
+def test_only_part_of_an_azurite_is_never_shared(azurite: Azurite) -> None:
+    free = free_port()
+    expected = f"an Azurite answers on {azurite.blob_port}, {azurite.table_port} but not on {free} (queue)"
+    with pytest.raises(AzuritePortError, match=re.escape(expected)):
+        running_azurite((azurite.blob_port, free, azurite.table_port))
+
+
+def test_python_m_devhost_names_the_port_another_program_holds_and_starts_nothing(tmp_path: Path) -> None:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": {"FUNCTIONS_WORKER_RUNTIME": "python"}}))
+    with another_web_server() as port:
+        ports = f"{port},{free_port()},{free_port()}"
+        result = subprocess.run(
+            [sys.executable, "-m", "devhost", "--settings", str(settings), "--app", TEST_APP,
+             "--azurite-ports", ports],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} (Azurite's blob service) is taken by another program" in result.stderr
+    assert "--azurite-ports" in result.stderr

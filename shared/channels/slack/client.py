@@ -71,6 +71,21 @@ HISTORY_CLOCK_MARGIN_SECONDS = 120.0
 CHANNEL_CACHE_TTL_SECONDS = 3600.0
 CHANNEL_LIST_PAGE_SIZE = 200
 CHANNEL_LIST_TYPES = "public_channel,private_channel"
+# The bot scopes each Web API method called here needs (Slack's method reference; the Web API
+# spec lists them per method), narrowed to the conversations the app uses: cards go to public and
+# private channels and to DMs with approvers. docs/slack-app-manifest.yaml grants them all.
+METHOD_SCOPES: Mapping[str, tuple[str, ...]] = {
+    "chat.postMessage": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "chat.postEphemeral": ("chat:write",),
+    "conversations.history": ("channels:history", "groups:history", "im:history"),
+    "conversations.list": ("channels:read", "groups:read"),  # CHANNEL_LIST_TYPES
+    "conversations.open": ("im:write",),
+    "views.open": (),
+    "views.update": (),
+    "users.lookupByEmail": ("users:read.email",),
+    "users.info": ("users:read",),
+}
 # ok:false codes after which a post may or may not have happened.
 UNCERTAIN_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout", "service_unavailable"})
 
