@@ -24,7 +24,7 @@ def page() -> tuple[bytes, dict[str, str]]:
     html = html.replace("/*CSS*/", style, 1).replace("/*JS*/", script, 1)
     policy = "; ".join((
         "default-src 'none'", f"script-src '{_sha256(script)}'", f"style-src '{_sha256(style)}'",
-        "connect-src 'self'", "img-src 'self'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
+        "connect-src 'self'", "img-src 'self' data:", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
     ))
     headers = {"Content-Security-Policy": policy, "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
                "X-Content-Type-Options": "nosniff"}
