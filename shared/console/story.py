@@ -42,10 +42,12 @@ STAGES: dict[str, str] = {
     **dict.fromkeys(("routed", "no-recipient"), "rule"),
     **dict.fromkeys(("sent", "failed", "suppressed", "expired", "replayed", "retrying", "dead-lettered",
                      "redriven", "unknown", "verify-started", "verify-checked", "verify-approved", "verify-failed",
-                     "otp-sent"), "job"),
+                     "otp-sent", "otp-wrong", "otp-exhausted", "otp-failed", "no-slack-user", "channel-unresolved",
+                     "lookup-unavailable", "adopted", "deferred"), "job"),
     "status": "provider",
-    **dict.fromkeys(("reply", "acknowledged", "opted-out", "opted-in", "decided", "click"), "answer"),
-    **dict.fromkeys(("note-written", "note-failed", "written"), "writeback"),
+    **dict.fromkeys(("reply", "acknowledged", "opted-out", "opted-in", "help", "decided", "refused", "click",
+                     "otp-approved", "spam-report", "unsubscribed", "resubscribed"), "answer"),
+    **dict.fromkeys(("note-written", "note-failed", "work-item-closed"), "writeback"),
 }
 # Detail an operator reads in a timeline line; anything else stays in the audit route.
 _SHOWN_DETAIL = ("rule", "channel", "to", "status", "provider_id", "error_code", "reason", "event", "decision",
