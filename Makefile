@@ -55,7 +55,7 @@ validate: $(VENV)/.installed
 	$(BIN)/python -m shared.cli validate $(CONFIG)
 
 ## test: lint, type-check, then every test (starts its own Azurite on free ports)
-test: install
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -75,3 +75,21 @@ bench: install
 ## clean: remove .venv, node_modules, Azurite's data (.azurite) and the tools' caches
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache .ruff_cache .mypy_cache
+
+## chromium: Debian's Chromium for the console's browser tests (tests/browser/), installed when missing.
+## Playwright comes pinned from requirements-dev.txt; `playwright install` is never run (it downloads a browser).
+CHROMIUM_PATH ?= /usr/bin/chromium
+export CHROMIUM_PATH
+.PHONY: chromium
+chromium:
+	@if [ -x "$(CHROMIUM_PATH)" ]; then exit 0; fi; \
+	echo "Chromium is missing at $(CHROMIUM_PATH): installing Debian's chromium package for the browser tests"; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium; \
+	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	else \
+		echo "Cannot install chromium here (needs apt-get, as root or through sudo). Install it yourself or set" \
+		     "CHROMIUM_PATH to a Chromium; until then the browser tests skip (and fail when CI is set)." >&2; \
+		if [ -n "$$CI" ]; then exit 1; fi; \
+	fi

@@ -2,11 +2,11 @@
 
     python -m shared.cli audit --record "contoso-fo|VendorInvoice|usmf|INV-0042"
     python -m shared.cli audit --correlation 3f2a... [--reveal-texts]
-    python -m shared.cli replay --job 9c1e...
-    python -m shared.cli replay --from 2026-11-22T08:00:00Z [--to 2026-11-22T12:00:00Z]
+    python -m shared.cli replay --job 9c1e... [--dry-run]
+    python -m shared.cli replay --from 2026-11-22T08:00:00Z [--to 2026-11-22T12:00:00Z] [--dry-run]
     python -m shared.cli deadletters list [--all]
     python -m shared.cli deadletters show 5d41402abc4b2a76b9719d911017c592
-    python -m shared.cli deadletters redrive 5d41402abc4b2a76b9719d911017c592 [...]
+    python -m shared.cli deadletters redrive 5d41402abc4b2a76b9719d911017c592 [...] [--dry-run]
     python -m shared.cli deadletters redrive --all [--queue erp-events] [--connection contoso-fo]
     python -m shared.cli validate config/connections.sample.json
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--job")
     scope.add_argument("--from", dest="since", type=parse_utc_time)
     replay.add_argument("--to", dest="until", type=parse_utc_time)
+    replay.add_argument("--dry-run", action="store_true", help="only show what would be sent to whom (masked)")
     add_deadletter_commands(commands)
     add_validate_command(commands)
     args = parser.parse_args(argv)
@@ -96,12 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
 
-    results = [replay_job(stores, get_bus(), args.job)] if args.job else replay_failed(
-        stores, get_bus(), args.since, args.until)
+    results = [replay_job(stores, get_bus(), args.job, dry_run=args.dry_run)] if args.job else replay_failed(
+        stores, get_bus(), args.since, args.until, dry_run=args.dry_run)
     for result in results:
-        print(f"{result.job_id}  {'replayed' if result.replayed else 'skipped '}  {result.reason}")
-    print(f"{sum(r.replayed for r in results)} of {len(results)} job(s) replayed")
-    return 0
+        print(f"{result.job_id}  {outcome_word(result.replayed, result.would, 'replayed')}  {result.reason}"
+              f"{preview_line(result.preview)}")
+    done = sum(r.would for r in results) if args.dry_run else sum(r.replayed for r in results)
+    print(f"{done} of {len(results)} job(s) {'would be replayed (dry run)' if args.dry_run else 'replayed'}")
+    # Nothing matched (no such job, an empty window): say so in the exit status too, for scripts.
+    return 0 if any(r.reason != "no such job" for r in results) else 1
+
+
+def outcome_word(done: bool, would: bool, verb: str) -> str:
+    """``replayed``/``redriven``, ``would`` in a dry run, else ``skipped``, padded to one width."""
+    return (verb if done else "would" if would else "skipped").ljust(len(verb))
+
+
+def preview_line(preview: dict[str, object]) -> str:
+    """A dry run's preview on the end of its line: channel, masked address, record; empty otherwise."""
+    if not preview:
+        return ""
+    shown = " ".join(f"{name}={preview[name]}" for name in ("channel", "to", "type", "record") if preview.get(name))
+    return f"  [{shown}]"
 
 
 def add_deadletter_commands(commands: argparse._SubParsersAction) -> None:
@@ -116,6 +133,7 @@ def add_deadletter_commands(commands: argparse._SubParsersAction) -> None:
     redrive.add_argument("--all", action="store_true", help="every open dead letter (narrowed by the options below)")
     redrive.add_argument("--queue")
     redrive.add_argument("--connection")
+    redrive.add_argument("--dry-run", action="store_true", help="only show what each would do (addresses masked)")
 
 
 def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
@@ -141,10 +159,15 @@ def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
     if not args.ids and not args.all:
         print("error: name the dead letters to redrive, or --all", file=sys.stderr)
         return 2
-    results = [redrive(stores, bus, letter_id) for letter_id in args.ids] if args.ids else redrive_all(
-        stores, bus, queue=args.queue, connection=args.connection)
+    dry_run = args.dry_run
+    results = [redrive(stores, bus, letter_id, dry_run=dry_run) for letter_id in args.ids] if args.ids else \
+        redrive_all(stores, bus, queue=args.queue, connection=args.connection, dry_run=dry_run)
     for result in results:
-        print(f"{result.id}  {'redriven' if result.redriven else 'skipped '}  {result.reason}")
+        print(f"{result.id}  {outcome_word(result.redriven, result.would, 'redriven')}  {result.reason}"
+              f"{preview_line(result.preview)}")
+    if dry_run:
+        print(f"{sum(r.would for r in results)} of {len(results)} dead letter(s) would be redriven (dry run)")
+        return 0 if all(r.would for r in results) else 1
     print(f"{sum(r.redriven for r in results)} of {len(results)} dead letter(s) redriven")
     return 0 if all(r.redriven for r in results) else 1
 

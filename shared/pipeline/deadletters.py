@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.model import QUEUES, Envelope, EnvelopeError
+from shared.model import CALLBACKS, ERP_EVENTS, NOTIFICATIONS, POLL_JOBS, QUEUES, Envelope, EnvelopeError
 from shared.outcomes import describe
 from shared.pipeline import registry
 from shared.pipeline.stages import load_stages
@@ -39,9 +39,14 @@ SETTLED_AFTER = timedelta(minutes=2)
 
 @dataclass(frozen=True)
 class Redriven:
+    """What a redrive did to one dead letter; in a dry run, ``would`` says whether it would be sent
+    again and ``preview`` what that would do (addresses masked), while ``redriven`` stays False."""
+
     id: str
     redriven: bool
     reason: str
+    would: bool = False
+    preview: dict[str, Any] = field(default_factory=dict)
 
 
 def keep(stores: Stores, queue: str, text: str, reason: str, origin: str,
@@ -121,8 +126,8 @@ def _record_of(envelope: Envelope, queue: str) -> str:
     return str(envelope.payload.get("record") or "")
 
 
-def redrive(stores: Stores, bus: MessageBus, letter_id: str) -> Redriven:
-    """Send one dead letter's work again, as new work on its own queue."""
+def redrive(stores: Stores, bus: MessageBus, letter_id: str, *, dry_run: bool = False) -> Redriven:
+    """Send one dead letter's work again, as new work on its own queue; a dry run only says what it would do."""
     letter = stores.dead_letters.get(letter_id)
     if letter is None:
         return Redriven(letter_id, False, "no such dead letter")
@@ -133,6 +138,9 @@ def redrive(stores: Stores, bus: MessageBus, letter_id: str) -> Redriven:
         envelope = read_envelope(letter.body)
     except EnvelopeError as exc:
         return Redriven(letter_id, False, f"not a message this app can send again: {exc}")
+    if dry_run:
+        return Redriven(letter_id, False, f"would be sent again to {letter.queue}", would=True,
+                        preview=preview_of(letter, envelope))
     fresh = replace(envelope, attempt=0, deferrals=0, since="", redrives=envelope.redrives + 1,
                     payload={name: value for name, value in envelope.payload.items() if name != "paced_slot"})
     bus.send(letter.queue, fresh)
@@ -143,10 +151,29 @@ def redrive(stores: Stores, bus: MessageBus, letter_id: str) -> Redriven:
 
 
 def redrive_all(stores: Stores, bus: MessageBus, *, queue: str | None = None,
-                connection: str | None = None) -> list[Redriven]:
+                connection: str | None = None, dry_run: bool = False) -> list[Redriven]:
     """Every open dead letter, or those of one queue and/or connection."""
-    return [redrive(stores, bus, letter.id) for letter in stores.dead_letters.all("open")
+    return [redrive(stores, bus, letter.id, dry_run=dry_run) for letter in stores.dead_letters.all("open")
             if (not queue or letter.queue == queue) and (not connection or letter.connection == connection)]
+
+
+def preview_of(letter: DeadLetter, envelope: Envelope) -> dict[str, Any]:
+    """What redriving ``letter`` would do, as an operator may see it: a notification names its channel
+    and masked address (never its text); other work says which stage takes it again."""
+    from shared.kinds import shown_address
+
+    payload = envelope.payload
+    shown: dict[str, Any] = {"queue": letter.queue, "type": envelope.type, "connection": envelope.connection,
+                             "record": letter.record, "job_id": letter.job_id, "redrives": letter.redrives}
+    if letter.queue == NOTIFICATIONS:
+        channel = str(payload.get("channel") or "")
+        return shown | {"channel": channel, "via": payload.get("via") or "", "rule": payload.get("rule") or "",
+                        "to": shown_address(channel, str(payload.get("to") or "")),
+                        "effect": "the notification is delivered unless its job shows it went out"}
+    effects = {POLL_JOBS: "the poll runs again from its watermark",
+               ERP_EVENTS: "the event is processed again as new work: the rules decide who is told",
+               CALLBACKS: "the callback is applied again; a status only moves forward"}
+    return shown | {"effect": effects.get(letter.queue, "the work is sent again to its queue")}
 
 
 def summary(letter: DeadLetter) -> dict[str, object]:

@@ -271,6 +271,22 @@ class StorageQueueBus:
 
             yield _taken(text, queue, message.inserted_on, settle, release)
 
+    def depth(self, queue: str) -> tuple[int | None, int | None]:
+        """Approximate messages waiting on ``queue`` and on its poison queue (one properties read each);
+        0 for a queue not made yet, None when storage did not say."""
+        return self._approximate_count(queue), self._approximate_count(poison_queue(queue))
+
+    def _approximate_count(self, name: str) -> int | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            return int(self._client(name).get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0
+        except AzureError as error:
+            log.warning("could not read the depth of %s: %s", name, error)
+            return None
+
     def close(self) -> None:
         if self._senders is not None:
             self._senders.shutdown(wait=True)
@@ -370,6 +386,8 @@ class ServiceBusBus:
             self._client = ServiceBusClient(settings.namespace, credential, **bounded)
         self._senders: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._settings = settings
+        self._admin: Any = None
 
     def _sender(self, queue: str) -> Any:
         with self._lock:
@@ -427,9 +445,38 @@ class ServiceBusBus:
         self._sender(poison_queue(queue)).send_messages(message)
         log.warning("dead-lettered a message from %s: %s", queue, reason)
 
+    def depth(self, queue: str) -> tuple[int | None, int | None]:
+        """Active messages of ``queue``, and those of its poison queue plus its own dead-letter sub-queue,
+        from the runtime properties (they need the Manage right); None where they could not be read."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            waiting = self._admin_client().get_queue_runtime_properties(queue)
+            poison = self._admin_client().get_queue_runtime_properties(poison_queue(queue))
+        except (AzureError, ValueError) as error:
+            log.warning("could not read the depth of %s: %s", queue, error)
+            return None, None
+        return waiting.active_message_count, poison.active_message_count + waiting.dead_letter_message_count
+
+    def _admin_client(self) -> Any:
+        if self._admin is None:
+            from azure.servicebus.management import ServiceBusAdministrationClient
+
+            settings = self._settings
+            if settings.connection_string:
+                self._admin = ServiceBusAdministrationClient.from_connection_string(settings.connection_string)
+            else:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+                self._admin = ServiceBusAdministrationClient(str(settings.namespace), credential)
+        return self._admin
+
     def close(self) -> None:
         for sender in self._senders.values():
             sender.close()
+        if self._admin is not None:
+            self._admin.close()
         self._client.close()
 
 

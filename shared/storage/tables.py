@@ -396,6 +396,21 @@ class AuditLog:
         entries = [entry for row in index for entry in self.by_correlation(row["CorrelationId"])]
         return sorted(entries, key=lambda entry: entry.at)
 
+    def records_since(self, since: datetime) -> Iterator[str]:
+        """The records of the index rows written since ``since`` (a scan of the index; the caller bounds it)."""
+        rows = self._tables.table(AUDIT_RECORDS).query_entities(
+            "Timestamp ge @since", parameters={"since": since}, select=["Record"], results_per_page=1000)
+        return (str(row.get("Record") or "") for row in rows)
+
+    def steps_since(self, step: str, since: datetime, *, with_detail: bool = True) -> Iterator[AuditEntry]:
+        """Every ``step`` written at or after ``since``, across correlation ids (a scan of the table: the
+        caller bounds it); ``with_detail`` False reads only the step's time, the cheapest answer."""
+        columns = ["CorrelationId", "Step", "At", "Record", "JobId", "Connection"] + (["Detail"] if with_detail else [])
+        rows = self._tables.table(AUDIT).query_entities(
+            "Step eq @step and At ge @since", parameters={"step": step, "since": since}, select=columns,
+            results_per_page=1000)
+        return (_audit_entry(row, self._tables.protector) for row in rows)
+
 
 class AuditBatch:
     """Audit steps of one correlation id, appended as to ``AuditLog`` and written at ``flush``:
@@ -897,11 +912,13 @@ class DeadLetterStore:
         row = self._tables.row(DEAD_LETTERS, "deadletter", table_key(letter_id))
         return None if row is None else self._letter(row)
 
-    def all(self, state: str | None = "open") -> list[DeadLetter]:
-        """Oldest first; ``state`` None for every one."""
-        query, parameters = "PartitionKey eq @pk", {"pk": "deadletter"}
+    def all(self, state: str | None = "open", since: datetime | None = None) -> list[DeadLetter]:
+        """Oldest first; ``state`` None for every one; ``since`` only those dead-lettered from then on."""
+        query, parameters = "PartitionKey eq @pk", dict[str, Any]({"pk": "deadletter"})
         if state:
             query, parameters = query + " and State eq @state", {**parameters, "state": state}
+        if since is not None:
+            query, parameters = query + " and At ge @since", {**parameters, "since": since}
         rows = self._tables.table(DEAD_LETTERS).query_entities(query, parameters=parameters)
         return sorted((self._letter(row) for row in rows), key=lambda letter: letter.at)
 

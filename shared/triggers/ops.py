@@ -22,6 +22,23 @@ EARLIEST_TIME = datetime(1700, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
+# The fields each write route reads: any other is refused, so a misspelt or unsupported option
+# (a "dry_run" on a version without it, say) never acts for real.
+REPLAY_FIELDS = frozenset({"job_id", "from", "to", "dry_run"})
+REDRIVE_FIELDS = frozenset({"ids", "all", "queue", "connection", "dry_run"})
+
+
+def unknown_fields(body: dict[str, object], known: frozenset[str]) -> func.HttpResponse | None:
+    """A 400 naming the fields of ``body`` outside ``known``, or a ``dry_run`` that is not a boolean; else None."""
+    unknown = sorted(str(name) for name in body if name not in known)
+    if unknown:
+        return error_response(400, "unknown_fields", f"unknown field(s) {', '.join(unknown)}; "
+                                                     f"this route reads {', '.join(sorted(known))}")
+    if "dry_run" in body and not isinstance(body["dry_run"], bool):
+        return error_response(400, "bad_request", "dry_run is true or false")
+    return None
+
+
 def replay_time(value: object) -> datetime:
     """One end of a replay window: an ISO 8601 time within the years storage can compare; else ValueError."""
     from shared.model import parse_utc_time
@@ -86,7 +103,8 @@ def ops_audit(req: func.HttpRequest) -> func.HttpResponse:
 @traced
 @answers_in_time
 def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
-    """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again."""
+    """``{"job_id": "..."}`` or ``{"from": "<ISO time>", "to": "<ISO time>"}``: send failed jobs again.
+    ``"dry_run": true`` only shows what would be sent to whom (masked); unknown fields are refused."""
     from shared.inputs import loads_json
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
@@ -98,9 +116,13 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(400, "malformed_json", "the body is not JSON")
     if not isinstance(body, dict) or not (body.get("job_id") or body.get("from")):
         return error_response(400, "bad_request", 'send {"job_id": "..."} or {"from": "<ISO time>", "to": "..."}')
+    refused = unknown_fields(body, REPLAY_FIELDS)
+    if refused is not None:
+        return refused
     stores, bus = get_stores(), get_bus()
+    dry_run = body.get("dry_run") is True
     if body.get("job_id"):
-        results = [replay_job(stores, bus, str(body["job_id"]))]
+        results = [replay_job(stores, bus, str(body["job_id"]), dry_run=dry_run)]
     else:
         try:
             since = replay_time(body["from"])
@@ -109,10 +131,14 @@ def ops_replay(req: func.HttpRequest) -> func.HttpResponse:
             return error_response(400, "bad_time", "from and to must be ISO 8601 times between the years "
                                                    f"{EARLIEST_TIME.year} and {LATEST_TIME.year}, "
                                                    "e.g. 2026-11-22T08:00:00Z")
-        results = replay_failed(stores, bus, since, until)
-    return json_response({"replayed": sum(r.replayed for r in results),
-                          "jobs": [{"job_id": r.job_id, "replayed": r.replayed, "reason": r.reason}
-                                   for r in results]})
+        results = replay_failed(stores, bus, since, until, dry_run=dry_run)
+    answer: dict[str, object] = {"replayed": sum(r.replayed for r in results),
+                                 "jobs": [{"job_id": r.job_id, "replayed": r.replayed, "reason": r.reason,
+                                           **({"would_replay": r.would, "preview": r.preview} if dry_run else {})}
+                                          for r in results]}
+    if dry_run:
+        answer |= {"dry_run": True, "would_replay": sum(r.would for r in results)}
+    return json_response(answer)
 
 
 @bp.function_name("ops_deadletters")
@@ -158,7 +184,8 @@ def ops_deadletter(req: func.HttpRequest) -> func.HttpResponse:
 @answers_in_time
 def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
     """``{"ids": ["..."]}``, or ``{"all": true}`` narrowed by ``queue`` and ``connection``: send the work
-    again. Each job still goes out at most once; an event is processed as new work."""
+    again. Each job still goes out at most once; an event is processed as new work. ``"dry_run": true``
+    only shows what each would do (addresses masked); unknown fields are refused."""
     from shared.inputs import loads_json
     from shared.pipeline.deadletters import redrive, redrive_all
     from shared.storage.bus import get_bus
@@ -172,12 +199,77 @@ def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
     if not isinstance(body, dict) or not (body.get("all") is True or (
             isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids))):
         return error_response(400, "bad_request", 'send {"ids": ["<dead letter id>", ...]} or {"all": true}')
+    refused = unknown_fields(body, REDRIVE_FIELDS)
+    if refused is not None:
+        return refused
     queue, connection = body.get("queue"), body.get("connection")
     stores, bus = get_stores(), get_bus()
+    dry_run = body.get("dry_run") is True
     if ids:
-        results = [redrive(stores, bus, letter_id) for letter_id in ids]
+        results = [redrive(stores, bus, letter_id, dry_run=dry_run) for letter_id in ids]
     else:
-        results = redrive_all(stores, bus, queue=queue, connection=connection)
-    return json_response({"redriven": sum(r.redriven for r in results),
-                          "dead_letters": [{"id": r.id, "redriven": r.redriven, "reason": r.reason}
-                                           for r in results]})
+        results = redrive_all(stores, bus, queue=queue, connection=connection, dry_run=dry_run)
+    answer: dict[str, object] = {
+        "redriven": sum(r.redriven for r in results),
+        "dead_letters": [{"id": r.id, "redriven": r.redriven, "reason": r.reason,
+                          **({"would_redrive": r.would, "preview": r.preview} if dry_run else {})} for r in results]}
+    if dry_run:
+        answer |= {"dry_run": True, "would_redrive": sum(r.would for r in results)}
+    return json_response(answer)
+
+
+# --- the operator console: its page and the reads behind its views (shared/console/) -----------------
+
+
+@bp.function_name("ops_console")
+@bp.route(route="ops/console", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_console(req: func.HttpRequest) -> func.HttpResponse:
+    """The console page (open it with ``?code=<master key>``; the page keeps the key and drops it from the URL)."""
+    from shared.console.page import page
+
+    body, headers = page()
+    return func.HttpResponse(body, status_code=200, mimetype="text/html", charset="utf-8", headers=headers)
+
+
+@bp.function_name("ops_story")
+@bp.route(route="ops/story", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_story(req: func.HttpRequest) -> func.HttpResponse:
+    """``q=`` a document number, record key, correlation id or masked phone: the matches, and the
+    timeline of the one record they come to. Texts people wrote stay masked."""
+    from shared.console.story import story
+    from shared.storage.tables import get_stores
+
+    query = (req.params.get("q") or "").strip()
+    if not query or len(query) > 400:
+        return error_response(400, "bad_request", "give q: a document number, record key, correlation id or "
+                                                  "masked phone (+1******34), at most 400 characters")
+    return json_response(story(get_stores(), query))
+
+
+@bp.function_name("ops_failures")
+@bp.route(route="ops/failures", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_failures(req: func.HttpRequest) -> func.HttpResponse:
+    """Jobs that did not reach their recipient (the last days, newest first) and open dead letters."""
+    from shared.console.failures import failures
+    from shared.storage.tables import get_stores
+
+    return json_response(failures(get_stores()))
+
+
+@bp.function_name("ops_counters")
+@bp.route(route="ops/counters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_counters(req: func.HttpRequest) -> func.HttpResponse:
+    """Queue depths, sends per minute (5 min) and failures per hour (24 h), from bounded reads."""
+    from shared.console.counters import counters
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    return json_response(counters(get_stores(), get_bus()))

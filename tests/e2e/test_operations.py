@@ -75,4 +75,4 @@ def test_cli_says_what_is_wrong(stack: Stack) -> None:
     missing = stack.cli("replay")
     assert missing.returncode == 2 and "one of the arguments --job --from is required" in missing.stderr
     unknown = stack.cli("replay", "--job", "no-such-job")
-    assert unknown.returncode == 0 and "no such job" in unknown.stdout
+    assert unknown.returncode == 1 and "no such job" in unknown.stdout

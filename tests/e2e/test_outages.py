@@ -157,3 +157,20 @@ def test_an_operator_lists_shows_and_redrives_a_dead_letter_from_the_cli(impatie
     again = stack.cli("deadletters", "redrive", letter_id)
     assert again.returncode == 1 and "already redriven" in again.stdout
     assert len(message_requests(stack, phone)) == 1
+
+
+def test_a_dry_run_redrive_previews_the_dead_letter_and_sends_nothing(impatient_stack: Stack) -> None:
+    stack, phone = impatient_stack, new_phone()
+    dead = dead_lettered(stack, "INV-DL-DRY", phone)
+    letter_id = dead["letter"]["id"]
+
+    preview = ops(stack, "POST", "deadletters/redrive", json={"ids": [letter_id], "dry_run": True}).json()
+    assert preview["dry_run"] is True and preview["redriven"] == 0 and preview["would_redrive"] == 1
+    [shown] = preview["dead_letters"]
+    assert shown["preview"]["queue"] == "erp-events" and shown["preview"]["record"] == dead["record"]
+    assert "processed again" in shown["preview"]["effect"] and phone not in str(preview)
+    cli = stack.cli("deadletters", "redrive", letter_id, "--dry-run")
+    assert cli.returncode == 0 and "1 of 1 dead letter(s) would be redriven (dry run)" in cli.stdout, cli.stdout
+    assert ops(stack, "GET", f"deadletters/{letter_id}").json()["state"] == "open"
+    assert "redriven" not in [entry["step"] for entry in steps_of(stack, dead["record"])]
+    assert not stack.twilio.messages(to=phone)
