@@ -8,7 +8,7 @@ PORT ?= 7071
 # Azurite's blob port; queue and table take the next two (or give all three: 20000,20001,20002).
 AZURITE_PORTS ?= 10000
 
-.PHONY: help install run validate test demo lint bench clean
+.PHONY: help install run validate test demo lint bench clean chromium
 # `make` alone lists the targets instead of building anything.
 .DEFAULT_GOAL := help
 
@@ -80,14 +80,13 @@ clean:
 ## Playwright comes pinned from requirements-dev.txt; `playwright install` is never run (it downloads a browser).
 CHROMIUM_PATH ?= /usr/bin/chromium
 export CHROMIUM_PATH
-.PHONY: chromium
 chromium:
 	@if [ -x "$(CHROMIUM_PATH)" ]; then exit 0; fi; \
 	echo "Chromium is missing at $(CHROMIUM_PATH): installing Debian's chromium package for the browser tests"; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq chromium; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; \
 	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
-		sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else \
 		echo "Cannot install chromium here (needs apt-get, as root or through sudo). Install it yourself or set" \
 		     "CHROMIUM_PATH to a Chromium; until then the browser tests skip (and fail when CI is set)." >&2; \
