@@ -71,6 +71,23 @@ HISTORY_CLOCK_MARGIN_SECONDS = 120.0
 CHANNEL_CACHE_TTL_SECONDS = 3600.0
 CHANNEL_LIST_PAGE_SIZE = 200
 CHANNEL_LIST_TYPES = "public_channel,private_channel"
+# The bot scopes each Web API method the app calls needs (Slack's method reference): the one list
+# the connection doctor compares with a token's grant, and docs/slack-app-manifest.yaml asks for.
+SCOPES_BY_METHOD: Mapping[str, tuple[str, ...]] = {
+    "chat.postMessage": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "chat.postEphemeral": ("chat:write",),
+    "users.lookupByEmail": ("users:read.email",),
+    "users.info": ("users:read",),
+    "conversations.open": ("im:write",),
+    "conversations.list": ("channels:read", "groups:read"),
+    "conversations.info": ("channels:read", "groups:read"),
+    "conversations.history": ("channels:history", "groups:history", "im:history"),
+    "views.open": (),
+    "views.update": (),
+    "auth.test": (),
+}
+NEEDED_SCOPES: tuple[str, ...] = tuple(dict.fromkeys(scope for scopes in SCOPES_BY_METHOD.values() for scope in scopes))
 # ok:false codes after which a post may or may not have happened.
 UNCERTAIN_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout", "service_unavailable"})
 
@@ -553,6 +570,21 @@ class SlackChannel:
         profile = response["user"].get("profile") or {}
         email, phone = profile.get("email"), profile.get("phone")
         return SlackProfile(str(email) if email else None, str(phone).strip() if phone else None)
+
+    # --- the app's set-up (the connection doctor reads it) -----------------------------------------
+
+    def auth_test(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """``auth.test``: who the token is, and the scopes it was granted (its ``x-oauth-scopes`` header)."""
+        response = self._call("auth.test", lambda client: client.auth_test())
+        granted = header_value(response.headers or {}, "x-oauth-scopes") or ""
+        return dict(response.data) if isinstance(response.data, dict) else {}, tuple(
+            scope.strip() for scope in granted.split(",") if scope.strip())
+
+    def conversation_info(self, channel_id: str) -> dict[str, Any]:
+        """``conversations.info``: the channel's name, whether it is archived, and whether the bot is in it."""
+        response = self._call("conversations.info", lambda client: client.conversations_info(channel=channel_id))
+        found = response.get("channel")
+        return dict(found) if isinstance(found, dict) else {}
 
     # --- requests from Slack -------------------------------------------------------------------
 
