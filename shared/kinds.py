@@ -54,6 +54,7 @@ class ErpKind:
     entities: tuple[str, ...]  # what its polls can read, as the adapter names them
     notes: bool = False  # replies can be written back against the ERP record
     decisions: bool = False  # approval cards' decisions can be written back to its workflow
+    doctor: str = ""  # the module whose ``checks(connection, context)`` the connection doctor runs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,7 @@ class ChannelKind:
     settings: ConnectionSettings
     flow: str  # the module that meets ``shared.pipeline.flows.ChannelFlow``
     carries: Mapping[str, RuleChannel] = field(default_factory=dict)  # the rule channels it carries, by name
+    doctor: str = ""  # the module whose ``checks(connection, context)`` the connection doctor runs
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -72,20 +74,24 @@ PHONE = AddressForm(E164, E164_REASON, phone=True)
 
 ERPS: Mapping[str, ErpKind] = MappingProxyType({kind.name: kind for kind in (
     ErpKind(name="dynamics", settings=dynamics.SETTINGS, adapter="shared.erp.dynamics.adapter",
-            entities=dynamics.ENTITIES, decisions=True),
+            entities=dynamics.ENTITIES, decisions=True, doctor="shared.doctor.dynamics"),
     ErpKind(name="syspro", settings=syspro.SETTINGS, adapter="shared.erp.syspro.adapter",
-            entities=syspro.ENTITIES, notes=True),
+            entities=syspro.ENTITIES, notes=True, doctor="shared.doctor.syspro"),
     ErpKind(name="sagex3", settings=sagex3.SETTINGS, adapter="shared.erp.sagex3.adapter",
-            entities=sagex3.ENTITIES, notes=True),
-    ErpKind(name="qad", settings=qad.SETTINGS, adapter="shared.erp.qad.adapter", entities=qad.ENTITIES, notes=True),
+            entities=sagex3.ENTITIES, notes=True, doctor="shared.doctor.sagex3"),
+    ErpKind(name="qad", settings=qad.SETTINGS, adapter="shared.erp.qad.adapter", entities=qad.ENTITIES, notes=True,
+            doctor="shared.doctor.qad"),
 )})
 
 CHANNELS: Mapping[str, ChannelKind] = MappingProxyType({kind.name: kind for kind in (
     ChannelKind(name="twilio", settings=twilio.SETTINGS, flow="shared.pipeline.twilio_flow",
+                doctor="shared.doctor.twilio",
                 carries={"sms": RuleChannel(PHONE, ("sms",)), "voice": RuleChannel(PHONE, ("voice",))}),
     ChannelKind(name="slack", settings=slack.SETTINGS, flow="shared.pipeline.slack_flow",
+                doctor="shared.doctor.slack",
                 carries={"slack": RuleChannel(AddressForm(slack.SLACK_TARGET, slack.SLACK_TARGET_REASON))}),
     ChannelKind(name="sendgrid", settings=sendgrid.SETTINGS, flow="shared.pipeline.email_flow",
+                doctor="shared.doctor.sendgrid",
                 carries={"email": RuleChannel(AddressForm(sendgrid.EMAIL_ADDRESS, sendgrid.EMAIL_REASON),
                                               ("email", "sms"))}),
 )})
@@ -122,5 +128,5 @@ def shown_address(channel: str, address: str) -> str:
 
 
 def load(module: str) -> Any:
-    """An adapter or flow module named in the list above, imported on first use."""
+    """An adapter, flow or doctor module named in the list above, imported on first use."""
     return importlib.import_module(module)

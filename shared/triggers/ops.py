@@ -218,6 +218,29 @@ def ops_deadletters_redrive(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(answer)
 
 
+# The doctor's own deadline, within the answer's 4.5 s (budget.ANSWER_SECONDS): a connection still
+# being checked then says so, and the answer goes out.
+DOCTOR_DEADLINE_SECONDS = 3.5
+
+
+@bp.function_name("ops_doctor")
+@bp.route(route="ops/doctor", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_doctor(req: func.HttpRequest) -> func.HttpResponse:
+    """Real round trips to each connection (``connection=`` for one): a pass or a failure per check, with
+    the fix to try. Connections are checked at once; secrets appear as the ``keyvault`` entry ``secrets``."""
+    from shared.config.loading import get_config
+    from shared.doctor.run import UnknownConnection, examine
+
+    connection = (req.params.get("connection") or "").strip() or None
+    try:
+        report = examine(get_config(), connection=connection, deadline_seconds=DOCTOR_DEADLINE_SECONDS)
+    except UnknownConnection:
+        return error_response(404, "not_found", f"no connection named {connection!r} in the configuration")
+    return json_response(report)
+
+
 # --- the operator console: its page and the reads behind its views (shared/console/) -----------------
 
 

@@ -506,6 +506,7 @@ class FakeDynamics(TlsFakeServer):
     def routes(self) -> Sequence[Route]:
         return [
             route("GET", r"/data/?", self._guarded(self._service_document)),
+            route("GET", r"/data/(?:\$|%24)metadata", self._guarded(self._metadata)),
             route("GET", r"/data/(?P<set>[A-Za-z_]\w*)", self._guarded(self._collection)),
             route("GET", r"/data/(?P<set>[A-Za-z_]\w*)\((?P<keys>.*)\)", self._guarded(self._single)),
             route("POST", r"/data/WorkflowWorkItems/Microsoft\.Dynamics\.DataEntities\.(?P<action>\w+)",
@@ -587,6 +588,26 @@ class FakeDynamics(TlsFakeServer):
                 "value": [{"name": name, "kind": "EntitySet", "url": name} for name in names],
             },
         )
+
+    def _metadata(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        """A CSDL document naming each entity set, its type and keys (F&O's is far larger)."""
+        with self._data_lock:
+            sets = sorted(self._sets.values(), key=lambda entity_set: entity_set.name)
+        types = "".join(
+            f'<EntityType Name="{entity_set.entity_type}"><Key>'
+            + "".join(f'<PropertyRef Name="{key}"/>' for key in entity_set.keys)
+            + "</Key>"
+            + "".join(f'<Property Name="{name}" Type="Edm.String"/>' for name in sorted(entity_set.fields()))
+            + "</EntityType>"
+            for entity_set in sets)
+        container = "".join(f'<EntitySet Name="{entity_set.name}" EntityType="{entity_set.qualified_type}"/>'
+                            for entity_set in sets)
+        document = ('<?xml version="1.0" encoding="utf-8"?>'
+                    '<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>'
+                    '<Schema Namespace="Microsoft.Dynamics.DataEntities" xmlns="http://docs.oasis-open.org/odata/ns/edm">'
+                    f'{types}<EntityContainer Name="Resources">{container}</EntityContainer></Schema>'
+                    '</edmx:DataServices></edmx:Edmx>')
+        return Response(200, document.encode("utf-8"), {"Content-Type": "application/xml", "OData-Version": "4.0"})
 
     def _collection(self, request: RecordedRequest, match: re.Match[str]) -> Response:
         entity_set = self._entity_set(match["set"])

@@ -27,6 +27,13 @@ Behaviour follows SendGrid's OpenAPI description of Mail Send (``twilio/sendgrid
   and ``stall_after_handling`` (the mail is accepted, then the answer is held back: the
   read timeout after which a client cannot know whether SendGrid has it).
 
+- What the connection doctor reads: ``GET /v3/scopes`` (``{"scopes": [...]}``, the key's
+  permissions; any valid key may read its own) and ``GET /v3/verified_senders``
+  (``{"results": [{"id", "nickname", "from_email", "from_name", "reply_to", "verified",
+  "locked", ...}]}``: the senders ``verify_sender`` verified, and those ``add_sender`` added
+  still waiting for their confirmation mail). Which permission SendGrid wants for the
+  sender list is unconfirmed; the fake asks for none beyond a valid key.
+
 Mail Send has no list endpoint, so there is no paging to imitate.
 
 Events to the app: the fake holds an ECDSA P-256 key pair (``public_key`` is what
@@ -69,6 +76,8 @@ from tests.fakes.server import (
 
 MAIL_SEND = "/v3/mail/send"
 MAIL_SEND_SCOPE = "mail.send"
+SCOPES = "/v3/scopes"
+VERIFIED_SENDERS = "/v3/verified_senders"
 MAX_BODY_BYTES = 30 * 1024 * 1024
 MAX_PERSONALIZATIONS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
@@ -148,6 +157,7 @@ class FakeSendGrid(FakeServer):
         self._state = threading.RLock()
         self._keys: dict[str, frozenset[str]] = {}
         self._senders: set[str] = set()
+        self._pending_senders: set[str] = set()  # added, their confirmation mail not yet clicked
         self._mails: list[Mail] = []
         self._sent_events: list[SentEvents] = []
         self._stalls: list[tuple[list[int], float, Callable[[RecordedRequest], bool]]] = []
@@ -166,6 +176,11 @@ class FakeSendGrid(FakeServer):
     def verify_sender(self, email: str) -> None:
         with self._state:
             self._senders.add(email.lower())
+
+    def add_sender(self, email: str) -> None:
+        """A Single Sender whose confirmation mail was not clicked: listed unverified, refused as ``from``."""
+        with self._state:
+            self._pending_senders.add(email.lower())
 
     def limit_rate(self, limit: int, period: float = 1.0) -> None:
         """At most ``limit`` mail sends per window of ``period`` seconds; more get 429."""
@@ -244,7 +259,34 @@ class FakeSendGrid(FakeServer):
     # --- routes ------------------------------------------------------------------------------
 
     def routes(self) -> Sequence[Route]:
-        return [route("POST", re.escape(MAIL_SEND), self._mail_send)]
+        return [route("POST", re.escape(MAIL_SEND), self._mail_send),
+                route("GET", re.escape(SCOPES), self._answering(self._scopes)),
+                route("GET", re.escape(VERIFIED_SENDERS), self._answering(self._verified_senders))]
+
+    def _answering(self, handler: Callable[[RecordedRequest], Response]) -> Callable[..., Response]:
+        def answer(request: RecordedRequest, _match: re.Match[str]) -> Response:
+            try:
+                return handler(request)
+            except SendGridError as error:
+                return self._errors(error.status, error.errors, error.headers)
+
+        return answer
+
+    def _scopes(self, request: RecordedRequest) -> Response:
+        with self._state:
+            scopes = self._keys.get(self._key_of(request), frozenset())
+        return Response.json(200, {"scopes": sorted(scopes)})
+
+    def _verified_senders(self, request: RecordedRequest) -> Response:
+        self._key_of(request)
+        with self._state:
+            senders = [(email, True) for email in sorted(self._senders)]
+            senders += [(email, False) for email in sorted(self._pending_senders - self._senders)]
+        return Response.json(200, {"results": [
+            {"id": index + 1, "nickname": email.split("@")[0], "from_email": email, "from_name": "",
+             "reply_to": email, "reply_to_name": "", "address": "1 Main St", "address2": "", "state": "CA",
+             "city": "San Francisco", "country": "USA", "zip": "94105", "verified": verified, "locked": False}
+            for index, (email, verified) in enumerate(senders)]})
 
     def _mail_send(self, request: RecordedRequest, _match: re.Match[str]) -> Response:
         try:
@@ -273,6 +315,18 @@ class FakeSendGrid(FakeServer):
         with self._state:
             self._mails.append(mail)
         return Response(202, b"", {"X-Message-Id": mail.message_id, "Server": "nginx"})
+
+    def _key_of(self, request: RecordedRequest) -> str:
+        """The request's API key when it is a known one; 401 otherwise, as SendGrid answers."""
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not key:
+            raise SendGridError(401, [_problem("authorization required", None)])
+        with self._state:
+            known = key in self._keys
+        if not known:
+            raise SendGridError(401, [_problem("The provided authorization grant is invalid, expired, or revoked",
+                                               None)])
+        return key
 
     def _authenticate(self, request: RecordedRequest) -> None:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")

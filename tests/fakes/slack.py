@@ -32,14 +32,16 @@ Behaviour follows Slack's Web API spec and the Slack reference (Part B):
   private=True)``; ``private=True, member=False`` is one it cannot see); Slack's conversation
   objects (``id``, ``name``, ``is_private``, ``is_archived``, ...).
 - Scopes: every scope is granted unless ``revoke_scope`` took it away; then the methods that
-  need it answer ``missing_scope`` with ``needed`` and ``provided``, as Slack does
+  need it answer ``missing_scope`` with ``needed`` and ``provided``, as Slack does; every
+  answer to a known token carries the granted scopes in ``x-oauth-scopes``
   (conversations.list: ``channels:read`` / ``groups:read`` per type asked for;
   conversations.history: ``channels:history``, ``groups:history`` or ``im:history`` by the
   channel's kind).
 - ``chat.update`` (``message_not_found``), ``chat.postEphemeral`` (``user_not_in_channel``
   for unknown users), ``users.lookupByEmail`` (``users_not_found``), ``users.info``
   (``user_not_found``; the profile carries ``email`` and ``phone``), ``conversations.open``
-  (a ``D...`` id per user), ``views.open`` (``expired_trigger_id`` unless the trigger was
+  (a ``D...`` id per user), ``conversations.info`` (``is_member``; ``channel_not_found`` for
+  an unknown channel or a private one the app is not in), ``views.open`` (``expired_trigger_id`` unless the trigger was
   issued by this fake within ``trigger_ttl`` seconds and not used yet), ``views.update``
   (by ``view_id`` or ``external_id``; ``not_found`` for an unknown view, and for one the
   user closed (``close_view``; Slack's answer there is unconfirmed), ``hash_conflict`` for a
@@ -517,6 +519,7 @@ class FakeSlack(FakeServer):
             "conversations.open": self._open_conversation,
             "conversations.history": self._history,
             "conversations.list": self._list_conversations,
+            "conversations.info": self._conversation_info,
             "views.open": self._open_view,
             "views.update": self._update_view,
             "auth.test": self._auth_test,
@@ -529,10 +532,11 @@ class FakeSlack(FakeServer):
                 self._authenticate(request, arguments)
                 if method is None:
                     raise SlackApiFailure("unknown_method")
-                return Response.json(200, {"ok": True, **method(arguments)})
+                return Response.json(200, {"ok": True, **method(arguments)}, self._scope_header())
             except SlackApiFailure as failure:
-                return Response.json(failure.status, {"ok": False, "error": failure.error, **failure.extra},
-                                     failure.headers)
+                headers = {**(self._scope_header() if failure.error not in ("not_authed", "invalid_auth") else {}),
+                           **(failure.headers or {})}
+                return Response.json(failure.status, {"ok": False, "error": failure.error, **failure.extra}, headers)
 
         return [
             route("POST", r"/api/(?P<method>[A-Za-z.]+)", api),
@@ -667,6 +671,24 @@ class FakeSlack(FakeServer):
         more = len(listed) > limit
         return {"channels": page,
                 "response_metadata": {"next_cursor": _cursor_for(page[-1]["id"], "after") if more else ""}}
+
+    def _scope_header(self) -> dict[str, str]:
+        """The scopes granted to the token, as Slack reports them on every Web API answer."""
+        with self._state_lock:
+            return {"x-oauth-scopes": ",".join(sorted(self._scopes))}
+
+    def _conversation_info(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """One channel by ID: a private one the app is not in is not found, as Slack answers."""
+        channel_id = str(arguments.get("channel") or "")
+        with self._state_lock:
+            known = channel_id in self._channels and channel_id[:1] in "CG"
+            private = channel_id in self._private
+            hidden = private and channel_id in self._not_member
+        if not known or hidden:
+            raise SlackApiFailure("channel_not_found")
+        self._require_scope("groups:read" if private else "channels:read")
+        with self._state_lock:
+            return {"channel": self._conversation_resource(channel_id)}
 
     def _conversation_resource(self, channel_id: str) -> dict[str, Any]:
         """A channel as conversations.list shows it (lock held)."""

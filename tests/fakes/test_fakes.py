@@ -800,3 +800,36 @@ def test_require_spec_skips_when_the_specs_are_absent(monkeypatch: pytest.Monkey
     assert openapi.specs_dir() == tmp_path / "specs"
     with pytest.raises(pytest.skip.Exception, match="set ML_CONNECTOR_SHARED_DIR"):
         require_spec(API_SPEC)
+
+
+def test_the_account_its_numbers_and_services_are_read_as_the_specs_describe(
+    twilio_fake: FakeTwilio, account: TwilioCredentials, client: Client
+) -> None:
+    api_spec, verify_spec = require_spec(API_SPEC), require_spec(VERIFY_SPEC)
+    twilio_fake.set_number_webhooks(SENDER, sms_url="https://app.example.com/api/twilio/inbound/sms")
+
+    fetched = client.api.v2010.accounts(account.account_sid).fetch()
+    assert fetched.status == "active"
+    assert validate_response(api_spec, "api.v2010.account", last_response_body(client),
+                             allow_unknown_fields=False) == []
+    numbers = client.api.v2010.accounts(account.account_sid).incoming_phone_numbers.list(phone_number=SENDER)
+    assert [number.sms_url for number in numbers] == ["https://app.example.com/api/twilio/inbound/sms"]
+    page = last_response_body(client)
+    listing = api_spec["paths"]["/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json"]["get"]
+    assert set(page) == set(listing["responses"]["200"]["content"]["application/json"]["schema"]["properties"])
+    assert validate_response(api_spec, "api.v2010.account.incoming_phone_number", page["incoming_phone_numbers"][0],
+                             allow_unknown_fields=False) == []
+    assert client.api.v2010.accounts(account.account_sid).incoming_phone_numbers.list(phone_number=CUSTOMER) == []
+    assert client.verify.v2.services(account.verify_service_sid).fetch().sid == account.verify_service_sid
+    assert validate_response(verify_spec, "verify.v2.service", last_response_body(client),
+                             allow_unknown_fields=False) == []
+    client.messaging.base_url = twilio_fake.base_url
+    assert client.messaging.v1.services(account.messaging_service_sid).fetch().account_sid == account.account_sid
+
+    with pytest.raises(TwilioRestException) as raised:
+        client.verify.v2.services("VA" + "0" * 32).fetch()
+    assert (raised.value.status, raised.value.code) == (404, 20404)
+    other = twilio_fake.add_test_account()
+    with pytest.raises(TwilioRestException) as raised:
+        client.api.v2010.accounts(other.account_sid).fetch()
+    assert (raised.value.status, raised.value.code) == (401, 20003)

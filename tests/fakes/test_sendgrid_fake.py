@@ -222,3 +222,19 @@ def test_each_event_has_its_own_id_and_the_fields_of_its_kind(sendgrid: FakeSend
     assert len({event["sg_event_id"] for event in events}) == 5
     assert events[1]["attempt"] == "1" and events[2]["type"] == "bounce" and events[3]["reason"]
     assert sendgrid.event_for(mail, "delivered", timestamp=1600112492)["timestamp"] == 1600112492
+
+
+def test_a_key_reads_its_scopes_and_the_sender_identities(sendgrid: FakeSendGrid, key: str) -> None:
+    narrow = sendgrid.add_api_key(scopes=("stats.read",))
+    sendgrid.add_sender("pending@contoso.example")
+
+    def get(path: str, api_key: str) -> requests.Response:
+        return requests.get(sendgrid.base_url + path, headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+
+    assert get("/v3/scopes", key).json() == {"scopes": ["mail.send"]}
+    assert get("/v3/scopes", narrow).json() == {"scopes": ["stats.read"]}
+    listed = get("/v3/verified_senders", key).json()["results"]
+    senders = {sender["from_email"]: sender["verified"] for sender in listed}
+    assert senders == {SENDER: True, "pending@contoso.example": False}
+    assert get("/v3/scopes", "SG.unknown").status_code == 401
+    assert get("/v3/verified_senders", "SG.unknown").status_code == 401

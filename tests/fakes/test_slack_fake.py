@@ -552,3 +552,20 @@ def test_response_url_records_json_posted_to_it(slack: FakeSlack) -> None:
     assert [post.body for post in slack.response_url_posts] == [
         {"text": "Approved", "replace_original": True, "response_type": "ephemeral"}
     ]
+
+
+def test_conversations_info_shows_membership_and_every_answer_the_granted_scopes(slack: FakeSlack,
+                                                                                client: WebClient) -> None:
+    slack.add_channel("C0OUTSIDE1", "outside", member=False)
+
+    inside = client.conversations_info(channel=FINANCE)
+    outside = client.conversations_info(channel="C0OUTSIDE1")
+
+    assert (inside["channel"]["is_member"], outside["channel"]["is_member"]) == (True, False)
+    assert_valid("/conversations.info", inside.data)
+    assert "chat:write" in inside.headers["x-oauth-scopes"].split(",")
+    assert api_error(lambda: client.conversations_info(channel="C0NOSUCH01")).response["error"] == "channel_not_found"
+    slack.revoke_scope("channels:read")
+    refused = api_error(lambda: client.conversations_info(channel=FINANCE))
+    assert refused.response["error"] == "missing_scope"
+    assert "channels:read" not in refused.response.headers["x-oauth-scopes"]

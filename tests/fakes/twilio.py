@@ -42,6 +42,13 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   ``pending``/``approved``, 429 code 60202 once 5 wrong codes were tried, 404 code 20404
   for an approved, canceled or expired verification (TTL ``verification_ttl``, default
   600 s; ``expire_verifications()``), 60200 for a bad ``To``/``Channel``/``Code``.
+- The account's set-up, as the connection doctor reads it: ``GET .../Accounts/{Sid}.json``
+  (the account; ``set_account_status`` makes it ``suspended`` or ``closed``),
+  ``GET .../IncomingPhoneNumbers.json`` (filter ``PhoneNumber``, paged like Messages under
+  ``incoming_phone_numbers``; ``add_incoming_number`` with its ``sms_url`` and
+  ``status_callback``, ``set_number_webhooks`` to point them elsewhere), Messaging v1
+  ``GET /v1/Services/{Sid}`` (``add_messaging_service``) and Verify v2 ``GET /v2/Services/{Sid}``;
+  another account's or an unknown resource is 404 code 20404, as Twilio answers.
 - Failure injection from the base: ``fail_next(status=429)`` answers Twilio's 20429 body
   with ``Retry-After: 2``; 500 and 503 carry 20500 / 20503. The base's ``delay_next`` stalls
   *before* handling (nothing is created); ``stall_after_handling`` handles the request first
@@ -210,6 +217,37 @@ class TwilioCredentials:
     messaging_service_sid: str
     verify_service_sid: str
     phone_number: str
+
+
+@dataclass
+class IncomingNumber:
+    """A phone number of an account, with the webhooks Twilio calls for it."""
+
+    sid: str
+    account_sid: str
+    phone_number: str
+    sms_url: str = ""
+    status_callback: str = ""
+    date_created: datetime = field(default_factory=lambda: _now())
+
+    def resource(self) -> dict[str, Any]:
+        created = rfc2822(self.date_created)
+        return {
+            "account_sid": self.account_sid, "address_requirements": "none", "address_sid": None,
+            "api_version": API_VERSION, "beta": False,
+            "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+            "date_created": created, "date_updated": created, "friendly_name": _formatted(self.phone_number),
+            "identity_sid": None, "phone_number": self.phone_number, "origin": "twilio", "sid": self.sid,
+            "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": None, "sms_method": "POST",
+            "sms_url": self.sms_url or None, "status_callback": self.status_callback or None,
+            "status_callback_method": "POST",
+            "trunk_sid": None,
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers/{self.sid}.json",
+            "voice_receive_mode": "voice", "voice_application_sid": None, "voice_caller_id_lookup": False,
+            "voice_fallback_method": "POST", "voice_fallback_url": None, "voice_method": "POST", "voice_url": None,
+            "emergency_status": "Inactive", "emergency_address_sid": None, "emergency_address_status": "unregistered",
+            "bundle_sid": None, "status": "in-use", "type": "local",
+        }
 
 
 @dataclass
@@ -435,6 +473,9 @@ class FakeTwilio(FakeServer):
         self._accounts: dict[str, str] = {}
         self._api_keys: dict[str, tuple[str, str]] = {}
         self._verify_services: dict[str, str] = {}
+        self._account_status: dict[str, str] = {}
+        self._numbers: dict[str, IncomingNumber] = {}  # by phone number
+        self._messaging_services: dict[str, dict[str, Any]] = {}  # by sid: account_sid, inbound_request_url
         self._opted_out: set[str] = set()
         self._landlines: set[str] = set()
         self._messages: dict[str, Message] = {}
@@ -460,6 +501,29 @@ class FakeTwilio(FakeServer):
         with self._state:
             self._verify_services[service_sid] = account_sid
 
+    def set_account_status(self, account_sid: str, status: str) -> None:
+        """``active`` (the default), ``suspended`` or ``closed``, as the account resource shows it."""
+        with self._state:
+            self._account_status[account_sid] = status
+
+    def add_incoming_number(self, account_sid: str, number: str, *, sms_url: str = "",
+                            status_callback: str = "") -> None:
+        with self._state:
+            self._numbers[number] = IncomingNumber(new_sid("PN"), account_sid, number, sms_url, status_callback)
+
+    def set_number_webhooks(self, number: str, *, sms_url: str | None = None,
+                            status_callback: str | None = None) -> None:
+        """Point a number's SmsUrl or StatusCallback somewhere (the Console's Messaging configuration)."""
+        with self._state:
+            found = self._numbers[number]
+            found.sms_url = found.sms_url if sms_url is None else sms_url
+            found.status_callback = found.status_callback if status_callback is None else status_callback
+
+    def add_messaging_service(self, service_sid: str, account_sid: str, *, inbound_request_url: str = "") -> None:
+        with self._state:
+            self._messaging_services[service_sid] = {"account_sid": account_sid,
+                                                     "inbound_request_url": inbound_request_url}
+
     def add_opted_out(self, number: str) -> None:
         """The recipient replied STOP: sends to it fail with 21610."""
         with self._state:
@@ -484,6 +548,8 @@ class FakeTwilio(FakeServer):
         self.add_account(credentials.account_sid, credentials.auth_token)
         self.add_api_key(credentials.account_sid, credentials.api_key_sid, credentials.api_key_secret)
         self.add_verify_service(credentials.verify_service_sid, credentials.account_sid)
+        self.add_incoming_number(credentials.account_sid, credentials.phone_number)
+        self.add_messaging_service(credentials.messaging_service_sid, credentials.account_sid)
         return credentials
 
     def stall_after_handling(self, n: int = 1, seconds: float = 1.0, match: RequestFilter = None) -> None:
@@ -567,6 +633,10 @@ class FakeTwilio(FakeServer):
         account = rf"/{API_VERSION}/Accounts/(?P<account>[^/]+)"
         service = r"/v2/Services/(?P<service>[^/]+)"
         return [
+            route("GET", rf"{account}\.json", self._answering(self._fetch_account)),
+            route("GET", rf"{account}/IncomingPhoneNumbers\.json", self._answering(self._list_numbers)),
+            route("GET", r"/v1/Services/(?P<service>[^/]+)", self._answering(self._fetch_messaging_service)),
+            route("GET", r"/v2/Services/(?P<service>[^/]+)", self._answering(self._fetch_verify_service)),
             route("POST", rf"{account}/Messages\.json", self._answering(self._create_message)),
             route("GET", rf"{account}/Messages\.json", self._answering(self._list_messages)),
             route("GET", rf"{account}/Messages/(?P<sid>[^/]+)\.json", self._answering(self._fetch_message)),
@@ -625,6 +695,66 @@ class FakeTwilio(FakeServer):
         if owner != account_sid:
             raise _not_found(request.path)
         return account_sid
+
+    # --- the account's set-up ------------------------------------------------------------------
+
+    def _fetch_account(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._account_for_path(request, match)
+        with self._state:
+            status = self._account_status.get(account_sid, "active")
+            token = self._accounts[account_sid]
+        created = rfc2822(_now())
+        return self._json(200, {
+            "auth_token": token, "date_created": created, "date_updated": created, "friendly_name": "Fake account",
+            "owner_account_sid": account_sid, "sid": account_sid, "status": status,
+            "subresource_uris": {"messages": f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"},
+            "type": "Full", "uri": f"/{API_VERSION}/Accounts/{account_sid}.json",
+        })
+
+    def _list_numbers(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._account_for_path(request, match)
+        wanted = request.query_value("PhoneNumber")
+        page_size = _bounded_int(request.query_value("PageSize"), "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        with self._state:
+            found = [number.resource() for number in self._numbers.values()
+                     if number.account_sid == account_sid and (wanted is None or number.phone_number == wanted)]
+        query = urlencode([*(("PhoneNumber", wanted),) * (wanted is not None), ("PageSize", str(page_size))])
+        uri = f"{request.path}?{query}&Page=0"
+        return self._json(200, {"incoming_phone_numbers": found[:page_size], "first_page_uri": uri,
+                                "next_page_uri": None, "previous_page_uri": None, "page": 0, "page_size": page_size,
+                                "uri": uri, "start": 0, "end": max(len(found[:page_size]) - 1, 0)})
+
+    def _fetch_messaging_service(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._authenticated_account(request)
+        sid = match["service"]
+        with self._state:
+            service = self._messaging_services.get(sid)
+        if service is None or service["account_sid"] != account_sid:
+            raise _not_found(request.path)
+        created = iso8601(_now())
+        return self._json(200, {
+            "account_sid": account_sid, "sid": sid, "friendly_name": "Fake service", "date_created": created,
+            "date_updated": created, "inbound_request_url": service["inbound_request_url"] or None,
+            "inbound_method": "POST", "fallback_url": None, "fallback_method": "POST", "status_callback": None,
+            "sticky_sender": True, "mms_converter": True, "smart_encoding": True, "scan_message_content": "inherit",
+            "fallback_to_long_code": False, "area_code_geomatch": True, "validity_period": 36000,
+            "synchronous_validation": True, "usecase": "undeclared", "us_app_to_person_registered": False,
+            "use_inbound_webhook_on_number": False, "url": f"{self.base_url}/v1/Services/{sid}",
+            "links": {"phone_numbers": f"{self.base_url}/v1/Services/{sid}/PhoneNumbers"},
+        })
+
+    def _fetch_verify_service(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._service_account(request, match)
+        sid = match["service"]
+        created = iso8601(_now())
+        return self._json(200, {
+            "sid": sid, "account_sid": account_sid, "friendly_name": "Fake Verify", "code_length": self.code_length,
+            "lookup_enabled": False, "psd2_enabled": False, "skip_sms_to_landlines": False,
+            "dtmf_input_required": True, "tts_name": None, "do_not_share_warning_enabled": False,
+            "custom_code_enabled": False, "push": {}, "totp": {}, "default_template_sid": None, "whatsapp": {},
+            "passkeys": {}, "verify_event_subscription_enabled": False, "date_created": created,
+            "date_updated": created, "url": f"{self.base_url}/v2/Services/{sid}", "links": {},
+        })
 
     # --- Messages ----------------------------------------------------------------------------
 

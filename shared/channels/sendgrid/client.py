@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAIL_SEND_PATH = "/v3/mail/send"
+SCOPES_PATH = "/v3/scopes"
+VERIFIED_SENDERS_PATH = "/v3/verified_senders"
 CUSTOM_ARG = "mlc_job_id"  # our custom arg; events carry it as a top-level field
 # SendGrid's mail send limits reset within seconds: wait 1 s without a hint, sleep up to 2 s inline.
 SENDGRID_RETRY_POLICY = RetryPolicy(default_retry_after=1.0, inline_wait_limit=2.0, max_attempts=4)
@@ -176,6 +178,23 @@ class SendGridChannel:
             raise MailRejected(f"unexpected answer to a mail send: HTTP {response.status_code}",
                                response.status_code)
         return MailResult(response.headers.get("X-Message-Id", ""))
+
+    def scopes(self) -> list[str]:
+        """The API key's permissions (``GET /v3/scopes``); HttpFailure when SendGrid refuses the key."""
+        body = self._read(SCOPES_PATH)
+        return [str(scope) for scope in body.get("scopes") or []]
+
+    def verified_senders(self) -> list[dict[str, Any]]:
+        """The account's Single Sender identities (``GET /v3/verified_senders``): ``from_email``, ``verified``."""
+        body = self._read(VERIFIED_SENDERS_PATH)
+        return [sender for sender in body.get("results") or [] if isinstance(sender, dict)]
+
+    def _read(self, path: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._api_key()}", "Accept": "application/json"}
+        response = self._http.get(self.connection.api_base_url.rstrip("/") + path, headers=headers,
+                                  allow_redirects=False)
+        body = response.json()
+        return body if isinstance(body, dict) else {}
 
     def mail_body(self, to: str, subject: str, text: str, job_id: str) -> dict[str, Any]:
         sender: dict[str, str] = {"email": self.connection.from_email}

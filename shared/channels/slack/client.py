@@ -73,19 +73,23 @@ CHANNEL_LIST_PAGE_SIZE = 200
 CHANNEL_LIST_TYPES = "public_channel,private_channel"
 # The bot scopes each Web API method called here needs (Slack's method reference; the Web API
 # spec lists them per method), narrowed to the conversations the app uses: cards go to public and
-# private channels and to DMs with approvers. docs/slack-app-manifest.yaml grants them all.
+# private channels and to DMs with approvers. docs/slack-app-manifest.yaml grants them all, and the
+# connection doctor compares a token's grant with them.
 METHOD_SCOPES: Mapping[str, tuple[str, ...]] = {
     "chat.postMessage": ("chat:write",),
     "chat.update": ("chat:write",),
     "chat.postEphemeral": ("chat:write",),
     "conversations.history": ("channels:history", "groups:history", "im:history"),
     "conversations.list": ("channels:read", "groups:read"),  # CHANNEL_LIST_TYPES
+    "conversations.info": ("channels:read", "groups:read"),
     "conversations.open": ("im:write",),
     "views.open": (),
     "views.update": (),
     "users.lookupByEmail": ("users:read.email",),
     "users.info": ("users:read",),
+    "auth.test": (),
 }
+NEEDED_SCOPES: tuple[str, ...] = tuple(dict.fromkeys(scope for scopes in METHOD_SCOPES.values() for scope in scopes))
 # ok:false codes after which a post may or may not have happened.
 UNCERTAIN_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout", "service_unavailable"})
 
@@ -568,6 +572,21 @@ class SlackChannel:
         profile = response["user"].get("profile") or {}
         email, phone = profile.get("email"), profile.get("phone")
         return SlackProfile(str(email) if email else None, str(phone).strip() if phone else None)
+
+    # --- the app's set-up (the connection doctor reads it) -----------------------------------------
+
+    def auth_test(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """``auth.test``: who the token is, and the scopes it was granted (its ``x-oauth-scopes`` header)."""
+        response = self._call("auth.test", lambda client: client.auth_test())
+        granted = header_value(response.headers or {}, "x-oauth-scopes") or ""
+        return dict(response.data) if isinstance(response.data, dict) else {}, tuple(
+            scope.strip() for scope in granted.split(",") if scope.strip())
+
+    def conversation_info(self, channel_id: str) -> dict[str, Any]:
+        """``conversations.info``: the channel's name, whether it is archived, and whether the bot is in it."""
+        response = self._call("conversations.info", lambda client: client.conversations_info(channel=channel_id))
+        found = response.get("channel")
+        return dict(found) if isinstance(found, dict) else {}
 
     # --- requests from Slack -------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.channels.twilio.connection import messaging_base_url
 from shared.clients import PerConnection
 from shared.http import (
     DEFAULT_POOL_MAXSIZE,
@@ -317,6 +318,7 @@ class TwilioChannel:
         client.edge = None
         client.api.base_url = connection.api_base_url.rstrip("/")
         client.verify.base_url = connection.verify_base_url.rstrip("/")
+        client.messaging.base_url = messaging_base_url(connection)
         return client
 
     def close(self) -> None:
@@ -464,6 +466,32 @@ class TwilioChannel:
                 f"Twilio connection {self.connection.name!r} has no verify_service_sid: Verify needs its service"
             )
         return self._client.verify.v2.services(sid)
+
+    # --- the account's set-up (the connection doctor reads it) --------------------------------------
+
+    def fetch_account(self) -> Any:
+        """The connection's account (``GET /2010-04-01/Accounts/{Sid}.json``): proves the credentials."""
+        sid = self.connection.account_sid
+        return self._call(lambda: self._client.api.v2010.accounts(sid).fetch(), idempotent=True,
+                          action="fetch the account")
+
+    def incoming_numbers(self, number: str) -> list[Any]:
+        """The account's phone numbers equal to ``number`` (IncomingPhoneNumbers filtered by PhoneNumber)."""
+        sid = self.connection.account_sid
+        return self._call(
+            lambda: self._client.api.v2010.accounts(sid).incoming_phone_numbers.list(phone_number=number, limit=20),
+            idempotent=True, action="list the account's numbers")
+
+    def fetch_messaging_service(self) -> Any:
+        """The connection's Messaging Service (Messaging v1 ``Services/{Sid}``)."""
+        sid = self.connection.messaging_service_sid or ""
+        return self._call(lambda: self._client.messaging.v1.services(sid).fetch(), idempotent=True,
+                          action="fetch the Messaging Service")
+
+    def fetch_verify_service(self) -> Any:
+        """The connection's Verify service (Verify v2 ``Services/{Sid}``)."""
+        service = self._verify_service()
+        return self._call(service.fetch, idempotent=True, action="fetch the Verify service")
 
     # --- webhooks --------------------------------------------------------------------------------
 

@@ -46,6 +46,15 @@ MESSAGING_SERVICE_SENDS_PER_SECOND = 1.0
 TOLL_FREE = re.compile(r"\+1(800|833|844|855|866|877|888)\d{7}")
 
 
+def messaging_base_url(connection: TwilioConnection) -> str:
+    """Where Messaging Services are read: Twilio's ``messaging.`` host beside its ``api.`` host
+    (``https://api.twilio.com`` -> ``https://messaging.twilio.com``, regional edges alike); a
+    stand-in on another host serves them at its api_base_url."""
+    base = connection.api_base_url.rstrip("/")
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://messaging.{rest[len('api.'):]}" if rest.startswith("api.") else base
+
+
 def sender_of(connection: TwilioConnection) -> str:
     """What an SMS is sent from: the Messaging Service when there is one (the client sends by it), else the number."""
     return connection.messaging_service_sid or connection.from_number or ""

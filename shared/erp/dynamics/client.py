@@ -237,6 +237,15 @@ class DynamicsClient:
             return None
         return answer if isinstance(answer, dict) else {"value": answer}
 
+    def sign_in(self) -> None:
+        """Get a token now (ClientAuthenticationError with Entra's AADSTS code when refused)."""
+        self._token()
+
+    def metadata(self) -> str:
+        """The service's ``$metadata`` document (CSDL XML): its entity sets and actions."""
+        response = self._call("GET", f"{self._base_url}/data/$metadata")
+        return response.text
+
     def close(self) -> None:
         with self._credential_lock:
             self._drop_credential()

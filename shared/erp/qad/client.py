@@ -252,6 +252,11 @@ class QadClient:
             log.warning("browse %s returned %d row(s) of another domain; ignored", browse.name, len(rows) - len(mine))
         return mine, next_token
 
+    def log_in(self) -> None:
+        """Log in now (or fetch a token), not at the first browse: QadLoginRefused when refused."""
+        with self._lock:
+            self._sign_in()
+
     def close(self) -> None:
         self._http.close()
 

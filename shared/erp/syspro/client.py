@@ -441,8 +441,16 @@ class EnetSession:
                           {"BusinessObject": business_object, "XmlParameters": parameters, "XmlIn": xml_in},
                           repeatable=False)
 
-    def logoff(self) -> None:
-        """End the session (a session left open holds a licence seat until it times out)."""
+    def logon(self) -> None:
+        """Log on now, not at the first query (the connection doctor checks the credentials so)."""
+        with self._lock:
+            self._logon_if_needed()
+
+    def logoff(self, *, quiet: bool = True) -> None:
+        """End the session (a session left open holds a licence seat until it times out).
+
+        A failed Logoff is logged, or raised when not ``quiet`` (the connection doctor reports it).
+        """
         with self._lock:
             user_id, self._user_id = self._user_id, None
             if user_id is None:
@@ -450,6 +458,8 @@ class EnetSession:
             try:
                 self._get("Logoff", "", {"UserId": user_id})
             except (HttpFailure, RetryLater) as exc:
+                if not quiet:
+                    raise
                 log.warning("SYSPRO Logoff of %s failed: %s", self.connection.name, exc)
 
     # --- internals ---------------------------------------------------------------------------
