@@ -134,4 +134,6 @@ def one_row(client: DynamicsClient, entity: str) -> Check:
 def _http_failed(name: str, failure: Exception) -> Check:
     status = getattr(failure, "status", None)
     fix = _STATUS_FIXES.get(status or 0, "see the detail; F&O's own message names the problem")
-    return failed(name, f"HTTP {status}: {failure}" if status else str(failure), fix)
+    detail = str(failure)  # HttpFailure's text names its status already
+    return failed(name, detail if not status or detail.startswith(f"HTTP {status}") else f"HTTP {status}: {detail}",
+                  fix)

@@ -150,3 +150,26 @@ def test_polls_and_connections_render_their_contracts_and_say_when_a_route_is_mi
     console.tab("Polls")
     expect(page.locator("#polls-note")).to_contain_text("not available")
     expect(page.locator("#polls tbody tr")).to_have_count(0)
+
+
+def test_the_connections_view_shows_the_doctors_real_checks_and_a_repaired_webhook_passes(console: Console) -> None:
+    """The doctor's round trips to the app's own fakes: the Twilio number's inbound URL points at nothing,
+    so its check fails with the URL to set; once set (as in the Twilio Console), the next run passes it."""
+    page, stack = console.page, console.stack
+    console.tab("Connections")
+    page.click("#run-checks")
+    twilio = page.locator('#doctor [data-connection="twilio-main"]')
+    inbound = twilio.locator("tr", has_text="Inbound SMS URL")
+    expect(inbound.locator("td").first).to_have_text("failed", timeout=WAIT_MS)
+    expect(inbound).to_contain_text(f"{stack.base_url}/api/twilio/inbound/twilio-main")
+    expect(twilio.locator("tr", has_text="Credentials").locator("td").first).to_have_text("ok")
+    expect(page.locator('#doctor [data-connection="slack-main"] tr', has_text="Scopes").locator("td").first
+           ).to_have_text("ok")
+    expect(page.locator('#doctor [data-connection="secrets"]')).to_contain_text("slack-bot-token")
+    expect(page.locator("#doctor-summary")).to_contain_text("Some checks failed")
+    console.screenshot()
+
+    stack.twilio.set_number_webhooks(stack.twilio_creds.phone_number,
+                                     sms_url=f"{stack.base_url}/api/twilio/inbound/twilio-main")
+    page.click("#run-checks")
+    expect(inbound.locator("td").first).to_have_text("ok", timeout=WAIT_MS)
