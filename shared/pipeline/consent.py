@@ -100,6 +100,8 @@ def _fact(row: Mapping[str, str | None], source: str, now: datetime) -> ConsentF
         raise ValueError(f"status {row.get('status')!r}: one of {', '.join(_STATUSES)}")
     at_text = (row.get("at") or "").strip()
     at = parse_utc_time(at_text) if at_text else now
+    if at > now:  # a date ahead would outrank every later STOP or START
+        raise ValueError(f"at {at_text!r} is in the future")
     return ConsentFact(channel, purpose, status, source, at)
 
 

@@ -204,10 +204,12 @@ def test_an_import_with_a_bad_row_imports_nothing_and_names_the_line(
         app: tuple, settings: StorageSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stores, _ = app
     phone = new_phone()
-    path = write_csv(tmp_path, [f"{phone},marketing,sms,withdrawn,", f"{phone},marketing,fax,withdrawn,"])
+    path = write_csv(tmp_path, [f"{phone},marketing,sms,withdrawn,", f"{phone},marketing,fax,withdrawn,",
+                                f"{phone},marketing,sms,granted,2099-01-01T00:00:00Z"])
 
     assert cli.main(["consent", "import", str(path)]) == 1
-    assert "line 3: channel 'fax'" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "line 3: channel 'fax'" in said and "line 4: at '2099-01-01T00:00:00Z' is in the future" in said
     assert last_step(stores, alert(stores, settings, "promo-sms", phone)).step == "sent"
 
 
