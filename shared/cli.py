@@ -10,6 +10,8 @@
     python -m shared.cli deadletters redrive --all [--queue erp-events] [--connection contoso-fo]
     python -m shared.cli validate config/connections.sample.json
     python -m shared.cli doctor [--connection contoso-fo] [--json]
+    python -m shared.cli consent import opt-ins.csv [--connection twilio-main]
+    python -m shared.cli consent export [--csv] [--reveal] [--connection twilio-main]
 
 Settings come from the environment, or from a local.settings.json given with --settings
 (validate needs neither settings nor storage).
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     add_deadletter_commands(commands)
     add_validate_command(commands)
     add_doctor_command(commands)
+    add_consent_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "validate":
         return run_validate(args.path)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "deadletters":
         return run_deadletters(args, stores)
+    if args.command == "consent":
+        return run_consent(args, stores)
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
 
@@ -174,6 +179,79 @@ def run_deadletters(args: argparse.Namespace, stores: Stores) -> int:
         return 0 if all(r.would for r in results) else 1
     print(f"{sum(r.redriven for r in results)} of {len(results)} dead letter(s) redriven")
     return 0 if all(r.redriven for r in results) else 1
+
+
+# --- consent: the registry of opt-ins and opt-outs, imported from CSV and exported for auditors ----------
+
+
+def add_consent_commands(commands: argparse._SubParsersAction) -> None:
+    consent = commands.add_parser("consent", help="import earlier opt-ins and opt-outs; export the consent registry")
+    actions = consent.add_subparsers(dest="action", required=True)
+    imported = actions.add_parser("import", help="a CSV file: number,purpose,channel,status[,at] with a header row")
+    imported.add_argument("path", type=Path)
+    imported.add_argument("--connection", action="append",
+                          help="the Twilio connection it is for (repeatable); default: every one in the configuration")
+    exported = actions.add_parser("export", help="every opt-in and opt-out, oldest first; numbers masked")
+    exported.add_argument("--csv", action="store_true", help="as CSV with a header row, instead of a table")
+    exported.add_argument("--reveal", action="store_true", help="the numbers in full (an auditor may need them)")
+    exported.add_argument("--connection", help="one Twilio connection only")
+
+
+def run_consent(args: argparse.Namespace, stores: Stores) -> int:
+    if args.action == "export":
+        return export_consent(stores, args.csv, args.reveal, args.connection)
+    return import_consent(stores, args.path, args.connection)
+
+
+def import_consent(stores: Stores, path: Path, connections: list[str] | None) -> int:
+    from shared.pipeline.consent import IMPORT_SOURCE, ImportResult, import_facts, read_import
+
+    if not path.exists():
+        print(f"error: {path}: file not found", file=sys.stderr)
+        return 2
+    targets = connections or twilio_connections()
+    if not targets:
+        print("error: no Twilio connection to import for: name one with --connection", file=sys.stderr)
+        return 2
+    with path.open(encoding="utf-8-sig", newline="") as lines:
+        facts, problems = read_import(lines, f"{IMPORT_SOURCE}:{path.name}")
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"nothing imported: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    result = import_facts(stores, targets, facts, ImportResult())
+    print(f"{result.recorded} consent record(s) imported for {', '.join(targets)}"
+          f"{f'; {result.older} older than what the registry holds, kept as it was' if result.older else ''}")
+    return 0
+
+
+def twilio_connections() -> list[str]:
+    from shared.channels.twilio.connection import TwilioConnection
+    from shared.config.loading import get_config
+
+    return sorted(name for name, connection in get_config().connections.items()
+                  if isinstance(connection, TwilioConnection))
+
+
+def export_consent(stores: Stores, as_csv: bool, reveal: bool, connection: str | None) -> int:
+    import csv
+
+    from shared.pipeline.consent import EXPORT_COLUMNS, export_rows
+
+    rows = export_rows(stores, reveal, connection)
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    count = 0
+    for row in rows:
+        print(f"{row['at'][:19]}  {row['connection']:<16} {row['number']:<16} {row['channel']:<5} "
+              f"{row['purpose']:<16} {row['status']:<9} {row['source']}")
+        count += 1
+    print(f"{count} consent record(s)")
+    return 0
 
 
 # --- validate: a configuration file checked as the app loads it, without settings or storage --------

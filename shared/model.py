@@ -206,7 +206,7 @@ class Change:
 # answer was lost, with no way to ask the provider; never sent again unless replayed. "expired":
 # not sent by the deadline of its rule's validity period; never sent.
 _STATUS_RANK: dict[str, int] = {
-    "pending": 0, "verifying": 1, "dead-lettered": 1, "dispatching": 2,
+    "pending": 0, "held": 0, "verifying": 1, "dead-lettered": 1, "dispatching": 2,
     "scheduled": 3, "accepted": 3, "unknown": 3, "queued": 4, "initiated": 4, "sending": 5, "ringing": 5,
     "sent": 6, "in-progress": 6,
     "delivered": 7, "undelivered": 7, "failed": 7, "completed": 7, "busy": 7, "no-answer": 7,

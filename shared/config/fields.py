@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from shared.config.model import Connection, PollSettings, SecretRef
+from shared.config.model import Connection, PollSettings, QuietHours, SecretRef
 
 Problem = tuple[str, str]
 Parser = Callable[[Any], Any]
@@ -266,6 +266,35 @@ def time_zone(value: Any) -> str:
     return value
 
 
+_CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+@described({"type": "string", "pattern": full_match(_CLOCK_TIME.pattern), "description": "A local time, HH:MM"})
+def clock_time(value: Any) -> str:
+    if not isinstance(value, str) or not _CLOCK_TIME.fullmatch(value):
+        raise Invalid("must be a time of day as HH:MM (00:00-23:59)")
+    return value
+
+
+def _quiet_hours_problems(values: Mapping[str, Any]) -> list[Problem]:
+    if values.get("start") is not None and values.get("start") == values.get("end"):
+        return [(".end", "must differ from start (a window of no length holds nothing)")]
+    return []
+
+
+@described(lambda: object_schema(QuietHours, QUIET_HOURS_FIELDS), shared_as="quiet_hours")
+def quiet_hours(value: Any) -> QuietHours:
+    """A daily quiet window: start, end (HH:MM, local) and optionally its time zone."""
+    values, problems = read_fields(value, QuietHours, QUIET_HOURS_FIELDS)
+    problems += _quiet_hours_problems(values)
+    if problems:
+        raise Invalid(problems=problems)
+    return QuietHours(**values)
+
+
+QUIET_HOURS_FIELDS: Mapping[str, Parser] = {"start": clock_time, "end": clock_time, "time_zone": time_zone}
+
+
 def object_of(cls: type, parsers: Mapping[str, Parser], *, shared_as: str | None = None) -> Parser:
     @described(lambda: object_schema(cls, parsers), shared_as=shared_as)
     def parse(value: Any) -> Any:
@@ -472,4 +501,4 @@ def _module_summary(cls: type) -> str | None:
 
 
 # The fragments the schema holds once under ``$defs`` (see ``described``).
-SHARED_SCHEMAS: tuple[Parser, ...] = (secret_ref, poll)
+SHARED_SCHEMAS: tuple[Parser, ...] = (secret_ref, poll, quiet_hours)

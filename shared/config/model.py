@@ -64,6 +64,21 @@ class PollSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QuietHours:
+    """A daily window in the recipient's time zone in which alerts are held until it ends, not dropped."""
+
+    start: str  # local time the window begins, "HH:MM" (e.g. "21:00")
+    end: str  # local time it ends, "HH:MM"; earlier than start: the next morning (e.g. "07:00")
+    time_zone: str | None = None  # IANA zone of the recipients; a record's own zone field wins; none: UTC
+
+
+# The purpose a rule's alerts serve when it names none: consent is given and withdrawn per purpose.
+DEFAULT_CATEGORY = "operational"
+# The record field that names the recipient's own time zone, when the ERP gives one.
+DEFAULT_TIME_ZONE_FIELD = "recipient_time_zone"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Connection:
     """What every connection has; ``kind`` is fixed per subclass (one per folder of ``shared/erp``
     and ``shared/channels``)."""
@@ -115,6 +130,14 @@ class Rule:
     verify_via: str | None = None
     verify_amount_field: str = "amount"
     verify_phone_field: str | None = None  # the approver's phone in the record; None: their Slack profile
+    # The purpose its alerts serve (consent is recorded per number, purpose and channel).
+    category: str = DEFAULT_CATEGORY
+    # Quiet hours for this rule's alerts (else the via connection's): held to the window's end.
+    quiet_hours: QuietHours | None = None
+    # Sent at once even inside quiet hours; the audit says so (quiet-hours-overridden).
+    critical: bool = False
+    # The record field naming the recipient's IANA time zone; it wins over the quiet hours' own zone.
+    time_zone_field: str = DEFAULT_TIME_ZONE_FIELD
 
 
 C = TypeVar("C", bound=Connection)

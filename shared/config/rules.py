@@ -137,6 +137,10 @@ def rule_parsers() -> Mapping[str, f.Parser]:
         "verify_via": f.text,
         "verify_amount_field": f.text,
         "verify_phone_field": f.text,
+        "category": f.name,
+        "quiet_hours": f.quiet_hours,
+        "critical": f.boolean,
+        "time_zone_field": f.text,
     }
 
 

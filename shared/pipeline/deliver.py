@@ -16,12 +16,19 @@ claims it before sending and, before any resend, asks its provider whether the f
   (``deliver_fresh``: SMS and calls): pacing and the opt-out check run before the job exists, so a
   pacing wait holds no claim, and the create is the claim. Every other delivery opens the job as it is.
 
+- A notification due inside its recipient's quiet hours (``shared.pipeline.quiet``) is held: sent again to
+  its queue, unchanged but for ``held_until``, with a delay until the window ends (a hold longer than the
+  queue allows comes back early and is held again), and audited ``held`` with the release time. Its rule's
+  ``critical`` sends it at once, audited ``quiet-hours-overridden``. A hold past its deadline comes back
+  and expires then, saying it was held. Nothing is written to the job while it is held.
+
 - Each channel kind names its flow in ``shared.kinds`` (SMS and calls: ``twilio_flow``; Slack
   cards: ``slack_flow``; email: ``email_flow``); a flow meets ``shared.pipeline.flows.ChannelFlow``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +38,7 @@ from shared.config.model import Connection
 from shared.model import NOTIFICATION, NOTIFICATIONS, Envelope, now_iso
 from shared.outcomes import PermanentFailure
 from shared.pipeline.jobs import DISPATCH_LEASE_SECONDS, change, deadline_of, mark_not_sent, open_job, reached_provider
+from shared.pipeline.quiet import release_time
 from shared.pipeline.registry import handles
 from shared.pipeline.twilio_flow import Delivery
 from shared.storage.tables import JobRow, Stores, get_stores
@@ -49,6 +57,8 @@ def deliver_notification(envelope: Envelope) -> None:
         raise PermanentFailure(f"no channel connection named {payload.get('via')!r} in the configuration "
                                f"(channel kinds: {', '.join(kinds.CHANNELS)})")
     flow = kinds.load(kind.flow)
+    if held_for_quiet_hours(stores, connection, envelope):
+        return
     if deliver_fresh(stores, connection, flow, envelope):
         return
     job = open_job(stores, envelope)
@@ -68,6 +78,41 @@ def deliver_fresh(stores: Stores, connection: Connection, flow: Any, envelope: E
     return bool(fresh(stores, connection, envelope, lambda job: expired(stores, connection, envelope, job)))
 
 
+def held_for_quiet_hours(stores: Stores, connection: Connection, envelope: Envelope) -> bool:
+    """Whether the notification is inside its quiet window and was put back on its queue until the window
+    ends. One past its deadline is not held: it expires now. A critical one is not held either."""
+    window = envelope.payload.get("quiet_hours")
+    if not isinstance(window, dict):
+        return False
+    now = datetime.now(UTC)
+    release = release_time(window, now)
+    if release is None or past_deadline(envelope):
+        return False
+    if envelope.payload.get("critical"):
+        if first_delivery(envelope):  # said once, not again on each retry inside the window
+            audit_delivery(stores, connection, envelope, "quiet-hours-overridden", quiet_until=release.isoformat(),
+                           reason="a critical rule: sent inside the recipient's quiet hours")
+        return False
+    from shared.storage.bus import MAX_DELAY_SECONDS, get_bus
+
+    until = release.isoformat()
+    held = replace(envelope, payload={**envelope.payload, "held_until": until})
+    get_bus().send(NOTIFICATIONS, held, min((release - now).total_seconds(), MAX_DELAY_SECONDS))
+    if envelope.payload.get("held_until") != until:  # a hold the queue cut short is not audited twice
+        deadline = deadline_of(envelope.payload)
+        audit_delivery(stores, connection, envelope, "held", status="held", held_until=until,
+                       time_zone=window.get("time_zone"), reason="the recipient's quiet hours",
+                       **({"expires_at": deadline.isoformat()} if deadline else {}))
+    return True
+
+
+def audit_delivery(stores: Stores, connection: Connection, envelope: Envelope, step: str, **detail: Any) -> None:
+    payload = envelope.payload
+    stores.audit.append(envelope.correlation_id, step, connection=connection.name, record=payload.get("record", ""),
+                        job_id=payload.get("job_id", ""), channel=payload.get("channel"), rule=payload.get("rule"),
+                        **detail)
+
+
 def first_delivery(envelope: Envelope) -> bool:
     """Whether this is the notification as routed, not retried, redriven or sent again by a replay or a
     Verify release (those carry keys of their own): its job most likely does not exist yet."""
@@ -85,6 +130,8 @@ def expired(stores: Stores, connection: Connection, envelope: Envelope, job: Job
     if deadline is None or datetime.now(UTC) < deadline:
         return False
     reason = f"not sent by {deadline.isoformat(timespec='seconds')}, the end of its rule's validity period"
+    if envelope.payload.get("held_until"):
+        reason += f"; held for the recipient's quiet hours until {envelope.payload['held_until']}"
     late = False
 
     def decide(row: JobRow) -> dict[str, Any] | None:

@@ -45,6 +45,7 @@ from shared.model import (
     parse_utc_time,
 )
 from shared.outcomes import PermanentFailure
+from shared.pipeline.quiet import window_for
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
 from shared.storage.bus import MessageBus, get_bus
@@ -196,11 +197,24 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
     if rule.valid_for_minutes is not None:
         start = since or datetime.now(UTC)
         payload["expires_at"] = (start + timedelta(minutes=rule.valid_for_minutes)).isoformat()
+    payload |= consent_and_quiet_hours(config, rule, fields)
     carrier = kinds.carrier_of(rule.channel)
     if carrier is None:
         raise PermanentFailure(f"rule {rule.id!r}: no channel kind carries {rule.channel!r}")
     flow = kinds.load(carrier.flow)
     return payload | flow.render(rule, config.template(rule.template), fields, event_type)
+
+
+def consent_and_quiet_hours(config: AppConfig, rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """What delivery checks before sending: the purpose consent is asked for, and the quiet window
+    (in the recipient's zone, read from the record now) with whether the rule overrides it."""
+    extra: dict[str, Any] = {"category": rule.category}
+    window = window_for(rule, config.connections.get(rule.via), fields)
+    if window is not None:
+        extra["quiet_hours"] = window
+        if rule.critical:
+            extra["critical"] = True
+    return extra
 
 
 def _audit_routed(audit: AuditBatch, correlation_id: str, source: str, record: str, job_id: str, rule: str,

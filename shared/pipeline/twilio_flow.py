@@ -21,6 +21,7 @@ from shared.config.model import Rule
 from shared.logs import mask_phone
 from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
+from shared.pipeline.consent import suppression, withdrawal_for
 from shared.pipeline.jobs import (
     AMBIGUOUS_RECHECK_SECONDS,
     JobAttempt,
@@ -60,8 +61,9 @@ class Delivery(JobAttempt):
         except InvalidNumber as exc:
             self.finish("failed", "failed", reason=str(exc), to=mask_phone(str(self.payload.get("to", ""))))
             return
-        if self.stores.opt_outs.is_opted_out(self.connection.name, number):
-            self.finish("suppressed", "suppressed", reason="the recipient replied STOP", to=mask_phone(number))
+        withdrawn = withdrawal_for(self.stores, self.connection.name, number, self.payload)
+        if withdrawn is not None:
+            self.finish("suppressed", "suppressed", to=mask_phone(number), **suppression(withdrawn))
             return
         channel = twilio_channel(self.connection)
         if status == "dispatching":
@@ -114,7 +116,8 @@ class Delivery(JobAttempt):
         except PermanentSendError as exc:
             if exc.opted_out:
                 self.stores.opt_outs.record(self.connection.name, number, True, "21610")
-                self.finish("suppressed", "suppressed", reason=str(exc), error_code=exc.code, to=mask_phone(number))
+                self.finish("suppressed", "suppressed", reason=str(exc), error_code=exc.code, to=mask_phone(number),
+                            withdrawn_by="21610", withdrawn_at=now_iso())
             else:
                 self.finish("failed", "failed", reason=str(exc), error_code=exc.code, to=mask_phone(number))
             return
@@ -157,13 +160,13 @@ def deliver(stores: Stores, connection: TwilioConnection, envelope: Envelope, jo
 
 def deliver_fresh(stores: Stores, connection: TwilioConnection, envelope: Envelope,
                   expired: Callable[[JobRow], bool]) -> bool:
-    """A notification's first delivery, before its job exists: the opt-out check and the wait for a send
+    """A notification's first delivery, before its job exists: the consent check and the wait for a send
     slot come first, with nothing written, so a pacing wait holds no claim; then the job is created
     already claimed (one write, not a create and a claim) and sent. A stop after the create leaves it
     ``dispatching``, and the next delivery asks Twilio before any resend, as for any claimed job.
 
     False, with nothing written, when the job needs its row first (a Verify gate, a number that is not
-    one, a recipient who replied STOP): the usual path then records why. A job that exists after all (a
+    one, a recipient who withdrew consent): the usual path then records why. A job that exists after all (a
     redelivery after a stop, a duplicate) goes on from its row unless ``expired``, its slot waited for."""
     from shared.channels.twilio.client import twilio_channel
     from shared.phones import InvalidNumber, normalize_number
@@ -175,7 +178,7 @@ def deliver_fresh(stores: Stores, connection: TwilioConnection, envelope: Envelo
         number = normalize_number(str(payload.get("to", "")), connection.default_region)
     except InvalidNumber:
         return False
-    if stores.opt_outs.is_opted_out(connection.name, number):
+    if withdrawal_for(stores, connection.name, number, payload) is not None:
         return False
     pace_sms(stores.pacing, connection, payload)
     claimed = open_claimed_job(stores, envelope, number)

@@ -579,22 +579,134 @@ class ProviderIndex:
 # --- opt-outs and contacts ---------------------------------------------------------------------
 
 
+# Consent is recorded per number, purpose (a rule's category) and channel; "*" stands for every purpose.
+EVERY_PURPOSE = "*"
+CONSENT_CHANNELS = ("sms", "voice")
+GRANTED, WITHDRAWN = "granted", "withdrawn"
+
+
+@dataclass(frozen=True)
+class ConsentFact:
+    """One opt-in or opt-out: for what (channel, purpose), which way, who said so (a keyword such as
+    STOP, Twilio's error 21610, an import) and when."""
+
+    channel: str
+    purpose: str
+    status: str  # GRANTED or WITHDRAWN
+    source: str
+    at: datetime
+
+    @property
+    def column(self) -> str:
+        return consent_column(self.channel, self.purpose)
+
+    def stored(self) -> str:
+        return json.dumps({"status": self.status, "source": self.source, "at": self.at.isoformat(),
+                           "purpose": self.purpose, "channel": self.channel}, separators=(",", ":"))
+
+
+def consent_column(channel: str, purpose: str) -> str:
+    """The row's column for one (channel, purpose): property names are identifiers, so a category's
+    hyphens become underscores (categories hold no underscores, so no two share a column)."""
+    if purpose == EVERY_PURPOSE:
+        return f"ConsentAll_{channel}"
+    return f"Consent_{channel}_{purpose.replace('-', '_')}"
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What one number said to one sending connection, read in one request."""
+
+    facts: Mapping[tuple[str, str], ConsentFact]
+
+    def withdrawal(self, channel: str, purpose: str) -> ConsentFact | None:
+        """The opt-out that stops a message of ``purpose`` on ``channel``: the latest fact about that purpose
+        or every purpose, when it withdrew consent; None when nothing was said or the latest granted it."""
+        said = [fact for key in ((channel, purpose), (channel, EVERY_PURPOSE)) if (fact := self.facts.get(key))]
+        if not said:
+            return None
+        latest = max(said, key=lambda fact: fact.at)
+        return latest if latest.status == WITHDRAWN else None
+
+
+def _consent_facts(row: Mapping[str, Any]) -> dict[tuple[str, str], ConsentFact]:
+    facts: dict[tuple[str, str], ConsentFact] = {}
+    for name, value in row.items():
+        if name.startswith(("Consent_", "ConsentAll_")) and isinstance(value, str):
+            stored = json.loads(value)
+            fact = ConsentFact(stored["channel"], stored["purpose"], stored["status"], stored["source"],
+                               datetime.fromisoformat(stored["at"]))
+            facts[(fact.channel, fact.purpose)] = fact
+    if ("sms", EVERY_PURPOSE) not in facts and "OptedOut" in row:  # a row from before the registry: a STOP or START
+        at = row.get("At")
+        facts[("sms", EVERY_PURPOSE)] = ConsentFact("sms", EVERY_PURPOSE, WITHDRAWN if row["OptedOut"] else GRANTED,
+                                                    str(row.get("Keyword") or ""),
+                                                    _aware(at) if isinstance(at, datetime) else utc_now())
+    return facts
+
+
 class OptOutStore:
-    """Numbers that replied STOP (and not START since), per sending connection."""
+    """The consent registry: per sending connection and number (blinded; the number itself sealed), one row
+    holding every opt-in and opt-out of that number, one column per (channel, purpose). A send reads that one
+    row. STOP and START (and Twilio's 21610) speak for every purpose on SMS; an import speaks per purpose."""
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
 
-    def record(self, connection: str, number: str, opted_out: bool, keyword: str) -> None:
+    def _keys(self, connection: str, number: str) -> dict[str, Any]:
         protector = self._tables.protector
+        return {"PartitionKey": table_key(connection), "RowKey": protector.blind(number), "Connection": connection,
+                "Number": protector.seal(number)}
+
+    def record(self, connection: str, number: str, opted_out: bool, keyword: str) -> None:
+        """An opt-out keyword (STOP...), opt-in (START...) or Twilio's 21610: every purpose on SMS, as carriers
+        require of a sender. A merge of its own columns: the number's other facts stay."""
+        now = utc_now()
+        fact = ConsentFact("sms", EVERY_PURPOSE, WITHDRAWN if opted_out else GRANTED, keyword, now)
         self._tables.table(OPT_OUTS).upsert_entity(
-            {"PartitionKey": table_key(connection), "RowKey": protector.blind(number), "Number": protector.seal(number),
-             "OptedOut": opted_out, "Keyword": keyword, "At": utc_now()}
-        )
+            {**self._keys(connection, number), "OptedOut": opted_out, "Keyword": keyword, "At": now,
+             fact.column: fact.stored()})
+
+    def consent(self, connection: str, number: str) -> Consent:
+        row = self._tables.row(OPT_OUTS, table_key(connection), self._tables.protector.blind(number))
+        return Consent(_consent_facts(row) if row is not None else {})
 
     def is_opted_out(self, connection: str, number: str) -> bool:
-        row = self._tables.row(OPT_OUTS, table_key(connection), self._tables.protector.blind(number))
-        return row is not None and bool(row.get("OptedOut"))
+        return self.consent(connection, number).withdrawal("sms", EVERY_PURPOSE) is not None
+
+    def put(self, connection: str, number: str, fact: ConsentFact) -> bool:
+        """Record ``fact`` unless the registry holds a later one for its (channel, purpose): an import of
+        old records never undoes a newer STOP. False when it was older."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        table = self._tables.table(OPT_OUTS)
+        for _ in range(5):
+            row = self._tables.row(OPT_OUTS, table_key(connection), self._tables.protector.blind(number))
+            held = _consent_facts(row).get((fact.channel, fact.purpose)) if row is not None else None
+            if held is not None and held.at > fact.at:
+                return False
+            entity = {**self._keys(connection, number), fact.column: fact.stored()}
+            try:
+                if row is None:
+                    table.create_entity(entity)
+                else:
+                    table.update_entity(entity, etag=row.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # a STOP or another import meanwhile: decide again on the row as it is now
+            return True
+        raise ConcurrencyError(f"consent of a number on {connection}: too much contention")
+
+    def every_fact(self, connection: str | None = None) -> Iterator[tuple[str, str, ConsentFact]]:
+        """(connection, number, fact) for every fact of the registry (of one connection when given)."""
+        table = self._tables.table(OPT_OUTS)
+        rows = table.query_entities("PartitionKey eq @pk", parameters={"pk": table_key(connection)}) \
+            if connection else table.list_entities()
+        for row in rows:
+            number = self._tables.protector.open(row["Number"])
+            for fact in _consent_facts(row).values():
+                yield row.get("Connection") or row["PartitionKey"], number, fact
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shared.config import fields as f
-from shared.config.model import DEFAULT_REGION, Connection, SecretRef
+from shared.config.model import DEFAULT_REGION, Connection, QuietHours, SecretRef
 
 DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 DEFAULT_TWILIO_VERIFY_BASE_URL = "https://verify.twilio.com"
@@ -30,6 +30,8 @@ class TwilioConnection(Connection):
     # SMS per second from this connection's sender, paced in our queue so that a burst waits
     # there, not in Twilio's; by default 1 for a long code or a Messaging Service, 3 for a toll-free number
     sends_per_second: float | None = None
+    # SMS and calls held during this daily window in the recipient's time zone, unless their rule says otherwise
+    quiet_hours: QuietHours | None = None
 
 
 # Messages per second a sender sends, by its kind, when the connection does not say. Our Twilio
@@ -99,6 +101,7 @@ SETTINGS = f.ConnectionSettings(
         "verify_base_url": f.url(),
         "default_region": f.region,
         "sends_per_second": _positive_rate,
+        "quiet_hours": f.quiet_hours,
     },
     _sender_problems,
 )
