@@ -1,7 +1,8 @@
 """The consent registry: who may be sent what, per number, purpose (a rule's ``category``) and channel.
 
-Fed by opt-out and opt-in keywords (STOP withdraws, START restores, every purpose on SMS, as carriers
-require; HELP changes nothing), by Twilio's error 21610 on a send (recorded as withdrawn), and by an import
+Fed by opt-out and opt-in keywords (STOP withdraws, START restores, every purpose on texts and calls: carriers
+require it of texts, and a revocation by any reasonable means covers the sender's calls too; HELP changes
+nothing), by Twilio's error 21610 on a send (recorded as withdrawn), and by an import
 of earlier opt-ins and opt-outs (``python -m shared.cli consent import FILE.csv``). Before each SMS or call
 the one row of its number is read (``OptOutStore.consent``): the latest fact about the message's purpose,
 or every purpose, on its channel decides; nothing said means consent. A suppressed send is audited with

@@ -637,18 +637,20 @@ def _consent_facts(row: Mapping[str, Any]) -> dict[tuple[str, str], ConsentFact]
             fact = ConsentFact(stored["channel"], stored["purpose"], stored["status"], stored["source"],
                                datetime.fromisoformat(stored["at"]))
             facts[(fact.channel, fact.purpose)] = fact
-    if ("sms", EVERY_PURPOSE) not in facts and "OptedOut" in row:  # a row from before the registry: a STOP or START
+    if "OptedOut" in row:  # a row from before the registry: a STOP or START, about texts and calls alike
         at = row.get("At")
-        facts[("sms", EVERY_PURPOSE)] = ConsentFact("sms", EVERY_PURPOSE, WITHDRAWN if row["OptedOut"] else GRANTED,
-                                                    str(row.get("Keyword") or ""),
-                                                    _aware(at) if isinstance(at, datetime) else utc_now())
+        for channel in CONSENT_CHANNELS:
+            facts.setdefault((channel, EVERY_PURPOSE), ConsentFact(
+                channel, EVERY_PURPOSE, WITHDRAWN if row["OptedOut"] else GRANTED, str(row.get("Keyword") or ""),
+                _aware(at) if isinstance(at, datetime) else utc_now()))
     return facts
 
 
 class OptOutStore:
     """The consent registry: per sending connection and number (blinded; the number itself sealed), one row
     holding every opt-in and opt-out of that number, one column per (channel, purpose). A send reads that one
-    row. STOP and START (and Twilio's 21610) speak for every purpose on SMS; an import speaks per purpose."""
+    row. STOP and START (and Twilio's 21610) speak for every purpose on texts and calls; an import speaks per
+    purpose and channel."""
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
@@ -659,13 +661,15 @@ class OptOutStore:
                 "Number": protector.seal(number)}
 
     def record(self, connection: str, number: str, opted_out: bool, keyword: str) -> None:
-        """An opt-out keyword (STOP...), opt-in (START...) or Twilio's 21610: every purpose on SMS, as carriers
-        require of a sender. A merge of its own columns: the number's other facts stay."""
+        """An opt-out keyword (STOP...), opt-in (START...) or Twilio's 21610: every purpose, on texts and calls
+        alike (carriers require it of texts; a revocation by any reasonable means covers the sender's calls
+        too). A merge of its own columns: the number's other facts stay."""
         now = utc_now()
-        fact = ConsentFact("sms", EVERY_PURPOSE, WITHDRAWN if opted_out else GRANTED, keyword, now)
+        status = WITHDRAWN if opted_out else GRANTED
+        facts = [ConsentFact(channel, EVERY_PURPOSE, status, keyword, now) for channel in CONSENT_CHANNELS]
         self._tables.table(OPT_OUTS).upsert_entity(
             {**self._keys(connection, number), "OptedOut": opted_out, "Keyword": keyword, "At": now,
-             fact.column: fact.stored()})
+             **{fact.column: fact.stored() for fact in facts}})
 
     def consent(self, connection: str, number: str) -> Consent:
         row = self._tables.row(OPT_OUTS, table_key(connection), self._tables.protector.blind(number))

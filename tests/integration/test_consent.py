@@ -123,7 +123,7 @@ def sms_requests(twilio: FakeTwilio, phone: str) -> int:
                 if request.path.endswith("/Messages.json") and request.form_value("To") == phone])
 
 
-def test_stop_withdraws_every_purpose_on_sms_and_the_suppression_says_who_and_when(
+def test_stop_withdraws_every_purpose_on_texts_and_calls_and_the_suppression_says_who_and_when(
         app: tuple, settings: StorageSettings) -> None:
     stores, twilio = app
     phone = new_phone()
@@ -137,8 +137,10 @@ def test_stop_withdraws_every_purpose_on_sms_and_the_suppression_says_who_and_wh
         assert phone not in json.dumps(suppressed.detail)  # masked
     assert sms_to(twilio, phone) == 0
 
-    alert(stores, settings, "ops-call", phone)  # STOP is about texts: the call still goes
-    assert len(twilio.calls(to=phone)) == 1
+    # A revocation by any reasonable means covers the sender's calls too.
+    call = last_step(stores, alert(stores, settings, "ops-call", phone))
+    assert call.step == "suppressed" and call.detail["withdrawn_by"] == "STOP"
+    assert twilio.calls(to=phone) == []
 
 
 def test_help_changes_nothing_and_start_restores(app: tuple, settings: StorageSettings) -> None:
@@ -151,6 +153,8 @@ def test_help_changes_nothing_and_start_restores(app: tuple, settings: StorageSe
     texted(twilio, phone, "START")
     assert last_step(stores, alert(stores, settings, "promo-sms", phone)).step == "sent"
     assert sms_to(twilio, phone) == 1
+    alert(stores, settings, "ops-call", phone)
+    assert len(twilio.calls(to=phone)) == 1
 
 
 def test_twilios_21610_is_recorded_as_withdrawn_and_stops_the_next_send_before_twilio(
