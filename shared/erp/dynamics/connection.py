@@ -16,6 +16,20 @@ ENTITIES: tuple[str, ...] = ("VendorInvoiceHeaders", "PurchaseOrderHeadersV2", "
 
 
 @dataclass(frozen=True, kw_only=True)
+class WorkflowSettings:
+    """The OData names work items are validated and completed by. Microsoft documents the actions Validate
+    and Complete on WorkflowWorkItems and the parameter WorkflowWorkitemInstanceID; OData names are
+    case-sensitive, so an environment whose $metadata spells them otherwise sets them here."""
+
+    entity_set: str = "WorkflowWorkItems"
+    validate_action: str = "Validate"
+    complete_action: str = "Complete"
+    work_item_parameter: str = "WorkflowWorkitemInstanceID"
+    outcome_parameter: str = "outcome"
+    comment_parameter: str = "comment"
+
+
+@dataclass(frozen=True, kw_only=True)
 class DynamicsConnection(Connection):
     kind: ClassVar[str] = "dynamics"
     environment_url: str
@@ -26,6 +40,7 @@ class DynamicsConnection(Connection):
     default_region: str = DEFAULT_REGION
     legal_entities: tuple[str, ...] = ()
     poll: PollSettings | None = None  # OData fallback when Business Events are not set up
+    workflow: WorkflowSettings = WorkflowSettings()  # the OData names of the work-item actions
 
 
 @f.described({"properties": {"poll": {"properties": {"time_zone": {
@@ -44,6 +59,11 @@ def _utc_only(raw: Mapping[str, Any]) -> list[f.Problem]:
     return []
 
 
+_odata_name = f.matching(r"[A-Za-z_][A-Za-z0-9_]*", "must be an OData name (letters, digits, underscores)")
+_workflow = f.object_of(WorkflowSettings, {name: _odata_name for name in (
+    "entity_set", "validate_action", "complete_action", "work_item_parameter", "outcome_parameter",
+    "comment_parameter")})
+
 SETTINGS = f.ConnectionSettings(
     DynamicsConnection,
     {
@@ -55,6 +75,7 @@ SETTINGS = f.ConnectionSettings(
         "default_region": f.region,
         "legal_entities": f.list_of(f.text, allow_empty=True),
         "poll": f.poll,
+        "workflow": _workflow,
     },
     f.all_problems(_utc_only, f.polled_entity_problems(ENTITIES)),
 )
