@@ -114,7 +114,7 @@ def test_a_high_value_approval_is_written_only_after_the_right_code(stack: Stack
     wait_for(lambda: stack.dynamics.work_item_state("WI-OTP-1") == "completed", what="the work item completed")
     [completion] = [c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-OTP-1"]
     assert completion["outcome"] == "Approve" and email in completion["comment"] and "code" in completion["comment"]
-    assert [r.path.rsplit(".", 1)[-1] for r in writebacks(stack, "WI-OTP-1")] == ["validate", "complete"]
+    assert [r.path.rsplit(".", 1)[-1] for r in writebacks(stack, "WI-OTP-1")] == ["Validate", "Complete"]
     update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None), what="card updated")
     assert "Approved by" in (update.text or "") and not any(b["type"] == "actions" for b in update.blocks or [])
 
