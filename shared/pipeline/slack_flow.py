@@ -51,9 +51,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What a card shows, in this order, when the record has it.
+# What a card shows, in this order, when the record has it: a pending invoice's vendor, amount, due
+# date and dimensions; a ledger journal's number, description and totals.
 CARD_FACTS = (("Document", "document"), ("Vendor", "vendor_name"), ("Amount", "money"), ("Invoice", "invoice_id"),
-              ("Due", "due_date"), ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
+              ("Due", "due_date"), ("Dimensions", "dimensions"), ("Journal", "journal"),
+              ("Description", "description"), ("Total debit", "total_debit"), ("Total credit", "total_credit"),
+              ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
+TOTALS = ("total_debit", "total_credit")
 
 CLICK_SCOPE = "slack-click"
 # A post without an answer is looked up again soon: the lookup is one history read, not a post.
@@ -68,16 +72,24 @@ def slack_ref(channel: str, ts: str) -> str:
 
 def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:
     """The card's title and facts, who may approve it, and how Approve is confirmed."""
-    shown = display_fields(fields)
+    shown = display_fields(fields) | {name: _amount(fields[name]) for name in TOTALS if name in fields}
     payload: dict[str, Any] = {
         "title": render_template(template.sms, fields) if template.sms else event_type,
         "facts": [[label, shown[name]] for label, name in CARD_FACTS if shown.get(name)],
         "approver": str(fields.get("assignee_email") or ""),
         "work_item_id": str(fields.get("work_item_id") or ""),
     }
+    if fields.get("record_url"):
+        payload["link"] = str(fields["record_url"])
     if needs_approval_code(rule, fields):
         payload["code"] = approval_code(rule, fields)
     return payload
+
+
+def _amount(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,.2f}"
+    return "" if value is None else str(value)
 
 
 def approval_code(rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,7 +167,8 @@ def card_of(payload: dict[str, Any], job_id: str) -> tuple[str, list[dict[str, A
     facts = [tuple(fact) for fact in payload.get("facts", [])]
     title = str(payload.get("title") or payload.get("event") or "Approval needed")
     approve = job_id + (CODE_VALUE_SUFFIX if payload.get("code") else "")  # the endpoint opens the modal
-    text, blocks = approval_card(title, facts, None, approve, job_id, job_id[:8])
+    link = str(payload.get("link") or "") or None
+    text, blocks = approval_card(title, facts, link, approve, job_id, job_id[:8])
     if not payload.get("work_item_id"):
         blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
     return text, blocks
