@@ -115,6 +115,9 @@ class Rule:
     verify_via: str | None = None
     verify_amount_field: str = "amount"
     verify_phone_field: str | None = None  # the approver's phone in the record; None: their Slack profile
+    # Slack approvals: Reject opens a modal asking why, and the reason goes to Dynamics as the
+    # work item's comment; false: Reject decides at once.
+    reject_reason: bool = True
 
 
 C = TypeVar("C", bound=Connection)

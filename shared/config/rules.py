@@ -137,6 +137,7 @@ def rule_parsers() -> Mapping[str, f.Parser]:
         "verify_via": f.text,
         "verify_amount_field": f.text,
         "verify_phone_field": f.text,
+        "reject_reason": f.boolean,
     }
 
 
@@ -233,6 +234,8 @@ def _rule_problems(values: Mapping[str, Any], written: Iterable[str], found: Con
     if channel is not None and "to" in values:
         problems += _recipient_problems(channel, values["to"])
     problems += _approval_code_problems(values, written, found)
+    if "reject_reason" in written and channel not in (None, "slack"):
+        problems.append((".reject_reason", "only slack rules have a Reject button"))
     return problems
 
 

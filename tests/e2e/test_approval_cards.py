@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from tests.e2e.conftest import APPROVALS_CHANNEL, APPROVER, JOURNAL_APPROVAL_EVENT, Stack
+from tests.e2e.conftest import APPROVALS_CHANNEL, APPROVER, JOURNAL_APPROVAL_EVENT, SLACK_SIGNING_SECRET, Stack
 from tests.e2e.test_slack_approvals import buttons, click
 from tests.support.waiting import wait_for
 
@@ -106,3 +106,43 @@ def test_a_journal_approval_shows_the_journal_and_its_totals_and_completes_its_w
     assert click(stack, card, APPROVER[0], "approve").status_code == 200
     completion = completion_of(stack, "WI-JRN-1")
     assert completion["outcome"] == "Approve" and APPROVER[1] in completion["comment"]
+
+
+def submit_reason(stack: Stack, view_id: str, reason: str) -> dict[str, Any]:
+    submission = stack.slack.view_submission_payload(APPROVER[0], view_id, {"reason": reason})
+    answer = stack.slack.send_interaction(f"{stack.base_url}/api/slack/interactions/slack-main", submission,
+                                          SLACK_SIGNING_SECRET)
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_a_reject_asks_for_a_reason_which_is_written_back_as_the_comment_once(stack: Stack) -> None:
+    card = card_for(stack, "WI-REASON-1", {
+        "BusinessEventId": INVOICE_APPROVAL_EVENT, "ControlNumber": next(_controls), "LegalEntity": "usmf",
+        "WorkflowWorkItemInstanceId": "WI-REASON-1", "WorkflowUserEmail": APPROVER[1],
+        "WorkflowWorkItemSubject": "Approve vendor invoice WI-REASON-1", "WorkflowDocument": "Vendor invoice"})
+    reject = stack.slack.block_actions_payload(APPROVER[0], APPROVALS_CHANNEL, card.ts, "reject",
+                                               buttons(card)["reject"])
+    answered = stack.slack.send_interaction(f"{stack.base_url}/api/slack/interactions/slack-main", reject,
+                                            SLACK_SIGNING_SECRET)
+    assert answered.status_code == 200
+    # The modal was opened with the click's own trigger_id, before the answer (the trigger lives 3 s).
+    [opened] = [v for v in stack.slack.views_opened if v.trigger_id == reject["trigger_id"]]
+    assert opened.view["callback_id"] == "reject-reason"
+    assert stack.dynamics.work_item_state("WI-REASON-1") == "open"  # a click alone rejects nothing
+
+    blank = submit_reason(stack, opened.id, "   ")
+    assert blank["response_action"] == "errors" and "reject-reason" in blank["errors"]
+    recorded = submit_reason(stack, opened.id, "Wrong VAT rate on line 2")
+    assert recorded["response_action"] == "update"
+
+    completion = completion_of(stack, "WI-REASON-1")
+    assert completion["outcome"] == "Reject"
+    assert completion["comment"] == f"Rejected in Slack by {APPROVER[1]}: Wrong VAT rate on line 2"
+    update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None), what="card updated")
+    assert "Rejected by" in (update.text or "") and not any(b["type"] == "actions" for b in update.blocks or [])
+
+    submit_reason(stack, opened.id, "Wrong VAT rate on line 2")  # Slack's retry of the same submission
+    wait_for(lambda: "decided" in stack.steps("contoso-fo|WorkflowWorkItem|WI-REASON-1"), what="decision audited")
+    assert len([c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-REASON-1"]) == 1
+    assert "Wrong VAT" not in stack.log()  # the approver's words are not logged
