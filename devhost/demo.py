@@ -268,7 +268,7 @@ def card_for(slack: FakeSlack, work_item: str) -> SlackMessage | None:
 
 
 def completion_of(dynamics: FakeDynamics, work_item: str) -> dict[str, Any] | None:
-    return next((done for done in dynamics.completions if done.get("workflowWorkItemInstanceId") == work_item), None)
+    return next((done for done in dynamics.completions if done.get("WorkflowWorkitemInstanceID") == work_item), None)
 
 
 def update_of(slack: FakeSlack, card: SlackMessage) -> SlackUpdate | None:

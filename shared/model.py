@@ -181,6 +181,7 @@ SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack 
 SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
 SENDGRID_EVENT = "sendgrid.event"  # callbacks: one event of a SendGrid Event Webhook post
 SLACK_CODE_APPROVED = "slack.code_approved"  # callbacks: Verify approved the code of a Slack approval
+SLACK_REJECT_REASON = "slack.reject_reason"  # callbacks: a Reject with its reason, submitted in Slack's modal
 POLL_RUN = "poll.run"  # poll-jobs: read the due entities of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 ERP_NOTE = "erp.note"  # callbacks: a reply to write back as a note on its ERP record

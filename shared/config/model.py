@@ -138,6 +138,9 @@ class Rule:
     critical: bool = False
     # The record field naming the recipient's IANA time zone; it wins over the quiet hours' own zone.
     time_zone_field: str = DEFAULT_TIME_ZONE_FIELD
+    # Slack approvals: Reject opens a modal asking why, and the reason goes to Dynamics as the
+    # work item's comment; false: Reject decides at once.
+    reject_reason: bool = True
 
 
 C = TypeVar("C", bound=Connection)

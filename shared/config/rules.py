@@ -141,6 +141,7 @@ def rule_parsers() -> Mapping[str, f.Parser]:
         "quiet_hours": f.quiet_hours,
         "critical": f.boolean,
         "time_zone_field": f.text,
+        "reject_reason": f.boolean,
     }
 
 
@@ -237,6 +238,8 @@ def _rule_problems(values: Mapping[str, Any], written: Iterable[str], found: Con
     if channel is not None and "to" in values:
         problems += _recipient_problems(channel, values["to"])
     problems += _approval_code_problems(values, written, found)
+    if "reject_reason" in written and channel not in (None, "slack"):
+        problems.append((".reject_reason", "only slack rules have a Reject button"))
     return problems
 
 

@@ -114,6 +114,7 @@ def received_on_trail(stores: Stores, correlation_id: str) -> bool:
 def enrich_and_route(config: AppConfig, stores: Stores, connection: DynamicsConnection, envelope: Envelope,
                      event: BusinessEvent, known_record: str, steps: AuditBatch) -> None:
     from shared.erp.dynamics.client import dynamics_client
+    from shared.erp.dynamics.documents import document_fields
 
     try:
         enriched = record_fields(event, dynamics_client(connection))
@@ -121,6 +122,7 @@ def enrich_and_route(config: AppConfig, stores: Stores, connection: DynamicsConn
         steps.append(envelope.correlation_id, "failed", connection=connection.name, record=known_record,
                      event=event.business_event_id, reason=f"record not readable: {exc}")
         return
+    enriched.fields.update(document_fields(enriched.fields, connection))
     record = record_ref(connection.name, enriched.record_entity, enriched.record_key)
     steps.append(envelope.correlation_id, "enriched", connection=connection.name, record=record,
                  reads=enriched.reads)

@@ -90,3 +90,19 @@ def is_code_submission(payload: Mapping[str, Any]) -> bool:
 
     return payload.get("type") == "view_submission" and (payload.get("view") or {}).get("callback_id") == (
         CODE_CALLBACK_ID)
+
+
+def asks_for_reason(click: Mapping[str, Any]) -> bool:
+    """A Reject click on a card whose rejection asks for a reason: it opens the reason modal while Slack waits."""
+    from shared.channels.slack.client import REASON_VALUE_SUFFIX, REJECT_ACTION_ID
+
+    action = (click.get("actions") or [{}])[0]
+    return (click.get("type") == "block_actions" and action.get("action_id") == REJECT_ACTION_ID
+            and str(action.get("value", "")).endswith(REASON_VALUE_SUFFIX))
+
+
+def is_reason_submission(payload: Mapping[str, Any]) -> bool:
+    from shared.channels.slack.client import REASON_CALLBACK_ID
+
+    return payload.get("type") == "view_submission" and (payload.get("view") or {}).get("callback_id") == (
+        REASON_CALLBACK_ID)

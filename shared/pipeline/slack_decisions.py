@@ -17,6 +17,11 @@ from shared.pipeline.jobs import change, merge
 from shared.storage.tables import ConcurrencyError, JobRow, Stores
 
 
+def past_tense(outcome: str) -> str:
+    """Approve -> Approved, Reject -> Rejected: what the card and the comment say was done."""
+    return outcome + ("d" if outcome.endswith("e") else "ed")
+
+
 def audit_job(stores: Stores, job: JobRow, connection: str, step: str, **detail: Any) -> None:
     stores.audit.append(str(job.fields.get("correlation_id", "")), step, connection=connection,
                         record=str(job.fields.get("record", "")), job_id=job.job_id, **detail)
@@ -41,7 +46,7 @@ def tell(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> Non
 
 
 def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: str, user: str, email: str, *,
-           key: str, how: str = "", owner: str = "") -> None:
+           key: str, how: str = "", owner: str = "", reason: str = "") -> None:
     """Record ``outcome`` once: claim it on the job (ConcurrencyError when another decision got
     there first), Validate and Complete in Dynamics, audit it, show it on the card.
 
@@ -58,7 +63,7 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
     job, notification = claimed, notification_of(claimed)
     if "written" not in job.fields:
         connection_of_source = get_config().connections.get(str(job.fields.get("source", "")))
-        written = write_back(connection_of_source, notification, outcome, email, how)
+        written = write_back(connection_of_source, notification, outcome, email, how, reason)
         job = merge_job(stores, job, {"written": written})
     audit_decision(stores, job, connection, user, how)
     show_decision(slack, job, notification, user)
@@ -110,7 +115,8 @@ def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: s
     fields = job.fields
     title = str(notification.get("title") or "Approval")
     facts = [tuple(fact) for fact in notification.get("facts", [])]
-    decision = f"{fields['decision']}d" if fields["written"] else "Closed in Dynamics before this click; nothing"
+    closed = "Closed in Dynamics before this click; nothing"
+    decision = past_tense(str(fields["decision"])) if fields["written"] else closed
     decided_at = datetime.fromisoformat(str(fields["decided_at"])).astimezone(UTC)
     text, blocks = decided_card(title, facts, decision, user, decided_at)
     slack.update_card(str(fields.get("slack_channel", "")), str(fields.get("slack_ts", "")), text, blocks)
@@ -124,7 +130,8 @@ def merge_job(stores: Stores, job: JobRow | str, changes: dict[str, Any]) -> Job
     return merged
 
 
-def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "") -> bool:
+def write_back(connection: Any, notification: dict[str, Any], outcome: str, email: str, how: str = "",
+               reason: str = "") -> bool:
     """Complete the ERP's workflow work item; False when it is no longer open (nothing written)."""
     writer = decision_writer(connection.kind) if connection is not None else None
     if writer is None:
@@ -135,6 +142,7 @@ def write_back(connection: Any, notification: dict[str, Any], outcome: str, emai
         raise PermanentFailure("the card names no workflow work item")
     if not writer.decision_open(connection, work_item):
         return False
-    comment = f"{outcome}d in Slack by {email}" + (f", {how}" if how else "")
+    comment = f"{past_tense(outcome)} in Slack by {email}" + (f", {how}" if how else "")
+    comment += f": {reason}" if reason else ""
     writer.write_decision(connection, work_item, outcome, comment)
     return True

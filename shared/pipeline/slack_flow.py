@@ -51,9 +51,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What a card shows, in this order, when the record has it.
+# What a card shows, in this order, when the record has it: a pending invoice's vendor, amount, due
+# date and dimensions; a ledger journal's number, description and totals.
 CARD_FACTS = (("Document", "document"), ("Vendor", "vendor_name"), ("Amount", "money"), ("Invoice", "invoice_id"),
-              ("Due", "due_date"), ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
+              ("Due", "due_date"), ("Dimensions", "dimensions"), ("Journal", "journal"),
+              ("Description", "description"), ("Total debit", "total_debit"), ("Total credit", "total_credit"),
+              ("Legal entity", "legal_entity"), ("Assigned to", "assignee_email"))
+TOTALS = ("total_debit", "total_credit")
 
 CLICK_SCOPE = "slack-click"
 # A post without an answer is looked up again soon: the lookup is one history read, not a post.
@@ -68,16 +72,26 @@ def slack_ref(channel: str, ts: str) -> str:
 
 def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:
     """The card's title and facts, who may approve it, and how Approve is confirmed."""
-    shown = display_fields(fields)
+    shown = display_fields(fields) | {name: _amount(fields[name]) for name in TOTALS if name in fields}
     payload: dict[str, Any] = {
         "title": render_template(template.sms, fields) if template.sms else event_type,
         "facts": [[label, shown[name]] for label, name in CARD_FACTS if shown.get(name)],
         "approver": str(fields.get("assignee_email") or ""),
         "work_item_id": str(fields.get("work_item_id") or ""),
     }
+    if fields.get("record_url"):
+        payload["link"] = str(fields["record_url"])
     if needs_approval_code(rule, fields):
         payload["code"] = approval_code(rule, fields)
+    if rule.reject_reason:
+        payload["reject_reason"] = True
     return payload
+
+
+def _amount(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,.2f}"
+    return "" if value is None else str(value)
 
 
 def approval_code(rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,12 +164,15 @@ def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job
 
 def card_of(payload: dict[str, Any], job_id: str) -> tuple[str, list[dict[str, Any]]]:
     """The card's fallback text and blocks; no buttons when there is no work item to decide."""
-    from shared.channels.slack.client import CODE_VALUE_SUFFIX, approval_card
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX, REASON_VALUE_SUFFIX, approval_card
 
     facts = [tuple(fact) for fact in payload.get("facts", [])]
     title = str(payload.get("title") or payload.get("event") or "Approval needed")
-    approve = job_id + (CODE_VALUE_SUFFIX if payload.get("code") else "")  # the endpoint opens the modal
-    text, blocks = approval_card(title, facts, None, approve, job_id, job_id[:8])
+    # The suffixes tell the endpoint which modal a click opens, with no configuration read while Slack waits.
+    approve = job_id + (CODE_VALUE_SUFFIX if payload.get("code") else "")
+    reject = job_id + (REASON_VALUE_SUFFIX if payload.get("reject_reason") else "")
+    link = str(payload.get("link") or "") or None
+    text, blocks = approval_card(title, facts, link, approve, reject, job_id[:8])
     if not payload.get("work_item_id"):
         blocks = [block for block in blocks if block.get("type") != "actions"]  # nothing to decide
     return text, blocks
@@ -303,16 +320,34 @@ def handle_click(envelope: Envelope) -> None:
         a decision is kept once by its claim on the job."""
         return stores.dedup.claim(CLICK_SCOPE, envelope.key, owner=envelope.correlation_id)
 
+    # A Reject that opened the reason modal (the endpoint says so with "view_id") decides nothing:
+    # the submitted reason does (slack_reasons). What it is told goes to the channel and the modal.
+    asks_reason = action_id == "reject" and "view_id" in envelope.payload
+
+    def say(text: str) -> None:
+        if asks_reason:
+            from shared.pipeline.slack_reasons import notice
+
+            notice(slack, channel_id, user, view_id, text)
+        else:
+            tell(slack, channel_id, user, view_id, text)
+
     if job.fields.get("decision") and job.fields.get("decision_key") != envelope.key:
         if first_time():
-            tell(slack, channel_id, user, view_id, f"This was already decided: {job.fields['decision']}.")
+            say(f"This was already decided: {job.fields['decision']}.")
         return
     profile = slack.profile_for_user(user)
     email = profile.email or ""
     if email.casefold() != str(notification.get("approver", "")).casefold() or not email:
         if first_time():
-            tell(slack, channel_id, user, view_id, "You are not the approver of this item; nothing was changed.")
+            say("You are not the approver of this item; nothing was changed.")
             audit("refused", reason="the clicking user is not the approver")
+        return
+    if asks_reason:
+        if not view_id and first_time():
+            from shared.pipeline.slack_reasons import NOT_OPENED
+
+            say(NOT_OPENED)
         return
     outcome = OUTCOMES[action_id]
     if outcome == "Approve" and notification.get("code"):
@@ -339,12 +374,13 @@ def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -
     a job left ``unknown`` because Slack could not say whether its card was there): the button names
     its job, and Slack signed the click, so the card is adopted now (job sent, link written) and the
     click goes on. None when the button names no job of this connection, or one with another card."""
-    from shared.channels.slack.client import CODE_VALUE_SUFFIX
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX, REASON_VALUE_SUFFIX
 
     container = click.get("container") or {}
     channel, ts = str(container.get("channel_id") or ""), str(container.get("message_ts") or "")
     value = (click.get("actions") or [{}])[0].get("value")
-    job = stores.jobs.get(value.removesuffix(CODE_VALUE_SUFFIX)) if isinstance(value, str) and value else None
+    named = value.removesuffix(CODE_VALUE_SUFFIX).removesuffix(REASON_VALUE_SUFFIX) if isinstance(value, str) else ""
+    job = stores.jobs.get(named) if named else None
     ref = slack_ref(channel, ts)
     if job is None or job.fields.get("via") != connection or job.fields.get("provider_id") not in (None, "", ref):
         return None

@@ -18,4 +18,5 @@ def load_stages() -> None:
         process,
         slack_codes,
         slack_flow,
+        slack_reasons,
     )

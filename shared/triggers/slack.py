@@ -8,7 +8,8 @@ filtered by the click's key behind the queue.
 Two things cannot wait for the queue (``shared.pipeline.slack_codes``): an Approve that
 needs a one-time code opens its modal here, since the click's trigger_id expires in 3 s;
 a submitted code is checked here, since only this answer can keep the modal open for
-another try.
+another try. A Reject opens its reason modal here for the same reason, and a submitted reason
+is queued here (``shared.pipeline.slack_reasons``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,14 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
     # What a plain click needs only: the code steps (slack_codes) and the work behind the queue are
     # imported by the clicks that use them, so a cold instance answers its first click sooner.
     from shared.model import CALLBACKS
-    from shared.pipeline.slack_clicks import asks_for_code, envelope_for_click, is_code_submission, parse_interaction
+    from shared.pipeline.slack_clicks import (
+        asks_for_code,
+        asks_for_reason,
+        envelope_for_click,
+        is_code_submission,
+        is_reason_submission,
+        parse_interaction,
+    )
     from shared.pipeline.webhooks import Refused
     from shared.storage.bus import get_bus
     from shared.triggers.responses import json_response
@@ -93,6 +101,10 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
             from shared.pipeline.slack_codes import open_code_modal
 
             view_id = open_code_modal(connection, payload)
+        elif asks_for_reason(payload):
+            from shared.pipeline.slack_reasons import open_reason_modal
+
+            view_id = open_reason_modal(connection, payload)
         envelope = envelope_for_click(connection.name, payload, view_id)
         bind(correlation_id=envelope.correlation_id)
         get_bus().send(CALLBACKS, envelope)
@@ -100,4 +112,8 @@ def slack_interactions(req: func.HttpRequest) -> func.HttpResponse:
         from shared.pipeline.slack_codes import answer_code
 
         return json_response(answer_code(connection, payload))
+    elif is_reason_submission(payload):
+        from shared.pipeline.slack_reasons import accept_reason
+
+        return json_response(accept_reason(connection, payload))
     return func.HttpResponse(status_code=200)

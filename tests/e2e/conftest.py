@@ -34,6 +34,7 @@ TENANT, CLIENT_ID, CLIENT_SECRET = "contoso-tenant", "a1b2c3d4-app", "entra-clie
 FUNCTION_KEY, MASTER_KEY = "e2e-function-key", "e2e-master-key"
 POLL_RECIPIENT = "+14155559901"
 SLACK_SIGNING_SECRET = "e2e-slack-signing-secret-0123456789"
+JOURNAL_APPROVAL_EVENT = "Workflow_LedgerDailyJournalApproval_000001_Approval_WorkItem"
 APPROVALS_CHANNEL = "C0APPROVALS"
 FALLBACK_CHANNEL = "C0FALLBACK"
 PACED_CHANNEL = "C0PACED"
@@ -145,7 +146,8 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
                            "client_id": CLIENT_ID, "client_secret": {"secret": "contoso-fo-client-secret"},
                            "authority": entra.authority, "ca_bundle": str(entra.ca_pem_path),
                            # A daily slot: the test drives polls itself instead of waiting for the timer.
-                           "poll": {"entities": ["VendorInvoiceHeaders"], "interval_minutes": 1440}},
+                           "poll": {"entities": ["VendorInvoiceHeaders"], "interval_minutes": 1440},
+                           "dimensions": {"names": ["BusinessUnit", "Department", "CostCenter"]}},
             "twilio-main": {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
                             "api_key_secret": {"secret": "twilio-api-key-secret"},
                             "auth_token": {"secret": "twilio-auth-token"}, "from_number": creds.phone_number,
@@ -176,12 +178,16 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
                "via": "slack-main", "to": [{"field": "assignee_email"}], "template": "workflow-approval"},
               {"id": "high-value-approval-card", "source": "contoso-fo", "event": HIGH_VALUE_EVENT,
                "channel": "slack", "via": "slack-main", "to": [APPROVALS_CHANNEL], "template": "workflow-approval",
-               "verify_above": CODE_ABOVE, "verify_via": "twilio-main", "verify_amount_field": "InvoiceAmount"},
+               "verify_above": CODE_ABOVE, "verify_via": "twilio-main", "verify_amount_field": "InvoiceAmount",
+               "reject_reason": False},
               {"id": "paced-cards", "source": "contoso-fo",
                "event": "Workflow_BulkNotice_000001_Notice_WorkItem", "channel": "slack",
                "via": "slack-main", "to": [PACED_CHANNEL], "template": "workflow-approval"},
               {"id": "named-channel-card", "source": "contoso-fo", "event": NAMED_CHANNEL_EVENT, "channel": "slack",
-               "via": "slack-main", "to": ["#ap-named"], "template": "workflow-approval"}] if slack else []),
+               "via": "slack-main", "to": ["#ap-named"], "template": "workflow-approval"},
+              {"id": "journal-approval-card", "source": "contoso-fo", "event": JOURNAL_APPROVAL_EVENT,
+               "channel": "slack", "via": "slack-main", "to": [APPROVALS_CHANNEL],
+               "template": "workflow-approval"}] if slack else []),
             {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
              "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
              "verify": True},

@@ -112,9 +112,9 @@ def test_a_high_value_approval_is_written_only_after_the_right_code(stack: Stack
     answer = submit(stack, user, view_id, code)
     assert answer["response_action"] == "update" and "Code accepted" in modal_text(answer["view"])
     wait_for(lambda: stack.dynamics.work_item_state("WI-OTP-1") == "completed", what="the work item completed")
-    [completion] = [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-OTP-1"]
+    [completion] = [c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-OTP-1"]
     assert completion["outcome"] == "Approve" and email in completion["comment"] and "code" in completion["comment"]
-    assert [r.path.rsplit(".", 1)[-1] for r in writebacks(stack, "WI-OTP-1")] == ["validate", "complete"]
+    assert [r.path.rsplit(".", 1)[-1] for r in writebacks(stack, "WI-OTP-1")] == ["Validate", "Complete"]
     update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None), what="card updated")
     assert "Approved by" in (update.text or "") and not any(b["type"] == "actions" for b in update.blocks or [])
 
@@ -175,7 +175,7 @@ def test_a_bystander_gets_no_code_and_reject_needs_none(stack: Stack) -> None:
     answer, _ = click(stack, card, user, "reject")
     assert answer.status_code == 200
     wait_for(lambda: stack.dynamics.work_item_state("WI-OTP-4") == "completed", what="rejected")
-    [completion] = [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-OTP-4"]
+    [completion] = [c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-OTP-4"]
     assert completion["outcome"] == "Reject"
     assert stack.twilio.verifications(to=phone) == []
 

@@ -63,7 +63,7 @@ def test_an_approval_card_and_the_approvers_click_complete_the_work_item(stack: 
 
     assert click(stack, card, APPROVER[0], "approve").status_code == 200
     wait_for(lambda: stack.dynamics.work_item_state("WI-E2E-1") == "completed", what="the work item completed")
-    [completion] = [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-E2E-1"]
+    [completion] = [c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-E2E-1"]
     assert completion["outcome"] == "Approve" and APPROVER[1] in completion["comment"]
     update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None), what="card updated")
     assert "Approved by" in (update.text or "") and not any(b["type"] == "actions" for b in update.blocks or [])
@@ -75,7 +75,7 @@ def test_an_approval_card_and_the_approvers_click_complete_the_work_item(stack: 
     assert click(stack, card, APPROVER[0], "approve", retry_num=1).status_code == 200  # Slack's retry
     assert click(stack, card, APPROVER[0], "reject").status_code == 200  # a change of mind, too late
     wait_for(lambda: any("already decided" in (e.text or "") for e in stack.slack.ephemerals), what="told")
-    assert len([c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-E2E-1"]) == 1
+    assert len([c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-E2E-1"]) == 1
 
 
 def test_a_work_item_completed_elsewhere_closes_the_card_without_writing(stack: Stack) -> None:
@@ -83,7 +83,7 @@ def test_a_work_item_completed_elsewhere_closes_the_card_without_writing(stack: 
     stack.dynamics.add_work_item("WI-E2E-2", state="completed")  # decided in Dynamics meanwhile
     click(stack, card, APPROVER[0], "approve")
     wait_for(lambda: "work-item-closed" in stack.steps("contoso-fo|WorkflowWorkItem|WI-E2E-2"), what="closed")
-    assert not [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-E2E-2"]
+    assert not [c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-E2E-2"]
 
 
 @pytest.mark.parametrize("age", [0, 360])
@@ -221,7 +221,7 @@ def test_a_click_stopped_after_dynamics_took_the_decision_is_shown_and_audited_o
     assert "Approved by" in (update.text or "")  # not "closed in Dynamics": our own completion is not asked about
     wait_for(lambda: decided_steps(stack, record), what="decision audited")
     assert decided_steps(stack, record) == ["decided"]
-    assert not [c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-STOP-1"]
+    assert not [c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-STOP-1"]
 
 
 def test_a_click_whose_card_update_failed_after_the_audit_is_audited_once_and_shown_on_retry(stack: Stack) -> None:
@@ -239,4 +239,4 @@ def test_a_click_whose_card_update_failed_after_the_audit_is_audited_once_and_sh
     assert "Approved by" in (update.text or "")
     assert len([r for r in stack.slack.requests_to("POST /api/chat.update") if r.scripted]) == 5
     assert decided_steps(stack, record) == ["decided"]
-    assert len([c for c in stack.dynamics.completions if c["workflowWorkItemInstanceId"] == "WI-STOP-2"]) == 1
+    assert len([c for c in stack.dynamics.completions if c["WorkflowWorkitemInstanceID"] == "WI-STOP-2"]) == 1

@@ -23,7 +23,12 @@ Behaviour modelled on F&O (see the F&O reference, sections 2-4):
 - Failure injection: ``fail_next(status=429)`` answers with ``Retry-After: 2`` and F&O's
   resource-utilization message; 503 works the same way.
 
-Not modelled: ``$expand``, ``$batch``, writes, actions, ``$metadata`` (501 or 404).
+- Workflow work items: ``POST /data/WorkflowWorkItems/Microsoft.Dynamics.DataEntities.Validate``
+  and ``...Complete`` with ``WorkflowWorkitemInstanceID`` (Complete also ``outcome``, ``comment``);
+  any other parameter name, in any other case, is refused with 400 as OData does.
+  ``rename_work_item_action`` plays an environment whose ``$metadata`` names an action otherwise.
+
+Not modelled: ``$expand``, ``$batch``, writes, other actions, ``$metadata`` (501 or 404).
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ ODATA_HEADERS = {"Content-Type": "application/json; odata.metadata=minimal", "OD
 _FIRST_REC_ID = 5637144576
 _SUPPORTED_OPTIONS = frozenset({"$filter", "$select", "$orderby", "$top", "$skip", "$count", "$format"})
 _PAGING = ("$skip", "$top")
+# The work item's parameter of Validate and Complete, as Microsoft documents it (case-sensitive).
+WORK_ITEM_PARAMETER = "WorkflowWorkitemInstanceID"
 _UNSUPPORTED_OPTIONS = frozenset({"$expand", "$search", "$apply", "$compute", "$levels", "$skiptoken"})
 
 
@@ -440,6 +447,8 @@ class FakeDynamics(TlsFakeServer):
         self._allowed_clients: frozenset[str] | None = None
         self._work_items: dict[str, str] = {}  # instance id -> "open" / "completed" / "recalled"
         self.completions: list[dict[str, Any]] = []  # every Complete the fake carried out
+        # The bound actions this environment serves, by name -> what each does (Microsoft's names by default).
+        self.work_item_actions: dict[str, str] = {"Validate": "Validate", "Complete": "Complete"}
 
     @property
     def environment_url(self) -> str:
@@ -514,28 +523,43 @@ class FakeDynamics(TlsFakeServer):
         ]
 
     def _work_item_action(self, request: RecordedRequest, match: re.Match[str]) -> Response:
-        """Validate and Complete, bound to WorkflowWorkItems (names as the connector assumes them)."""
+        """Validate and Complete, bound to WorkflowWorkItems, with the parameter names of Microsoft's
+        documentation (the Dynamics reference, 2.4); OData names are case-sensitive, as F&O reads them."""
         body = request.json if isinstance(request.json, dict) else None
         if body is None:
             raise ODataError(400, "The request body must be a JSON object of action parameters.")
-        instance_id = body.get("workflowWorkItemInstanceId")
-        action = match.group("action")
+        served = match.group("action")
+        action = self.work_item_actions.get(served)
+        if action is None:
+            raise ODataError(404, f"Resource not found for the segment 'Microsoft.Dynamics.DataEntities.{served}'.")
+        allowed = {WORK_ITEM_PARAMETER} | ({"outcome", "comment"} if action == "Complete" else set())
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise ODataError(400, f"The parameter '{unknown[0]}' in the request payload is not a valid parameter "
+                                  f"for the operation '{served}'.")
+        if WORK_ITEM_PARAMETER not in body:
+            raise ODataError(400, f"The parameter '{WORK_ITEM_PARAMETER}' is required.")
+        instance_id = str(body[WORK_ITEM_PARAMETER])
         with self._data_lock:
-            state = self._work_items.get(str(instance_id))
+            state = self._work_items.get(instance_id)
             if state is None:
                 raise ODataError(400, f"Work item {instance_id} was not found.")
-            if action == "validate":
+            if action == "Validate":
                 return Response.json(200, {"@odata.context": f"{self.base_url}/data/$metadata#Edm.Boolean",
                                            "value": state == "open"})
-            if action == "complete":
-                if state != "open":
-                    raise ODataError(400, f"Work item {instance_id} is {state} and cannot be completed.")
-                if not body.get("outcome"):
-                    raise ODataError(400, "The parameter 'outcome' is required.")
-                self._work_items[str(instance_id)] = "completed"
-                self.completions.append(dict(body))
-                return Response(204)
-        raise ODataError(404, f"Resource not found for the segment 'Microsoft.Dynamics.DataEntities.{action}'.")
+            if state != "open":
+                raise ODataError(400, f"Work item {instance_id} is {state} and cannot be completed.")
+            if not body.get("outcome"):
+                raise ODataError(400, "The parameter 'outcome' is required.")
+            self._work_items[instance_id] = "completed"
+            self.completions.append(dict(body))
+            return Response(204)
+
+    def rename_work_item_action(self, documented: str, served: str) -> None:
+        """An environment whose $metadata names the action ``documented`` (Validate, Complete) ``served``."""
+        with self._data_lock:
+            self.work_item_actions = {name: meaning for name, meaning in self.work_item_actions.items()
+                                      if meaning != documented} | {served: documented}
 
     def _guarded(self, handler: Handler) -> Handler:
         def answer(request: RecordedRequest, match: re.Match[str]) -> Response:

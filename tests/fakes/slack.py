@@ -55,7 +55,8 @@ Behaviour follows Slack's Web API spec and the Slack reference (Part B):
 Interactions to the app: ``block_actions_payload`` builds a real-shaped ``block_actions``
 payload (issuing a fresh ``trigger_id`` and a ``response_url`` on this fake);
 ``view_submission_payload`` the ``view_submission`` of an open view with the values typed
-into its inputs;
+into its inputs (ValueError for what Slack's client would not submit: a required input left
+empty, a text outside the input's ``min_length``/``max_length``);
 ``send_interaction`` POSTs it as ``payload=<JSON>`` signed like Slack
 (``X-Slack-Request-Timestamp``, ``X-Slack-Signature``), optionally stale or marked as a
 retry. JSON posted to a response URL is kept in ``response_url_posts``.
@@ -457,8 +458,12 @@ class FakeSlack(FakeServer):
         for block in view.get("blocks", []):
             element = block.get("element") or {}
             if block.get("type") == "input" and element.get("action_id") in values:
-                state[block.get("block_id", "")] = {
-                    element["action_id"]: {"type": element.get("type"), "value": values[element["action_id"]]}}
+                typed = values[element["action_id"]]
+                _check_typed(element, typed)
+                state[block.get("block_id", "")] = {element["action_id"]: {"type": element.get("type"), "value": typed}}
+            elif block.get("type") == "input" and not block.get("optional"):
+                raise ValueError(f"Slack does not submit a view whose required input {block.get('block_id')!r} "
+                                 "is empty")
         user = self._users.get(user_id)
         return {
             "type": "view_submission",
@@ -938,6 +943,14 @@ def _checked_view(view: Any) -> dict[str, Any]:
             str(view.get("callback_id", ""))) > CALLBACK_ID_LIMIT:
         raise SlackApiFailure("invalid_arguments")
     return view
+
+
+def _check_typed(element: Mapping[str, Any], typed: str) -> None:
+    """What Slack's client lets a user submit in a plain_text_input: within its min and max length,
+    and not empty where the input is required (it keeps the modal open and says so otherwise)."""
+    low, high = element.get("min_length"), element.get("max_length")
+    if not typed or (isinstance(low, int) and len(typed) < low) or (isinstance(high, int) and len(typed) > high):
+        raise ValueError(f"Slack does not submit {len(typed)} characters into input {element.get('action_id')!r}")
 
 
 def _text_of(text_object: Any) -> str:

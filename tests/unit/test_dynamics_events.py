@@ -171,3 +171,91 @@ def test_values_that_cannot_name_a_record_or_a_time_are_refused(field: str, valu
 def test_fields_that_name_nothing_may_have_any_shape() -> None:
     event = parse_event({**INVOICE_POSTED, "ParentContextRecordSubjects": [{"a": [1]}], "Note": {"x": 1}})
     assert event.fields["Note"] == {"x": 1}
+
+
+class LinesReader(Reader):
+    """The reader, with collection queries answered from lines held per entity set."""
+
+    def __init__(self, rows: dict, lines: dict) -> None:
+        super().__init__(rows)
+        self.lines = lines
+
+    def query(self, entity_set: str, *, filter: str | None = None, select: tuple = (), **_: object) -> list:
+        self.calls.append((entity_set, filter, select))
+        return self.lines.get(entity_set, [])
+
+
+def test_a_work_item_naming_a_pending_invoice_reads_it_its_lines_and_its_vendor() -> None:
+    reader = LinesReader({
+        ("VendorInvoiceHeaders", (("HeaderReference", "APH-1"), ("dataAreaId", "usmf"))): {
+            "InvoiceNumber": "INV-7", "VendorAccount": "US-104", "Currency": "EUR", "DueDate": "2025-12-15T12:00:00Z"},
+        ("VendorsV2", (("VendorAccountNumber", "US-104"), ("dataAreaId", "usmf"))): {
+            "VendorOrganizationName": "Fabrikam Supplies"},
+    }, {"VendorInvoiceLines": [{"Amount": 100.25, "DimensionDisplayValue": "001-022"},
+                               {"Amount": 50, "DimensionDisplayValue": "001-023"},
+                               {"Amount": 1, "DimensionDisplayValue": "001-022"}]})
+    event = parse_event({"BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem",
+                         "ControlNumber": 44, "LegalEntity": "usmf", "WorkflowWorkItemInstanceId": "WI-9",
+                         "HeaderReference": "APH-1"})
+    enriched = record_fields(event, reader)
+    fields = enriched.fields
+    assert (fields["invoice_id"], fields["vendor_name"], fields["currency"]) == ("INV-7", "Fabrikam Supplies", "EUR")
+    assert fields["amount"] == 151.25 and fields["document_kind"] == "VendorInvoice"
+    assert fields["dimension_values"] == ["001-022", "001-023"]
+    [lines_call] = [call for call in reader.calls if call[0] == "VendorInvoiceLines"]
+    assert lines_call[1] == "dataAreaId eq 'usmf' and HeaderReference eq 'APH-1'"
+    assert enriched.record_key == "WI-9"
+
+
+def test_work_item_fields_are_matched_without_regard_to_case() -> None:
+    event = parse_event({"BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem",
+                         "ControlNumber": 45, "LegalEntity": "usmf", "workflowworkiteminstanceid": "WI-10",
+                         "workflowuseremail": "ana@contoso.example", "WorkflowWorkitemSubject": "Approve INV-8"})
+    fields = record_fields(event, Reader({})).fields
+    assert (fields["work_item_id"], fields["assignee_email"], fields["subject"]) == (
+        "WI-10", "ana@contoso.example", "Approve INV-8")
+    with pytest.raises(EventError, match="workflowworkiteminstanceid"):
+        parse_event({"BusinessEventId": "Workflow_X_WorkItem", "ControlNumber": 46,
+                     "workflowworkiteminstanceid": ["WI-1"]})
+
+
+def test_dimensions_are_shown_with_the_names_of_the_display_format_and_the_link_is_filled_in() -> None:
+    from shared.config.model import SecretRef
+    from shared.erp.dynamics.connection import DimensionSettings, DynamicsConnection
+    from shared.erp.dynamics.documents import document_fields
+
+    connection = DynamicsConnection(name="fo", environment_url="https://contoso.operations.dynamics.com/",
+                                    tenant_id="t", client_id="c", client_secret=SecretRef("s"),
+                                    dimensions=DimensionSettings(names=("BusinessUnit", "Department", "CostCenter")),
+                                    links={"LedgerJournal": "{environment_url}/?cmp={legal_entity}&mi=Mine"
+                                                            "&j={journal}"})
+    invoice = document_fields({"document_kind": "VendorInvoice", "legal_entity": "us mf",
+                               "dimension_values": ["001-022-0101", "002--0102", "1-2-3-4"]}, connection)
+    assert invoice["dimensions"] == ("BusinessUnit 001, Department 022, CostCenter 0101; "
+                                     "BusinessUnit 002, CostCenter 0102; 1-2-3-4")
+    assert invoice["record_url"] == "https://contoso.operations.dynamics.com/?cmp=us%20mf&mi=VendInvoiceInfoListPage"
+    journal = document_fields({"document_kind": "LedgerJournal", "legal_entity": "usmf", "journal": "GJ&1"},
+                              connection)
+    assert journal == {"record_url": "https://contoso.operations.dynamics.com/?cmp=usmf&mi=Mine&j=GJ%261"}
+    assert document_fields({"legal_entity": "usmf"}, connection) == {}  # no document read: no link
+
+
+def test_workflow_names_links_and_dimensions_are_checked_in_the_configuration() -> None:
+    from shared.config.loading import config_from_dict
+    from shared.config.model import ConfigError
+
+    base = {"kind": "dynamics", "environment_url": "https://contoso.operations.dynamics.com",
+            "tenant_id": "t", "client_id": "c", "client_secret": {"secret": "s"}}
+    good = config_from_dict({"connections": {"fo": {
+        **base, "workflow": {"complete_action": "CompleteWorkItem", "work_item_parameter": "WorkItemId"},
+        "links": {"VendorInvoice": "https://fo.example/?cmp={legal_entity}&mi=VendInvoiceInfoListPage"},
+        "dimensions": {"names": ["BusinessUnit", "Department"], "separator": "|"}}}, "rules": []})
+    connection = good.connections["fo"]
+    assert connection.workflow.complete_action == "CompleteWorkItem"  # type: ignore[attr-defined]
+    assert connection.workflow.validate_action == "Validate"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict({"connections": {"fo": {
+            **base, "workflow": {"complete_action": "Complete work item"},
+            "links": {"VendorInvoice": "javascript:alert(1)", "Unknown": "https://x"}}}, "rules": []})
+    text = str(refused.value)
+    assert "workflow.complete_action" in text and "links.VendorInvoice" in text and "links.Unknown" in text

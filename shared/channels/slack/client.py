@@ -110,6 +110,13 @@ CODE_BLOCK_ID = "approval-code"
 CODE_ACTION_ID = "code"
 CODE_VIEW_TITLE = "Approve with a code"  # a modal title holds at most 24 characters
 CODE_VALUE_SUFFIX = "|code"  # on the Approve button of a card whose approval needs a code
+# Reject asks for a reason in a modal; the reason goes to Dynamics as the work item's comment.
+REASON_CALLBACK_ID = "reject-reason"
+REASON_BLOCK_ID = "reject-reason"
+REASON_ACTION_ID = "reason"
+REASON_VIEW_TITLE = "Reject with a reason"  # at most 24 characters
+REASON_MAX_CHARS = 1000
+REASON_VALUE_SUFFIX = "|reason"  # on the Reject button of a card whose rejection asks for a reason
 
 # ok:false codes that a later attempt of the same call may get past.
 TRANSIENT_ERRORS = frozenset(
@@ -226,7 +233,7 @@ def approval_card(
 
     ``block_suffix`` makes the block_ids unique per card (Slack keys button state by them).
     """
-    from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject, PlainTextObject
+    from slack_sdk.models.blocks import ActionsBlock, ButtonElement, PlainTextObject
 
     approve = ButtonElement(
         text=PlainTextObject(text=_cap("Approve", BUTTON_TEXT_LIMIT)),
@@ -238,14 +245,7 @@ def approval_card(
         text=PlainTextObject(text=_cap("Reject", BUTTON_TEXT_LIMIT)),
         action_id=REJECT_ACTION_ID,
         value=_checked_value(reject_value),
-        style="danger",
-        # A rejection is hard to undo: ask once more.
-        confirm=ConfirmObject(
-            title="Reject this request?",
-            text=_cap(f"{title} will be rejected in Dynamics 365.", 300),
-            confirm="Reject",
-            deny="Cancel",
-        ),
+        style="danger",  # no confirm dialog: the reason modal it opens has its own Cancel
     )
     blocks = [
         *_summary_blocks(title, facts, link, block_suffix),
@@ -295,12 +295,31 @@ def code_modal(job_id: str, message: str, about: str = "") -> dict[str, Any]:
                 close="Cancel", private_metadata=json.dumps({"job": job_id}), blocks=blocks).to_dict()
 
 
-def notice_modal(message: str) -> dict[str, Any]:
-    """The code modal once there is nothing more to type: a message and a Close button."""
+def notice_modal(message: str, *, title: str = CODE_VIEW_TITLE, callback_id: str = CODE_CALLBACK_ID) -> dict[str, Any]:
+    """A modal once there is nothing more to type: a message and a Close button."""
     from slack_sdk.models.views import View
 
-    return View(type="modal", callback_id=CODE_CALLBACK_ID, title=CODE_VIEW_TITLE, close="Close",
+    return View(type="modal", callback_id=callback_id, title=title, close="Close",
                 blocks=[_message_block(message)]).to_dict()
+
+
+def reason_modal(job_id: str, about: str = "") -> dict[str, Any]:
+    """The modal a Reject click opens: why, in a few words; ``private_metadata`` names the job."""
+    import json
+
+    from slack_sdk.models.blocks import ContextBlock, InputBlock, MarkdownTextObject, PlainTextInputElement
+    from slack_sdk.models.views import View
+
+    blocks: list[Any] = [_message_block("The reason goes to Dynamics 365 with the rejection.")]
+    if about:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cap(about, CONTEXT_TEXT_LIMIT))]))
+    blocks.append(InputBlock(
+        block_id=REASON_BLOCK_ID, label="Reason",
+        element=PlainTextInputElement(action_id=REASON_ACTION_ID, multiline=True, min_length=1,
+                                      max_length=REASON_MAX_CHARS),
+    ))
+    return View(type="modal", callback_id=REASON_CALLBACK_ID, title=REASON_VIEW_TITLE, submit="Reject",
+                close="Cancel", private_metadata=json.dumps({"job": job_id}), blocks=blocks).to_dict()
 
 
 def _message_block(message: str) -> Any:

@@ -424,24 +424,22 @@ def reset_dynamics_clients() -> None:
 
 
 # --- workflow work items -----------------------------------------------------------------------
-# Microsoft documents the pattern (Validate the work item, then Complete it with an outcome and
-# a comment) but not the raw OData names. These follow Power Automate's "WorkflowWorkitem-complete"
-# (WorkflowWorkitemInstanceID, outcome, comment). Check them against <environment>/data/$metadata,
-# the Action elements bound to WorkflowWorkItems, before going live.
-
-WORK_ITEMS = "WorkflowWorkItems"
-VALIDATE_ACTION = "validate"
-COMPLETE_ACTION = "complete"
-WORK_ITEM_ID_PARAMETER = "workflowWorkItemInstanceId"
+# Microsoft documents the pattern (Validate the work item, then Complete it with an outcome and a
+# comment): the actions Validate and Complete bound to WorkflowWorkItems, the work item named by the
+# parameter WorkflowWorkitemInstanceID (Power Automate's "WorkflowWorkitem-complete"). The names live in
+# the connection's ``workflow`` settings (``WorkflowSettings``), so an environment whose $metadata
+# spells them otherwise is set up without a code change.
 
 
 def work_item_is_open(client: DynamicsClient, instance_id: str) -> bool:
     """Validate: whether the work item still waits for its assignee (not completed or recalled)."""
-    answer = client.run_action(WORK_ITEMS, VALIDATE_ACTION, {WORK_ITEM_ID_PARAMETER: instance_id})
+    names = client.connection.workflow
+    answer = client.run_action(names.entity_set, names.validate_action, {names.work_item_parameter: instance_id})
     return bool(answer and answer.get("value") is True)
 
 
 def complete_work_item(client: DynamicsClient, instance_id: str, outcome: str, comment: str) -> None:
     """Complete the work item with ``outcome`` (e.g. Approve, Reject) and ``comment``."""
-    client.run_action(WORK_ITEMS, COMPLETE_ACTION,
-                      {WORK_ITEM_ID_PARAMETER: instance_id, "outcome": outcome, "comment": comment})
+    names = client.connection.workflow
+    client.run_action(names.entity_set, names.complete_action, {
+        names.work_item_parameter: instance_id, names.outcome_parameter: outcome, names.comment_parameter: comment})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from shared.config import fields as f
@@ -13,6 +13,39 @@ DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 
 # What the OData poll can read (the adapter's entities, kept equal by a test).
 ENTITIES: tuple[str, ...] = ("VendorInvoiceHeaders", "PurchaseOrderHeadersV2", "VendorPaymentJournalHeaders")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowSettings:
+    """The OData names work items are validated and completed by. Microsoft documents the actions Validate
+    and Complete on WorkflowWorkItems and the parameter WorkflowWorkitemInstanceID; OData names are
+    case-sensitive, so an environment whose $metadata spells them otherwise sets them here."""
+
+    entity_set: str = "WorkflowWorkItems"
+    validate_action: str = "Validate"
+    complete_action: str = "Complete"
+    work_item_parameter: str = "WorkflowWorkitemInstanceID"
+    outcome_parameter: str = "outcome"
+    comment_parameter: str = "comment"
+
+
+# Where a card's "Open in Dynamics 365" goes, per kind of document: F&O's deep-link form, the
+# environment with the company (cmp) and the menu item (mi) of the document's list page.
+# Placeholders: {environment_url}, {legal_entity} and any record field; values are URL-encoded.
+DEFAULT_LINKS: Mapping[str, str] = {
+    "VendorInvoice": "{environment_url}/?cmp={legal_entity}&mi=VendInvoiceInfoListPage",
+    "LedgerJournal": "{environment_url}/?cmp={legal_entity}&mi=LedgerJournalTable_Daily",
+}
+DOCUMENT_KINDS: tuple[str, ...] = tuple(DEFAULT_LINKS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DimensionSettings:
+    """How financial dimensions are shown: F&O writes them as one display value, the segments joined
+    by the separator in the order of the environment's dimension display format."""
+
+    names: tuple[str, ...] = ()  # the dimension names in display-format order; none: the value as F&O writes it
+    separator: str = "-"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +59,13 @@ class DynamicsConnection(Connection):
     default_region: str = DEFAULT_REGION
     legal_entities: tuple[str, ...] = ()
     poll: PollSettings | None = None  # OData fallback when Business Events are not set up
+    workflow: WorkflowSettings = WorkflowSettings()  # the OData names of the work-item actions
+    links: Mapping[str, str] = field(default_factory=dict)  # URL form per document kind, over DEFAULT_LINKS
+    dimensions: DimensionSettings = DimensionSettings()
+
+    def link_form(self, document_kind: str) -> str:
+        """The deep-link form of a kind of document: the connection's own, else the default ("" for none)."""
+        return self.links.get(document_kind) or DEFAULT_LINKS.get(document_kind, "")
 
 
 @f.described({"properties": {"poll": {"properties": {"time_zone": {
@@ -44,6 +84,28 @@ def _utc_only(raw: Mapping[str, Any]) -> list[f.Problem]:
     return []
 
 
+_odata_name = f.matching(r"[A-Za-z_][A-Za-z0-9_]*", "must be an OData name (letters, digits, underscores)")
+_workflow = f.object_of(WorkflowSettings, {name: _odata_name for name in (
+    "entity_set", "validate_action", "complete_action", "work_item_parameter", "outcome_parameter",
+    "comment_parameter")})
+
+@f.described({"type": "string", "pattern": "^(\\{environment_url\\}|https://)",
+             "description": "a deep-link form: {environment_url}, {legal_entity} and record fields"})
+def _link_form(value: Any) -> str:
+    from shared.templates import TemplateError, placeholders
+
+    text = f.text(value)
+    try:
+        placeholders(text)
+    except TemplateError as exc:
+        raise f.Invalid(str(exc)) from None
+    if not text.startswith(("{environment_url}", "https://")):
+        raise f.Invalid("must start with {environment_url} or https://")
+    return text
+
+
+_dimensions = f.object_of(DimensionSettings, {"names": f.list_of(f.text, allow_empty=True), "separator": f.text})
+
 SETTINGS = f.ConnectionSettings(
     DynamicsConnection,
     {
@@ -55,6 +117,9 @@ SETTINGS = f.ConnectionSettings(
         "default_region": f.region,
         "legal_entities": f.list_of(f.text, allow_empty=True),
         "poll": f.poll,
+        "workflow": _workflow,
+        "links": f.named_objects(DOCUMENT_KINDS, _link_form),
+        "dimensions": _dimensions,
     },
     f.all_problems(_utc_only, f.polled_entity_problems(ENTITIES)),
 )

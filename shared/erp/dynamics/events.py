@@ -10,7 +10,7 @@ with the catalog's "Download schema" on your environment.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -95,8 +95,9 @@ def parse_event(raw: Any, where: str = "") -> BusinessEvent:
     event_id = raw.get("EventId")
     if event_id is not None and not isinstance(event_id, str):
         raise EventError(f"{where}EventId: must be a string")
-    for name in _key_fields(business_event_id.strip()):
-        if isinstance(raw.get(name), dict | list):
+    key_fields = {name.casefold() for name in _key_fields(business_event_id.strip())}
+    for name, value in raw.items():
+        if name.casefold() in key_fields and isinstance(value, dict | list):
             raise EventError(f"{where}{name}: must be a string or a number (it names the record)")
     return BusinessEvent(business_event_id.strip(), control, legal_entity.strip(), event_id,
                          _event_time(raw, where), dict(raw))
@@ -120,6 +121,10 @@ class ODataReader(Protocol):
     def read_entity(self, entity_set: str, keys: Mapping[str, str | int], select: tuple[str, ...],
                     cross_company: bool = True) -> Mapping[str, Any] | None: ...
 
+    def query(self, entity_set: str, *, filter: str | None = None, select: tuple[str, ...] = (),
+              orderby: str | None = None, top: int | None = None,
+              cross_company: bool = True) -> Iterable[Mapping[str, Any]]: ...
+
 
 @dataclass(frozen=True)
 class Read:
@@ -129,6 +134,20 @@ class Read:
     keys: Mapping[str, str]  # OData key field -> record field holding its value
     fields: Mapping[str, str]  # OData field -> record field
     required: bool = True  # a missing entity fails the read; optional ones are skipped
+    document: str = ""  # the kind of document a row found here makes the record about (``document_kind``)
+
+
+@dataclass(frozen=True)
+class Lines:
+    """The lines of a document, read when the record names it: totals and the distinct values of some fields."""
+
+    entity_set: str
+    parent: Mapping[str, str]  # OData field of the line -> record field holding the document's key part
+    sums: Mapping[str, str] = field(default_factory=dict)  # OData field -> record field of its total
+    values: Mapping[str, str] = field(default_factory=dict)  # OData field -> record field of its distinct values
+
+
+MAX_DISTINCT_LINE_VALUES = 10  # a card shows a few dimension sets, not one per line
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,7 @@ class EventSpec:
     from_event: Mapping[str, str]  # event field -> record field
     reads: tuple[Read, ...] = ()
     amount_field: str = ""
+    lines: tuple[Lines, ...] = ()
 
 
 _VENDOR_READ = Read(
@@ -178,13 +198,39 @@ CATALOG: Mapping[str, EventSpec] = {
     ),
 }
 
+# The document behind a work item, when its payload names one: a pending vendor invoice by its
+# HeaderReference, a ledger journal by its JournalBatchNumber (Microsoft publishes no field list of
+# work-item events: check with the catalog's "Download schema"). Each read is optional: a work item
+# whose document is not named or not found still gets its card, with the facts the event carries.
+_PENDING_INVOICE_READ = Read(
+    "VendorInvoiceHeaders", {"dataAreaId": "legal_entity", "HeaderReference": "header_reference"},
+    {"InvoiceNumber": "invoice_id", "VendorAccount": "vendor_account", "VendorName": "vendor_name",
+     "Currency": "currency", "DueDate": "due_date", "InvoiceDate": "invoice_date",
+     "InvoiceDescription": "description", "PurchaseOrderNumber": "po_number"},
+    required=False, document="VendorInvoice",
+)
+_LEDGER_JOURNAL_READ = Read(
+    "LedgerJournalHeaders", {"dataAreaId": "legal_entity", "JournalBatchNumber": "journal"},
+    {"JournalName": "journal_name", "Description": "description"},
+    required=False, document="LedgerJournal",
+)
 _WORK_ITEM = EventSpec(
     "WorkflowWorkItem", ("work_item_id",),
     {"WorkflowWorkItemInstanceId": "work_item_id", "WorkflowUserEmail": "assignee_email",
      "WorkflowWorkItemSubject": "subject", "WorkflowDocument": "document",
-     "WorkflowStepInstruction": "instruction"},
+     "WorkflowStepInstruction": "instruction", "HeaderReference": "header_reference",
+     "JournalBatchNumber": "journal"},
     (Read("Workers", {"PersonnelNumber": "assignee_personnel_number"},
-          {"Name": "assignee_name", "PrimaryContactPhone": "assignee_phone"}, required=False),),
+          {"Name": "assignee_name", "PrimaryContactPhone": "assignee_phone"}, required=False),
+     _PENDING_INVOICE_READ,
+     Read(_VENDOR_READ.entity_set, _VENDOR_READ.keys, _VENDOR_READ.fields, required=False),
+     _LEDGER_JOURNAL_READ),
+    lines=(
+        Lines("VendorInvoiceLines", {"dataAreaId": "legal_entity", "HeaderReference": "header_reference"},
+              sums={"Amount": "amount"}, values={"DimensionDisplayValue": "dimension_values"}),
+        Lines("LedgerJournalLines", {"dataAreaId": "legal_entity", "JournalBatchNumber": "journal"},
+              sums={"DebitAmount": "total_debit", "CreditAmount": "total_credit"}),
+    ),
 )
 _WORKFLOW_STEP_SPEC = EventSpec(
     "Workflow", ("legal_entity", "control_number"),
@@ -208,7 +254,8 @@ def _key_fields(business_event_id: str) -> list[str]:
     spec = spec_for(business_event_id)
     if spec is None:
         return []
-    keys = set(spec.record_key) | {name for read in spec.reads for name in read.keys.values()}
+    keys = set(spec.record_key) | {name for read in spec.reads for name in read.keys.values()} | {
+        name for lines in spec.lines for name in lines.parent.values()}
     return sorted(keys | {source for source, target in spec.from_event.items() if target in keys})
 
 
@@ -242,9 +289,12 @@ def event_values(event: BusinessEvent) -> dict[str, Any]:
     values["legal_entity"] = event.legal_entity
     values["control_number"] = event.control_number
     values["event_id"] = event.event_id or ""
+    # Field names are matched without regard to case: Microsoft's how-to spells work-item fields in
+    # lower case (workflowuseremail), the catalog's schemas in Pascal case.
+    by_folded = {name.casefold(): value for name, value in event.fields.items()}
     for source, target in (spec.from_event.items() if spec else ()):
-        if source in event.fields and values.get(target) in (None, ""):
-            values[target] = _plain(event.fields[source])
+        if source.casefold() in by_folded and values.get(target) in (None, ""):
+            values[target] = _plain(by_folded[source.casefold()])
     return values
 
 
@@ -284,8 +334,44 @@ def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
         for odata, target in read.fields.items():
             if row.get(odata) not in (None, ""):
                 values[target] = row[odata]
+        if read.document:
+            values["document_kind"] = read.document
+    for lines in spec.lines:
+        read_lines(lines, values, reader, enriched)
     enriched.record_key = "|".join(str(values.get(name, "")) for name in spec.record_key)
     return enriched
+
+
+def read_lines(lines: Lines, values: dict[str, Any], reader: ODataReader, enriched: Enriched) -> None:
+    """The document's lines, when the record names the document: their totals, where the record has none
+    of its own, and the distinct values of the fields kept (in the order the lines come)."""
+    from shared.erp.dynamics.client import odata_string
+
+    parent = {odata: values.get(name) for odata, name in lines.parent.items()}
+    if any(value in (None, "") for value in parent.values()):
+        return
+    condition = " and ".join(f"{odata} eq {odata_string(str(value))}" for odata, value in parent.items())
+    totals: dict[str, float] = dict.fromkeys(lines.sums.values(), 0.0)
+    seen: dict[str, list[str]] = {target: [] for target in lines.values.values()}
+    count = 0
+    for row in reader.query(lines.entity_set, filter=condition, select=(*lines.sums, *lines.values)):
+        count += 1
+        for odata, target in lines.sums.items():
+            if isinstance(row.get(odata), int | float) and not isinstance(row.get(odata), bool):
+                totals[target] += row[odata]
+        for odata, target in lines.values.items():
+            text = str(row.get(odata) or "").strip()
+            if text and text not in seen[target] and len(seen[target]) < MAX_DISTINCT_LINE_VALUES:
+                seen[target].append(text)
+    enriched.reads.append(lines.entity_set)
+    if count == 0:
+        return
+    for target, total in totals.items():
+        if values.get(target) in (None, ""):
+            values[target] = round(total, 2)
+    for target, found in seen.items():
+        if found:
+            values[target] = found
 
 
 def _describe(keys: Mapping[str, Any]) -> str:
