@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.channels.twilio.connection import basic_credentials
 from shared.clients import PerConnection
 from shared.http import (
     DEFAULT_POOL_MAXSIZE,
@@ -305,9 +306,10 @@ class TwilioChannel:
         from twilio.rest import Client
 
         connection = self.connection
+        username, password = basic_credentials(connection)
         client = Client(
-            username=connection.api_key_sid,
-            password=self._secret(connection.api_key_secret),
+            username=username,
+            password=self._secret(password),
             account_sid=connection.account_sid,
             http_client=self._http,
         )
@@ -489,8 +491,9 @@ class TwilioChannel:
         return value
 
     def _refresh_credentials(self) -> None:
-        # The provider caches secrets for minutes: a rotated API key secret takes effect without a rebuild.
-        secret = self._secret(self.connection.api_key_secret)
+        # The provider caches secrets for minutes: a rotated API key secret (or Auth Token) takes effect
+        # without a rebuild.
+        secret = self._secret(basic_credentials(self.connection)[1])
         if secret != self._client.password:
             self._client.password = secret
             self._client.auth = (self._client.username, secret)
