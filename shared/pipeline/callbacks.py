@@ -168,7 +168,7 @@ def record_inbound(envelope: Envelope) -> None:
     text = body[:MAX_REPLY_CHARS]
     last = _audit_reply(stores, envelope, connection.name, number, "reply", text=text, message_sid=message_sid)
     queue_note(get_bus(), last, text, mask_phone(number), message_sid,
-               last.correlation_id if last else envelope.correlation_id)
+               last.correlation_id if last else envelope.correlation_id, stores=stores)
 
 
 def _audit_reply(stores: Stores, envelope: Envelope, connection: str, number: str, step: str,
