@@ -42,6 +42,12 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   ``pending``/``approved``, 429 code 60202 once 5 wrong codes were tried, 404 code 20404
   for an approved, canceled or expired verification (TTL ``verification_ttl``, default
   600 s; ``expire_verifications()``), 60200 for a bad ``To``/``Channel``/``Code``.
+- IncomingPhoneNumbers: ``GET .../IncomingPhoneNumbers.json`` (filter ``PhoneNumber``, E.164
+  or its digits, under ``incoming_phone_numbers`` with Twilio's paging body),
+  ``GET``/``POST .../IncomingPhoneNumbers/{PN...}.json`` (``SmsUrl``, ``SmsMethod`` GET/POST,
+  ``StatusCallback``, ``StatusCallbackMethod``, ``VoiceUrl``, ``VoiceMethod``, ``FriendlyName``; a
+  method other than GET/POST is 400 code 20001). ``add_test_account`` owns its
+  ``phone_number`` as one; ``number_updates`` records every update.
 - Failure injection from the base: ``fail_next(status=429)`` answers Twilio's 20429 body
   with ``Retry-After: 2``; 500 and 503 carry 20500 / 20503. The base's ``delay_next`` stalls
   *before* handling (nothing is created); ``stall_after_handling`` handles the request first
@@ -259,6 +265,44 @@ class Message:
 
 
 @dataclass
+class IncomingNumber:
+    sid: str
+    account_sid: str
+    phone_number: str
+    friendly_name: str
+    sms_url: str = ""
+    sms_method: str = "POST"
+    status_callback: str = ""
+    status_callback_method: str = "POST"
+    voice_url: str = ""
+    voice_method: str = "POST"
+    date_created: datetime = field(default_factory=lambda: _now())
+    date_updated: datetime = field(default_factory=lambda: _now())
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid, "account_sid": self.account_sid, "phone_number": self.phone_number,
+            "friendly_name": self.friendly_name, "sms_url": self.sms_url, "sms_method": self.sms_method,
+            "sms_fallback_url": "", "sms_fallback_method": "POST", "sms_application_sid": "",
+            "status_callback": self.status_callback, "status_callback_method": self.status_callback_method,
+            "voice_url": self.voice_url, "voice_method": self.voice_method, "voice_fallback_url": None,
+            "voice_fallback_method": "POST", "voice_application_sid": "", "voice_caller_id_lookup": False,
+            "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+            "api_version": API_VERSION, "origin": "twilio", "status": "in-use", "beta": False,
+            "date_created": rfc2822(self.date_created), "date_updated": rfc2822(self.date_updated),
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers/{self.sid}.json",
+        }
+
+
+# IncomingPhoneNumber fields an update may set: the form name, the attribute, whether it is an HTTP method.
+NUMBER_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("SmsUrl", "sms_url", False), ("SmsMethod", "sms_method", True), ("StatusCallback", "status_callback", False),
+    ("StatusCallbackMethod", "status_callback_method", True), ("VoiceUrl", "voice_url", False),
+    ("VoiceMethod", "voice_method", True), ("FriendlyName", "friendly_name", False),
+)
+
+
+@dataclass
 class Call:
     sid: str
     account_sid: str
@@ -435,6 +479,8 @@ class FakeTwilio(FakeServer):
         self._accounts: dict[str, str] = {}
         self._api_keys: dict[str, tuple[str, str]] = {}
         self._verify_services: dict[str, str] = {}
+        self._numbers: dict[str, IncomingNumber] = {}
+        self.number_updates: list[tuple[str, dict[str, str]]] = []  # (PN sid, the fields set), oldest first
         self._opted_out: set[str] = set()
         self._landlines: set[str] = set()
         self._messages: dict[str, Message] = {}
@@ -484,7 +530,19 @@ class FakeTwilio(FakeServer):
         self.add_account(credentials.account_sid, credentials.auth_token)
         self.add_api_key(credentials.account_sid, credentials.api_key_sid, credentials.api_key_secret)
         self.add_verify_service(credentials.verify_service_sid, credentials.account_sid)
+        self.add_number(credentials.account_sid, credentials.phone_number)
         return credentials
+
+    def add_number(self, account_sid: str, phone_number: str, **fields: str) -> IncomingNumber:
+        """A phone number the account owns (an IncomingPhoneNumber), with its webhooks as ``fields``."""
+        number = IncomingNumber(new_sid("PN"), account_sid, phone_number, _formatted(phone_number), **fields)
+        with self._state:
+            self._numbers[number.sid] = number
+        return number
+
+    def number(self, phone_number: str) -> IncomingNumber | None:
+        with self._state:
+            return next((found for found in self._numbers.values() if found.phone_number == phone_number), None)
 
     def stall_after_handling(self, n: int = 1, seconds: float = 1.0, match: RequestFilter = None) -> None:
         """Handle the next ``n`` matching requests normally (creating what they create), then
@@ -571,6 +629,10 @@ class FakeTwilio(FakeServer):
             route("GET", rf"{account}/Messages\.json", self._answering(self._list_messages)),
             route("GET", rf"{account}/Messages/(?P<sid>[^/]+)\.json", self._answering(self._fetch_message)),
             route("POST", rf"{account}/Calls\.json", self._answering(self._create_call)),
+            route("GET", rf"{account}/IncomingPhoneNumbers\.json", self._answering(self._list_numbers)),
+            route("GET", rf"{account}/IncomingPhoneNumbers/(?P<sid>[^/]+)\.json", self._answering(self._fetch_number)),
+            route("POST", rf"{account}/IncomingPhoneNumbers/(?P<sid>[^/]+)\.json",
+                  self._answering(self._update_number)),
             route("GET", rf"{account}/Calls\.json", self._answering(self._list_calls)),
             route("GET", rf"{account}/Calls/(?P<sid>[^/]+)\.json", self._answering(self._fetch_call)),
             route("POST", rf"{service}/Verifications", self._answering(self._start_verification)),
@@ -769,6 +831,52 @@ class FakeTwilio(FakeServer):
         if call is None or call.account_sid != account_sid:
             raise _not_found(request.path)
         return self._json(200, call.resource())
+
+    # --- IncomingPhoneNumbers ------------------------------------------------------------------
+
+    def _list_numbers(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._account_for_path(request, match)
+        wanted = request.query_value("PhoneNumber")
+        page_size = _bounded_int(request.query_value("PageSize"), "PageSize", 50, 1, 1000)
+        digits = re.sub(r"\D", "", wanted or "")
+        with self._state:
+            found = [number for number in self._numbers.values() if number.account_sid == account_sid
+                     and (not digits or digits in re.sub(r"\D", "", number.phone_number))]
+        path = request.path
+        query = urlencode([*([("PhoneNumber", wanted)] if wanted else []), ("PageSize", str(page_size)), ("Page", "0")])
+        return self._json(200, {
+            "incoming_phone_numbers": [number.resource() for number in found[:page_size]],
+            "first_page_uri": f"{path}?{query}", "next_page_uri": None, "previous_page_uri": None,
+            "page": 0, "page_size": page_size, "uri": f"{path}?{query}", "start": 0,
+            "end": max(min(len(found), page_size) - 1, 0),
+        })
+
+    def _owned_number(self, request: RecordedRequest, match: re.Match[str]) -> IncomingNumber:
+        account_sid = self._account_for_path(request, match)
+        with self._state:
+            number = self._numbers.get(match["sid"])
+        if number is None or number.account_sid != account_sid:
+            raise _not_found(request.path)
+        return number
+
+    def _fetch_number(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        return self._json(200, self._owned_number(request, match).resource())
+
+    def _update_number(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        number = self._owned_number(request, match)
+        params = request.form or {}
+        changes = {name: value for name, _attribute, _method in NUMBER_FIELDS
+                   if (value := _first(params, name)) is not None}
+        for name, _attribute, is_method in NUMBER_FIELDS:
+            if is_method and name in changes and changes[name].upper() not in ("GET", "POST"):
+                raise TwilioError(400, 20001, f"{name} must be GET or POST")
+        with self._state:
+            for name, attribute, is_method in NUMBER_FIELDS:
+                if name in changes:
+                    setattr(number, attribute, changes[name].upper() if is_method else changes[name])
+            number.date_updated = _now()
+            self.number_updates.append((number.sid, changes))
+            return self._json(200, number.resource())
 
     # --- Verify ------------------------------------------------------------------------------
 
