@@ -1132,6 +1132,23 @@ class FakeTwilio(FakeServer):
             params["MessagingServiceSid"] = messaging_service_sid
         return params
 
+    def transcription_params(self, from_: str, to: str, text: str, *, status: str = "completed",
+                             account_sid: str | None = None) -> dict[str, str]:
+        """What Twilio posts to a ``<Record transcribeCallback>`` once it transcribed a caller's message."""
+        call_sid, recording_sid, transcription_sid = new_sid("CA"), new_sid("RE"), new_sid("TR")
+        with self._state:
+            account = account_sid or next(iter(self._accounts), new_sid("AC"))
+        recordings = f"{self.base_url}/{API_VERSION}/Accounts/{account}"
+        return {
+            "AccountSid": account, "CallSid": call_sid, "From": from_, "To": to, "CallStatus": "completed",
+            "ApiVersion": API_VERSION, "Direction": "inbound", "ForwardedFrom": "",
+            "RecordingSid": recording_sid, "RecordingUrl": f"{recordings}/Recordings/{recording_sid}",
+            "TranscriptionSid": transcription_sid, "TranscriptionStatus": status,
+            "TranscriptionText": text if status == "completed" else "",
+            "TranscriptionType": "fast",
+            "TranscriptionUrl": f"{recordings}/Recordings/{recording_sid}/Transcriptions/{transcription_sid}",
+        }
+
     def advance_message(
         self, message_sid: str, status: str, error_code: int | None = None, *, send: bool = True
     ) -> requests.Response | None:

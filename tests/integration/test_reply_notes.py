@@ -13,8 +13,9 @@ import pytest
 
 from shared.config.loading import reset_config
 from shared.erp.syspro.client import reset_sessions
-from shared.model import CALLBACKS, ERP_NOTE, TWILIO_INBOUND, Envelope
-from shared.pipeline.callbacks import record_inbound
+from shared.model import CALLBACKS, ERP_NOTE, TWILIO_INBOUND, TWILIO_VOICE_MESSAGE, Envelope
+from shared.pipeline.callbacks import record_inbound, record_voice_message
+from shared.pipeline.notes import write_reply_note
 from shared.settings import StorageSettings
 from shared.storage.bus import reset_bus
 from shared.storage.secrets import reset_secret_provider
@@ -105,3 +106,47 @@ def test_a_reply_to_an_odata_only_syspro_record_is_audited_as_not_written_back(r
     assert "reads SYSPRO through OData only" in entry.detail["reason"]
     assert replies.queued_notes("syspro-odata") == []  # nothing queued to fail later
     assert replies.erp.logons() == []
+
+
+def test_a_transcribed_voice_message_becomes_one_note_on_the_record_with_its_recording_link(
+    replies: Replies, caplog: pytest.LogCaptureFixture
+) -> None:
+    replies.erp.add_supplier("S1", "Acme Supplies", SUPPLIER_PHONE)
+    replies.erp.add_purchase_order("PO-2001", "S1", [(1, 5)])
+    correlation = replies.last_contact(SUPPLIER_PHONE, "syspro-main|PorMasterHdr|PO-2001")
+    said = "Hi it's Dana from Acme the order ships Friday"
+    params = replies.twilio.transcription_params(SUPPLIER_PHONE, replies.creds.phone_number, said)
+    def posted() -> Envelope:  # each post of Twilio's is queued as a message of its own
+        return Envelope(TWILIO_VOICE_MESSAGE, "twilio-main", params["RecordingSid"], {"params": params})
+
+    with caplog.at_level("DEBUG"):
+        record_voice_message(posted())
+        record_voice_message(posted())  # Twilio posted the transcription again
+        [queued] = replies.queued_notes("syspro-main")
+        write_reply_note(queued)
+
+    assert replies.steps(correlation) == ["voice-message", "duplicate", "note-written"]
+    [heard] = [entry for entry in replies.stores.audit.by_correlation(correlation) if entry.step == "voice-message"]
+    assert heard.detail["text"] == said and heard.detail["recording_url"] == params["RecordingUrl"]
+    assert heard.detail["from"] != SUPPLIER_PHONE  # masked
+    heading, *lines = replies.erp.comments("PO-2001")  # one note: a heading, then its text in comment lines
+    assert heading.endswith(f"ref {params['RecordingSid']}")
+    assert " ".join(lines).startswith(f"Voice message: {said} Recording: ")
+    assert params["RecordingUrl"] in "".join(lines)  # the link, wrapped over comment lines
+    assert said not in caplog.text and SUPPLIER_PHONE not in caplog.text
+
+
+def test_a_message_twilio_could_not_transcribe_is_still_noted_with_its_recording(replies: Replies) -> None:
+    replies.erp.add_supplier("S1", "Acme Supplies", SUPPLIER_PHONE)
+    replies.erp.add_purchase_order("PO-2002", "S1", [(1, 5)])
+    correlation = replies.last_contact(SUPPLIER_PHONE, "syspro-main|PorMasterHdr|PO-2002")
+    params = replies.twilio.transcription_params(SUPPLIER_PHONE, replies.creds.phone_number, "", status="failed")
+
+    record_voice_message(Envelope(TWILIO_VOICE_MESSAGE, "twilio-main", params["RecordingSid"], {"params": params}))
+    [queued] = replies.queued_notes("syspro-main")
+    write_reply_note(queued)
+
+    assert replies.steps(correlation) == ["voice-message", "note-written"]
+    lines = replies.erp.comments("PO-2002")[1:]
+    assert " ".join(lines).startswith("Voice message: (no transcription) Recording: ")
+    assert params["RecordingUrl"] in "".join(lines)

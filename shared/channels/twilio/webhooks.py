@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 INBOUND_ROUTE = "api/twilio/inbound/{connection}"
 STATUS_ROUTE = "api/twilio/status/{connection}"
+VOICE_ROUTE = "api/twilio/voice/{connection}"  # a call to the number: answered with a recorded message
+TRANSCRIPTION_ROUTE = "api/twilio/transcription/{connection}"  # the message's transcription
 WEBHOOK_METHOD = "POST"
 
 
