@@ -177,6 +177,7 @@ NOTIFICATION = "notification.send"  # notifications: one message to one recipien
 TWILIO_STATUS = "twilio.status"  # callbacks: a message or call status callback
 TWILIO_INBOUND = "twilio.inbound"  # callbacks: an inbound SMS
 TWILIO_GATHER = "twilio.gather"  # callbacks: a key pressed during a voice alert
+TWILIO_VOICE_MESSAGE = "twilio.voice_message"  # callbacks: a recorded voice message and its transcription
 SLACK_INTERACTION = "slack.interaction"  # callbacks: a button click on a Slack card
 SLACK_EVENT = "slack.event"  # callbacks: an Events API callback
 SENDGRID_EVENT = "sendgrid.event"  # callbacks: one event of a SendGrid Event Webhook post

@@ -1,5 +1,5 @@
-"""SYSPRO: a logon and a logoff through e.net, or one row of each table the poll reads when the
-connection reads through the OData service.
+"""SYSPRO: one row of each table the poll reads when the connection reads through the OData service,
+and a logon and a logoff through e.net wherever e.net is set.
 
 A logon by the poll's operator ends that operator's other e.net session: a poll running at that
 moment logs on again by itself (its next call finds the session ended).
@@ -20,18 +20,25 @@ _LOGON_FIX = ("check operator, the secret named by password, company_id and comp
 
 
 def checks(connection: SysproConnection, context: Context) -> list[Check]:
+    """The OData reads when the poll reads through OData; a logon and logoff wherever e.net is set (it
+    writes the notes, and reads when OData does not)."""
+    from shared.erp.syspro.connection import has_enet
+
     http = context.http(connection.ca_bundle)
+    found: list[Check] = []
     try:
         if connection.api == "odata":
             from shared.erp.syspro.client import ODataReader
 
             reader = ODataReader(connection, context.secrets, http)
-            return [odata_read(reader, connection, table) for table in tables_read(connection)]
-        from shared.erp.syspro.client import EnetSession
+            found += [odata_read(reader, connection, table) for table in tables_read(connection)]
+        if has_enet(connection):
+            from shared.erp.syspro.client import EnetSession
 
-        session = EnetSession(connection, context.secrets, http)
-        found = logon(session, connection)
-        return [found, logoff(session, connection)] if found.ok else [found]
+            session = EnetSession(connection, context.secrets, http)
+            logged_on = logon(session, connection)
+            found += [logged_on, logoff(session, connection)] if logged_on.ok else [logged_on]
+        return found
     finally:
         http.close()
 
@@ -60,7 +67,7 @@ def logon(session: EnetSession, connection: SysproConnection) -> Check:
             raise
         return passed(name, f"operator {connection.operator} logged on to company {connection.company_id}")
 
-    return attempt(name, connection.base_url, run, "check base_url (…/SYSPROWCFService/Rest)")
+    return attempt(name, connection.base_url or "", run, "check base_url (…/SYSPROWCFService/Rest)")
 
 
 def logoff(session: EnetSession, connection: SysproConnection) -> Check:
@@ -70,13 +77,13 @@ def logoff(session: EnetSession, connection: SysproConnection) -> Check:
         session.logoff(quiet=False)
         return passed(name, "the session ended (its licence seat is free)")
 
-    return attempt(name, connection.base_url, run, "the session holds a licence seat until it times out; "
+    return attempt(name, connection.base_url or "", run, "the session holds a licence seat until it times out; "
                                                    "check the e.net service's log")
 
 
 def odata_read(reader: ODataReader, connection: SysproConnection, table: str) -> Check:
     name = f"OData {table}"
-    url = connection.odata_url or connection.base_url
+    url = connection.odata_url or connection.base_url or ""
 
     def run() -> Check:
         from shared.erp.syspro.adapter import SPECS

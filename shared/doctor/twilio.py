@@ -11,18 +11,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shared.channels.twilio.connection import TwilioConnection
+from shared.channels.twilio.webhooks import INBOUND_ROUTE, STATUS_ROUTE
 from shared.doctor import Check, Context, attempt, failed, passed
 from shared.logs import mask_phone
 
 if TYPE_CHECKING:
     from shared.channels.twilio.client import TwilioChannel
 
-INBOUND_ROUTE = "api/twilio/inbound/{connection}"
-STATUS_ROUTE = "api/twilio/status/{connection}"
 AUTH_FAILED_CODE = 20003
 NOT_FOUND_CODE = 20404
-_CREDENTIALS_FIX = ("api_key_sid and the secret named by api_key_secret must be an API key of account_sid: "
-                    "create one under Console > Account > API keys & tokens and store its secret")
+_CREDENTIALS_FIX = ("api_key_sid and the secret named by api_key_secret must be an API key of account_sid (or, "
+                    "without an API key, the secret named by auth_token its Auth Token): create one under "
+                    "Console > Account > API keys & tokens and store its secret")
 
 
 def checks(connection: TwilioConnection, context: Context) -> list[Check]:
@@ -129,8 +129,9 @@ def webhook(name: str, seen: str | None, route: str, connection: TwilioConnectio
                       "set PUBLIC_BASE_URL to the app's public address (https://<app>.azurewebsites.net)")
     if (seen or "").rstrip("/") == wanted:
         return passed(name, f"points at {wanted}")
-    return failed(name, f"points at {seen or 'nothing'}, not {wanted}", f"set it to {wanted} in the Twilio Console: "
-                                                                         f"{where}")
+    return failed(name, f"points at {seen or 'nothing'}, not {wanted}",
+                  f"set it to {wanted} in the Twilio Console ({where}), or for a number run "
+                  "python -m shared.cli twilio-webhooks")
 
 
 def verify_service(channel: TwilioChannel, connection: TwilioConnection) -> Check:

@@ -180,6 +180,14 @@ def note_writer(kind: str) -> WritesNotes | None:
     return kinds.load(found.adapter) if found is not None and found.notes else None
 
 
+def notes_unavailable(connection: Any) -> str | None:
+    """Why this connection's records take no notes although its kind writes them (the adapter's optional
+    ``notes_unavailable(connection)``, e.g. a connection configured without the API notes go through);
+    None when they take notes."""
+    check = getattr(note_writer(connection.kind), "notes_unavailable", None)
+    return check(connection) if callable(check) else None
+
+
 def decision_writer(kind: str) -> WritesDecisions | None:
     """The adapter of an ERP kind that takes approval decisions back, or None when it does not."""
     found = kinds.ERPS.get(kind)

@@ -11,6 +11,9 @@
   is recorded against the record the last message to that number was about, and written
   back to that record as a note where its ERP takes notes.
 - Key presses on a voice call (``<Gather>``): 1 acknowledges the alert.
+- Voice messages: a recording Twilio transcribed is recorded, like an SMS reply, against the
+  record the last message to the caller's number was about, and noted there with its
+  transcription and the recording's link; the text is sealed in the audit and never logged.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from typing import Any
 from shared.channels.twilio.connection import TwilioConnection
 from shared.config.loading import get_config
 from shared.logs import mask_phone
-from shared.model import CALLBACKS, TWILIO_GATHER, TWILIO_INBOUND, TWILIO_STATUS, Envelope, moves_forward
+from shared.model import (
+    CALLBACKS,
+    TWILIO_GATHER,
+    TWILIO_INBOUND,
+    TWILIO_STATUS,
+    TWILIO_VOICE_MESSAGE,
+    Envelope,
+    moves_forward,
+)
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.jobs import change
 from shared.pipeline.notes import queue_note
@@ -168,7 +179,33 @@ def record_inbound(envelope: Envelope) -> None:
     text = body[:MAX_REPLY_CHARS]
     last = _audit_reply(stores, envelope, connection.name, number, "reply", text=text, message_sid=message_sid)
     queue_note(get_bus(), last, text, mask_phone(number), message_sid,
-               last.correlation_id if last else envelope.correlation_id)
+               last.correlation_id if last else envelope.correlation_id, stores=stores)
+
+
+@handles(CALLBACKS, TWILIO_VOICE_MESSAGE)
+def record_voice_message(envelope: Envelope) -> None:
+    params = envelope.payload["params"]
+    connection = _twilio_connection(envelope.connection)
+    number, recording_sid = params.get("From", ""), params.get("RecordingSid", "")
+    stores = get_stores()
+    # Twilio posts the transcription again when it thinks we did not take it: one message, noted once.
+    if not stores.dedup.claim(INBOUND_SCOPE, recording_sid, owner=envelope.correlation_id):
+        _audit_reply(stores, envelope, connection.name, number, "duplicate", recording_sid=recording_sid)
+        return
+    transcribed = (params.get("TranscriptionStatus") or "completed").lower() == "completed"
+    text = " ".join((params.get("TranscriptionText") or "").split())[:MAX_REPLY_CHARS] if transcribed else ""
+    recording = params.get("RecordingUrl", "")
+    last = _audit_reply(stores, envelope, connection.name, number, "voice-message", text=text,
+                        recording_sid=recording_sid, recording_url=recording,
+                        transcription=params.get("TranscriptionStatus") or "completed")
+    queue_note(get_bus(), last, voice_note_text(text, recording), mask_phone(number), recording_sid,
+               last.correlation_id if last else envelope.correlation_id, stores=stores)
+
+
+def voice_note_text(transcription: str, recording_url: str) -> str:
+    """The note a voice message leaves: what Twilio heard, and where the recording is."""
+    heard = transcription or "(no transcription)"
+    return f"Voice message: {heard} Recording: {recording_url}" if recording_url else f"Voice message: {heard}"
 
 
 def _audit_reply(stores: Stores, envelope: Envelope, connection: str, number: str, step: str,

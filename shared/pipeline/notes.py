@@ -4,7 +4,9 @@ An inbound reply is recorded against the record the last message to that number 
 about. When that record belongs to an ERP whose adapter can write notes, an ``erp.note``
 is queued (keyed by the provider's message id), and this stage writes it once: the claim
 is owned by a token the note carries, so its own retried attempts pass and a second
-queueing of the same reply does not.
+queueing of the same reply does not. A connection that cannot take notes although its kind
+does (SYSPRO read through OData only) gets the reply audited ``note-not-written`` with the
+reason instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from shared import kinds
 from shared.config.loading import get_config
-from shared.erp.polling import Note, note_writer
+from shared.erp.polling import Note, note_writer, notes_unavailable
 from shared.model import CALLBACKS, ERP_NOTE, Envelope
 from shared.outcomes import PermanentFailure
 from shared.pipeline.registry import handles
@@ -40,18 +42,28 @@ def writes_notes(kind: str) -> bool:
 
 
 def queue_note(bus: MessageBus, last: LastContact | None, text: str, sender: str, message_id: str,
-               correlation_id: str) -> bool:
-    """Queue the reply as a note on the record ``last`` was about, if that ERP takes notes."""
+               correlation_id: str, *, stores: Stores | None = None) -> bool:
+    """Queue the reply as a note on the record ``last`` was about, if that ERP takes notes.
+
+    A connection whose kind takes notes but which cannot (its configuration says why) gets the reply
+    audited on the record as ``note-not-written`` with that reason, so the operator sees it was not lost.
+    """
     parts = split_record(last.record) if last else None
-    if parts is None or not text or not message_id:
+    if last is None or parts is None or not text or not message_id:
         return False
     connection = get_config().connections.get(parts[0])
     if connection is None or not writes_notes(connection.kind):
         return False
+    unavailable = notes_unavailable(connection)
+    if unavailable:
+        (stores or get_stores()).audit.append(correlation_id, "note-not-written", connection=connection.name,
+                                              record=last.record, job_id=last.job_id, reference=message_id,
+                                              reason=unavailable)
+        return False
     bus.send(CALLBACKS, Envelope(ERP_NOTE, connection.name, f"note|{message_id}", {
         "record_entity": parts[1], "record_key": parts[2], "text": text, "sender": sender,
         "reference": message_id, "received_at": datetime.now(UTC).isoformat(),
-        "job_id": last.job_id if last else "",
+        "job_id": last.job_id,
         # Owns the claim below: this note's own retries pass it, a second queueing of it does not.
         "claim_owner": uuid.uuid4().hex,
     }, correlation_id=correlation_id))

@@ -1,4 +1,4 @@
-"""Twilio webhooks: delivery status, inbound SMS, key presses; and the Verify code check.
+"""Twilio webhooks: delivery status, inbound SMS, key presses, voice messages; and the Verify code check.
 
 Each checks X-Twilio-Signature (403 and nothing changes when it does not match), queues
 the work on ``callbacks`` and answers at once. A delivery status whose URL names its job is
@@ -31,6 +31,10 @@ MAX_APPLYING = 8
 _applying = threading.BoundedSemaphore(MAX_APPLYING)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+# Longest voice message recorded, in seconds (Twilio transcribes recordings of up to two minutes).
+VOICE_MESSAGE_SECONDS = 120
+NO_MESSAGES_TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Say>Sorry, messages cannot be taken '
+                     "at this number.</Say><Hangup/></Response>")
 THANKS_TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Say>Thank you. '
                 "The alert is acknowledged.</Say></Response>")
 
@@ -151,6 +155,45 @@ def twilio_gather(req: func.HttpRequest) -> func.HttpResponse:
     params = _verified(req, "api/twilio/gather/{connection}")
     _enqueue(req, TWILIO_GATHER, params, ("CallSid",), {"job_id": job_id})
     return func.HttpResponse(THANKS_TWIML, mimetype="text/xml", charset="utf-8")
+
+
+@bp.function_name("twilio_voice")
+@bp.route(route="twilio/voice/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
+@answers_in_time
+@refusals_answered
+def twilio_voice(req: func.HttpRequest) -> func.HttpResponse:
+    """A call to the number: record a message, which Twilio transcribes and posts to the transcription route."""
+    from xml.sax.saxutils import quoteattr
+
+    from shared.channels.twilio.webhooks import TRANSCRIPTION_ROUTE, VOICE_ROUTE
+    from shared.settings import public_url
+
+    _verified(req, VOICE_ROUTE)
+    connection = req.route_params.get("connection", "")
+    callback = public_url(TRANSCRIPTION_ROUTE.format(connection=connection))
+    if callback is None:  # Twilio could not reach us with the transcription: take no message
+        return func.HttpResponse(NO_MESSAGES_TWIML, mimetype="text/xml", charset="utf-8")
+    twiml = ('<?xml version="1.0" encoding="UTF-8"?><Response><Say>Please leave your message after the tone.</Say>'
+             f'<Record transcribe="true" transcribeCallback={quoteattr(callback)} '
+             f'maxLength="{VOICE_MESSAGE_SECONDS}" playBeep="true"/></Response>')
+    return func.HttpResponse(twiml, mimetype="text/xml", charset="utf-8")
+
+
+@bp.function_name("twilio_transcription")
+@bp.route(route="twilio/transcription/{connection}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@traced
+@answers_in_time
+@refusals_answered
+def twilio_transcription(req: func.HttpRequest) -> func.HttpResponse:
+    """Twilio's transcription of a recorded message: queued, to be noted on the record the caller was last sent."""
+    from shared.channels.twilio.webhooks import TRANSCRIPTION_ROUTE
+    from shared.model import TWILIO_VOICE_MESSAGE
+
+    params = _verified(req, TRANSCRIPTION_ROUTE)
+    # Keyed by the RecordingSid alone: one recording is one message, and a key holds no personal data.
+    _enqueue(req, TWILIO_VOICE_MESSAGE, params, ("RecordingSid", "From"), key_fields=("RecordingSid",))
+    return func.HttpResponse(status_code=204)
 
 
 @bp.function_name("twilio_verify_check")

@@ -94,6 +94,7 @@ SCHEMAS: Mapping[str, TableSchema] = {
                                        "DES", "REF", "STA", "CREDATTIM", "UPDDATTIM", "YNOTES"),
                             dates=frozenset({"ACCDAT"}), numbers=frozenset({"AMTBAN", "STA"})),
     "BPSUPPLIER": TableSchema(("BPSNUM",), ("BPSNUM", "BPSNAM", "CREDATTIM", "UPDDATTIM", "YNOTES")),
+    "BPCUSTOMER": TableSchema(("BPCNUM",), ("BPCNUM", "BPCNAM", "CREDATTIM", "UPDDATTIM", "YNOTES")),
     "BPADDRESS": TableSchema(("BPANUM", "BPAADD"), ("BPANUM", "BPAADD", "BPAADDFLG", "TEL", "CTY", "CRY",
                                                     "CREDATTIM", "UPDDATTIM"), numbers=frozenset({"BPAADDFLG"})),
     "CONTACT": TableSchema(("BPANUM", "CCNCRM"), ("BPANUM", "CCNCRM", "CNTLNA", "CNTFNA", "CNTMOB", "CNTFLG",
@@ -171,6 +172,7 @@ PUBLICATIONS: Mapping[str, Publication] = {
     "YPIH": Publication("PINVOICE", "NUM", "PIH0_1", ("NUM", "YNOTES")),
     "YPAY": Publication("PAYMENTH", "NUM", "PAY0_1", ("NUM", "YNOTES")),
     "YBPS": Publication("BPSUPPLIER", "BPSNUM", "BPS0_1", ("BPSNUM", "YNOTES")),
+    "YBPC": Publication("BPCUSTOMER", "BPCNUM", "BPC0_1", ("BPCNUM", "YNOTES")),
 }
 
 
@@ -662,6 +664,10 @@ class FakeSageX3(FakeServer):
         if mobile is not None:
             self.add("CONTACT", {"BPANUM": code, "CCNCRM": f"C-{code}", "CNTLNA": name, "CNTMOB": mobile,
                                  "CNTFLG": 2})
+
+    def add_customer(self, code: str, name: str) -> None:
+        """A customer record (BPCUSTOMER), which notes can go on."""
+        self.add("BPCUSTOMER", {"BPCNUM": code, "BPCNAM": name})
 
     def add_order(self, number: str, *, supplier: str = "S001", updated: datetime, created: datetime | None = None,
                   signed: int = 1, closed: int = 1, amount: float = 1000.0, currency: str = "USD",

@@ -12,7 +12,12 @@ Modelled on the SYSPRO reference (section 1):
   ``ERROR``.
 - Sessions: a second logon by the same operator ends the operator's earlier sessions;
   ``expire_sessions()`` ends them all; a call on an ended session answers
-  ``SESSION_ENDED_TEXT``. ``licences`` caps concurrent sessions.
+  ``SESSION_ENDED_TEXT``. ``licences`` caps concurrent sessions. Each call refreshes its
+  session's idle time (as the reference says of e.net's state file); with
+  ``session_timeout`` (seconds; SYSPRO's figure is unconfirmed, so none by default) a
+  session idle longer than that has timed out, and a logon into a full licence class evicts
+  the longest-idle session only if it has been idle longer than the timeout, else it is
+  refused. ``pass_time(seconds)`` moves the fake's clock (``clock``) on.
 - COMFND: TableName, Columns (none: all), Where (Expressions with OpenBracket, AndOr,
   Column, Condition EQ/NE/GT/GE/LT/LE, Value, CloseBracket; And binds tighter than Or, as
   in SQL), OrderBy (several columns), ReturnRows. One ``<Row>`` per record with one child
@@ -50,6 +55,7 @@ import heapq
 import itertools
 import json
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -282,6 +288,7 @@ class Session:
     operator: str
     company: str
     active: bool = True
+    last_used: float = 0.0
 
 
 @dataclass
@@ -427,6 +434,9 @@ class FakeSyspro(FakeServer):
         self.logon_wrap = "json"
         self.answer_wrap = "bare"
         self.licences: int | None = None
+        self.session_timeout: float | None = None
+        self._time_passed = 0.0
+        self.refused_as_ended = 0  # calls answered SESSION_ENDED_TEXT
         self.drop_writes = False
         self.odata_timestamp = odata_timestamp
         self.query_count = 0
@@ -598,6 +608,17 @@ class FakeSyspro(FakeServer):
 
     # --- sessions and failures -----------------------------------------------------------------
 
+    def clock(self) -> float:
+        """The fake's clock (monotonic seconds), moved on by ``pass_time``: what session idle times are read on."""
+        return time.monotonic() + self._time_passed
+
+    def pass_time(self, seconds: float) -> None:
+        with self._state:
+            self._time_passed += seconds
+
+    def _idle_past_timeout(self, session: Session) -> bool:
+        return self.session_timeout is not None and self.clock() - session.last_used > self.session_timeout
+
     def expire_sessions(self) -> None:
         """End every session: the next call on one answers the expired-session error."""
         with self._state:
@@ -606,7 +627,8 @@ class FakeSyspro(FakeServer):
 
     def active_sessions(self) -> list[Session]:
         with self._state:
-            return [session for session in self.sessions.values() if session.active]
+            return [session for session in self.sessions.values() if session.active
+                    and not self._idle_past_timeout(session)]
 
     def on_query(self, nth: int, *, table: str | None = None, action: str = "fail", status: int = 500,
                  times: int = 1, headers: Mapping[str, str] | None = None, text: str = "") -> None:
@@ -703,10 +725,17 @@ class FakeSyspro(FakeServer):
         for session in self.sessions.values():
             if session.operator == operator.name.upper():
                 session.active = False  # a second logon by the same operator ends the first session
-        if self.licences is not None and len(self.active_sessions()) >= self.licences:
-            raise EnetError(NO_LICENCE_TEXT)
+        if self.licences is not None:
+            holding = [session for session in self.sessions.values() if session.active]
+            if len(holding) >= self.licences:
+                # The longest-idle member makes room only once idle past the class timeout.
+                idlest = min(holding, key=lambda session: session.last_used, default=None)
+                if idlest is None or not self._idle_past_timeout(idlest):
+                    raise EnetError(NO_LICENCE_TEXT)
+                idlest.active = False
         user_id = str(uuid.uuid4()).upper().replace("-", "") + "00"
-        self.sessions[user_id] = Session(user_id, operator.name.upper(), company.company_id.upper())
+        self.sessions[user_id] = Session(user_id, operator.name.upper(), company.company_id.upper(),
+                                         last_used=self.clock())
         return user_id
 
     def _logoff(self, request: RecordedRequest, _match: Any) -> Response:
@@ -721,8 +750,12 @@ class FakeSyspro(FakeServer):
     def _session(self, request: RecordedRequest) -> Session:
         user_id = request.query_value("UserId") or ""
         session = self.sessions.get(user_id)
+        if session is not None and session.active and self._idle_past_timeout(session):
+            session.active = False  # timed out while idle
         if session is None or not session.active:
+            self.refused_as_ended += 1
             raise EnetError(SESSION_ENDED_TEXT.format(user_id=user_id))
+        session.last_used = self.clock()  # each call refreshes the session's idle time
         return session
 
     def _query(self, request: RecordedRequest, _match: Any) -> Response:

@@ -107,6 +107,30 @@ def test_logoff_ends_the_session_and_a_full_licence_class_refuses_logons(fake: F
     assert "No licences" in logon(fake).json()
 
 
+def test_a_session_idle_past_the_timeout_has_ended_and_each_call_restarts_the_idle_time(fake: FakeSyspro) -> None:
+    fake.session_timeout = 600
+    uid = user_id(fake)
+    xml_in = query_xml("ApSupplier", ["Supplier"])
+    fake.pass_time(590)
+    assert comfnd(fake, uid, xml_in).text.startswith("<?xml")  # used: idle from now
+    fake.pass_time(590)
+    assert comfnd(fake, uid, xml_in).text.startswith("<?xml")
+    fake.pass_time(601)
+    assert comfnd(fake, uid, xml_in).text == SESSION_ENDED_TEXT.format(user_id=uid)
+
+
+def test_a_full_licence_class_evicts_only_a_session_idle_past_the_timeout(fake: FakeSyspro) -> None:
+    fake.session_timeout, fake.licences = 600, 1
+    user_id(fake)
+    fake.add_operator("OTHER", "other-secret")
+    other = {"Operator": "OTHER", "OperatorPassword": "other-secret"}
+    fake.pass_time(300)
+    assert "No licences" in logon(fake, **other).json()
+    fake.pass_time(301)
+    assert logon(fake, **other).json()[:5] != "ERROR"
+    assert [session.operator for session in fake.active_sessions()] == ["OTHER"]
+
+
 # --- COMFND ----------------------------------------------------------------------------------------
 
 

@@ -43,12 +43,16 @@ Behaviour follows Twilio's OpenAPI specs and the Twilio reference (Part A):
   for an approved, canceled or expired verification (TTL ``verification_ttl``, default
   600 s; ``expire_verifications()``), 60200 for a bad ``To``/``Channel``/``Code``.
 - The account's set-up, as the connection doctor reads it: ``GET .../Accounts/{Sid}.json``
-  (the account; ``set_account_status`` makes it ``suspended`` or ``closed``),
-  ``GET .../IncomingPhoneNumbers.json`` (filter ``PhoneNumber``, paged like Messages under
-  ``incoming_phone_numbers``; ``add_incoming_number`` with its ``sms_url`` and
-  ``status_callback``, ``set_number_webhooks`` to point them elsewhere), Messaging v1
+  (the account; ``set_account_status`` makes it ``suspended`` or ``closed``), Messaging v1
   ``GET /v1/Services/{Sid}`` (``add_messaging_service``) and Verify v2 ``GET /v2/Services/{Sid}``;
   another account's or an unknown resource is 404 code 20404, as Twilio answers.
+- IncomingPhoneNumbers: ``GET .../IncomingPhoneNumbers.json`` (filter ``PhoneNumber``, E.164
+  or its digits, under ``incoming_phone_numbers`` with Twilio's paging body),
+  ``GET``/``POST .../IncomingPhoneNumbers/{PN...}.json`` (``SmsUrl``, ``SmsMethod`` GET/POST,
+  ``StatusCallback``, ``StatusCallbackMethod``, ``VoiceUrl``, ``VoiceMethod``, ``FriendlyName``; a
+  method other than GET/POST is 400 code 20001). ``add_test_account`` owns its
+  ``phone_number`` as one; ``add_number``/``add_incoming_number`` add more, ``set_number_webhooks``
+  points one elsewhere (as in the Console), ``number_updates`` records every update through the API.
 - Failure injection from the base: ``fail_next(status=429)`` answers Twilio's 20429 body
   with ``Retry-After: 2``; 500 and 503 carry 20500 / 20503. The base's ``delay_next`` stalls
   *before* handling (nothing is created); ``stall_after_handling`` handles the request first
@@ -220,37 +224,6 @@ class TwilioCredentials:
 
 
 @dataclass
-class IncomingNumber:
-    """A phone number of an account, with the webhooks Twilio calls for it."""
-
-    sid: str
-    account_sid: str
-    phone_number: str
-    sms_url: str = ""
-    status_callback: str = ""
-    date_created: datetime = field(default_factory=lambda: _now())
-
-    def resource(self) -> dict[str, Any]:
-        created = rfc2822(self.date_created)
-        return {
-            "account_sid": self.account_sid, "address_requirements": "none", "address_sid": None,
-            "api_version": API_VERSION, "beta": False,
-            "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
-            "date_created": created, "date_updated": created, "friendly_name": _formatted(self.phone_number),
-            "identity_sid": None, "phone_number": self.phone_number, "origin": "twilio", "sid": self.sid,
-            "sms_application_sid": None, "sms_fallback_method": "POST", "sms_fallback_url": None, "sms_method": "POST",
-            "sms_url": self.sms_url or None, "status_callback": self.status_callback or None,
-            "status_callback_method": "POST",
-            "trunk_sid": None,
-            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers/{self.sid}.json",
-            "voice_receive_mode": "voice", "voice_application_sid": None, "voice_caller_id_lookup": False,
-            "voice_fallback_method": "POST", "voice_fallback_url": None, "voice_method": "POST", "voice_url": None,
-            "emergency_status": "Inactive", "emergency_address_sid": None, "emergency_address_status": "unregistered",
-            "bundle_sid": None, "status": "in-use", "type": "local",
-        }
-
-
-@dataclass
 class Message:
     sid: str
     account_sid: str
@@ -294,6 +267,50 @@ class Message:
             "to": self.to,
             "uri": uri,
         }
+
+
+@dataclass
+class IncomingNumber:
+    """A phone number of an account, with the webhooks Twilio calls for it."""
+
+    sid: str
+    account_sid: str
+    phone_number: str
+    friendly_name: str
+    sms_url: str = ""
+    sms_method: str = "POST"
+    status_callback: str = ""
+    status_callback_method: str = "POST"
+    voice_url: str = ""
+    voice_method: str = "POST"
+    date_created: datetime = field(default_factory=lambda: _now())
+    date_updated: datetime = field(default_factory=lambda: _now())
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "account_sid": self.account_sid, "address_requirements": "none", "address_sid": None,
+            "api_version": API_VERSION, "beta": False,
+            "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+            "date_created": rfc2822(self.date_created), "date_updated": rfc2822(self.date_updated),
+            "friendly_name": self.friendly_name, "identity_sid": None, "phone_number": self.phone_number,
+            "origin": "twilio", "sid": self.sid, "sms_application_sid": None, "sms_fallback_method": "POST",
+            "sms_fallback_url": None, "sms_method": self.sms_method, "sms_url": self.sms_url or None,
+            "status_callback": self.status_callback or None, "status_callback_method": self.status_callback_method,
+            "trunk_sid": None,
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers/{self.sid}.json",
+            "voice_receive_mode": "voice", "voice_application_sid": None, "voice_caller_id_lookup": False,
+            "voice_fallback_method": "POST", "voice_fallback_url": None, "voice_method": self.voice_method,
+            "voice_url": self.voice_url or None, "emergency_status": "Inactive", "emergency_address_sid": None,
+            "emergency_address_status": "unregistered", "bundle_sid": None, "status": "in-use", "type": "local",
+        }
+
+
+# IncomingPhoneNumber fields an update may set: the form name, the attribute, whether it is an HTTP method.
+NUMBER_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("SmsUrl", "sms_url", False), ("SmsMethod", "sms_method", True), ("StatusCallback", "status_callback", False),
+    ("StatusCallbackMethod", "status_callback_method", True), ("VoiceUrl", "voice_url", False),
+    ("VoiceMethod", "voice_method", True), ("FriendlyName", "friendly_name", False),
+)
 
 
 @dataclass
@@ -474,7 +491,8 @@ class FakeTwilio(FakeServer):
         self._api_keys: dict[str, tuple[str, str]] = {}
         self._verify_services: dict[str, str] = {}
         self._account_status: dict[str, str] = {}
-        self._numbers: dict[str, IncomingNumber] = {}  # by phone number
+        self._numbers: dict[str, IncomingNumber] = {}  # by PN sid
+        self.number_updates: list[tuple[str, dict[str, str]]] = []  # (PN sid, the fields set), oldest first
         self._messaging_services: dict[str, dict[str, Any]] = {}  # by sid: account_sid, inbound_request_url
         self._opted_out: set[str] = set()
         self._landlines: set[str] = set()
@@ -508,14 +526,15 @@ class FakeTwilio(FakeServer):
 
     def add_incoming_number(self, account_sid: str, number: str, *, sms_url: str = "",
                             status_callback: str = "") -> None:
-        with self._state:
-            self._numbers[number] = IncomingNumber(new_sid("PN"), account_sid, number, sms_url, status_callback)
+        self.add_number(account_sid, number, sms_url=sms_url, status_callback=status_callback)
 
     def set_number_webhooks(self, number: str, *, sms_url: str | None = None,
                             status_callback: str | None = None) -> None:
         """Point a number's SmsUrl or StatusCallback somewhere (the Console's Messaging configuration)."""
         with self._state:
-            found = self._numbers[number]
+            found = self.number(number)
+            if found is None:
+                raise KeyError(number)
             found.sms_url = found.sms_url if sms_url is None else sms_url
             found.status_callback = found.status_callback if status_callback is None else status_callback
 
@@ -548,9 +567,20 @@ class FakeTwilio(FakeServer):
         self.add_account(credentials.account_sid, credentials.auth_token)
         self.add_api_key(credentials.account_sid, credentials.api_key_sid, credentials.api_key_secret)
         self.add_verify_service(credentials.verify_service_sid, credentials.account_sid)
-        self.add_incoming_number(credentials.account_sid, credentials.phone_number)
+        self.add_number(credentials.account_sid, credentials.phone_number)
         self.add_messaging_service(credentials.messaging_service_sid, credentials.account_sid)
         return credentials
+
+    def add_number(self, account_sid: str, phone_number: str, **fields: str) -> IncomingNumber:
+        """A phone number the account owns (an IncomingPhoneNumber), with its webhooks as ``fields``."""
+        number = IncomingNumber(new_sid("PN"), account_sid, phone_number, _formatted(phone_number), **fields)
+        with self._state:
+            self._numbers[number.sid] = number
+        return number
+
+    def number(self, phone_number: str) -> IncomingNumber | None:
+        with self._state:
+            return next((found for found in self._numbers.values() if found.phone_number == phone_number), None)
 
     def stall_after_handling(self, n: int = 1, seconds: float = 1.0, match: RequestFilter = None) -> None:
         """Handle the next ``n`` matching requests normally (creating what they create), then
@@ -634,13 +664,16 @@ class FakeTwilio(FakeServer):
         service = r"/v2/Services/(?P<service>[^/]+)"
         return [
             route("GET", rf"{account}\.json", self._answering(self._fetch_account)),
-            route("GET", rf"{account}/IncomingPhoneNumbers\.json", self._answering(self._list_numbers)),
             route("GET", r"/v1/Services/(?P<service>[^/]+)", self._answering(self._fetch_messaging_service)),
             route("GET", r"/v2/Services/(?P<service>[^/]+)", self._answering(self._fetch_verify_service)),
             route("POST", rf"{account}/Messages\.json", self._answering(self._create_message)),
             route("GET", rf"{account}/Messages\.json", self._answering(self._list_messages)),
             route("GET", rf"{account}/Messages/(?P<sid>[^/]+)\.json", self._answering(self._fetch_message)),
             route("POST", rf"{account}/Calls\.json", self._answering(self._create_call)),
+            route("GET", rf"{account}/IncomingPhoneNumbers\.json", self._answering(self._list_numbers)),
+            route("GET", rf"{account}/IncomingPhoneNumbers/(?P<sid>[^/]+)\.json", self._answering(self._fetch_number)),
+            route("POST", rf"{account}/IncomingPhoneNumbers/(?P<sid>[^/]+)\.json",
+                  self._answering(self._update_number)),
             route("GET", rf"{account}/Calls\.json", self._answering(self._list_calls)),
             route("GET", rf"{account}/Calls/(?P<sid>[^/]+)\.json", self._answering(self._fetch_call)),
             route("POST", rf"{service}/Verifications", self._answering(self._start_verification)),
@@ -710,19 +743,6 @@ class FakeTwilio(FakeServer):
             "subresource_uris": {"messages": f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"},
             "type": "Full", "uri": f"/{API_VERSION}/Accounts/{account_sid}.json",
         })
-
-    def _list_numbers(self, request: RecordedRequest, match: re.Match[str]) -> Response:
-        account_sid = self._account_for_path(request, match)
-        wanted = request.query_value("PhoneNumber")
-        page_size = _bounded_int(request.query_value("PageSize"), "PageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-        with self._state:
-            found = [number.resource() for number in self._numbers.values()
-                     if number.account_sid == account_sid and (wanted is None or number.phone_number == wanted)]
-        query = urlencode([*(("PhoneNumber", wanted),) * (wanted is not None), ("PageSize", str(page_size))])
-        uri = f"{request.path}?{query}&Page=0"
-        return self._json(200, {"incoming_phone_numbers": found[:page_size], "first_page_uri": uri,
-                                "next_page_uri": None, "previous_page_uri": None, "page": 0, "page_size": page_size,
-                                "uri": uri, "start": 0, "end": max(len(found[:page_size]) - 1, 0)})
 
     def _fetch_messaging_service(self, request: RecordedRequest, match: re.Match[str]) -> Response:
         account_sid = self._authenticated_account(request)
@@ -899,6 +919,52 @@ class FakeTwilio(FakeServer):
         if call is None or call.account_sid != account_sid:
             raise _not_found(request.path)
         return self._json(200, call.resource())
+
+    # --- IncomingPhoneNumbers ------------------------------------------------------------------
+
+    def _list_numbers(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        account_sid = self._account_for_path(request, match)
+        wanted = request.query_value("PhoneNumber")
+        page_size = _bounded_int(request.query_value("PageSize"), "PageSize", 50, 1, 1000)
+        digits = re.sub(r"\D", "", wanted or "")
+        with self._state:
+            found = [number for number in self._numbers.values() if number.account_sid == account_sid
+                     and (not digits or digits in re.sub(r"\D", "", number.phone_number))]
+        path = request.path
+        query = urlencode([*([("PhoneNumber", wanted)] if wanted else []), ("PageSize", str(page_size)), ("Page", "0")])
+        return self._json(200, {
+            "incoming_phone_numbers": [number.resource() for number in found[:page_size]],
+            "first_page_uri": f"{path}?{query}", "next_page_uri": None, "previous_page_uri": None,
+            "page": 0, "page_size": page_size, "uri": f"{path}?{query}", "start": 0,
+            "end": max(min(len(found), page_size) - 1, 0),
+        })
+
+    def _owned_number(self, request: RecordedRequest, match: re.Match[str]) -> IncomingNumber:
+        account_sid = self._account_for_path(request, match)
+        with self._state:
+            number = self._numbers.get(match["sid"])
+        if number is None or number.account_sid != account_sid:
+            raise _not_found(request.path)
+        return number
+
+    def _fetch_number(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        return self._json(200, self._owned_number(request, match).resource())
+
+    def _update_number(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        number = self._owned_number(request, match)
+        params = request.form or {}
+        changes = {name: value for name, _attribute, _method in NUMBER_FIELDS
+                   if (value := _first(params, name)) is not None}
+        for name, _attribute, is_method in NUMBER_FIELDS:
+            if is_method and name in changes and changes[name].upper() not in ("GET", "POST"):
+                raise TwilioError(400, 20001, f"{name} must be GET or POST")
+        with self._state:
+            for name, attribute, is_method in NUMBER_FIELDS:
+                if name in changes:
+                    setattr(number, attribute, changes[name].upper() if is_method else changes[name])
+            number.date_updated = _now()
+            self.number_updates.append((number.sid, changes))
+            return self._json(200, number.resource())
 
     # --- Verify ------------------------------------------------------------------------------
 
@@ -1153,6 +1219,23 @@ class FakeTwilio(FakeServer):
         if messaging_service_sid:
             params["MessagingServiceSid"] = messaging_service_sid
         return params
+
+    def transcription_params(self, from_: str, to: str, text: str, *, status: str = "completed",
+                             account_sid: str | None = None) -> dict[str, str]:
+        """What Twilio posts to a ``<Record transcribeCallback>`` once it transcribed a caller's message."""
+        call_sid, recording_sid, transcription_sid = new_sid("CA"), new_sid("RE"), new_sid("TR")
+        with self._state:
+            account = account_sid or next(iter(self._accounts), new_sid("AC"))
+        recordings = f"{self.base_url}/{API_VERSION}/Accounts/{account}"
+        return {
+            "AccountSid": account, "CallSid": call_sid, "From": from_, "To": to, "CallStatus": "completed",
+            "ApiVersion": API_VERSION, "Direction": "inbound", "ForwardedFrom": "",
+            "RecordingSid": recording_sid, "RecordingUrl": f"{recordings}/Recordings/{recording_sid}",
+            "TranscriptionSid": transcription_sid, "TranscriptionStatus": status,
+            "TranscriptionText": text if status == "completed" else "",
+            "TranscriptionType": "fast",
+            "TranscriptionUrl": f"{recordings}/Recordings/{recording_sid}/Transcriptions/{transcription_sid}",
+        }
 
     def advance_message(
         self, message_sid: str, status: str, error_code: int | None = None, *, send: bool = True

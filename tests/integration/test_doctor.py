@@ -146,6 +146,12 @@ def syspro_body(syspro: FakeSyspro, **changes: Any) -> dict[str, Any]:
             "poll": {"entities": ["PorMasterHdr", "ApInvoice"]}, **changes}
 
 
+def odata_only_body(syspro: FakeSyspro) -> dict[str, Any]:
+    body = syspro_body(syspro, api="odata")
+    del body["base_url"], body["password"]
+    return body
+
+
 def x3_body(x3: FakeSageX3, **changes: Any) -> dict[str, Any]:
     return {"kind": "sagex3", "base_url": x3.base_url, "folder": "SEED", "username": "admin",
             "password": {"secret": "x3-pass"}, "poll": {"entities": ["PORDER", "PINVOICE"]}, **changes}
@@ -208,7 +214,8 @@ def test_every_kind_passes_against_systems_set_up_right(
     key = sendgrid.add_api_key()
     connections = {"fo": dynamics_body(dynamics, entra), "sms": twilio_body(twilio, creds),
                    "chat": slack_body(slack), "mail": sendgrid_body(sendgrid), "sys": syspro_body(syspro),
-                   "sys-odata": syspro_body(syspro, api="odata"), "x3": x3_body(x3), "qad": qad_body(qad)}
+                   "sys-odata": syspro_body(syspro, api="odata"), "sys-odata-only": odata_only_body(syspro),
+                   "x3": x3_body(x3), "qad": qad_body(qad)}
     rules = [{"id": "invoice-sms", "source": "fo", "event": VENDOR_INVOICE_POSTED, "channel": "sms", "via": "sms",
               "to": ["+14155550100"], "template": "vendor-invoice-posted"}]
 
@@ -218,7 +225,7 @@ def test_every_kind_passes_against_systems_set_up_right(
     assert report["checked_at"].endswith("Z")
     assert [(e["connection"], e["kind"]) for e in report["connections"]] == [
         ("secrets", "keyvault"), ("fo", "dynamics"), ("sms", "twilio"), ("chat", "slack"), ("mail", "sendgrid"),
-        ("sys", "syspro"), ("sys-odata", "syspro"), ("x3", "sagex3"), ("qad", "qad")]
+        ("sys", "syspro"), ("sys-odata", "syspro"), ("sys-odata-only", "syspro"), ("x3", "sagex3"), ("qad", "qad")]
     assert names(report, "fo") == ["Entra token", "OData $metadata", "$top=1 VendorInvoiceHeaders",
                                    "$top=1 VendorsV2"]
     assert names(report, "sms") == ["Credentials", "Sender number", "Inbound SMS URL (SmsUrl)",
@@ -226,7 +233,9 @@ def test_every_kind_passes_against_systems_set_up_right(
     assert names(report, "chat") == ["auth.test", "Scopes", f"Channel {CHANNEL_ID}"]
     assert names(report, "mail") == ["API key scopes", "Verified sender"]
     assert names(report, "sys") == ["e.net Logon", "e.net Logoff"]
-    assert names(report, "sys-odata") == ["OData PorMasterHdr", "OData ApInvoice"]
+    # OData reads for the poll; e.net, where it is set, for the notes.
+    assert names(report, "sys-odata") == ["OData PorMasterHdr", "OData ApInvoice", "e.net Logon", "e.net Logoff"]
+    assert names(report, "sys-odata-only") == ["OData PorMasterHdr", "OData ApInvoice"]
     assert names(report, "x3") == ["Read PORDER", "Read PINVOICE"]
     assert names(report, "qad") == ["Login", "Browse receipts", "Browse suppliers"]
     assert all(check["fix"] is None for e in report["connections"] for check in e["checks"])
@@ -434,7 +443,7 @@ def test_a_bad_syspro_logon_fails(syspro: FakeSyspro) -> None:
 
 def test_a_bad_syspro_odata_password_fails(syspro: FakeSyspro) -> None:
     secrets = secrets_for() | {"sys-odata": "wrong"}
-    report = doctor({"sys": syspro_body(syspro, api="odata")}, secrets)
+    report = doctor({"sys": odata_only_body(syspro)}, secrets)
 
     failed = [check for check in entry(report, "sys")["checks"] if not check["ok"]]
     assert [check["name"] for check in failed] == ["OData PorMasterHdr", "OData ApInvoice"]

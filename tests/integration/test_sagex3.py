@@ -438,6 +438,18 @@ def test_a_reply_can_go_on_the_supplier(x3: FakeSageX3, notes: SageX3Connection)
     assert x3.record("BPSUPPLIER", "S001")["YNOTES"].endswith("Call me back [SM003]")
 
 
+def test_a_reply_can_go_on_the_customer_once(x3: FakeSageX3, notes: SageX3Connection) -> None:
+    x3.add_customer("C042", "Northwind")
+
+    write_note(notes, note("BPCUSTOMER", "C042", "Please call after 3pm", "SM004"))
+    write_note(notes, note("BPCUSTOMER", "C042", "Please call after 3pm", "SM004"))  # redelivered: one line
+
+    assert x3.record("BPCUSTOMER", "C042")["YNOTES"] == (
+        "2026-11-22 09:15 UTC SMS from +1******0134: Please call after 3pm [SM004]")
+    modifies = [request for request in x3.requests_to("POST /soap-generic/") if b"wss:modify" in request.body]
+    assert len(modifies) == 1 and b"YBPC" in modifies[0].body
+
+
 @pytest.mark.parametrize(("entity", "key", "reason"), [
     ("PORDER", "NOPE", "Record NOPE does not exist"),
     ("GACCDUDATE", "X", "notes cannot be written on 'GACCDUDATE'"),

@@ -33,6 +33,21 @@ class Webhooks:
     creds: TwilioCredentials
     stores: Stores
     bus: StorageQueueBus
+    routes: RouteTable | None = None
+
+    def post_signed(self, route: str, params: dict[str, str], *, token: str | None = None) -> func.HttpResponse:
+        """Twilio posting ``params`` to the app's ``route`` (e.g. ``/api/twilio/voice/twilio-main``), signed."""
+        from shared.channels.twilio.signature import sign
+
+        assert self.routes is not None
+        found, _ = self.routes.find("POST", route)
+        assert found is not None
+        url = f"{PUBLIC_BASE_URL}{route}"
+        headers = {name.lower(): value for name, value in sign(token or self.creds.auth_token, url, params).items()}
+        request = func.HttpRequest("POST", f"http://127.0.0.1:7071{route}", headers=headers, params={},
+                                   route_params={"connection": route.rsplit("/", 1)[-1]},
+                                   body=urlencode(params).encode())
+        return found.function.user_function(**{found.function.arg_name: request})
 
     def post_status(self, job_id: str, sid: str, status: str) -> int:
         """Twilio posting ``status`` of ``sid`` to the callback URL the app gave for ``job_id``."""
@@ -94,7 +109,7 @@ def webhooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhooks]:
         assert route is not None
         stores, bus = Stores.open(settings, prefix), StorageQueueBus(settings)
         try:
-            yield Webhooks(route.function, creds, stores, bus)
+            yield Webhooks(route.function, creds, stores, bus, routes)
         finally:
             function_app.app.functions_bindings = None
             stores.close()
@@ -163,3 +178,28 @@ def test_a_callback_is_queued_when_storage_is_slow_and_applied_once(
     for _ in range(trigger.MAX_APPLYING):
         trigger._applying.release()
     assert webhooks.statuses(job_id) == ["delivered"]
+
+
+def test_a_call_is_asked_for_a_message_whose_transcription_is_posted_back_signed(webhooks: Webhooks) -> None:
+    call = {"CallSid": "CA" + uuid.uuid4().hex, "AccountSid": webhooks.creds.account_sid, "From": "+14155550188",
+            "To": webhooks.creds.phone_number, "CallStatus": "ringing", "Direction": "inbound"}
+    answer = webhooks.post_signed("/api/twilio/voice/twilio-main", call)
+
+    assert answer.status_code == 200 and answer.mimetype == "text/xml"
+    assert (f'<Record transcribe="true" transcribeCallback="{PUBLIC_BASE_URL}/api/twilio/transcription/twilio-main"'
+            in answer.get_body().decode())
+
+
+def test_a_transcription_is_queued_sealed_and_a_forged_one_changes_nothing(webhooks: Webhooks) -> None:
+    with FakeTwilio() as twilio:  # builds the parameters Twilio posts
+        params = twilio.transcription_params("+14155550188", webhooks.creds.phone_number, "Please call me back",
+                                             account_sid=webhooks.creds.account_sid)
+    forged = webhooks.post_signed("/api/twilio/transcription/twilio-main", params, token="not-the-auth-token")
+    assert forged.status_code == 403 and queued_callbacks(webhooks.bus) == []
+
+    assert webhooks.post_signed("/api/twilio/transcription/twilio-main", params).status_code == 204
+    [body] = queued_callbacks(webhooks.bus)
+    envelope = read_envelope(body)
+    assert envelope.type == "twilio.voice_message" and envelope.key == params["RecordingSid"]
+    assert envelope.payload["params"]["TranscriptionText"] == "Please call me back"
+    assert b"Please call me back" not in body and b"+14155550188" not in body  # sealed on the queue

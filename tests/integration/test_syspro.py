@@ -24,7 +24,7 @@ from shared.erp.syspro.adapter import (
     open_source,
     write_note,
 )
-from shared.erp.syspro.client import EnetReader, EnetSession, SysproError, TableQuery, lease_name
+from shared.erp.syspro.client import EnetReader, EnetSession, SysproError, TableQuery, lease_name, reset_sessions
 from shared.erp.syspro.connection import SysproConnection
 from shared.http import HttpClient, HttpFailure, RetryLater, RetryPolicy
 from shared.model import Envelope
@@ -60,6 +60,7 @@ def erp() -> Iterator[FakeSyspro]:
         fake.add_purchase_order("OLD-1", "S1", company=company)
         fake.add_invoice("S1", "OLD-1", "1.00", journal_date=date(2026, 10, 1), company=company)
     yield fake
+    reset_sessions()  # the kept sessions log off while their SYSPRO still answers
     fake.stop()
     assert not fake.handler_errors
 
@@ -131,7 +132,7 @@ def test_changed_orders_alert_once_each_then_nothing_then_again(erp: FakeSyspro,
     poll(conn, ["PorMasterHdr"], stores, again, http)
     [p2_again] = claimed(stores, again)
     assert p2_again.payload["fields"]["status_text"] == "complete" and p2_again.key != p2.key
-    assert len(erp.logons()) == 4 and not erp.active_sessions()  # one session per cycle, logged off at its end
+    assert len(erp.logons()) == 1 and len(erp.active_sessions()) == 1  # one session kept across the four polls
 
 
 def test_the_logon_waits_for_the_first_read(erp: FakeSyspro, http: HttpClient) -> None:
@@ -232,7 +233,7 @@ def test_a_poll_failing_on_page_3_resumes_while_other_connections_poll(erp: Fake
         poll(main, ["PorMasterHdr"], stores, failed, http, page_size=2)
     assert str(failure.value) == "SYSPRO Query/Query COMFND: gave up after 2 attempts: HTTP 500"
     assert stores.watermarks.get("syspro-main", "PorMasterHdr") == watermark
-    assert not erp.active_sessions()  # logged off all the same
+    assert len(erp.active_sessions()) == 2  # each operator's session is kept for its next poll
 
     erp.add_purchase_order("Q1", "S9", company="EDU2")
     meanwhile = RecordingBus()
@@ -258,7 +259,51 @@ def test_a_session_expiring_mid_poll_logs_on_again_and_the_poll_succeeds(erp: Fa
     bus = RecordingBus()
     assert poll(conn, ["PorMasterHdr"], stores, bus, http, page_size=2) == {"PorMasterHdr": 5}
     assert len(claimed(stores, bus)) == 5
-    assert len(erp.logons()) == logons + 2  # the first logon and one renewal
+    assert len(erp.logons()) == logons + 1  # one renewal: the session of the first poll was kept
+
+
+def test_one_logon_serves_every_poll_and_note_of_the_process(erp: FakeSyspro, stores: Stores,
+                                                              http: HttpClient) -> None:
+    conn = connection(erp)
+    erp.add_purchase_order("P1", "S1")
+    for _ in range(3):
+        poll(conn, ["PorMasterHdr", "ApInvoice"], stores, RecordingBus(), http)
+    write_note(conn, note("PorMasterHdr", "P1"), secrets=SECRETS, http=http, stores=stores)
+    poll(conn, ["PorMasterHdr"], stores, RecordingBus(), http)
+
+    assert len(erp.logons()) == 1 and erp.requests_to(f"GET {REST}/Logoff") == []
+    assert len(erp.active_sessions()) == 1 and len(erp.comments("P1")) == 2
+
+
+def test_a_session_unused_for_session_minutes_is_renewed_before_syspro_times_it_out(erp: FakeSyspro,
+                                                                                    http: HttpClient) -> None:
+    erp.session_timeout = 20 * 60  # SYSPRO's idle timeout on this server
+    session = EnetSession(connection(erp, session_minutes=15), SECRETS, http, clock=erp.clock)
+    reader, query = EnetReader(session), TableQuery("ApSupplier", ("Supplier",), ("Supplier",), 10)
+    reader.rows(query)
+
+    erp.pass_time(14 * 60)
+    reader.rows(query)  # used again within 15 minutes: the same session, its idle time starts anew
+    erp.pass_time(14 * 60)
+    reader.rows(query)
+    assert (session.logons, session.renewals) == (1, 0)
+
+    erp.pass_time(16 * 60)  # past session_minutes, not yet past SYSPRO's timeout
+    assert len(reader.rows(query)) == 2
+    assert (session.logons, session.renewals) == (2, 1)
+    assert len(erp.requests_to(f"GET {REST}/Logoff")) == 1  # the old session gave its seat back
+    assert erp.refused_as_ended == 0  # no call ever met a timed-out session
+
+
+def test_a_session_syspro_timed_out_sooner_logs_on_again_once(erp: FakeSyspro, http: HttpClient) -> None:
+    erp.session_timeout = 10 * 60  # shorter than the connection's session_minutes assumes
+    session = EnetSession(connection(erp, session_minutes=15), SECRETS, http, clock=erp.clock)
+    reader, query = EnetReader(session), TableQuery("ApSupplier", ("Supplier",), ("Supplier",), 10)
+    reader.rows(query)
+    erp.pass_time(12 * 60)
+
+    assert len(reader.rows(query)) == 2
+    assert erp.refused_as_ended == 1 and session.logons == 2 and len(erp.active_sessions()) == 1
 
 
 def test_two_sessions_of_one_operator_take_turns(erp: FakeSyspro, http: HttpClient) -> None:
@@ -384,6 +429,28 @@ def test_polls_over_odata_need_no_session(erp: FakeSyspro, stores: Stores, http:
     assert open_source(conn, secrets=SECRETS, http=http).exclusive is None
 
 
+def odata_only_connection(erp: FakeSyspro) -> SysproConnection:
+    body = {"kind": "syspro", "api": "odata", "odata_url": erp.odata_url, "operator": "ADMIN",
+            "odata_password": {"secret": "syspro-odata-password"}, "company_id": "EDU1",
+            "poll": {"entities": list(ALL), "time_zone": "America/Chicago"}}
+    found = config_from_dict({"connections": {"syspro-odata": body}}).connections["syspro-odata"]
+    assert isinstance(found, SysproConnection)
+    return found
+
+
+def test_odata_alone_polls_without_enet_and_refuses_notes_with_the_reason(erp: FakeSyspro, stores: Stores,
+                                                                          http: HttpClient) -> None:
+    conn = odata_only_connection(erp)
+    poll(conn, ["PorMasterHdr"], stores, RecordingBus(), http)
+    erp.add_purchase_order("P1", "S1", [(1, 5)])
+    bus = RecordingBus()
+
+    assert poll(conn, ["PorMasterHdr"], stores, bus, http) == {"PorMasterHdr": 1}
+    with pytest.raises(PermanentFailure, match="reads SYSPRO through OData only"):
+        write_note(conn, note("PorMasterHdr", "P1"), secrets=SECRETS, http=http, stores=stores)
+    assert erp.logons() == [] and erp.comments("P1") == []
+
+
 def test_odata_without_a_readable_timestamp(erp: FakeSyspro, stores: Stores, http: HttpClient) -> None:
     erp.odata_timestamp = False
     conn = odata_connection(erp)
@@ -416,7 +483,7 @@ def test_a_reply_on_an_order_becomes_comment_lines(erp: FakeSyspro, stores: Stor
     write_note(connection(erp), reply, secrets=SECRETS, http=http, stores=stores)  # the reply delivered again
     assert erp.comments("P1") == comments
     assert len(erp.requests_to(f"GET {erp.rest_url[len(erp.base_url):]}/Transaction/Post")) == posts
-    assert not erp.active_sessions()
+    assert len(erp.logons()) == 1 and len(erp.active_sessions()) == 1  # both writes used the one kept session
     # The framework lease is free again: a poll can take it.
     assert stores.leases.acquire(lease_name(connection(erp)), "poll", 10) is None
 
@@ -455,12 +522,12 @@ def test_a_write_that_timed_out_is_not_sent_again(erp: FakeSyspro, stores: Store
     with pytest.raises(HttpFailure, match="may have been processed"):
         write_note(connection(erp), reply, secrets=SECRETS, http=impatient, stores=stores)
     assert len(erp.requests_to(posts)) == 1
-    # The stalled write met a logged-off session, so it did not land: the reply delivered again
-    # reads the order first, writes once, and a third delivery finds the note and writes nothing.
+    # The stalled write landed on the kept session: the reply delivered again reads the order
+    # first, finds the note and writes nothing, and so does a third delivery.
     wait_for(lambda: erp.handled(posts) == 1, what="the stalled write answered")
     write_note(connection(erp), reply, secrets=SECRETS, http=impatient, stores=stores)
     write_note(connection(erp), reply, secrets=SECRETS, http=impatient, stores=stores)
-    assert len(erp.requests_to(posts)) == 2 and len(erp.comments("P1")) == 2
+    assert len(erp.requests_to(posts)) == 1 and len(erp.comments("P1")) == 2
     impatient.close()
 
 

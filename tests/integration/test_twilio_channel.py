@@ -385,6 +385,26 @@ def test_wrong_credentials_are_permanent(fake: FakeTwilio, account: TwilioCreden
     channel.close()
 
 
+def test_without_an_api_key_the_account_sid_and_auth_token_send_and_a_wrong_token_is_refused(
+    fake: FakeTwilio, account: TwilioCredentials
+) -> None:
+    connection = connection_for(fake, account, api_key_sid=None, api_key_secret=None)
+    channel = TwilioChannel(connection, secrets_for(account))
+    refused = TwilioChannel(connection, secrets_for(account, **{AUTH_TOKEN_NAME: "not-the-token"}))
+
+    result = channel.send_sms(CUSTOMER, "Invoice INV-5 needs approval", STATUS_URL)
+    with pytest.raises(PermanentSendError) as raised:
+        refused.send_sms(CUSTOMER, "Invoice INV-5 needs approval", STATUS_URL)
+
+    assert fake.message(result.sid).to == CUSTOMER and result.status == "queued"
+    first, second = fake.requests_to(CREATE_MESSAGE)
+    assert basic_username(first) == basic_username(second) == account.account_sid
+    assert (raised.value.code, raised.value.status) == (20003, 401)
+    assert len(fake.messages(to=CUSTOMER)) == 1
+    channel.close()
+    refused.close()
+
+
 # --- ambiguity and find_sent_message -------------------------------------------------------------
 
 

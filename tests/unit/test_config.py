@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.channels.slack.connection import SlackConnection
-from shared.channels.twilio.connection import TwilioConnection
+from shared.channels.twilio.connection import TwilioConnection, basic_credentials
 from shared.config import loading as config_module
 from shared.config.loading import config_from_dict, get_config, load_config, reset_config
 from shared.config.model import AppConfig, ConfigError, SecretRef
@@ -165,6 +165,12 @@ INVALID_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "bad twilio account_sid",
         lambda d: twilio(d).update(account_sid="AC123"),
         "connections.twilio.account_sid: must be 'AC' followed by 32 hex digits",
+    ),
+    (
+        "twilio api key without its secret",
+        lambda d: twilio(d).pop("api_key_secret"),
+        "connections.twilio.api_key_secret: is required with api_key_sid"
+        " (or leave both out to send with the auth_token)",
     ),
     (
         "twilio without a sender",
@@ -382,6 +388,17 @@ def test_loaded_objects_are_frozen() -> None:
         loaded.connections["new"] = fo  # type: ignore[index]
     assert isinstance(loaded.rules, tuple)
     assert isinstance(loaded.rules[0].to, tuple)
+
+
+def test_a_twilio_connection_without_an_api_key_sends_with_the_account_sid_and_auth_token() -> None:
+    data = base()
+    twilio(data).pop("api_key_sid")
+    twilio(data).pop("api_key_secret")
+
+    tw = config_from_dict(data).connection_of("twilio", TwilioConnection)
+
+    assert (tw.api_key_sid, tw.api_key_secret) == (None, None)
+    assert basic_credentials(tw) == (tw.account_sid, SecretRef("twilio-auth-token"))
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:7071", "http://localhost:8080/", "http://[::1]:9000"])

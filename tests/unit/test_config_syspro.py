@@ -8,7 +8,7 @@ import pytest
 
 from shared.config.loading import config_from_dict
 from shared.config.model import ConfigError, SecretRef
-from shared.erp.syspro.connection import SysproConnection
+from shared.erp.syspro.connection import SysproConnection, notes_unavailable
 
 
 def syspro(**fields: Any) -> dict[str, Any]:
@@ -39,6 +39,37 @@ def test_odata_needs_its_url_and_password() -> None:
     found = connection.connection_of("syspro-main", SysproConnection)
     assert found.odata_url == "https://erp.example/SYSPRO8Odata/SYSPROOData"
     assert found.odata_password == SecretRef("syspro-main-odata-password")
+
+
+ODATA_ONLY = {"api": "odata", "odata_url": "https://erp.example/SYSPRO8Odata/SYSPROOData",
+              "odata_password": {"secret": "syspro-main-odata-password"}, "base_url": None, "password": None}
+
+
+def test_odata_alone_needs_no_enet_fields_and_says_notes_are_unavailable() -> None:
+    found = config_from_dict(syspro(**ODATA_ONLY)).connection_of("syspro-main", SysproConnection)
+
+    assert (found.base_url, found.password, found.company_password) == (None, None, None)
+    assert notes_unavailable(found) == ("syspro-main reads SYSPRO through OData only, which is read-only; notes are "
+                                        "written through e.net, which needs base_url and password")
+    with_enet = config_from_dict(syspro(**{**ODATA_ONLY, "base_url": "https://erp.example:31002/SYSPROWCFService/Rest",
+                                           "password": {"secret": "syspro-main-operator-password"}}))
+    assert notes_unavailable(with_enet.connection_of("syspro-main", SysproConnection)) is None
+
+
+def test_enet_needs_its_fields_and_odata_takes_both_or_neither() -> None:
+    assert errors(syspro(base_url=None, password=None)) == [
+        "connections.syspro-main.base_url: is required unless api is odata",
+        "connections.syspro-main.password: is required unless api is odata"]
+    assert errors(syspro(**{**ODATA_ONLY, "base_url": "https://erp.example:31002/SYSPROWCFService/Rest"})) == [
+        "connections.syspro-main.password: is required with base_url (e.net, for notes); or leave both out"]
+
+
+def test_sessions_are_kept_for_fifteen_minutes_unless_set() -> None:
+    assert config_from_dict(syspro()).connection_of("syspro-main", SysproConnection).session_minutes == 15
+    five = config_from_dict(syspro(session_minutes=5)).connection_of("syspro-main", SysproConnection)
+    assert five.session_minutes == 5
+    assert errors(syspro(session_minutes=0)) == ["connections.syspro-main.session_minutes: must be a whole number "
+                                                 "from 1 to 240"]
 
 
 @pytest.mark.parametrize(("fields", "expected"), [

@@ -177,7 +177,8 @@ def test_unknown_names_and_bad_values_are_reported_by_path() -> None:
            "BPSUPPLIER, BPADDRESS, CONTACT" in found
     assert "connections.x3.representations.PORDER.klass: unknown field" in found
     assert "connections.x3.representations.PORDER.representation: is required" in found
-    assert "connections.x3.notes.GACCDUDATE: unknown name; one of PORDER, PINVOICE, PAYMENTH, BPSUPPLIER" in found
+    assert ("connections.x3.notes.GACCDUDATE: unknown name; one of PORDER, PINVOICE, PAYMENTH, BPSUPPLIER, "
+            "BPCUSTOMER") in found
     assert "connections.x3.due_window_days: must be a whole number from 0 to 90" in found
     assert "connections.x3.soap_language: must be an X3 language code such as ENG" in found
     assert any(line.startswith("connections.x3.poll.entities[1]: cannot poll 'POHEADER'") for line in found)

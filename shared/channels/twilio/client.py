@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.channels.twilio.connection import messaging_base_url
+from shared.channels.twilio.connection import basic_credentials, messaging_base_url
+from shared.channels.twilio.webhooks import NumberWebhooks
 from shared.clients import PerConnection
 from shared.http import (
     DEFAULT_POOL_MAXSIZE,
@@ -95,6 +96,15 @@ class SendResult:
 
     sid: str
     status: str
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    """One of the account's phone numbers (an IncomingPhoneNumber) and the webhooks it calls."""
+
+    sid: str
+    phone_number: str
+    webhooks: NumberWebhooks
 
 
 class TwilioSendError(Exception):
@@ -306,9 +316,10 @@ class TwilioChannel:
         from twilio.rest import Client
 
         connection = self.connection
+        username, password = basic_credentials(connection)
         client = Client(
-            username=connection.api_key_sid,
-            password=self._secret(connection.api_key_secret),
+            username=username,
+            password=self._secret(password),
             account_sid=connection.account_sid,
             http_client=self._http,
         )
@@ -424,6 +435,28 @@ class TwilioChannel:
 
         return self._call(lookup, idempotent=True, action="look up placed calls")
 
+    # --- the account's phone numbers -----------------------------------------------------------
+
+    def find_number(self, phone_number: str) -> PhoneNumber | None:
+        """The account's number ``phone_number`` (E.164) with its webhooks; None when the account has no such number."""
+        def lookup() -> PhoneNumber | None:
+            for found in self._client.incoming_phone_numbers.stream(phone_number=phone_number, page_size=20, limit=20):
+                if found.phone_number == phone_number:  # Twilio's filter also matches partial numbers
+                    return _phone_number(found)
+            return None
+
+        return self._call(lookup, idempotent=True, action="look up the phone number")
+
+    def set_number_webhooks(self, sid: str, webhooks: NumberWebhooks) -> PhoneNumber:
+        """Point number ``sid``'s incoming SMS and status callbacks at ``webhooks``; the number as Twilio then shows it.
+
+        Setting the same values again changes nothing, so a lost answer is simply retried."""
+        def update() -> PhoneNumber:
+            return _phone_number(self._client.incoming_phone_numbers(sid).update(
+                sms_url=webhooks.sms_url, sms_method=webhooks.sms_method, status_callback=webhooks.status_callback))
+
+        return self._call(update, idempotent=True, action="set the phone number's webhooks")
+
     # --- Verify ----------------------------------------------------------------------------------
 
     def start_verification(self, to: str, channel: str = "sms") -> SendResult:
@@ -517,8 +550,9 @@ class TwilioChannel:
         return value
 
     def _refresh_credentials(self) -> None:
-        # The provider caches secrets for minutes: a rotated API key secret takes effect without a rebuild.
-        secret = self._secret(self.connection.api_key_secret)
+        # The provider caches secrets for minutes: a rotated API key secret (or Auth Token) takes effect
+        # without a rebuild.
+        secret = self._secret(basic_credentials(self.connection)[1])
         if secret != self._client.password:
             self._client.password = secret
             self._client.auth = (self._client.username, secret)
@@ -591,6 +625,11 @@ class TwilioChannel:
         )
         reason = f"Twilio: {action}: {failure.describe()} after {attempt} attempts"
         return RetryLater(later.delay, reason, failure.status)
+
+
+def _phone_number(found: Any) -> PhoneNumber:
+    webhooks = NumberWebhooks(found.sms_url or "", (found.sms_method or "").upper(), found.status_callback or "")
+    return PhoneNumber(found.sid, found.phone_number, webhooks)
 
 
 def validity_period(valid_until: datetime, now: datetime | None = None) -> int:

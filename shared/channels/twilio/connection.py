@@ -1,4 +1,7 @@
-"""A Twilio connection: the account, the API key it sends with, the sender, and Verify."""
+"""A Twilio connection: the account, the credentials it sends with, the sender, and Verify.
+
+Requests authenticate with an API key (``api_key_sid`` + ``api_key_secret``) or, without one,
+with the account SID and its Auth Token, as Twilio accepts both (HTTP Basic either way)."""
 
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ DEFAULT_TWILIO_VERIFY_BASE_URL = "https://verify.twilio.com"
 class TwilioConnection(Connection):
     kind: ClassVar[str] = "twilio"
     account_sid: str
-    api_key_sid: str
-    api_key_secret: SecretRef
     auth_token: SecretRef  # the key Twilio signs webhooks with (X-Twilio-Signature)
+    # An API key to send with; without one, requests use the account SID and its Auth Token.
+    api_key_sid: str | None = None
+    api_key_secret: SecretRef | None = None
     from_number: str | None = None
     messaging_service_sid: str | None = None
     verify_service_sid: str | None = None
@@ -55,6 +59,11 @@ def messaging_base_url(connection: TwilioConnection) -> str:
     base = connection.api_base_url.rstrip("/")
     scheme, _, rest = base.partition("://")
     return f"{scheme}://messaging.{rest[len('api.'):]}" if rest.startswith("api.") else base
+def basic_credentials(connection: TwilioConnection) -> tuple[str, SecretRef]:
+    """The Basic auth user and the secret sent as its password: the API key, else the account and its Auth Token."""
+    if connection.api_key_sid and connection.api_key_secret:
+        return connection.api_key_sid, connection.api_key_secret
+    return connection.account_sid, connection.auth_token
 
 
 def sender_of(connection: TwilioConnection) -> str:
@@ -87,6 +96,16 @@ def _sender_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
     return [(".from_number", "is required unless messaging_service_sid is given")]
 
 
+@f.described({"dependentRequired": {"api_key_sid": ["api_key_secret"], "api_key_secret": ["api_key_sid"]}})
+def _api_key_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
+    # Half an API key would silently fall back to the Auth Token: say which half is missing.
+    if "api_key_sid" in raw and "api_key_secret" not in raw:
+        return [(".api_key_secret", "is required with api_key_sid (or leave both out to send with the auth_token)")]
+    if "api_key_secret" in raw and "api_key_sid" not in raw:
+        return [(".api_key_sid", "is required with api_key_secret (or leave both out to send with the auth_token)")]
+    return []
+
+
 SETTINGS = f.ConnectionSettings(
     TwilioConnection,
     {
@@ -103,5 +122,5 @@ SETTINGS = f.ConnectionSettings(
         "sends_per_second": _positive_rate,
         "quiet_hours": f.quiet_hours,
     },
-    _sender_problems,
+    f.all_problems(_sender_problems, _api_key_problems),
 )

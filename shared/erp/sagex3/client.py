@@ -133,6 +133,8 @@ NOTE_TARGETS: Mapping[str, SageX3NoteTarget] = {
     "PINVOICE": SageX3NoteTarget("YPIH", "NUM", "PIH0_1", "YNOTES"),
     "PAYMENTH": SageX3NoteTarget("YPAY", "NUM", "PAY0_1", "YNOTES"),
     "BPSUPPLIER": SageX3NoteTarget("YBPS", "BPSNUM", "BPS0_1", "YNOTES"),
+    # Customers (BPC object, key BPCNUM): a reply from a customer goes on the customer record.
+    "BPCUSTOMER": SageX3NoteTarget("YBPC", "BPCNUM", "BPC0_1", "YNOTES"),
 }
 
 # Documented paths (see the reference): REST representations, GraphQL, the SOAP generic service.

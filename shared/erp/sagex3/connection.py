@@ -13,7 +13,7 @@ from shared.config.model import DEFAULT_REGION, Connection, PollSettings, Secret
 ENTITIES: tuple[str, ...] = ("PORDER", "PORDER-approved", "PORDER-delivery", "PINVOICE", "PINVOICE-due", "PAYMENTH")
 # The REST classes read, whose representation a connection may override; and the records notes go on.
 REST_SOURCES: tuple[str, ...] = ("PORDER", "PORDERQ", "PINVOICE", "PAYMENTH", "BPSUPPLIER", "BPADDRESS", "CONTACT")
-NOTE_ENTITIES: tuple[str, ...] = ("PORDER", "PINVOICE", "PAYMENTH", "BPSUPPLIER")
+NOTE_ENTITIES: tuple[str, ...] = ("PORDER", "PINVOICE", "PAYMENTH", "BPSUPPLIER", "BPCUSTOMER")
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,12 @@ from shared.erp.syspro.client import (
     after,
     any_of,
     chunks,
+    enet_session,
     lease_name,
     read_all,
     transport,
 )
-from shared.erp.syspro.connection import SysproConnection
+from shared.erp.syspro.connection import SysproConnection, notes_unavailable
 from shared.http import HttpClient
 from shared.outcomes import PermanentFailure, RetryLater
 
@@ -347,7 +348,8 @@ def open_source(connection: SysproConnection, *, secrets: SecretProvider | None 
         # No session and no seat: OData polls need no lease of the operator.
         cycle = Cycle(ODataReader(connection, secrets, http), connection.default_region)
         return Source(client=cycle, entities=ENTITIES, close=cycle.close)
-    cycle = Cycle(EnetReader(EnetSession(connection, secrets, http)), connection.default_region)
+    # The process's session of this operator: logged on by the first poll, kept for the next ones.
+    cycle = Cycle(EnetReader(enet_session(connection, secrets, http)), connection.default_region)
     return Source(client=cycle, entities=ENTITIES, exclusive=lease_name(connection), close=cycle.close)
 
 
@@ -416,15 +418,15 @@ def write_note(connection: SysproConnection, note: Note, *, secrets: SecretProvi
     session ended by this logon); a busy lease is a ``RetryLater``. Written twice (a
     redelivered reply), the note is found on the record and not written again.
     """
+    unavailable = notes_unavailable(connection)
+    if unavailable:
+        raise PermanentFailure(unavailable)
     writer = _NOTE_WRITERS.get(note.record_entity)
     if writer is None:
         raise PermanentFailure(f"SYSPRO notes cannot be written on {note.record_entity!r} records")
-    session = EnetSession(connection, secrets or _secret_provider(), http or transport(connection).http)
+    session = enet_session(connection, secrets or _secret_provider(), http or transport(connection).http)
     with _operator_lease(connection, stores):
-        try:
-            writer(session, note)
-        finally:
-            session.logoff()
+        writer(session, note)
 
 
 def _write_order_comment(session: EnetSession, note: Note) -> None:

@@ -12,8 +12,11 @@ e.net (``{base_url}/Logon``, ``/Query/Query``, ``/Transaction/Post``, ``/Logoff`
   business failure is HTTP 200 with a body starting ``ERROR`` (or ``ErrorDescription`` /
   ``ErrorMessage`` elements). A non-2xx status is an infrastructure error (retried by
   ``shared.http``).
-- The session is opened on the first call and kept; an answer saying it expired (or was
-  ended by another logon of the same operator) logs on again and retries the call once.
+- The session is opened on the first call and kept for the process (``enet_session``: one
+  logon per connection, not one per poll); unused for ``session_minutes`` it is logged off and
+  logged on anew before its next call, so SYSPRO's idle timeout does not end it under a call.
+  An answer saying it expired anyway (or was ended by another logon of the same operator)
+  logs on again and retries the call once.
   So does a read answered with any other unexpected ``ERROR`` (not a full licence class, not
   a missing business object): after one retry on a fresh session it fails with the answer's text.
   A second logon by the same operator ends the first session, so calls of one operator are
@@ -33,6 +36,7 @@ import json
 import logging
 import re
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +47,7 @@ from urllib.parse import quote, urlencode
 from xml.sax.saxutils import escape
 
 from shared.clients import PerConnection
-from shared.erp.syspro.connection import SysproConnection
+from shared.erp.syspro.connection import SysproConnection, has_enet, notes_unavailable
 from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy
 from shared.outcomes import PermanentFailure, RetryLater
@@ -401,7 +405,7 @@ _operator_locks_guard = threading.Lock()
 
 def operator_lock(connection: SysproConnection) -> threading.Lock:
     """One lock per SYSPRO server and operator in this process: a second logon ends the first session."""
-    key = (connection.base_url.rstrip("/").lower(), connection.operator.strip().lower())
+    key = ((connection.base_url or "").rstrip("/").lower(), connection.operator.strip().lower())
     with _operator_locks_guard:
         return _operator_locks.setdefault(key, threading.Lock())
 
@@ -409,20 +413,29 @@ def operator_lock(connection: SysproConnection) -> threading.Lock:
 def lease_name(connection: SysproConnection) -> str:
     """The lease every instance takes before using this operator's session on this company."""
     return "syspro|" + "|".join(part.strip().lower() for part in
-                                (connection.base_url.rstrip("/"), connection.company_id, connection.operator))
+                                ((connection.base_url or "").rstrip("/"), connection.company_id,
+                                 connection.operator))
 
 
 class EnetSession:
-    """One e.net session of a connection's operator: logged on lazily, renewed once when it ends."""
+    """One e.net session of a connection's operator: logged on lazily, renewed before SYSPRO's idle
+    timeout (``session_minutes`` unused) and once when SYSPRO says it ended."""
 
-    def __init__(self, connection: SysproConnection, secrets: SecretProvider, http: HttpClient) -> None:
+    def __init__(self, connection: SysproConnection, secrets: SecretProvider, http: HttpClient, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not has_enet(connection) or connection.base_url is None:
+            raise PermanentFailure(notes_unavailable(connection) or f"{connection.name}: e.net is not configured")
         self.connection = connection
-        self._secrets = secrets
-        self._http = http
+        self.secrets = secrets
+        self.http = http
         self._base = connection.base_url.rstrip("/")
         self._lock = operator_lock(connection)
         self._user_id: str | None = None
+        self._clock = clock
+        self._last_used = 0.0
+        self._idle_limit = connection.session_minutes * 60.0
         self.logons = 0
+        self.renewals = 0
 
     @property
     def logged_on(self) -> bool:
@@ -468,6 +481,7 @@ class EnetSession:
         with self._lock:
             user_id = self._logon_if_needed()
             payload = self._get(path, business_object, {"UserId": user_id, **params}, repeatable)
+            self._last_used = self._clock()  # every call refreshes the session's idle time on SYSPRO's side
             if is_error_text(payload) and SESSION_ENDED.search(payload):
                 # Nothing was done on an ended session: logging on again and repeating is safe.
                 log.info("SYSPRO session of %s ended; logging on again", self.connection.name)
@@ -513,8 +527,15 @@ class EnetSession:
         raise SysproError(f"{what}: {reason}")
 
     def _logon_if_needed(self) -> str:
-        if self._user_id is not None:
+        if self._user_id is not None and self._clock() - self._last_used < self._idle_limit:
             return self._user_id
+        if self._user_id is not None:
+            # Unused long enough for SYSPRO to time it out: give the seat back and log on anew
+            # rather than have a call refused on it.
+            log.info("SYSPRO session of %s unused for %d minutes or more; logging on again",
+                     self.connection.name, self.connection.session_minutes)
+            self.renewals += 1
+            self._end_session(self._user_id)
         params = {
             "Operator": self.connection.operator,
             "OperatorPassword": self._password(),
@@ -532,22 +553,24 @@ class EnetSession:
         if not user_id or any(character in user_id for character in "<> \r\n"):
             raise SysproError("SYSPRO Logon: the answer holds no session id")
         self._user_id = user_id
+        self._last_used = self._clock()
         self.logons += 1
         return user_id
 
     def _get(self, path: str, business_object: str, params: Mapping[str, str], repeatable: bool = True) -> str:
         url = f"{self._base}/{path}?{urlencode(params, quote_via=quote)}"
         call = f"SYSPRO {path} {business_object}".rstrip()
-        response: requests.Response = send_naming_only(call, lambda: self._http.get(url, idempotent=repeatable))
+        response: requests.Response = send_naming_only(call, lambda: self.http.get(url, idempotent=repeatable))
         text = decode_body(response.content, response.headers.get("Content-Type", ""))
         return unwrap(text)
 
     def _password(self) -> str:
-        return self._secrets.get(self.connection.password.name).reveal()
+        ref = self.connection.password
+        return self.secrets.get(ref.name).reveal() if ref is not None else ""
 
     def _company_password(self) -> str:
         ref = self.connection.company_password
-        return self._secrets.get(ref.name).reveal() if ref is not None else ""
+        return self.secrets.get(ref.name).reveal() if ref is not None else ""
 
 
 def _unexpected_error(payload: str) -> bool:
@@ -565,8 +588,32 @@ class EnetReader(TableReader):
         root = self.session.query("COMFND", comfnd_xml(query))
         return table_rows(root, query.columns)
 
-    def close(self) -> None:
-        self.session.logoff()
+    # close() keeps the session: it is the process's one session of this operator (enet_session).
+
+
+_sessions: dict[str, EnetSession] = {}
+_sessions_guard = threading.Lock()
+
+
+def enet_session(connection: SysproConnection, secrets: SecretProvider, http: HttpClient) -> EnetSession:
+    """The process's e.net session of ``connection``, kept across polls and notes: one logon, not one per poll.
+
+    A changed connection (a reloaded file), other secrets or another HTTP client get a new session.
+    """
+    with _sessions_guard:
+        found = _sessions.get(connection.name)
+        if found is None or found.connection != connection or found.secrets is not secrets or found.http is not http:
+            found = _sessions[connection.name] = EnetSession(connection, secrets, http)
+        return found
+
+
+def reset_sessions() -> None:
+    """Log off and forget every kept session (tests; a host shutting down)."""
+    with _sessions_guard:
+        sessions = list(_sessions.values())
+        _sessions.clear()
+    for session in sessions:
+        session.logoff()
 
 
 class ODataReader(TableReader):
