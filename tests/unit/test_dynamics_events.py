@@ -90,6 +90,11 @@ class Reader:
         self.calls.append((entity_set, dict(keys), select))
         return self.rows.get((entity_set, tuple(sorted(keys.items()))))
 
+    def query(self, entity_set: str, *, filter: str | None = None, select: tuple = (), orderby: str | None = None,
+              top: int | None = None, cross_company: bool = True) -> list[dict]:
+        self.calls.append((entity_set, filter, select))
+        return list(self.rows.get((entity_set, filter), []))[:top]
+
 
 def test_invoice_record_merges_event_and_vendor() -> None:
     reader = Reader({("VendorsV2", (("VendorAccountNumber", "US-104"), ("dataAreaId", "usmf"))): {
@@ -133,18 +138,29 @@ def test_purchase_order_confirmed_reads_the_header_then_the_vendor() -> None:
     assert fields["po_status"] == "Backorder"
 
 
-def test_a_workflow_work_item_keeps_its_assignee_without_a_worker_read() -> None:
-    event = parse_event({
-        "BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem", "ControlNumber": 42,
-        "LegalEntity": "usmf", "WorkflowWorkItemInstanceId": "WI-0007", "WorkflowUserEmail": "ana@contoso.example",
-        "WorkflowWorkItemSubject": "Approve invoice INV-0042", "WorkflowDocument": "Vendor invoice INV-0042",
-    })
-    reader = Reader({})
-    enriched = record_fields(event, reader)
+WORK_ITEM = {
+    "BusinessEventId": "Workflow_VendInvoiceApproval_000001_Approval_WorkItem", "ControlNumber": 42,
+    "LegalEntity": "usmf", "WorkflowWorkItemInstanceId": "WI-0007", "WorkflowUserEmail": "ana@contoso.example",
+    "WorkflowWorkItemSubject": "Approve invoice INV-0042", "WorkflowDocument": "Vendor invoice INV-0042",
+}
+
+
+def test_a_work_items_assignee_is_read_as_the_worker_who_signs_in_with_its_email() -> None:
+    reader = Reader({("Workers", "IdentityEmail eq 'ana@contoso.example'"): [
+        {"Name": "Ana Souza", "PersonnelNumber": "000123", "PrimaryContactPhone": "+14155550123"}]})
+    enriched = record_fields(parse_event(WORK_ITEM), reader)
     assert (enriched.record_entity, enriched.record_key) == ("WorkflowWorkItem", "WI-0007")
+    assert reader.calls[0][:2] == ("Workers", "IdentityEmail eq 'ana@contoso.example'")
+    fields = enriched.fields
+    assert (fields["assignee_name"], fields["assignee_personnel_number"]) == ("Ana Souza", "000123")
+    assert fields["assignee_phone"] == "+14155550123"
+
+
+def test_a_work_item_whose_assignee_is_no_worker_keeps_what_the_event_says() -> None:
+    enriched = record_fields(parse_event(WORK_ITEM), Reader({}))
     assert enriched.fields["assignee_email"] == "ana@contoso.example"
     assert enriched.fields["subject"] == "Approve invoice INV-0042"
-    assert reader.calls == []  # the optional worker read needs a personnel number the event lacks
+    assert "assignee_name" not in enriched.fields
 
 
 def test_a_workflow_step_completed_event_is_recognised() -> None:

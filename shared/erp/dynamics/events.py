@@ -135,6 +135,9 @@ class Read:
     fields: Mapping[str, str]  # OData field -> record field
     required: bool = True  # a missing entity fails the read; optional ones are skipped
     document: str = ""  # the kind of document a row found here makes the record about (``document_kind``)
+    # The first row whose ``keys`` fields equal the values ($filter, $top=1), for fields that are no key
+    # of the entity (a worker by the sign-in email a work item names).
+    by_filter: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,11 @@ _WORK_ITEM = EventSpec(
      "WorkflowWorkItemSubject": "subject", "WorkflowDocument": "document",
      "WorkflowStepInstruction": "instruction", "HeaderReference": "header_reference",
      "JournalBatchNumber": "journal"},
-    (Read("Workers", {"PersonnelNumber": "assignee_personnel_number"},
-          {"Name": "assignee_name", "PrimaryContactPhone": "assignee_phone"}, required=False),
+    # The assignee as a worker, by the sign-in email the work item names (IdentityEmail is no key of
+    # Workers; the reference documents the filter, which works across companies).
+    (Read("Workers", {"IdentityEmail": "assignee_email"},
+          {"Name": "assignee_name", "PersonnelNumber": "assignee_personnel_number",
+           "PrimaryContactPhone": "assignee_phone"}, required=False, by_filter=True),
      _PENDING_INVOICE_READ,
      Read(_VENDOR_READ.entity_set, _VENDOR_READ.keys, _VENDOR_READ.fields, required=False),
      _LEDGER_JOURNAL_READ),
@@ -325,7 +331,8 @@ def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
                 missing = [f for f in read.keys.values() if values.get(f) in (None, "")]
                 raise EnrichmentError(f"{read.entity_set}: no value for key field(s) {', '.join(missing)}")
             continue
-        row = reader.read_entity(read.entity_set, keys, tuple(read.fields))
+        row = _first_row(reader, read, keys) if read.by_filter else reader.read_entity(
+            read.entity_set, keys, tuple(read.fields))
         enriched.reads.append(read.entity_set)
         if row is None:
             if read.required:
@@ -340,6 +347,21 @@ def record_fields(event: BusinessEvent, reader: ODataReader) -> Enriched:
         read_lines(lines, values, reader, enriched)
     enriched.record_key = "|".join(str(values.get(name, "")) for name in spec.record_key)
     return enriched
+
+
+def _first_row(reader: ODataReader, read: Read, values: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The first row matching ``values``; None when there is none, or when an optional read's entity
+    set is not published in the environment (a 404, as a missing row is for a read by key)."""
+    from shared.erp.dynamics.client import odata_string
+    from shared.http import HttpFailure
+
+    condition = " and ".join(f"{odata} eq {odata_string(str(value))}" for odata, value in values.items())
+    try:
+        return next(iter(reader.query(read.entity_set, filter=condition, select=tuple(read.fields), top=1)), None)
+    except HttpFailure as failure:
+        if failure.status == 404 and not read.required:
+            return None
+        raise
 
 
 def read_lines(lines: Lines, values: dict[str, Any], reader: ODataReader, enriched: Enriched) -> None:
