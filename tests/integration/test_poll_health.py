@@ -20,8 +20,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partialmethod
 from pathlib import Path
 
+import azure.functions as func
 import pytest
 
+from shared import cli
 from shared.channels.twilio.client import reset_twilio_channels
 from shared.config.loading import get_config, reset_config
 from shared.erp.dynamics.client import reset_dynamics_clients
@@ -32,9 +34,11 @@ from shared.http import HttpClient
 from shared.model import POLL_JOBS, EnvelopeError
 from shared.pipeline.consume import Delivery, consume
 from shared.pipeline.poll import schedule_polls
+from shared.pipeline.pollhealth import poll_row
 from shared.storage.bus import StorageQueueBus, get_bus, read_envelope, reset_bus
 from shared.storage.secrets import reset_secret_provider
-from shared.storage.tables import Stores
+from shared.storage.tables import PollStatus, Stores
+from shared.triggers import ops
 from tests.fakes.syspro import FakeSyspro
 
 REPO = Path(__file__).resolve().parents[2]
@@ -203,3 +207,97 @@ def test_a_recovered_erp_is_polled_again_from_its_watermark_and_its_backoff_rese
         assert status.last_success is not None and status.next_run == datetime(2026, 12, 1, 9, 25, tzinfo=UTC)
     finally:
         erp.stop()
+
+
+# --- what operators see: GET /api/ops/polls, POST /api/ops/polls/run, python -m shared.cli polls ---------------
+
+
+def call(function: object, method: str, body: object = None) -> tuple[int, dict]:
+    """An ops route's answer to a request, in process (the route's function as the host calls it)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+    request = func.HttpRequest(method, "http://127.0.0.1:7071/api/ops/polls", headers={}, params={}, body=raw)
+    answer = function._function.get_user_function()(request)  # type: ignore[attr-defined]
+    return answer.status_code, json.loads(answer.get_body())
+
+
+SAMPLE_POLLS = [(connection, entity) for connection, settings in json.loads(SAMPLE.read_text())["connections"].items()
+                if "poll" in settings for entity in settings["poll"]["entities"]]
+
+
+def test_the_polls_route_lists_every_polled_entity_and_how_its_polls_fare(sample: SampleStack) -> None:
+    status, answer = call(ops.ops_polls, "GET")
+    assert status == 200
+    rows = [row for row in answer["polls"] if row["connection"].endswith(sample.suffix)]
+    assert [(row["connection"].removesuffix(f"-{sample.suffix}"), row["entity"]) for row in rows] == SAMPLE_POLLS
+    assert {(row["last_attempt"], row["last_success"], row["watermark"], row["lag_seconds"], row["last_error"],
+             row["failures"]) for row in rows} == {(None, None, None, None, None, 0)}  # before the first poll
+    assert all(row["next_run"].endswith("Z") for row in rows)
+
+    sample.tick(START)
+    syspro = {row["entity"]: row for row in call(ops.ops_polls, "GET")[1]["polls"]
+              if row["connection"] == sample.name("syspro-main")}
+    assert syspro["PorMasterHdr"]["kind"] == "syspro" and syspro["PorMasterHdr"]["failures"] == 1
+    refused = f"cannot reach http://127.0.0.1:{sample.syspro_port}: connection refused"
+    assert syspro["ApInvoice"]["last_error"] == refused
+    assert syspro["ApInvoice"]["last_success"] is None and syspro["ApInvoice"]["last_attempt"] is not None
+    assert syspro["ApInvoice"]["next_run"] >= "2026-12-01T09:05:00Z"
+
+
+def test_poll_now_runs_at_once_whatever_the_backoff_and_refuses_what_the_configuration_does_not_poll(
+        sample: SampleStack, caplog: pytest.LogCaptureFixture) -> None:
+    syspro = sample.name("syspro-main")
+    sample.tick(START)
+    sample.tick(START + timedelta(minutes=5))  # two failures: the scheduler waits until 09:15
+    sample.tick(START + timedelta(minutes=10))
+    assert len(failed_lines(caplog, syspro)) == 2
+
+    assert call(ops.ops_polls_run, "POST", {"connection": syspro, "entity": "ApInvoice"}) == (202, {"queued": 1})
+    assert sample.run_poll_jobs() == ["handled"]
+    assert [(entity, failures) for entity, failures, _, _ in failed_lines(caplog, syspro)][-1] == ("ApInvoice", 3)
+    assert call(ops.ops_polls_run, "POST", {"connection": syspro}) == (202, {"queued": 2})
+    assert sample.run_poll_jobs() == ["handled"]
+
+    assert call(ops.ops_polls_run, "POST", {"connection": "nowhere"})[0] == 404
+    assert call(ops.ops_polls_run, "POST", {"connection": syspro, "entity": "Nope"})[0] == 404
+    assert call(ops.ops_polls_run, "POST", {"connection": "twilio-main"})[0] == 404  # not polled
+    assert call(ops.ops_polls_run, "POST", {"connection": syspro, "now": True})[0] == 400
+    assert call(ops.ops_polls_run, "POST", {"entity": "ApInvoice"})[0] == 400
+    assert call(ops.ops_polls_run, "POST", b"{not json")[0] == 400
+
+
+def test_the_cli_prints_the_polls_as_a_table_or_as_the_routes_json_and_polls_now(
+        sample: SampleStack, capsys: pytest.CaptureFixture[str]) -> None:
+    syspro = sample.name("syspro-main")
+    sample.tick(START)
+    assert cli.main(["polls", "--json"]) == 0
+    rows = {(row["connection"], row["entity"]): row for row in json.loads(capsys.readouterr().out)["polls"]}
+    row = rows[(syspro, "PorMasterHdr")]
+    assert set(row) == {"connection", "kind", "entity", "last_success", "last_attempt", "watermark", "lag_seconds",
+                        "last_error", "failures", "next_run"}
+    assert (row["kind"], row["failures"], row["last_success"]) == ("syspro", 1, None)
+
+    assert cli.main(["polls"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["CONNECTION", "KIND", "ENTITY"]
+    line = next(line for line in table if line.startswith(f"{syspro} ") and "PorMasterHdr" in line)
+    assert line.split()[1:4] == ["syspro", "PorMasterHdr", "-"] and "connection refused" in line
+
+    assert cli.main(["polls", "run", syspro, "--entity", "PorMasterHdr"]) == 0
+    assert "1 entity" in capsys.readouterr().out
+    assert sample.run_poll_jobs() == ["handled"]
+    assert cli.main(["polls", "run", "nowhere"]) == 1
+
+
+def test_lag_is_counted_from_a_time_watermark_else_from_the_last_success() -> None:
+    from shared.config.loading import config_from_dict
+
+    config = config_from_dict(json.loads(SAMPLE.read_text()))
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    fo, syspro = config.connections["contoso-fo"], config.connections["syspro-main"]
+    read = PollStatus("contoso-fo", "VendorInvoiceHeaders", last_success=now - timedelta(minutes=1))
+    row = poll_row(fo, fo.poll, read, now - timedelta(minutes=16), now)  # type: ignore[attr-defined]
+    assert (row["watermark"], row["lag_seconds"]) == ("2026-12-01T11:44:00Z", 960.0)
+    counted = PollStatus("syspro-main", "ApInvoice", last_success=now - timedelta(minutes=3), failures=0)
+    row = poll_row(syspro, syspro.poll, counted, 4711, now)  # type: ignore[attr-defined]
+    assert (row["watermark"], row["lag_seconds"]) == ("4711", 180.0)
+    assert row["next_run"] == "2026-12-01T12:05:00Z"
