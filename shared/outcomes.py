@@ -145,6 +145,16 @@ _NETWORK_WORDS: tuple[tuple[frozenset[str], str], ...] = (
 )
 
 
+# The network problems that mean no connection could be opened at all: the peer is down or unreachable.
+CANNOT_CONNECT = frozenset({"name not resolved", "connection refused", "no connection within the timeout",
+                            "the connection failed"})
+
+
+def cannot_connect(error: BaseException) -> bool:
+    """Whether ``error`` says the peer could not even be connected to (as opposed to a failed answer)."""
+    return network_problem(error) in CANNOT_CONNECT
+
+
 def network_problem(error: BaseException) -> str | None:
     """Why a peer could not be reached, in words ("name not resolved", "connection refused", ...), or None
     when ``error`` is no network failure. An error that dropped its cause keeps the words as ``network``."""

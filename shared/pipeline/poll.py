@@ -51,7 +51,7 @@ from shared.erp.polling import (
 )
 from shared.http import quiet_network_failures
 from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope, parse_utc_time
-from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, classify
+from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, cannot_connect, classify
 from shared.pipeline.pollhealth import (
     RunOutcome,
     due_entities,
@@ -133,11 +133,13 @@ def run_poll(envelope: Envelope) -> None:
         raise  # another poll of the same account runs or took over: the queue brings this one back
     except Exception as error:
         failed = record_run(stores, replace(run, done=list(done), error=error))
-        if not isinstance(classify(error), RetryLater):
-            raise  # a permanent failure is dead-lettered and a bug left to the host, as before
+        if not (isinstance(classify(error), RetryLater) and cannot_connect(error)):
+            # An ERP that answers but fails (5xx, 429, a licence limit) is retried from the queue, a permanent
+            # failure dead-lettered and a bug left to the host, as before; the scheduler backs off meanwhile.
+            raise
         if failed is not None:
             log_failed_run(failed, datetime.now(UTC))
-        return  # the ERP is down or busy: the scheduler tries again after the backoff
+        return  # the ERP cannot be reached: the scheduler tries again after the backoff
     record_run(stores, replace(run, done=list(done)))
 
 

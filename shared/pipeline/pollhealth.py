@@ -7,10 +7,12 @@
   in a row it is pushed out: one interval, then 2, 4, 8 ... intervals after the slot that failed, at
   most ``BACKOFF_CAP_SECONDS`` (an hour; a longer interval is never shortened), on a slot boundary.
   The scheduler skips an entity until then; "poll now" runs it at once all the same.
-- An ERP that is down or answers "not now" is no bug and no dead letter: its failed run logs one line
-  (connection, entity, why, when the next try is) and its work is done; the watermark has not moved,
-  so the next successful poll reads from where the last one stopped. A permanent failure or a bug
-  is recorded the same way, then raised as before (dead-lettered, or left to the host).
+- An ERP that cannot be reached (name not resolved, connection refused, no connection in time) is no
+  bug and no dead letter: its failed run logs one line (connection, entity, why, when the next try is)
+  and its work is done; the watermark has not moved, so the next successful poll reads from where the
+  last one stopped. Any other failure is recorded the same way, then raised as before: an ERP that
+  answers but fails (5xx, 429, a licence limit) is retried from the queue, a permanent failure is
+  dead-lettered, a bug is left to the host.
 """
 
 from __future__ import annotations

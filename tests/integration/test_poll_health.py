@@ -83,12 +83,12 @@ class SampleStack:
     def name(self, connection: str) -> str:
         return f"{connection}-{self.suffix}"
 
-    def tick(self, at: datetime) -> list[str]:
-        """One scheduler tick at ``at``, then every poll job it queued run by the consumer; their outcomes."""
+    def tick(self, at: datetime) -> list[tuple[str, str]]:
+        """One scheduler tick at ``at``, then every poll job it queued run by the consumer; (connection, outcome)."""
         schedule_polls(get_config(), self.stores, get_bus(), at)
         return self.run_poll_jobs()
 
-    def run_poll_jobs(self) -> list[str]:
+    def run_poll_jobs(self) -> list[tuple[str, str]]:
         bus = get_bus()
         assert isinstance(bus, StorageQueueBus)
         client = bus._queue(POLL_JOBS)
@@ -99,7 +99,8 @@ class SampleStack:
                 if not self._ours(body):
                     client.update_message(message, visibility_timeout=FOREIGN_HIDDEN_SECONDS)
                     continue
-                outcomes.append(consume(Delivery(POLL_JOBS, body, message.id, message.dequeue_count), bus))
+                outcome = consume(Delivery(POLL_JOBS, body, message.id, message.dequeue_count), bus)
+                outcomes.append((read_envelope(body).connection, outcome))
                 client.delete_message(message)
         return outcomes
 
@@ -153,7 +154,7 @@ def test_an_unreachable_erp_backs_off_with_one_line_per_failed_run_and_nothing_d
     syspro = sample.name("syspro-main")  # every 5 minutes: runs at 0, 5, 15 and 35 (1, 2, 4 intervals apart)
     outcomes = [outcome for minute in range(0, 40, 5) for outcome in sample.tick(START + timedelta(minutes=minute))]
 
-    assert outcomes and set(outcomes) == {"handled"}  # nothing requeued, nothing dead-lettered
+    assert outcomes and {outcome for _, outcome in outcomes} == {"handled"}  # nothing requeued or dead-lettered
     lines = failed_lines(caplog, syspro)
     refused = f"cannot reach http://127.0.0.1:{sample.syspro_port}: connection refused"
     assert lines == [("PorMasterHdr", 1, refused, "2026-12-01T09:05:00Z"),
@@ -209,6 +210,22 @@ def test_a_recovered_erp_is_polled_again_from_its_watermark_and_its_backoff_rese
         erp.stop()
 
 
+def test_an_erp_that_answers_but_fails_is_retried_from_the_queue_as_before_and_its_status_says_why(
+        sample: SampleStack) -> None:
+    syspro = sample.name("syspro-main")
+    erp = FakeSyspro(port=sample.syspro_port)
+    erp.add_operator("MLCONNECT", "replace-with-the-syspro-operator-password")
+    erp.add_company("EDU1")
+    erp.start()
+    try:
+        erp.fail_next(10, status=500)  # every try of the logon, inline retries included
+        assert (syspro, "requeued") in sample.tick(START)
+        status = sample.stores.polls.of(syspro)["PorMasterHdr"]
+        assert (status.failures, status.last_error) == (1, "HttpFailure (HTTP 500)")
+    finally:
+        erp.stop()
+
+
 # --- what operators see: GET /api/ops/polls, POST /api/ops/polls/run, python -m shared.cli polls ---------------
 
 
@@ -252,10 +269,10 @@ def test_poll_now_runs_at_once_whatever_the_backoff_and_refuses_what_the_configu
     assert len(failed_lines(caplog, syspro)) == 2
 
     assert call(ops.ops_polls_run, "POST", {"connection": syspro, "entity": "ApInvoice"}) == (202, {"queued": 1})
-    assert sample.run_poll_jobs() == ["handled"]
+    assert sample.run_poll_jobs() == [(syspro, "handled")]
     assert [(entity, failures) for entity, failures, _, _ in failed_lines(caplog, syspro)][-1] == ("ApInvoice", 3)
     assert call(ops.ops_polls_run, "POST", {"connection": syspro}) == (202, {"queued": 2})
-    assert sample.run_poll_jobs() == ["handled"]
+    assert sample.run_poll_jobs() == [(syspro, "handled")]
 
     assert call(ops.ops_polls_run, "POST", {"connection": "nowhere"})[0] == 404
     assert call(ops.ops_polls_run, "POST", {"connection": syspro, "entity": "Nope"})[0] == 404
@@ -284,7 +301,7 @@ def test_the_cli_prints_the_polls_as_a_table_or_as_the_routes_json_and_polls_now
 
     assert cli.main(["polls", "run", syspro, "--entity", "PorMasterHdr"]) == 0
     assert "1 entity" in capsys.readouterr().out
-    assert sample.run_poll_jobs() == ["handled"]
+    assert sample.run_poll_jobs() == [(syspro, "handled")]
     assert cli.main(["polls", "run", "nowhere"]) == 1
 
 
