@@ -13,6 +13,8 @@
     python -m shared.cli consent import opt-ins.csv [--connection twilio-main]
     python -m shared.cli consent export [--csv] [--reveal] [--connection twilio-main]
     python -m shared.cli twilio-webhooks [--connection twilio-main] [--dry-run]
+    python -m shared.cli polls [--json]
+    python -m shared.cli polls run syspro-main [--entity PorMasterHdr]
 
 Settings come from the environment, or from a local.settings.json given with --settings
 (validate needs neither settings nor storage; twilio-webhooks needs the configuration,
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     add_doctor_command(commands)
     add_consent_commands(commands)
     add_twilio_webhooks_command(commands)
+    add_poll_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "validate":
         return run_validate(args.path)
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_deadletters(args, stores)
     if args.command == "consent":
         return run_consent(args, stores)
+    if args.command == "polls":
+        return run_polls(args, stores)
     from shared.pipeline.replay import replay_failed, replay_job
     from shared.storage.bus import get_bus
 
@@ -432,6 +437,64 @@ def point_number_at_app(connection: TwilioConnection, base_url: str, dry_run: bo
 def describe_webhooks(webhooks: NumberWebhooks) -> str:
     return (f"SmsUrl={webhooks.sms_url or '(none)'} SmsMethod={webhooks.sms_method or '(none)'} "
             f"StatusCallback={webhooks.status_callback or '(none)'}")
+def add_poll_commands(commands: argparse._SubParsersAction) -> None:
+    polls = commands.add_parser("polls", help="how each polled connection and entity fares; poll one now")
+    polls.add_argument("--json", action="store_true", help="the same JSON as GET /api/ops/polls")
+    actions = polls.add_subparsers(dest="action")
+    run = actions.add_parser("run", help="poll a connection (or one of its entities) now, whatever its backoff")
+    run.add_argument("connection")
+    run.add_argument("--entity")
+
+
+def run_polls(args: argparse.Namespace, stores: Stores) -> int:
+    from datetime import UTC, datetime
+
+    from shared.config.loading import get_config
+    from shared.config.model import ConfigError
+
+    try:
+        config = get_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "run":
+        from shared.pipeline.poll import request_poll
+        from shared.storage.bus import get_bus
+
+        queued = request_poll(config, get_bus(), args.connection, args.entity)
+        if queued is None:
+            print(f"error: the configuration polls no {args.connection!r}"
+                  f"{f' entity {args.entity!r}' if args.entity else ''}", file=sys.stderr)
+            return 1
+        print(f"{queued} entit{'y' if queued == 1 else 'ies'} of {args.connection} queued to poll now")
+        return 0
+    from shared.pipeline.pollhealth import poll_rows
+
+    rows = poll_rows(config, stores, datetime.now(UTC))
+    if args.json:
+        print(json.dumps({"polls": rows}, indent=2))
+        return 0
+    print_polls(rows)
+    return 0
+
+
+def print_polls(rows: list[dict]) -> None:
+    if not rows:
+        print("the configuration polls nothing")
+        return
+    columns = ("connection", "kind", "entity", "last_success", "lag", "failures", "next_run", "last_error")
+    table = [[_poll_cell(row, column) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in table)) for i, column in enumerate(columns[:-1])]
+    for line in [[column.upper().replace("_", " ") for column in columns], *table]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
+
+
+def _poll_cell(row: dict, column: str) -> str:
+    if column == "lag":
+        lag = row["lag_seconds"]
+        return "-" if lag is None else f"{lag / 60:.0f} min" if lag < 5400 else f"{lag / 3600:.1f} h"
+    value = row[column]
+    return "-" if value is None else str(value)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -38,6 +40,24 @@ if TYPE_CHECKING:
 __all__ = ["HttpClient", "HttpFailure", "RetryLater", "RetryPolicy", "decide"]
 
 log = logging.getLogger(__name__)
+
+# Inside quiet_network_failures(), a peer that cannot be reached is logged at DEBUG: the caller says it once.
+_quiet_network = ContextVar("quiet_network", default=False)
+
+
+@contextmanager
+def quiet_network_failures() -> Iterator[None]:
+    """Tries and failures of requests that got no answer are logged at DEBUG inside the block, for a caller
+    that logs one line of its own per failed run (a poll of an ERP that is down)."""
+    token = _quiet_network.set(True)
+    try:
+        yield
+    finally:
+        _quiet_network.reset(token)
+
+
+def _level(level: int, response: object) -> int:
+    return logging.DEBUG if response is None and _quiet_network.get() else level
 
 DEFAULT_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Statuses that say the server did not act on the request, so even a POST may be resent.
@@ -278,6 +298,11 @@ def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
 class HttpFailure(Exception):
     """The call failed for good (permanent status, unsafe to repeat, or out of attempts)."""
 
+    # Set by a caller that re-raises it without its cause (the cause's text holds a URL with secrets):
+    # whether the cause heals with time, and why the peer could not be reached ("connection refused").
+    transient: bool = False
+    network: str | None = None
+
     def __init__(self, status: int | None, reason: str, response: requests.Response | None = None) -> None:
         super().__init__(reason)
         self.status = status
@@ -408,7 +433,7 @@ class HttpClient:
         if decision.action == "fail":
             # A 4xx is often an answer the caller expects (404: no such record; 401: renew the token).
             level = logging.INFO if status is not None and 400 <= status < 500 else logging.WARNING
-            log.log(level, "HTTP %s %s failed: %s", method, redact_url(url), decision.reason)
+            log.log(_level(level, response), "HTTP %s %s failed: %s", method, redact_url(url), decision.reason)
             raise HttpFailure(status, decision.reason, response) from error
         if response is not None:
             response.close()  # hand the connection back to the pool before waiting
@@ -418,7 +443,8 @@ class HttpClient:
                 method, redact_url(url), decision.reason, attempt, decision.delay,
             )
             raise RetryLater(decision.delay, decision.reason, status) from error
-        log.info(
+        log.log(
+            _level(logging.INFO, response),
             "HTTP %s %s: %s, attempt %d; retrying in %.2fs",
             method, redact_url(url), decision.reason, attempt, decision.delay,
         )

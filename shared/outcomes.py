@@ -68,13 +68,15 @@ class PermanentFailure(Exception):
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
-    """The error and the ones it was raised from or during, innermost last, without loops."""
+    """The error and the ones it was raised from or during, innermost last, without loops
+    (azure-core keeps the transport's error as ``inner_exception``)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        inner = getattr(current, "inner_exception", None)
+        current = current.__cause__ or current.__context__ or (inner if isinstance(inner, BaseException) else None)
 
 
 def _names(error: BaseException) -> set[str]:
@@ -100,9 +102,10 @@ def describe(error: BaseException) -> str:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether ``error`` (or what it was raised from) heals with time."""
+    """Whether ``error`` (or what it was raised from) heals with time. An error that had to drop its
+    cause (it held a URL with secrets) says so itself with ``transient = True``."""
     for link in _chain(error):
-        if isinstance(link, RetryLater):
+        if isinstance(link, RetryLater) or getattr(link, "transient", None) is True:
             return True
         names = _names(link)
         if names & _PERMANENT_NAMES:
@@ -125,4 +128,65 @@ def classify(error: BaseException) -> RetryLater | PermanentFailure | None:
     status = _status_of(error)
     if status is not None and 400 <= status < 500:
         return PermanentFailure(f"refused: {describe(error)}")
+    return None
+
+
+# Network failures in words, for a log line an operator reads: (class names met in the chain, words).
+_NETWORK_WORDS: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"gaierror", "NameResolutionError"}), "name not resolved"),
+    (frozenset({"ConnectionRefusedError"}), "connection refused"),
+    (frozenset({"SSLCertVerificationError", "CertificateError"}), "its TLS certificate is not trusted"),
+    (frozenset({"SSLError"}), "the TLS handshake failed"),
+    (frozenset({"ConnectTimeout", "ConnectTimeoutError"}), "no connection within the timeout"),
+    (frozenset({"ReadTimeout", "ReadTimeoutError", "TimeoutError", "ServiceRequestTimeoutError",
+                "ServiceResponseTimeoutError"}), "no answer within the timeout"),
+    (frozenset({"ConnectionResetError", "RemoteDisconnected", "BrokenPipeError", "ChunkedEncodingError",
+                "IncompleteRead", "ProtocolError"}), "the connection was dropped"),
+)
+
+
+# The network problems that mean no connection could be opened at all: the peer is down or unreachable.
+CANNOT_CONNECT = frozenset({"name not resolved", "connection refused", "no connection within the timeout",
+                            "the connection failed"})
+
+
+def cannot_connect(error: BaseException) -> bool:
+    """Whether ``error`` says the peer could not even be connected to (as opposed to a failed answer)."""
+    return network_problem(error) in CANNOT_CONNECT
+
+
+def network_problem(error: BaseException) -> str | None:
+    """Why a peer could not be reached, in words ("name not resolved", "connection refused", ...), or None
+    when ``error`` is no network failure. An error that dropped its cause keeps the words as ``network``."""
+    links = list(_chain(error))
+    for link in links:
+        kept = getattr(link, "network", None)
+        if isinstance(kept, str) and kept:
+            return kept
+    names = set().union(*(_names(link) for link in links))
+    for classes, words in _NETWORK_WORDS:
+        if names & classes:
+            return words
+    if any("NewConnectionError" in _names(link) and "refused" in str(link) for link in links):
+        return "connection refused"  # urllib3 may keep the errno only in its message
+    return "the connection failed" if names & {"ConnectionError", "NewConnectionError"} else None
+
+
+def peer_of(error: BaseException) -> str | None:
+    """The origin (``https://host:port``) a network failure was met at, when its chain names one
+    (urllib3 keeps the pool or the connection it tried); never a path or a query, which can hold secrets."""
+    for link in _chain(error):
+        names = _names(link)
+        if "MaxRetryError" in names:
+            pool = getattr(link, "pool", None)
+            scheme = getattr(pool, "scheme", None)
+        elif "NewConnectionError" in names:
+            pool = getattr(link, "conn", None)  # an HTTPSConnection or an HTTPConnection
+            scheme = "https" if "HTTPS" in type(pool).__name__ else "http"
+        else:
+            continue
+        host, port = getattr(pool, "host", None), getattr(pool, "port", None)
+        if isinstance(host, str) and host and isinstance(scheme, str):
+            default = {"http": 80, "https": 443}.get(scheme)
+            return f"{scheme}://{host}" + (f":{port}" if isinstance(port, int) and port != default else "")
     return None

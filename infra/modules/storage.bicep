@@ -50,6 +50,7 @@ var appTables = [
   'snapshots'
   'leases'
   'deadletters'
+  'pollstatus'
 ]
 
 // Built-in roles for the app identity, least privilege for what the host and the code do.

@@ -26,8 +26,10 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -47,8 +49,17 @@ from shared.erp.polling import (
     time_stamp,
     watched_hash,
 )
+from shared.http import quiet_network_failures
 from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope, parse_utc_time
-from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
+from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, cannot_connect, classify
+from shared.pipeline.pollhealth import (
+    RunOutcome,
+    due_entities,
+    log_failed_run,
+    record_run,
+    requested_entities,
+    slot_start,
+)
 from shared.pipeline.process import EVENT_SCOPE, queue_notifications, record_ref
 from shared.pipeline.registry import handles
 from shared.storage.bus import MessageBus, get_bus
@@ -81,10 +92,24 @@ def schedule_polls(config: AppConfig, stores: Stores, bus: MessageBus, now: date
         key = f"{connection.name}|{slot}"
         if not stores.dedup.claim(POLL_SLOT_SCOPE, key):
             continue  # another instance (or an earlier minute) took this slot
-        bus.send(POLL_JOBS, Envelope(POLL_RUN, connection.name, key,
-                                     {"entities": list(settings.entities), "slot_start": slot * period}))
+        # Once per slot: entities backing off after failures wait for their next run (pollhealth).
+        due = due_entities(stores, connection.name, settings.entities, now)
+        if not due:
+            log.debug("poll of %s skipped: every entity backs off after failures", connection.name)
+            continue
+        bus.send(POLL_JOBS, Envelope(POLL_RUN, connection.name, key, {"entities": due, "slot_start": slot * period}))
         enqueued.append(key)
     return enqueued
+
+
+def request_poll(config: AppConfig, bus: MessageBus, connection: str, entity: str | None = None) -> int | None:
+    """"Poll now": run the connection's entities (or one) at once, whatever their backoff; the number of
+    entities queued, or None when the configuration polls no such connection or entity."""
+    names = requested_entities(config, connection, entity)
+    if names is None:
+        return None
+    bus.send(POLL_JOBS, Envelope(POLL_RUN, connection, f"{connection}|now|{uuid.uuid4().hex}", {"entities": names}))
+    return len(names)
 
 
 @handles(POLL_JOBS, POLL_RUN)
@@ -96,12 +121,36 @@ def run_poll(envelope: Envelope) -> None:
         raise PermanentFailure(f"{envelope.connection!r} is not a polled connection in the configuration")
     payload = envelope.payload
     names = payload.get("entities") or [payload.get("entity")]
+    started = datetime.now(UTC)
+    slot = payload.get("slot_start")
+    run = RunOutcome(connection, settings, names, started,
+                     float(slot) if isinstance(slot, int | float) else slot_start(settings, started))
+    done: dict[str, int] = {}
+    try:
+        with quiet_network_failures():  # an ERP that is down: the run's one line below says so
+            _run_cycle(envelope, connection, settings, names, stores, bus, done)
+    except (WaitForSlot, LeaseLost):
+        raise  # another poll of the same account runs or took over: the queue brings this one back
+    except Exception as error:
+        failed = record_run(stores, replace(run, done=list(done), error=error))
+        if not (isinstance(classify(error), RetryLater) and cannot_connect(error)):
+            # An ERP that answers but fails (5xx, 429, a licence limit) is retried from the queue, a permanent
+            # failure dead-lettered and a bug left to the host, as before; the scheduler backs off meanwhile.
+            raise
+        if failed is not None:
+            log_failed_run(failed, datetime.now(UTC))
+        return  # the ERP cannot be reached: the scheduler tries again after the backoff
+    record_run(stores, replace(run, done=list(done)))
+
+
+def _run_cycle(envelope: Envelope, connection: Connection, settings: PollSettings, names: Sequence[str],
+               stores: Stores, bus: MessageBus, done: dict[str, int]) -> None:
     try:
         source = adapter(connection.kind).open_source(connection)
     except ValueError as error:
         raise PermanentFailure(str(error)) from error
     try:
-        poll_cycle(connection, settings, source, names, stores, bus)
+        poll_cycle(connection, settings, source, names, stores, bus, progress=done)
     except LeaseLost as lost:
         stores.audit.append(envelope.correlation_id, "poll-lease-lost", connection=connection.name,
                             reason=lost.reason)
@@ -111,13 +160,15 @@ def run_poll(envelope: Envelope) -> None:
 
 
 def poll_cycle(connection: Connection, settings: PollSettings, source: Source, names: Sequence[str],
-               stores: Stores, bus: MessageBus, now: datetime | None = None) -> dict[str, int]:
-    """Poll the named entities of one connection in the adapter's order; changes enqueued per entity."""
+               stores: Stores, bus: MessageBus, now: datetime | None = None,
+               progress: dict[str, int] | None = None) -> dict[str, int]:
+    """Poll the named entities of one connection in the adapter's order; changes enqueued per entity.
+    ``progress`` (returned) holds each entity read through, so a run that fails half-way shows which."""
     unknown = [name for name in names if name not in source.entities]
     if unknown:
         raise PermanentFailure(f"{connection.name}: cannot poll {', '.join(map(repr, unknown))}")
     wanted = [entity for name, entity in source.entities.items() if name in names]
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {} if progress is None else progress
     with ExitStack() as stack:
         lease = _hold(stores, source.exclusive, stack)
         for entity in wanted:

@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES, PACING = (
     "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
 )
-SNAPSHOTS, LEASES, DEAD_LETTERS = "snapshots", "leases", "deadletters"
+SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS = "snapshots", "leases", "deadletters", "pollstatus"
 _MAX_BATCH = 100  # operations in one entity-group transaction
 TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
-                           PACING, SNAPSHOTS, LEASES, DEAD_LETTERS)
+                           PACING, SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS)
 
 
 class ConcurrencyError(RuntimeError):
@@ -545,6 +545,74 @@ class WatermarkStore:
             except ResourceModifiedError:
                 continue
         raise ConcurrencyError(f"watermark {connection}/{entity}: too much contention")
+
+    def all(self) -> dict[tuple[str, str], WatermarkValue]:
+        """Every watermark by (connection, entity), in one query: the table holds one row per polled entity."""
+        rows = self._tables.table(WATERMARKS).list_entities(select=["Connection", "Entity", "Kind", "Value"])
+        return {(row["Connection"], row["Entity"]): _decode_watermark(row["Kind"], row["Value"]) for row in rows}
+
+
+# --- poll status -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollStatus:
+    """How the polls of one connection's entity fare; ``failures`` counts the failed runs in a row."""
+
+    connection: str
+    entity: str
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str | None = None
+    failures: int = 0
+    next_run: datetime | None = None
+
+
+class PollStatusStore:
+    """Per connection and entity, the health of its polls. A connection's rows share its partition, so
+    one poll run writes them all in one transaction, merged: a failure keeps the last success."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def of(self, connection: str) -> dict[str, PollStatus]:
+        """A connection's statuses by entity, in one query."""
+        rows = self._tables.table(POLL_STATUS).query_entities("PartitionKey eq @pk",
+                                                              parameters={"pk": table_key(connection)})
+        return {status.entity: status for status in map(_poll_status, rows)}
+
+    def all(self) -> list[PollStatus]:
+        return [_poll_status(row) for row in self._tables.table(POLL_STATUS).list_entities()]
+
+    def record(self, statuses: Iterable[PollStatus]) -> None:
+        """Write one run's statuses (of one connection). A status without ``last_success`` leaves the stored one."""
+        from azure.data.tables import UpdateMode
+
+        operations: list[Any] = [("upsert", _poll_status_row(status), {"mode": UpdateMode.MERGE})
+                                 for status in statuses]
+        for start in range(0, len(operations), _MAX_BATCH):
+            self._tables.table(POLL_STATUS).submit_transaction(operations[start:start + _MAX_BATCH])
+
+
+def _poll_status_row(status: PollStatus) -> dict[str, Any]:
+    row: dict[str, Any] = {"PartitionKey": table_key(status.connection), "RowKey": table_key(status.entity),
+                           "Connection": status.connection, "Entity": status.entity,
+                           "LastError": status.last_error or "", "Failures": status.failures}
+    for name, moment in (("LastAttempt", status.last_attempt), ("LastSuccess", status.last_success),
+                         ("NextRun", status.next_run)):
+        if moment is not None:
+            row[name] = moment
+    return row
+
+
+def _poll_status(row: Mapping[str, Any]) -> PollStatus:
+    def moment(name: str) -> datetime | None:
+        value = row.get(name)
+        return _aware(value) if isinstance(value, datetime) else None
+
+    return PollStatus(connection=row["Connection"], entity=row["Entity"], last_attempt=moment("LastAttempt"),
+                      last_success=moment("LastSuccess"), last_error=row.get("LastError") or None,
+                      failures=int(row.get("Failures") or 0), next_run=moment("NextRun"))
 
 
 # --- provider ids ----------------------------------------------------------------------------
@@ -1086,6 +1154,7 @@ class Stores:
     snapshots: SnapshotStore
     leases: LeaseStore
     dead_letters: DeadLetterStore
+    polls: PollStatusStore
 
     @classmethod
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX,
@@ -1094,7 +1163,7 @@ class Stores:
         return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
                    WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
                    GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables),
-                   DeadLetterStore(tables))
+                   DeadLetterStore(tables), PollStatusStore(tables))
 
     def close(self) -> None:
         self.tables.close()

@@ -241,6 +241,53 @@ def ops_doctor(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(report)
 
 
+# --- poll health ---------------------------------------------------------------------------------------
+
+POLL_RUN_FIELDS = frozenset({"connection", "entity"})
+
+
+@bp.function_name("ops_polls")
+@bp.route(route="ops/polls", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_polls(req: func.HttpRequest) -> func.HttpResponse:
+    """One row per polled connection and entity in the configuration, even before its first poll: last
+    attempt and success, watermark, lag, last error, failed runs in a row, next run (shared.pipeline.pollhealth)."""
+    from shared.config.loading import get_config
+    from shared.pipeline.pollhealth import poll_rows
+    from shared.storage.tables import get_stores
+
+    return json_response({"polls": poll_rows(get_config(), get_stores(), datetime.now(UTC))})
+
+
+@bp.function_name("ops_polls_run")
+@bp.route(route="ops/polls/run", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@traced
+@answers_in_time
+def ops_polls_run(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"connection": "...", "entity": "..." (optional)}``: poll now, whatever the backoff; ``202 {"queued": n}``
+    with the number of entities queued."""
+    from shared.config.loading import get_config
+    from shared.inputs import loads_json
+    from shared.pipeline.poll import request_poll
+    from shared.storage.bus import get_bus
+
+    try:
+        body = loads_json(req.get_body())
+    except ValueError:
+        return error_response(400, "malformed_json", "the body is not JSON")
+    usage = 'send {"connection": "<name>"} or {"connection": "<name>", "entity": "<entity>"}'
+    if not isinstance(body, dict) or not isinstance(body.get("connection"), str) or set(body) - POLL_RUN_FIELDS:
+        return error_response(400, "bad_request", usage)
+    entity = body.get("entity")
+    if entity is not None and not isinstance(entity, str):
+        return error_response(400, "bad_request", usage)
+    queued = request_poll(get_config(), get_bus(), body["connection"], entity)
+    if queued is None:
+        return error_response(404, "not_found", "the configuration polls no such connection or entity")
+    return json_response({"queued": queued}, 202)
+
+
 # --- the operator console: its page and the reads behind its views (shared/console/) -----------------
 
 

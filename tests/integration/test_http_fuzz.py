@@ -41,6 +41,7 @@ ROUTES = (
     ("POST", "slack/events/{connection}"), ("POST", "sendgrid/events/{connection}"), ("POST", "ops/ping"),
     ("GET", "ops/audit"), ("POST", "ops/replay"), ("GET", "ops/deadletters"), ("GET", "ops/deadletters/{connection}"),
     ("POST", "ops/deadletters/redrive"),
+    ("GET", "ops/polls"), ("POST", "ops/polls/run"),
 )
 
 

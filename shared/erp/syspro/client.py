@@ -50,7 +50,7 @@ from shared.clients import PerConnection
 from shared.erp.syspro.connection import SysproConnection, has_enet, notes_unavailable
 from shared.erp.xml_answers import XmlRefused, parse_xml
 from shared.http import HttpClient, HttpFailure, RetryPolicy
-from shared.outcomes import PermanentFailure, RetryLater
+from shared.outcomes import PermanentFailure, RetryLater, is_transient, network_problem
 
 if TYPE_CHECKING:
     import requests
@@ -361,9 +361,18 @@ def send_naming_only(call: str, send: Callable[[], T]) -> T:
         failure: Exception = RetryLater(exc.delay, f"{call}: {exc.reason}", exc.status)
     except HttpFailure as exc:
         failure = HttpFailure(exc.status, f"{call}: {exc.reason}")
+        _keep_network_nature(failure, exc)
     except Exception as exc:  # noqa: BLE001 - e.g. requests' InvalidURL quotes the URL: keep only the class
         failure = HttpFailure(None, f"{call}: {type(exc).__name__}")
     raise failure
+
+
+def _keep_network_nature(failure: HttpFailure, original: HttpFailure) -> None:
+    """What the dropped cause said about the network, without its URL: a SYSPRO that cannot be reached
+    is a transient failure (the poll backs off), and the words say why ("connection refused")."""
+    if original.status is None and is_transient(original):
+        failure.transient = True
+        failure.network = network_problem(original)
 
 
 def _scrub(text: str, *secrets: str | None) -> str:
