@@ -173,3 +173,25 @@ def test_the_connections_view_shows_the_doctors_real_checks_and_a_repaired_webho
                                      sms_url=f"{stack.base_url}/api/twilio/inbound/twilio-main")
     page.click("#run-checks")
     expect(inbound.locator("td").first).to_have_text("ok", timeout=WAIT_MS)
+
+
+def test_poll_now_runs_a_real_poll_whose_health_the_polls_view_then_shows(console: Console) -> None:
+    """Poll now on the Dynamics connection's entity: the poll runs behind the queue against the fake F&O and
+    the row fills in its last success and watermark, with no failure."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.e2e.test_dynamics_poll import invoice_header
+
+    page, stack = console.page, console.stack
+    settled = invoice_header(f"BR-{datetime.now(UTC):%H%M%S%f}", datetime.now(UTC) - timedelta(days=3), "No")
+    stack.dynamics.add_entities("VendorInvoiceHeaders", [settled], keys=("dataAreaId", "HeaderReference"))
+    console.tab("Polls")
+    row = page.locator("#polls tbody tr", has_text="VendorInvoiceHeaders")
+    expect(row).to_contain_text("contoso-fo", timeout=WAIT_MS)
+    row.get_by_role("button", name="Poll now").click()
+    expect(console.status()).to_contain_text("Queued 1 poll(s) of contoso-fo VendorInvoiceHeaders")
+
+    last_success, failures = row.locator("td").nth(3), row.locator("td").nth(7)
+    expect(last_success).not_to_have_text("", timeout=WAIT_MS)  # the view refreshes by itself
+    expect(failures).to_have_text("0")
+    console.screenshot()
