@@ -74,24 +74,24 @@ PHONE = AddressForm(E164, E164_REASON, phone=True)
 
 ERPS: Mapping[str, ErpKind] = MappingProxyType({kind.name: kind for kind in (
     ErpKind(name="dynamics", settings=dynamics.SETTINGS, adapter="shared.erp.dynamics.adapter",
-            entities=dynamics.ENTITIES, decisions=True, doctor="shared.doctor.dynamics"),
+            entities=dynamics.ENTITIES, decisions=True, doctor="shared.erp.dynamics.doctor"),
     ErpKind(name="syspro", settings=syspro.SETTINGS, adapter="shared.erp.syspro.adapter",
-            entities=syspro.ENTITIES, notes=True, doctor="shared.doctor.syspro"),
+            entities=syspro.ENTITIES, notes=True, doctor="shared.erp.syspro.doctor"),
     ErpKind(name="sagex3", settings=sagex3.SETTINGS, adapter="shared.erp.sagex3.adapter",
-            entities=sagex3.ENTITIES, notes=True, doctor="shared.doctor.sagex3"),
+            entities=sagex3.ENTITIES, notes=True, doctor="shared.erp.sagex3.doctor"),
     ErpKind(name="qad", settings=qad.SETTINGS, adapter="shared.erp.qad.adapter", entities=qad.ENTITIES, notes=True,
-            doctor="shared.doctor.qad"),
+            doctor="shared.erp.qad.doctor"),
 )})
 
 CHANNELS: Mapping[str, ChannelKind] = MappingProxyType({kind.name: kind for kind in (
     ChannelKind(name="twilio", settings=twilio.SETTINGS, flow="shared.pipeline.twilio_flow",
-                doctor="shared.doctor.twilio",
+                doctor="shared.channels.twilio.doctor",
                 carries={"sms": RuleChannel(PHONE, ("sms",)), "voice": RuleChannel(PHONE, ("voice",))}),
     ChannelKind(name="slack", settings=slack.SETTINGS, flow="shared.pipeline.slack_flow",
-                doctor="shared.doctor.slack",
+                doctor="shared.channels.slack.doctor",
                 carries={"slack": RuleChannel(AddressForm(slack.SLACK_TARGET, slack.SLACK_TARGET_REASON))}),
     ChannelKind(name="sendgrid", settings=sendgrid.SETTINGS, flow="shared.pipeline.email_flow",
-                doctor="shared.doctor.sendgrid",
+                doctor="shared.channels.sendgrid.doctor",
                 carries={"email": RuleChannel(AddressForm(sendgrid.EMAIL_ADDRESS, sendgrid.EMAIL_REASON),
                                               ("email", "sms"))}),
 )})

@@ -1,7 +1,8 @@
 """The connection doctor: real round trips to each configured system, a pass or a failure per check.
 
-Each kind has a module here (``shared/doctor/<kind>.py``, named in ``shared.kinds`` as
-``doctor=``) with ``checks(connection, context) -> list[Check]``; ``keyvault`` checks the
+Each kind has a ``doctor`` module in its own folder (``shared/erp/<kind>/doctor.py``,
+``shared/channels/<kind>/doctor.py``, named in ``shared.kinds`` as ``doctor=``) with
+``checks(connection, context) -> list[Check]``, built with the kit here; ``keyvault`` checks the
 secrets the whole configuration names. ``shared.doctor.run`` runs them, connections in
 parallel, and shapes the answer ``GET /api/ops/doctor`` and ``python -m shared.cli doctor`` give.
 
