@@ -18,7 +18,7 @@ key or correlation id still finds it. The answer says when a scan stopped at its
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -127,12 +127,26 @@ def timeline(entries: list[AuditEntry]) -> list[dict[str, Any]]:
     """The trail oldest first, each step with its stage and what an operator needs of it, texts masked."""
     from shared.pipeline.report import masked_texts
 
-    ordered = sorted(entries, key=lambda entry: entry.at)[:TIMELINE_LIMIT]
+    ordered = sorted(entries, key=_told_at(entries))[:TIMELINE_LIMIT]
     return [{"at": entry.at.isoformat(), "stage": STAGES.get(entry.step, "other"), "step": entry.step,
              "correlation_id": entry.correlation_id, "job_id": entry.job_id, "record": entry.record,
              "detail": {name: value for name, value in masked_texts(entry.detail).items()
                         if name in _SHOWN_DETAIL and value not in (None, "")}}
             for entry in ordered]
+
+
+def _told_at(entries: list[AuditEntry]) -> Callable[[AuditEntry], tuple[datetime, bool]]:
+    """When a step comes in the story: its time, except that a provider's status never comes before its
+    job's send. Twilio may call back before the sender has audited the send (the callback is applied as
+    it arrives), yet the status tells what happened after it."""
+    sent = {entry.job_id: entry.at for entry in entries if entry.step == "sent" and entry.job_id}
+
+    def at(entry: AuditEntry) -> tuple[datetime, bool]:
+        if STAGES.get(entry.step) == "provider" and entry.job_id in sent:
+            return max(entry.at, sent[entry.job_id]), True  # after the send, even at the same instant
+        return entry.at, False
+
+    return at
 
 
 def story(stores: Stores, query: str) -> dict[str, Any]:
