@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from shared.config import fields as f
-from shared.config.model import DEFAULT_REGION, Connection, PollSettings, SecretRef
+from shared.config.model import DEFAULT_REGION, Connection, OutcomeNotes, PollSettings, SecretRef
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 
@@ -62,6 +62,7 @@ class DynamicsConnection(Connection):
     workflow: WorkflowSettings = WorkflowSettings()  # the OData names of the work-item actions
     links: Mapping[str, str] = field(default_factory=dict)  # URL form per document kind, over DEFAULT_LINKS
     dimensions: DimensionSettings = DimensionSettings()
+    outcome_notes: OutcomeNotes | None = None  # delivery, call and reply outcomes as notes on the record
 
     def link_form(self, document_kind: str) -> str:
         """The deep-link form of a kind of document: the connection's own, else the default ("" for none)."""
@@ -117,6 +118,7 @@ SETTINGS = f.ConnectionSettings(
         "default_region": f.region,
         "legal_entities": f.list_of(f.text, allow_empty=True),
         "poll": f.poll,
+        "outcome_notes": f.outcome_notes,
         "workflow": _workflow,
         "links": f.named_objects(DOCUMENT_KINDS, _link_form),
         "dimensions": _dimensions,
