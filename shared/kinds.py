@@ -74,7 +74,7 @@ PHONE = AddressForm(E164, E164_REASON, phone=True)
 
 ERPS: Mapping[str, ErpKind] = MappingProxyType({kind.name: kind for kind in (
     ErpKind(name="dynamics", settings=dynamics.SETTINGS, adapter="shared.erp.dynamics.adapter",
-            entities=dynamics.ENTITIES, decisions=True, doctor="shared.erp.dynamics.doctor"),
+            entities=dynamics.ENTITIES, notes=True, decisions=True, doctor="shared.erp.dynamics.doctor"),
     ErpKind(name="syspro", settings=syspro.SETTINGS, adapter="shared.erp.syspro.adapter",
             entities=syspro.ENTITIES, notes=True, doctor="shared.erp.syspro.doctor"),
     ErpKind(name="sagex3", settings=sagex3.SETTINGS, adapter="shared.erp.sagex3.adapter",

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from shared.config.model import Connection, PollSettings, QuietHours, SecretRef
+from shared.config.model import OUTCOMES, Connection, OutcomeNotes, PollSettings, QuietHours, SecretRef
 
 Problem = tuple[str, str]
 Parser = Callable[[Any], Any]
@@ -431,6 +431,9 @@ poll = object_of(
     },
     shared_as="poll",
 )
+
+
+outcome_notes = object_of(OutcomeNotes, {"enabled": boolean, "on": list_of(one_of(OUTCOMES))})
 
 
 def polled_entity_problems(known: tuple[str, ...]) -> Check:

@@ -72,6 +72,22 @@ class QuietHours:
     time_zone: str | None = None  # IANA zone of the recipients; a record's own zone field wins; none: UTC
 
 
+# What can be written back to the ERP record an alert was about, as a note (``outcome_notes``).
+OUTCOMES: tuple[str, ...] = ("delivered", "failed", "answered", "reply")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutcomeNotes:
+    """Outcome notes on the ERP record an alert was about: an SMS delivered or failed, a call answered
+    (and the key pressed), a reply as the person wrote it; each written once, numbers masked."""
+
+    enabled: bool = True
+    on: tuple[str, ...] = OUTCOMES  # which outcomes become notes
+
+    def wants(self, outcome: str) -> bool:
+        return self.enabled and outcome in self.on
+
+
 # The purpose a rule's alerts serve when it names none: consent is given and withdrawn per purpose.
 DEFAULT_CATEGORY = "operational"
 # The record field that names the recipient's own time zone, when the ERP gives one.

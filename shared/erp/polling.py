@@ -112,6 +112,9 @@ class PolledEntity:
     # so connecting an ERP does not send one message per historic row. A window rule (say,
     # invoices due within a week) wants its first poll to alert, and sets this False.
     baseline: bool = True
+    # Record fields a note we write moves (an update stamp, the notes text itself): a change of only these
+    # (and the cursor) on a record we noted since its last alert is our own write coming back, not news.
+    echoes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cursor not in (TIME, NUMBER, NONE):
@@ -138,7 +141,7 @@ class Source:
 
 @dataclass(frozen=True)
 class Note:
-    """A reply to write against an ERP record: who answered, when, and what."""
+    """A reply (who answered, when, and what) or an alert's outcome, to write against an ERP record."""
 
     record_entity: str
     record_key: str  # key parts joined by "|"
@@ -146,6 +149,9 @@ class Note:
     received_at: datetime
     sender: str  # masked phone number or a name; never the full number
     reference: str  # the provider's message id, so the ERP side can tell duplicates
+    # An alert's outcome (an SMS delivered, a call answered) written by the connector, not a person's reply:
+    # its text says it all, and no sender heads it.
+    outcome: bool = False
 
 
 class ErpAdapter(Protocol):

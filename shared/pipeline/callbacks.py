@@ -14,6 +14,8 @@
 - Voice messages: a recording Twilio transcribed is recorded, like an SMS reply, against the
   record the last message to the caller's number was about, and noted there with its
   transcription and the recording's link; the text is sealed in the audit and never logged.
+- Outcome notes: where the record's ERP connection asks for them, a delivered or failed SMS, an
+  answered call and its key press are queued as notes on the record (``shared.pipeline.notes``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from shared.model import (
 )
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.jobs import change
-from shared.pipeline.notes import queue_note
+from shared.pipeline.notes import queue_key_note, queue_note, queue_status_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code
 from shared.storage.bus import get_bus
@@ -92,6 +94,8 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
 
     written = change(stores, job, decide)
     if written is None:
+        if job.status == status:  # a repeat: its outcome note is queued again, and written once
+            queue_status_note(job, status, params.get("ErrorCode") or "", correlation_id)
         return
     detail: dict[str, Any] = {"status": status, "provider_id": sid}
     if params.get("ErrorCode"):
@@ -101,6 +105,7 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
     stores.audit.append(written.fields.get("correlation_id", correlation_id), "status",
                         connection=connection, record=written.fields.get("record", ""), job_id=written.job_id,
                         **detail)
+    queue_status_note(written, status, params.get("ErrorCode") or "", correlation_id)
 
 
 def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str) -> JobRow | None:
@@ -232,3 +237,4 @@ def record_key_press(envelope: Envelope) -> None:
                         "acknowledged" if digits == "1" else "key-pressed", connection=envelope.connection,
                         record=job.fields.get("record", ""), job_id=job_id, digits=digits,
                         provider_id=params.get("CallSid", ""))
+    queue_key_note(job, digits, envelope.correlation_id)

@@ -20,6 +20,7 @@
   lease, renewed between pages once half of it has passed, so one entity read for longer
   than the lease keeps it. Progress (watermark, snapshots) is written only while the lease
   is ours: a poll whose lease another poll took over stops without writing and is retried.
+- A note we wrote moves its record's stamp: that change alone is not sent on (``shared.pipeline.echoes``).
 - An ``erp.change`` goes through the same claim, rules and templates as a business event.
 """
 
@@ -52,6 +53,7 @@ from shared.erp.polling import (
 from shared.http import quiet_network_failures
 from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope, parse_utc_time
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, cannot_connect, classify
+from shared.pipeline.echoes import keep_sent, news_only
 from shared.pipeline.pollhealth import (
     RunOutcome,
     due_entities,
@@ -232,8 +234,10 @@ def poll_entity(connection: Connection, settings: PollSettings, source: Source, 
                 changes.append(change_envelope(connection.name, entity, row, context, stamp))
             if newest is None or stamp > newest:  # type: ignore[operator]
                 newest = stamp
-        _enqueue(bus, changes)
-        count += len(changes)
+        news, sent = news_only(stores, connection, entity, changes)  # our own notes coming back are not news
+        _enqueue(bus, news)
+        keep_sent(stores, connection, entity, sent)
+        count += len(news)
     # Everything read is on the queue: now the watermark may move, but not past our own start.
     _fence(lease, f"{connection.name}/{entity.name}")
     if entity.cursor == TIME:

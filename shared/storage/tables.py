@@ -942,6 +942,61 @@ class SnapshotStore:
         )
 
 
+# --- our own writes to ERP records, as a poll may see them again ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Echo:
+    """Of one ERP record: the digest of its fields last sent on as a change and since when it stands, and
+    when we last wrote a note to it (None: never)."""
+
+    sent: str | None
+    sent_at: datetime | None
+    noted_at: datetime | None
+
+
+class EchoStore:
+    """Per ERP record, in the snapshots table under its own partitions: what the poll last sent of it and
+    when we last wrote to it. Two writers touch one row (the poll, the note stage): each merges its own columns."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    @staticmethod
+    def _keys(connection: str, entity: str, key: str) -> dict[str, str]:
+        return {"PartitionKey": table_key(f"echo:{connection}|{entity}"), "RowKey": table_key(key), "Key": key}
+
+    def get(self, connection: str, entity: str, key: str) -> Echo | None:
+        keys = self._keys(connection, entity, key)
+        row = self._tables.row(SNAPSHOTS, keys["PartitionKey"], keys["RowKey"])
+        if row is None:
+            return None
+        return Echo(row.get("Sent"), _aware_or_none(row.get("SentAt")), _aware_or_none(row.get("NotedAt")))
+
+    def sent(self, connection: str, entity: str, digests: Mapping[str, str]) -> None:
+        """What a poll sent on, by record key: one partition, so written as entity-group transactions."""
+        from azure.data.tables import UpdateMode
+
+        now, table = utc_now(), self._tables.table(SNAPSHOTS)
+        rows = [{**self._keys(connection, entity, key), "Sent": digest, "SentAt": now}
+                for key, digest in digests.items()]
+        for start in range(0, len(rows), _MAX_BATCH):
+            chunk = rows[start:start + _MAX_BATCH]
+            table.submit_transaction([("upsert", row, {"mode": UpdateMode.MERGE}) for row in chunk])
+
+    def noted(self, connection: str, entity: str, key: str) -> None:
+        self._merge({**self._keys(connection, entity, key), "NotedAt": utc_now()})
+
+    def _merge(self, entity: dict[str, Any]) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._tables.table(SNAPSHOTS).upsert_entity(entity, mode=UpdateMode.MERGE)
+
+
+def _aware_or_none(value: Any) -> datetime | None:
+    return _aware(value) if isinstance(value, datetime) else None
+
+
 # --- leases --------------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,12 @@ Behaviour modelled on F&O (see the F&O reference, sections 2-4):
   any other parameter name, in any other case, is refused with 400 as OData does.
   ``rename_work_item_action`` plays an environment whose ``$metadata`` names an action otherwise.
 
-Not modelled: ``$expand``, ``$batch``, writes, other actions, ``$metadata`` (501 or 404).
+- Creates: ``POST /data/{EntitySet}`` on a set a test opened with ``accept_creates`` (document
+  attachments of type Note, say: F&O's DocuRef fields ``TypeId``, ``Name``, ``Notes``, ``Restriction``);
+  a property the set does not have is refused with 400, a missing key with 400, and the created
+  row comes back with 201, its generated key filled in. ``created`` lists every row created.
+
+Not modelled: ``$expand``, ``$batch``, updates and deletes, other actions, ``$metadata`` (501 or 404).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import base64
 import fnmatch
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -384,6 +390,8 @@ class EntitySet:
     keys: tuple[str, ...]
     entity_type: str
     rows: list[StoredRow]
+    properties: frozenset[str] = frozenset()  # declared for sets that take creates; else read off the rows
+    generated_key: str = ""  # a key F&O fills in on create (a document id)
 
     @property
     def company_specific(self) -> bool:
@@ -394,7 +402,7 @@ class EntitySet:
         return f"Microsoft.Dynamics.DataEntities.{self.entity_type}"
 
     def fields(self) -> frozenset[str]:
-        names: set[str] = set(self.keys)
+        names: set[str] = set(self.keys) | set(self.properties)
         for row in self.rows:
             names.update(row.values)
         return frozenset(names)
@@ -447,6 +455,7 @@ class FakeDynamics(TlsFakeServer):
         self._allowed_clients: frozenset[str] | None = None
         self._work_items: dict[str, str] = {}  # instance id -> "open" / "completed" / "recalled"
         self.completions: list[dict[str, Any]] = []  # every Complete the fake carried out
+        self.created: list[tuple[str, dict[str, Any]]] = []  # every row a POST created: (entity set, row)
         # The bound actions this environment serves, by name -> what each does (Microsoft's names by default).
         self.work_item_actions: dict[str, str] = {"Validate": "Validate", "Complete": "Complete"}
 
@@ -497,6 +506,14 @@ class FakeDynamics(TlsFakeServer):
             else:
                 self._sets.pop(entity_set, None)
 
+    def accept_creates(self, entity_set: str, keys: Sequence[str], properties: Iterable[str], *,
+                       generated_key: str = "") -> None:
+        """Let ``entity_set`` take new rows by POST, with these properties (keys among them or not);
+        ``generated_key`` is filled in by the service when the body leaves it out."""
+        with self._data_lock:
+            self._sets[entity_set] = EntitySet(entity_set, tuple(keys), _entity_type_name(entity_set), [],
+                                               frozenset({*keys, *properties}), generated_key)
+
     def add_work_item(self, instance_id: str, state: str = "open") -> None:
         """A workflow work item waiting for its assignee ("open"), or already "completed"/"recalled"."""
         with self._data_lock:
@@ -520,7 +537,33 @@ class FakeDynamics(TlsFakeServer):
             route("GET", r"/data/(?P<set>[A-Za-z_]\w*)\((?P<keys>.*)\)", self._guarded(self._single)),
             route("POST", r"/data/WorkflowWorkItems/Microsoft\.Dynamics\.DataEntities\.(?P<action>\w+)",
                   self._guarded(self._work_item_action)),
+            route("POST", r"/data/(?P<set>[A-Za-z_]\w*)", self._guarded(self._create)),
         ]
+
+    def _create(self, request: RecordedRequest, match: re.Match[str]) -> Response:
+        """POST a new row: only to a set that takes creates, only its properties; 201 with the row."""
+        entity_set = self._entity_set(match["set"])
+        if not entity_set.properties:
+            raise ODataError(405, f"The entity set '{entity_set.name}' does not accept new rows here.")
+        body = request.json if isinstance(request.json, dict) else None
+        if body is None:
+            raise ODataError(400, "The request body must be a JSON object.")
+        unknown = sorted(set(body) - entity_set.properties)
+        if unknown:
+            raise ODataError(400, f"The property '{unknown[0]}' does not exist on type '{entity_set.qualified_type}'.")
+        row = {name: to_odata_value(value) for name, value in body.items()}
+        if entity_set.generated_key and not row.get(entity_set.generated_key):
+            row[entity_set.generated_key] = str(uuid.uuid4())
+        missing = [key for key in entity_set.keys if row.get(key) in (None, "")]
+        if missing:
+            raise ODataError(400, f"The key property '{missing[0]}' is required.")
+        with self._data_lock:
+            stored = StoredRow(self._next_rec_id, row, _etag(self._next_rec_id))
+            self._next_rec_id += 1
+            entity_set.rows.append(stored)
+            self.created.append((entity_set.name, dict(row)))
+        created = {"@odata.context": self._context_url(entity_set, None, single=True), **self._shape(stored, None)}
+        return self._odata_json(201, created, {"ETag": stored.etag})
 
     def _work_item_action(self, request: RecordedRequest, match: re.Match[str]) -> Response:
         """Validate and Complete, bound to WorkflowWorkItems, with the parameter names of Microsoft's

@@ -217,6 +217,16 @@ class DynamicsClient:
             self._check_next_link(url, next_link)
         return rows, next_link
 
+    def create(self, entity_set: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """POST a new row to ``entity_set``; the created row F&O answers with, if any. Not retried after it
+        may have been carried out: the caller looks for the row before trying again."""
+        response = self._call("POST", f"{self._base_url}/data/{_identifier(entity_set, 'entity set')}", row)
+        try:
+            answer = response.json() if response.content else None
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else None
+
     def run_action(self, entity_set: str, action: str, parameters: Mapping[str, Any], *,
                    keys: Mapping[str, str | int] | None = None) -> dict[str, Any] | None:
         """POST an OData bound action (``Microsoft.Dynamics.DataEntities.<action>``); its JSON answer, if any.

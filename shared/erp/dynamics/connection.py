@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from shared.config import fields as f
-from shared.config.model import DEFAULT_REGION, Connection, PollSettings, SecretRef
+from shared.config.model import DEFAULT_REGION, Connection, OutcomeNotes, PollSettings, SecretRef
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 
@@ -27,6 +27,24 @@ class WorkflowSettings:
     work_item_parameter: str = "WorkflowWorkitemInstanceID"
     outcome_parameter: str = "outcome"
     comment_parameter: str = "comment"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttachmentSettings:
+    """Where outcome notes go: a document-attachment entity whose rows of type Note carry a text (F&O's
+    document handling, DocuRef: TypeId, Name, Notes, Restriction). Each row names its document by company,
+    record kind and key; an environment whose $metadata exposes its attachments otherwise sets the names here."""
+
+    entity_set: str = "DocumentAttachments"
+    company_field: str = "dataAreaId"
+    entity_field: str = "RefEntity"  # the record kind, e.g. VendorInvoice
+    key_field: str = "RefKey"  # the document's key within its company, e.g. the invoice number
+    type_field: str = "TypeId"
+    note_type: str = "Note"
+    name_field: str = "Name"  # carries the outcome's reference, so a note already written is found
+    text_field: str = "Notes"
+    restriction_field: str = "Restriction"
+    restriction: str = "Internal"
 
 
 # Where a card's "Open in Dynamics 365" goes, per kind of document: F&O's deep-link form, the
@@ -62,6 +80,8 @@ class DynamicsConnection(Connection):
     workflow: WorkflowSettings = WorkflowSettings()  # the OData names of the work-item actions
     links: Mapping[str, str] = field(default_factory=dict)  # URL form per document kind, over DEFAULT_LINKS
     dimensions: DimensionSettings = DimensionSettings()
+    attachments: AttachmentSettings = AttachmentSettings()  # where outcome notes are written
+    outcome_notes: OutcomeNotes | None = None  # delivery, call and reply outcomes as notes on the record
 
     def link_form(self, document_kind: str) -> str:
         """The deep-link form of a kind of document: the connection's own, else the default ("" for none)."""
@@ -104,6 +124,10 @@ def _link_form(value: Any) -> str:
     return text
 
 
+_attachments = f.object_of(AttachmentSettings, {
+    **{name: _odata_name for name in ("entity_set", "company_field", "entity_field", "key_field", "type_field",
+                                      "name_field", "text_field", "restriction_field")},
+    "note_type": f.text, "restriction": f.text})
 _dimensions = f.object_of(DimensionSettings, {"names": f.list_of(f.text, allow_empty=True), "separator": f.text})
 
 SETTINGS = f.ConnectionSettings(
@@ -117,9 +141,11 @@ SETTINGS = f.ConnectionSettings(
         "default_region": f.region,
         "legal_entities": f.list_of(f.text, allow_empty=True),
         "poll": f.poll,
+        "outcome_notes": f.outcome_notes,
         "workflow": _workflow,
         "links": f.named_objects(DOCUMENT_KINDS, _link_form),
         "dimensions": _dimensions,
+        "attachments": _attachments,
     },
     f.all_problems(_utc_only, f.polled_entity_problems(ENTITIES)),
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shared.config import fields as f
-from shared.config.model import DEFAULT_REGION, Connection, PollSettings, SecretRef
+from shared.config.model import DEFAULT_REGION, Connection, OutcomeNotes, PollSettings, SecretRef
 
 QAD_AUTH_MODES: tuple[str, ...] = ("session", "oauth")
 # The browses a QAD connection reads, whose ids it may override ("browses": {name: id}).
@@ -46,6 +46,7 @@ class QadConnection(Connection):
     page_size: int = 500
     default_region: str = DEFAULT_REGION
     qxtend: QxtendSettings | None = None
+    outcome_notes: OutcomeNotes | None = None  # delivery, call and reply outcomes as notes on the record
 
     def browse_id(self, name: str, default: str) -> str:
         return dict(self.browses).get(name, default)
@@ -121,6 +122,7 @@ SETTINGS = f.ConnectionSettings(
         "username": f.text,
         "password": f.secret_ref,
         "poll": f.poll,
+        "outcome_notes": f.outcome_notes,
         "auth": f.one_of(QAD_AUTH_MODES),
         "client_id": f.text,
         "client_secret": f.secret_ref,

@@ -127,7 +127,8 @@ def parse_qdoc_reply(body: bytes) -> QdocResult:
 def comment_lines(note: Note, about: str = "") -> list[str]:
     """The comment as QAD shows it: who answered and when, what it is about, then the text, wrapped."""
     moment = note.received_at.strftime("%Y-%m-%d %H:%M %Z").strip()
-    lines = textwrap.wrap(f"SMS reply {moment} from {note.sender}", COMMENT_LINE_WIDTH)
+    heading = f"Alert outcome {moment}" if note.outcome else f"SMS reply {moment} from {note.sender}"
+    lines = textwrap.wrap(heading, COMMENT_LINE_WIDTH)
     lines += textwrap.wrap(f"Message {note.reference}" + (f", re {about}" if about else ""), COMMENT_LINE_WIDTH)
     for paragraph in _XML_UNSAFE.sub(" ", note.text).splitlines():
         lines += textwrap.wrap(paragraph, COMMENT_LINE_WIDTH) or []

@@ -337,10 +337,13 @@ def _payment_fields(row: Mapping[str, Any], context: object = None) -> dict[str,
                    payment_date=row.get("ACCDAT"), reference=text(row.get("REF")), status=text(row.get("STA")))
 
 
+# What a note we write moves on its record: the notes text, the update stamp, and so whether it reads as new.
+NOTE_ECHOES = ("YNOTES", "UPDDATTIM", "is_new")
+
 ENTITIES: Mapping[str, PolledEntity] = {
     "PORDER": PolledEntity(name="PORDER", keys=("POHNUM",), cursor=TIME, cursor_field=CHANGED_AT,
                            read=_changes("PORDER", "BPSNUM"), record_entity="PORDER", fields=_order_fields,
-                           page_size=PAGE_SIZE),
+                           page_size=PAGE_SIZE, echoes=NOTE_ECHOES),
     "PORDER-approved": PolledEntity(name="PORDER-approved", keys=("POHNUM",), cursor=NONE,
                                     watched=("APPFLG", "REVNUM"), read=_read_approved, record_entity="PORDER",
                                     fields=_order_fields, page_size=PAGE_SIZE),
@@ -351,13 +354,13 @@ ENTITIES: Mapping[str, PolledEntity] = {
                                     page_size=PAGE_SIZE),
     "PINVOICE": PolledEntity(name="PINVOICE", keys=("NUM",), cursor=TIME, cursor_field=CHANGED_AT,
                              read=_changes("PINVOICE", "BPR"), record_entity="PINVOICE", fields=_invoice_fields,
-                             page_size=PAGE_SIZE),
+                             page_size=PAGE_SIZE, echoes=NOTE_ECHOES),
     "PINVOICE-due": PolledEntity(name="PINVOICE-due", keys=("NUM",), cursor=NONE, watched=("STRDUDDAT",),
                                  baseline=False, read=_read_due_invoices, record_entity="PINVOICE",
                                  fields=_invoice_fields, page_size=PAGE_SIZE),
     "PAYMENTH": PolledEntity(name="PAYMENTH", keys=("NUM",), cursor=TIME, cursor_field=CHANGED_AT,
                              read=_changes("PAYMENTH", "BPR"), record_entity="PAYMENTH", fields=_payment_fields,
-                             page_size=PAGE_SIZE),
+                             page_size=PAGE_SIZE, echoes=NOTE_ECHOES),
 }
 
 
@@ -406,4 +409,6 @@ def note_line(note: Note, zone: Any) -> str:
     moment = (note.received_at if note.received_at.tzinfo else note.received_at.replace(tzinfo=UTC)).astimezone(zone)
     body = " ".join(note.text.split())
     reference = f" [{note.reference}]" if note.reference else ""
+    if note.outcome:
+        return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()} {body}{reference}"
     return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()} SMS from {note.sender}: {body}{reference}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from shared.config import fields as f
-from shared.config.model import DEFAULT_REGION, Connection, PollSettings, SecretRef
+from shared.config.model import DEFAULT_REGION, Connection, OutcomeNotes, PollSettings, SecretRef
 
 # What a poll can read (the adapter's entities, kept equal by a test).
 ENTITIES: tuple[str, ...] = ("PORDER", "PORDER-approved", "PORDER-delivery", "PINVOICE", "PINVOICE-due", "PAYMENTH")
@@ -56,6 +56,7 @@ class SageX3Connection(Connection):
     soap_language: str = "ENG"
     representations: Mapping[str, SageX3Published] = field(default_factory=dict)  # over the adapter's defaults
     notes: Mapping[str, SageX3NoteTarget] = field(default_factory=dict)  # over the adapter's defaults
+    outcome_notes: OutcomeNotes | None = None  # delivery, call and reply outcomes as notes on the record
 
 
 @f.described({
@@ -106,6 +107,7 @@ SETTINGS = f.ConnectionSettings(
         "folder": f.text,
         "username": f.text,
         "poll": f.poll,
+        "outcome_notes": f.outcome_notes,
         "api": f.one_of(("rest", "graphql")),
         "password": f.secret_ref,
         "client_id": f.text,

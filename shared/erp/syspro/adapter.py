@@ -479,7 +479,9 @@ _NOTE_WRITERS: Mapping[str, Callable[[EnetSession, Note], None]] = {
 
 def note_heading(note: Note) -> str:
     moment = note.received_at.strftime("%Y-%m-%d %H:%M UTC")
-    return as_stored(f"SMS {moment} {note.sender} ref {note.reference}")[:COMMENT_LENGTH]
+    sent_by = "Alert" if note.outcome else f"SMS {moment} {note.sender}"
+    heading = f"{sent_by} {moment} ref {note.reference}" if note.outcome else f"{sent_by} ref {note.reference}"
+    return as_stored(heading)[:COMMENT_LENGTH]
 
 
 def comment_lines(note: Note) -> list[str]:

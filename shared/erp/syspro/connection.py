@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from shared.config import fields as f
-from shared.config.model import DEFAULT_REGION, Connection, PollSettings, SecretRef
+from shared.config.model import DEFAULT_REGION, Connection, OutcomeNotes, PollSettings, SecretRef
 
 SysproApi = Literal["enet", "odata"]
 SYSPRO_APIS: tuple[str, ...] = ("enet", "odata")
@@ -40,6 +40,7 @@ class SysproConnection(Connection):
     odata_url: str | None = None  # https://<server>/SYSPRO8Odata/SYSPROOData (the company is appended)
     odata_password: SecretRef | None = None  # the operator's OData password (Operator Maintenance)
     default_region: str = DEFAULT_REGION  # for supplier phone numbers written without a country code
+    outcome_notes: OutcomeNotes | None = None  # delivery, call and reply outcomes as notes on the record
 
 
 def has_enet(connection: SysproConnection) -> bool:
@@ -85,6 +86,7 @@ SETTINGS = f.ConnectionSettings(
         "company_id": f.text,
         "company_password": f.secret_ref,
         "poll": f.poll,
+        "outcome_notes": f.outcome_notes,
         "api": f.one_of(SYSPRO_APIS),
         "odata_url": f.url(),
         "odata_password": f.secret_ref,
