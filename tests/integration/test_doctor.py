@@ -44,6 +44,15 @@ CHANNEL_ID, CHANNEL_NAME = "C0APPROVE1", "ap-approvals"
 # --- the fakes -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_secret_values_registered_before() -> None:
+    """A doctor's detail passes log redaction: values other tests registered (a password "secret", say)
+    would mask words of the texts these tests read."""
+    from shared.logs import forget_registered_secrets
+
+    forget_registered_secrets()
+
+
 @pytest.fixture
 def entra() -> Iterator[FakeEntra]:
     with FakeEntra() as fake:
