@@ -186,6 +186,7 @@ SLACK_REJECT_REASON = "slack.reject_reason"  # callbacks: a Reject with its reas
 POLL_RUN = "poll.run"  # poll-jobs: read the due entities of one connection for changes
 ERP_CHANGE = "erp.change"  # erp-events: one changed record found by a poll
 ERP_NOTE = "erp.note"  # callbacks: a reply to write back as a note on its ERP record
+JOB_FOLLOWUP = "job.followup"  # notifications: a scheduled check of a job (reconciliation, an escalation step)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,33 @@ class Recipient:
         return self.field is not None
 
 
+# What, reached in time, makes an escalation step unnecessary.
+ESCALATION_CONDITIONS: tuple[str, ...] = ("delivered", "acknowledged")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EscalationStep:
+    """One step of an escalation: a message or call to its recipients, unless the alert got through in time."""
+
+    channel: Channel  # sms or voice
+    # Who this step contacts (an on-call list is several entries); left out: the rule's recipients
+    to: tuple[Recipient, ...] = ()
+    # The Twilio connection it goes through; left out: the rule's via
+    via: str | None = None
+    # "delivered": skipped once an earlier message or call of the alert reached its recipient;
+    # "acknowledged": only someone's acknowledgement stops it (any acknowledgement stops every later step)
+    unless: str | None = None
+    # Minutes after the previous step's message or call went out (fractions allowed)
+    after_minutes: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Escalation:
+    """Further steps when an alert is not delivered or not acknowledged in time; the first is the rule's own send."""
+
+    steps: tuple[EscalationStep, ...]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Rule:
     id: str
@@ -157,6 +184,8 @@ class Rule:
     # Slack approvals: Reject opens a modal asking why, and the reason goes to Dynamics as the
     # work item's comment; false: Reject decides at once.
     reject_reason: bool = True
+    # SMS and calls only: further steps (a call, the next person on call) while nobody acknowledges.
+    escalation: Escalation | None = None
 
 
 C = TypeVar("C", bound=Connection)

@@ -10,7 +10,16 @@ from typing import Any
 from shared import kinds
 from shared.channels.twilio.connection import TwilioConnection
 from shared.config import fields as f
-from shared.config.model import OPS, Condition, Connection, Recipient, Rule
+from shared.config.model import (
+    ESCALATION_CONDITIONS,
+    OPS,
+    Condition,
+    Connection,
+    Escalation,
+    EscalationStep,
+    Recipient,
+    Rule,
+)
 from shared.templates import Template, TemplateError, placeholders
 
 
@@ -119,6 +128,37 @@ def _recipient(raw: Any) -> Recipient:
 VALID_FOR_MINUTES = f.int_between(1, 7 * 24 * 60)
 
 
+# A step comes due this many minutes after the one before it: a week at most (a storage queue's longest delay).
+ESCALATION_MAX_MINUTES = 7 * 24 * 60
+# The channels an escalation step can take: those Twilio carries.
+ESCALATION_CHANNELS = ("sms", "voice")
+
+
+@f.described({"type": "number", "exclusiveMinimum": 0, "maximum": ESCALATION_MAX_MINUTES})
+def _after_minutes(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= ESCALATION_MAX_MINUTES:
+        raise f.Invalid(f"must be a number of minutes above 0 and at most {ESCALATION_MAX_MINUTES}")
+    return float(value)
+
+
+ESCALATION_STEP_PARSERS: Mapping[str, f.Parser] = {
+    "channel": f.one_of(ESCALATION_CHANNELS), "to": f.list_of(_recipient), "via": f.text,
+    "unless": f.one_of(ESCALATION_CONDITIONS), "after_minutes": _after_minutes,
+}
+_escalation_step = f.object_of(EscalationStep, ESCALATION_STEP_PARSERS)
+
+
+@f.described(lambda: {**f.object_schema(Escalation, {"steps": f.list_of(_escalation_step)}),
+                      "properties": {"steps": {**f.schema_of(f.list_of(_escalation_step)), "minItems": 2}}})
+def _escalation(value: Any) -> Escalation:
+    values, problems = f.read_fields(value, Escalation, {"steps": f.list_of(_escalation_step)})
+    if not problems and len(values["steps"]) < 2:
+        problems.append((".steps", "needs the rule's own send first and at least one step after it"))
+    if problems:
+        raise f.Invalid(problems=problems)
+    return Escalation(**values)
+
+
 def rule_parsers() -> Mapping[str, f.Parser]:
     """The parser of each rule field; the channels are those of the kinds list."""
     return {
@@ -142,6 +182,7 @@ def rule_parsers() -> Mapping[str, f.Parser]:
         "critical": f.boolean,
         "time_zone_field": f.text,
         "reject_reason": f.boolean,
+        "escalation": _escalation,
     }
 
 
@@ -240,6 +281,31 @@ def _rule_problems(values: Mapping[str, Any], written: Iterable[str], found: Con
     problems += _approval_code_problems(values, written, found)
     if "reject_reason" in written and channel not in (None, "slack"):
         problems.append((".reject_reason", "only slack rules have a Reject button"))
+    if values.get("escalation") is not None:
+        problems += _escalation_problems(values["escalation"], channel, found)
+    return problems
+
+
+def _escalation_problems(escalation: Escalation, channel: str | None, found: Connections) -> list[f.Problem]:
+    """The first step is the rule's own send; each later one says when it is due and what makes it unnecessary,
+    and goes through a Twilio connection to phone numbers."""
+    if channel is not None and channel not in ESCALATION_CHANNELS:
+        return [(".escalation", f"only sms and voice rules escalate; this rule's channel is {channel!r}")]
+    first, *later = escalation.steps
+    problems: list[f.Problem] = []
+    if channel is not None and first.channel != channel:
+        problems.append((".escalation.steps[0].channel", f"the first step is the rule's own send: {channel!r}"))
+    if first.to or first.via or first.unless or first.after_minutes:
+        problems.append((".escalation.steps[0]", "the first step is the rule's own send: only its channel is given"))
+    for index, step in enumerate(later, start=1):
+        path = f".escalation.steps[{index}]"
+        if step.unless is None:
+            problems.append((f"{path}.unless", f"is required: one of {', '.join(ESCALATION_CONDITIONS)}"))
+        if not step.after_minutes:
+            problems.append((f"{path}.after_minutes", "is required"))
+        if step.via is not None:
+            problems += [(f"{path}{where}", reason) for where, reason in _via_problems(step.via, step.channel, found)]
+        problems += [(f"{path}{where}", reason) for where, reason in _recipient_problems(step.channel, step.to)]
     return problems
 
 
@@ -309,12 +375,16 @@ def template_problems(rules: list[Rule], templates: Mapping[str, Template]) -> l
     problems = []
     for index, rule in enumerate(rules):
         template = templates.get(rule.template)
-        carries = kinds.rule_channel(rule.channel)
-        texts = carries.texts if carries is not None else ()
         if template is None:
             known = ", ".join(sorted(templates))
             problems.append(f"rules[{index}].template: unknown template {rule.template!r} (known: {known})")
-        elif texts and not any(getattr(template, text) for text in texts):
-            wanted = texts[0] + (f" (or {', '.join(texts[1:])})" if len(texts) > 1 else "")
-            problems.append(f"rules[{index}].template: template {rule.template!r} has no {wanted} text")
+            continue
+        channels = dict.fromkeys([rule.channel, *(step.channel for step in rule.escalation.steps)]
+                                 if rule.escalation else [rule.channel])
+        for channel in channels:
+            carries = kinds.rule_channel(channel)
+            texts = carries.texts if carries is not None else ()
+            if texts and not any(getattr(template, text) for text in texts):
+                wanted = texts[0] + (f" (or {', '.join(texts[1:])})" if len(texts) > 1 else "")
+                problems.append(f"rules[{index}].template: template {rule.template!r} has no {wanted} text")
     return problems

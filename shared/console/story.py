@@ -43,15 +43,16 @@ STAGES: dict[str, str] = {
     **dict.fromkeys(("sent", "failed", "suppressed", "expired", "replayed", "retrying", "dead-lettered",
                      "redriven", "unknown", "verify-started", "verify-checked", "verify-approved", "verify-failed",
                      "otp-sent", "otp-wrong", "otp-exhausted", "otp-failed", "no-slack-user", "channel-unresolved",
-                     "lookup-unavailable", "adopted", "deferred"), "job"),
+                     "lookup-unavailable", "adopted", "deferred", "escalated", "escalation-skipped"), "job"),
     "status": "provider",
     **dict.fromkeys(("reply", "acknowledged", "opted-out", "opted-in", "help", "decided", "refused", "click",
-                     "otp-approved", "spam-report", "unsubscribed", "resubscribed"), "answer"),
+                     "otp-approved", "spam-report", "unsubscribed", "resubscribed", "escalation-cancelled"), "answer"),
     **dict.fromkeys(("note-written", "note-failed", "work-item-closed"), "writeback"),
 }
 # Detail an operator reads in a timeline line; anything else stays in the audit route.
 _SHOWN_DETAIL = ("rule", "channel", "to", "status", "provider_id", "error_code", "reason", "event", "decision",
-                 "user", "digits", "keyword", "text", "previous_status", "dead_letter", "attempt", "delay")
+                 "user", "digits", "keyword", "text", "previous_status", "dead_letter", "attempt", "delay", "by", "how",
+                 "source", "escalation_step")
 
 
 @dataclass

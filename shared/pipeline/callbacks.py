@@ -37,6 +37,7 @@ from shared.model import (
     moves_forward,
 )
 from shared.outcomes import PermanentFailure, RetryLater
+from shared.pipeline.escalation import acknowledge_key_press, acknowledge_reply
 from shared.pipeline.jobs import change
 from shared.pipeline.notes import queue_key_note, queue_note, queue_status_note
 from shared.pipeline.registry import handles
@@ -185,6 +186,7 @@ def record_inbound(envelope: Envelope) -> None:
     last = _audit_reply(stores, envelope, connection.name, number, "reply", text=text, message_sid=message_sid)
     queue_note(get_bus(), last, text, mask_phone(number), message_sid,
                last.correlation_id if last else envelope.correlation_id, stores=stores)
+    acknowledge_reply(stores, connection.name, number, body, last.job_id if last else "", message_sid)
 
 
 @handles(CALLBACKS, TWILIO_VOICE_MESSAGE)
@@ -238,3 +240,5 @@ def record_key_press(envelope: Envelope) -> None:
                         record=job.fields.get("record", ""), job_id=job_id, digits=digits,
                         provider_id=params.get("CallSid", ""))
     queue_key_note(job, digits, envelope.correlation_id)
+    if digits == "1":
+        acknowledge_key_press(stores, envelope.connection, job, params.get("CallSid", "") or job_id)

@@ -45,6 +45,7 @@ from shared.model import (
     parse_utc_time,
 )
 from shared.outcomes import PermanentFailure
+from shared.pipeline.escalation import schedule_escalation
 from shared.pipeline.quiet import window_for
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
@@ -172,6 +173,7 @@ def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str
         audit.append(correlation_id, "no-rule", connection=source, record=record, event=event_type)
         return 0
     queued = 0
+    first_jobs: dict[str, list[str]] = {}  # per escalating rule: the jobs of its own send
     for target in found:
         rule = target.rule
         if target.problem:
@@ -184,6 +186,14 @@ def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str
         bus.send(NOTIFICATIONS, Envelope(NOTIFICATION, rule.via, job_id, payload, correlation_id))
         _audit_routed(audit, correlation_id, source, record, job_id, rule.id, rule.channel, target.address)
         queued += 1
+        if rule.escalation is not None:
+            first_jobs.setdefault(rule.id, []).append(job_id)
+    for rule in {target.rule.id: target.rule for target in found if target.rule.id in first_jobs}.values():
+        schedule_escalation(bus, rule, first_jobs[rule.id], fields, event_key=event_key, record=record,
+                            correlation_id=correlation_id,
+                            render=lambda step_rule, address, job_id: notification_payload(
+                                config, step_rule, address, fields, job_id=job_id, source=source, record=record,
+                                event_type=event_type, since=since))
     return queued
 
 

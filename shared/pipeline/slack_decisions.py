@@ -13,6 +13,7 @@ from shared.config.loading import get_config
 from shared.erp.polling import decision_writer
 from shared.model import Envelope, now_iso
 from shared.outcomes import PermanentFailure
+from shared.pipeline.escalation import acknowledge
 from shared.pipeline.jobs import change, merge
 from shared.storage.tables import ConcurrencyError, JobRow, Stores
 
@@ -66,6 +67,7 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
         written = write_back(connection_of_source, notification, outcome, email, how, reason)
         job = merge_job(stores, job, {"written": written})
     audit_decision(stores, job, connection, user, how)
+    acknowledge(stores, job, by=user, how="slack", owner=key, connection=connection)
     show_decision(slack, job, notification, user)
 
 

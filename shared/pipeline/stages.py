@@ -13,6 +13,8 @@ def load_stages() -> None:
         deliver,
         diagnostics,
         email_flow,
+        escalation,
+        followups,
         notes,
         poll,
         process,

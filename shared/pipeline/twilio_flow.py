@@ -22,6 +22,7 @@ from shared.logs import mask_phone
 from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
 from shared.pipeline.consent import suppression, withdrawal_for
+from shared.pipeline.followups import schedule_reconciliation
 from shared.pipeline.jobs import (
     AMBIGUOUS_RECHECK_SECONDS,
     JobAttempt,
@@ -140,6 +141,7 @@ class Delivery(JobAttempt):
         detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
                   "to": mask_phone(number)}
         self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
+        schedule_reconciliation(self.connection, self.envelope, sid)
 
     def mark_sent(self, sid: str, status: str) -> None:
         """Put the provider id on the job; a status callback may have moved it meanwhile, and the

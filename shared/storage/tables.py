@@ -163,6 +163,11 @@ class DedupStore:
             return "again" if held.get("Owner") == owner else "taken"
         return "new"
 
+    def held(self, scope: str, key: str) -> dict[str, Any] | None:
+        """The claim of ``key`` in ``scope`` (its ``Owner`` and info) while someone holds it; None otherwise."""
+        row = self._tables.row(DEDUP, table_key(scope), table_key(key))
+        return None if row is None else dict(row)
+
     def release(self, scope: str, key: str) -> None:
         """Give a claim back when the work it guarded was dead-lettered: a resend is then new.
         Releasing a claim that is not there is no error."""

@@ -67,6 +67,8 @@ SDK's ``RequestValidator``) and an ``I-Twilio-Idempotency-Token``. ``message_sta
 With ``auto_callbacks=True`` a created message with a ``StatusCallback`` walks through
 ``auto_callback_statuses`` (default queued, sent, delivered) in a background thread; as
 on Twilio, no callback is sent for the status the message was created with.
+``auto_callback_lost`` names statuses the message still reaches but whose callback never
+arrives (a lost callback): only a fetch of the message shows them.
 """
 
 from __future__ import annotations
@@ -476,6 +478,7 @@ class FakeTwilio(FakeServer):
         auto_callbacks: bool = False,
         auto_callback_statuses: Sequence[str] = ("queued", "sent", "delivered"),
         auto_callback_interval: float = 0.05,
+        auto_callback_lost: Sequence[str] = (),
         callback_verify: str | bool | None = None,
     ) -> None:
         super().__init__(port=port)
@@ -484,6 +487,7 @@ class FakeTwilio(FakeServer):
         self.auto_callbacks = auto_callbacks
         self.auto_callback_statuses = tuple(auto_callback_statuses)
         self.auto_callback_interval = auto_callback_interval
+        self.auto_callback_lost = frozenset(auto_callback_lost)
         self.callback_verify = callback_verify  # requests' verify= for HTTPS callback URLs
         self.default_sender = "+15005550006"  # what a Messaging Service "picks" from its pool
         self._state = threading.RLock()
@@ -1293,7 +1297,7 @@ class FakeTwilio(FakeServer):
             if self._stopping.wait(self.auto_callback_interval):
                 return
             try:
-                self.advance_message(message_sid, status)
+                self.advance_message(message_sid, status, send=status not in self.auto_callback_lost)
             except requests.RequestException:
                 return  # recorded in callbacks_sent; Twilio would log error 11200
 

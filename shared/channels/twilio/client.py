@@ -99,6 +99,15 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class ProviderStatus:
+    """A message's or call's status as Twilio reports it now, with its error code when it failed."""
+
+    sid: str
+    status: str
+    error_code: str = ""
+
+
+@dataclass(frozen=True)
 class PhoneNumber:
     """One of the account's phone numbers (an IncomingPhoneNumber) and the webhooks it calls."""
 
@@ -434,6 +443,17 @@ class TwilioChannel:
             return _newest_match(records, start, lambda call: True, skip, stop_at_older=False)
 
         return self._call(lookup, idempotent=True, action="look up placed calls")
+
+    def fetch_status(self, sid: str, voice: bool = False) -> ProviderStatus:
+        """What Twilio says of one message (``SM``/``MM``) or call (``CA``) now: one GET by its SID.
+        For when its status callbacks may have been lost."""
+
+        def fetch() -> ProviderStatus:
+            found = self._client.calls(sid).fetch() if voice else self._client.messages(sid).fetch()
+            error = getattr(found, "error_code", None)
+            return ProviderStatus(found.sid, str(found.status), "" if error in (None, "", 0) else str(error))
+
+        return self._call(fetch, idempotent=True, action="read a call's status" if voice else "read a message's status")
 
     # --- the account's phone numbers -----------------------------------------------------------
 

@@ -36,6 +36,9 @@ class TwilioConnection(Connection):
     sends_per_second: float | None = None
     # SMS and calls held during this daily window in the recipient's time zone, unless their rule says otherwise
     quiet_hours: QuietHours | None = None
+    # Minutes after an SMS or call is sent when Twilio is asked for its status, should its callbacks have been
+    # lost (fractions allowed); 0 turns it off
+    reconcile_after_minutes: float = 30.0
 
 
 # Messages per second a sender sends, by its kind, when the connection does not say. Our Twilio
@@ -89,6 +92,17 @@ def _positive_rate(value: Any) -> float:
     return float(value)
 
 
+# A follow-up waits on a storage queue, which holds a message a week at most.
+MAX_RECONCILE_MINUTES = 7 * 24 * 60
+
+
+@f.described({"type": "number", "minimum": 0, "maximum": MAX_RECONCILE_MINUTES})
+def _reconcile_minutes(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= MAX_RECONCILE_MINUTES:
+        raise f.Invalid(f"must be a number of minutes from 0 (off) to {MAX_RECONCILE_MINUTES}")
+    return float(value)
+
+
 @f.described({"anyOf": [{"required": ["from_number"]}, {"required": ["messaging_service_sid"]}]})
 def _sender_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
     if "from_number" in raw or "messaging_service_sid" in raw:
@@ -121,6 +135,7 @@ SETTINGS = f.ConnectionSettings(
         "default_region": f.region,
         "sends_per_second": _positive_rate,
         "quiet_hours": f.quiet_hours,
+        "reconcile_after_minutes": _reconcile_minutes,
     },
     f.all_problems(_sender_problems, _api_key_problems),
 )

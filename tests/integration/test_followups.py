@@ -1,0 +1,300 @@
+"""Scheduled follow-ups per job: escalation steps and Twilio reconciliation, on real Azurite queues and tables.
+
+Each follow-up is a delayed message on the notifications queue; the tests take what the queue shows when it
+shows it and hand it to the stage that reads it (delivery, follow-up), as the queue trigger would. Delays are
+seconds, through the configuration (``after_minutes``, ``reconcile_after_minutes``). Twilio is the fake over
+loopback HTTP; its callbacks are lost (none reach the app) unless a test applies one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.channels.twilio.client import reset_twilio_channels
+from shared.config.loading import get_config, reset_config
+from shared.console.story import timeline
+from shared.model import (
+    JOB_FOLLOWUP,
+    NOTIFICATION,
+    NOTIFICATIONS,
+    TWILIO_GATHER,
+    TWILIO_INBOUND,
+    Envelope,
+)
+from shared.pipeline.callbacks import apply_status, record_inbound, record_key_press
+from shared.pipeline.deliver import deliver_notification
+from shared.pipeline.followups import run_followup
+from shared.pipeline.process import queue_notifications
+from shared.settings import StorageSettings
+from shared.storage.bus import StorageQueueBus, reset_bus
+from shared.storage.secrets import reset_secret_provider
+from shared.storage.tables import Stores
+from tests.fakes.twilio import FakeTwilio
+from tests.integration.test_queue_batches import take_all
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+SOURCE, ESCALATING, RECONCILING = "fu-fo", "fu-twilio", "fu-twilio-rec"
+FIELDS = {"invoice_id": "INV-31", "vendor_name": "Fabrikam", "money": "USD 310.00", "due_date": "2026-12-01",
+          "legal_entity": "usmf", "backup_phone": "+14155550183"}
+FIRST, NEXT = "+14155550181", "+14155550183"
+STEP_MINUTES = 0.05  # 3 s
+
+
+def rules() -> list[dict[str, Any]]:
+    escalation = {"steps": [
+        {"channel": "sms"},
+        {"channel": "voice", "unless": "delivered", "after_minutes": STEP_MINUTES},
+        {"channel": "voice", "to": [{"field": "backup_phone"}], "unless": "acknowledged",
+         "after_minutes": STEP_MINUTES},
+    ]}
+    return [
+        {"id": "escalating", "source": SOURCE, "event": "escalating", "channel": "sms", "via": ESCALATING,
+         "to": [FIRST], "template": "vendor-invoice-posted", "escalation": escalation},
+        {"id": "reconciled", "source": SOURCE, "event": "reconciled", "channel": "sms", "via": RECONCILING,
+         "to": ["+14155550184"], "template": "vendor-invoice-posted"},
+    ]
+
+
+@pytest.fixture
+def app(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stores, FakeTwilio]]:
+    # Every status after the first is reached without its callback reaching the app: lost callbacks.
+    twilio = FakeTwilio(auto_callbacks=True, auto_callback_lost=("sent", "delivered")).start()
+    creds = twilio.add_test_account()
+    account = {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
+               "api_key_secret": {"secret": "fu-twilio-key-secret"}, "auth_token": {"secret": "fu-twilio-auth-token"},
+               "from_number": creds.phone_number, "api_base_url": twilio.base_url,
+               "verify_base_url": twilio.base_url}
+    config = {"connections": {
+        SOURCE: {"kind": "dynamics", "environment_url": "https://fu.operations.dynamics.com",
+                 "tenant_id": "contoso.onmicrosoft.com", "client_id": "11111111-1111-1111-1111-111111111111",
+                 "client_secret": {"secret": "fu-fo-secret"}},
+        ESCALATING: {**account, "reconcile_after_minutes": 0},
+        RECONCILING: {**account, "reconcile_after_minutes": STEP_MINUTES},
+    }, "rules": rules()}
+    path = tmp_path / "connections.json"
+    path.write_text(json.dumps(config))
+    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
+                        "FU_TWILIO_KEY_SECRET": creds.api_key_secret,
+                        "FU_TWILIO_AUTH_TOKEN": creds.auth_token,
+                        # Sends ask for callbacks here; the fake loses them all (none is even posted).
+                        "PUBLIC_BASE_URL": "https://connector.example.com"}.items():
+        monkeypatch.setenv(name, value)
+    resets = (reset_config, reset_bus, reset_secret_provider, reset_twilio_channels)
+    for reset in resets:
+        reset()
+    yield app_stores, twilio
+    for reset in resets:
+        reset()
+    twilio.stop()
+
+
+@pytest.fixture
+def settings(storage_connection_string: str) -> StorageSettings:
+    return StorageSettings(storage_connection_string, None, None, None)
+
+
+class Queue:
+    """The notifications of one Twilio connection as its queue shows them, handed to their stage."""
+
+    def __init__(self, settings: StorageSettings, connection: str) -> None:
+        self.settings, self.connection = settings, connection
+        self.followups: list[Envelope] = []
+
+    def take(self, message_type: str, what: str) -> list[Envelope]:
+        """The messages of ``message_type`` once the queue shows some (others go back unhandled)."""
+        def found() -> list[Envelope]:
+            taken = take_all(self.settings, NOTIFICATIONS, self.connection)
+            wanted = [envelope for envelope in taken if envelope.type == message_type]
+            bus = StorageQueueBus(self.settings)
+            try:
+                for envelope in taken:
+                    if envelope.type != message_type:
+                        bus.send(NOTIFICATIONS, envelope)
+            finally:
+                bus.close()
+            return wanted
+
+        return wait_for(found, timeout=30, what=what)
+
+    def deliver(self, what: str) -> list[Envelope]:
+        notifications = self.take(NOTIFICATION, what)
+        for envelope in notifications:
+            deliver_notification(envelope)
+        return notifications
+
+    def follow_up(self, what: str, until: Callable[[], bool] = lambda: True) -> list[Envelope]:
+        """Run the follow-ups as they come due, until ``until`` holds after one (a step that waited for its
+        previous step's send comes back for the rest of the wait)."""
+        handled: list[Envelope] = []
+
+        def done() -> bool:
+            for envelope in self.take(JOB_FOLLOWUP, what):
+                run_followup(envelope)
+                handled.append(envelope)
+            return until()
+
+        wait_for(done, timeout=40, what=what)
+        self.followups += handled
+        return handled
+
+
+def routed(stores: Stores, settings: StorageSettings, event_type: str) -> str:
+    bus = StorageQueueBus(settings)
+    correlation_id = uuid.uuid4().hex
+    try:
+        queue_notifications(get_config(), stores, bus, source=SOURCE, event_type=event_type,
+                            event_key=f"{SOURCE}|{uuid.uuid4().hex}", record=f"{SOURCE}|Invoice|{event_type}",
+                            fields=FIELDS, correlation_id=correlation_id)
+    finally:
+        bus.close()
+    return correlation_id
+
+
+def steps(stores: Stores, correlation_id: str) -> list[Any]:
+    return sorted(stores.audit.by_correlation(correlation_id), key=lambda entry: entry.at)
+
+
+def named(stores: Stores, correlation_id: str, step: str) -> list[Any]:
+    return [entry for entry in steps(stores, correlation_id) if entry.step == step]
+
+
+def key_press(twilio: FakeTwilio, call_sid: str, job_id: str) -> Envelope:
+    params = {"CallSid": call_sid, "Digits": "1", "AccountSid": twilio.call(call_sid).account_sid}
+    return Envelope(TWILIO_GATHER, ESCALATING, f"{call_sid}|gather", {"params": params, "job_id": job_id})
+
+
+def reply(twilio: FakeTwilio, text: str) -> Envelope:
+    params = twilio.inbound_sms_params(FIRST, twilio.messages(to=FIRST)[0].from_, text)
+    return Envelope(TWILIO_INBOUND, ESCALATING, params["MessageSid"], {"params": params})
+
+
+# --- escalation --------------------------------------------------------------------------------
+
+
+def test_an_sms_nobody_got_escalates_to_a_call_then_to_the_next_person_on_call(
+        app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, ESCALATING)
+    correlation_id = routed(stores, settings, "escalating")
+    queue.deliver("the SMS")
+    assert len(twilio.messages(to=FIRST)) == 1
+
+    queue.follow_up("the call's step", until=lambda: bool(named(stores, correlation_id, "escalated")))
+    [call_notification] = queue.deliver("the call to the first person")
+    queue.follow_up("the next person's step", until=lambda: len(named(stores, correlation_id, "escalated")) == 2)
+    queue.deliver("the call to the next person")
+
+    assert len(twilio.calls(to=FIRST)) == 1 and len(twilio.calls(to=NEXT)) == 1
+    assert "INV-31" in twilio.calls(to=NEXT)[0].twiml
+    to_call, to_next = named(stores, correlation_id, "escalated")
+    assert to_call.detail["reason"] == "not delivered within 0.05 min" and to_call.detail["channel"] == "voice"
+    assert to_call.job_id == call_notification.payload["job_id"] and to_call.detail["to"] == ["+1*******81"]
+    assert to_next.detail["reason"] == "not acknowledged within 0.05 min" and to_next.detail["to"] == ["+1*******83"]
+    assert stores.jobs.get(to_next.job_id).status == "queued"  # the call is placed: its own job
+    stages = {line["step"]: line["stage"] for line in timeline(steps(stores, correlation_id))}
+    assert stages["escalated"] == "job"
+
+
+def test_a_reply_that_acknowledges_the_sms_cancels_the_escalation(app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, ESCALATING)
+    correlation_id = routed(stores, settings, "escalating")
+    queue.deliver("the SMS")
+
+    record_inbound(reply(twilio, "ack"))
+    queue.follow_up("the call's step")
+
+    assert twilio.calls(to=FIRST) == [] and named(stores, correlation_id, "escalated") == []
+    [cancelled] = named(stores, correlation_id, "escalation-cancelled")
+    assert cancelled.detail["by"] == "+1*******81" and cancelled.detail["how"] == "reply"
+    [line] = [line for line in timeline(steps(stores, correlation_id)) if line["step"] == "escalation-cancelled"]
+    assert line["stage"] == "answer"
+    assert take_all(settings, NOTIFICATIONS, ESCALATING) == []  # no step is pending any more
+
+
+def test_a_key_press_on_the_escalated_call_stops_the_call_to_the_next_person(
+        app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, ESCALATING)
+    correlation_id = routed(stores, settings, "escalating")
+    queue.deliver("the SMS")
+    queue.follow_up("the call's step", until=lambda: bool(named(stores, correlation_id, "escalated")))
+    [call] = queue.deliver("the call to the first person")
+    [placed] = twilio.calls(to=FIRST)
+
+    record_key_press(key_press(twilio, placed.sid, call.payload["job_id"]))
+    queue.follow_up("the next person's step")
+
+    assert twilio.calls(to=NEXT) == []
+    assert len(named(stores, correlation_id, "escalated")) == 1
+    [cancelled] = named(stores, correlation_id, "escalation-cancelled")
+    assert cancelled.detail["how"] == "key press" and cancelled.job_id == call.payload["job_id"]
+
+
+def test_a_step_message_delivered_twice_or_copied_changes_nothing(app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, ESCALATING)
+    correlation_id = routed(stores, settings, "escalating")
+    queue.deliver("the SMS")
+    [step] = queue.follow_up("the call's step", until=lambda: bool(named(stores, correlation_id, "escalated")))[-1:]
+
+    run_followup(step)  # the same message again: the host's redelivery
+    copy = Envelope(step.type, step.connection, step.key, {**step.payload, "nonce": uuid.uuid4().hex},
+                    step.correlation_id)
+    run_followup(copy)  # a second copy: the event was routed twice
+
+    queue.deliver("the call to the first person")
+    assert len(twilio.calls(to=FIRST)) == 1
+    assert len(named(stores, correlation_id, "escalated")) == 1
+    [next_step] = queue.take(JOB_FOLLOWUP, "the next person's step")  # scheduled once
+    assert next_step.payload["step"] == 2
+    assert take_all(settings, NOTIFICATIONS, ESCALATING) == []
+
+
+# --- reconciliation ----------------------------------------------------------------------------
+
+
+def test_a_lost_delivered_callback_is_recorded_from_twilio_when_the_follow_up_comes_due(
+        app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, RECONCILING)
+    correlation_id = routed(stores, settings, "reconciled")
+    [notification] = queue.deliver("the SMS")
+    [message] = twilio.messages(to="+14155550184")
+    wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it, silently")
+    job_id = notification.payload["job_id"]
+    assert stores.jobs.get(job_id).status == "queued"  # no callback arrived
+
+    queue.follow_up("the reconciliation")
+
+    assert stores.jobs.get(job_id).status == "delivered"
+    [status] = named(stores, correlation_id, "status")
+    assert status.detail == {"status": "delivered", "provider_id": message.sid, "source": "reconciliation"}
+    assert len(twilio.requests_to(f"GET /2010-04-01/Accounts/{message.account_sid}/Messages/{message.sid}")) == 1
+
+
+def test_a_job_already_final_costs_one_read_and_asks_twilio_nothing(app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, RECONCILING)
+    correlation_id = routed(stores, settings, "reconciled")
+    [notification] = queue.deliver("the SMS")
+    [message] = twilio.messages(to="+14155550184")
+    wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it")
+    callback = twilio.message_status_params(message.sid, "delivered")
+    apply_status(stores, RECONCILING, callback, notification.payload["job_id"], correlation_id)  # as the webhook does
+    before = len(steps(stores, correlation_id))
+    twilio.clear_log()
+
+    queue.follow_up("the reconciliation")
+
+    assert twilio.requests_to(lambda request: "/Messages/" in request.path) == []
+    assert len(steps(stores, correlation_id)) == before
+    assert stores.jobs.get(notification.payload["job_id"]).status == "delivered"
