@@ -1,7 +1,8 @@
 """erp-events: claim the event, read its record, apply the rules, queue one job per recipient.
 
-The claim (connection + ControlNumber, owned by this event's correlation id) decides
-whether the event is new; a requeued attempt of the same event passes its own claim.
+The claim (the event key: the business fact the event reports, which the poll's finding of the same fact
+shares, else connection + ControlNumber; owned by this event's correlation id) decides whether the event is new;
+a requeued attempt of the same event passes its own claim.
 Each job id is a stable hash of event key, rule, channel and recipient, and is the
 notification's MessageId: however often this stage runs for one ERP change, one send
 per recipient is all that can follow.
