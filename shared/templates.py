@@ -90,6 +90,13 @@ BUILTIN: Mapping[str, Template] = {
         sms="Payment {journal} to {vendor_name} posted: {money}.",
         voice="A payment to {vendor_name} was posted for {money}.",
     ),
+    # --- Dynamics silence alarm (fields of shared.pipeline.silence) ---
+    "silence-alarm": Template(
+        sms="No business events from {legal_entity} ({connection}) for {business_hours} business hours, since "
+            "{silent_since}. Check the business event endpoint in Dynamics.",
+        voice="Attention. Dynamics legal entity {legal_entity} has sent no business events for {business_hours} "
+              "business hours.",
+    ),
     "workflow-approval": Template(
         sms="Approval needed: {subject} ({document}).",
         voice="An approval is waiting for you: {subject}.",

@@ -84,6 +84,23 @@ ReadPage = Callable[[Any, "PolledEntity", PageRequest], Page]
 RecordFields = Callable[[Mapping[str, Any], Any], dict[str, Any]]  # (row, its page's context) -> record fields
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A changed row that is a business fact, counted once per document and kind, not once per change.
+
+    ``key`` is the fact's event key, the one the ERP's own pushed event of the same fact gets, so push
+    and poll together claim it once. ``event`` is that pushed event's payload when the ERP has one (the
+    row then travels as that event, through the same reads and rules); None keeps it a change.
+    """
+
+    key: str
+    event: Mapping[str, Any] | None = None
+
+
+# (connection, row, record fields) -> the fact the row stands for, or None for an ordinary change.
+FindFact = Callable[[str, Mapping[str, Any], Mapping[str, Any]], Finding | None]
+
+
 def _as_is(row: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     return dict(row)
 
@@ -115,6 +132,7 @@ class PolledEntity:
     # Record fields a note we write moves (an update stamp, the notes text itself): a change of only these
     # (and the cursor) on a record we noted since its last alert is our own write coming back, not news.
     echoes: tuple[str, ...] = ()
+    fact: FindFact | None = None  # rows that stand for a business fact the ERP may also push
 
     def __post_init__(self) -> None:
         if self.cursor not in (TIME, NUMBER, NONE):

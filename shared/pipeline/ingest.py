@@ -2,7 +2,8 @@
 
 Dynamics waits 10 s for an answer, retries 3 times 1 s apart, then parks the event in
 its error log, so the answer never waits on OData, Twilio or table writes: each event
-goes onto ``erp-events`` (MessageId = connection + ControlNumber) and the work happens
+goes onto ``erp-events`` (MessageId = its event key: the business fact it reports, else
+connection + ControlNumber) and the work happens
 behind the queue. A failure to enqueue answers 503, so Dynamics retries: nothing lost.
 """
 
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 
 from shared.config.model import AppConfig
 from shared.erp.dynamics.connection import DynamicsConnection
-from shared.erp.dynamics.events import BusinessEvent, EventError, parse_events
+from shared.erp.dynamics.events import BusinessEvent, EventError, event_fact_key, parse_events
 from shared.inputs import loads_json
 from shared.model import BUSINESS_EVENT, ERP_EVENTS, Envelope
 from shared.pipeline.webhooks import Refused, connection_of
@@ -34,8 +35,10 @@ class Accepted:
     test_events: int = 0
 
 
-def event_key(connection: str, control_number: int) -> str:
-    return f"{connection}|{control_number}"
+def event_key(connection: str, event: BusinessEvent) -> str:
+    """The event's claim key: the business fact it reports (a posted invoice), which the poll's finding of the
+    same fact shares, so push and poll together act once; else connection + ControlNumber."""
+    return event_fact_key(connection, event) or f"{connection}|{event.control_number}"
 
 
 def dynamics_connection(config: AppConfig, name: str) -> DynamicsConnection:
@@ -74,7 +77,7 @@ def accept_business_events(config: AppConfig, connection_name: str, body: bytes,
             record_test_event(correlation_id, event)
             accepted.test_events += 1
             continue
-        envelope = Envelope(BUSINESS_EVENT, connection_name, event_key(connection_name, event.control_number),
+        envelope = Envelope(BUSINESS_EVENT, connection_name, event_key(connection_name, event),
                             {"event": dict(event.fields), "received_at": received_at}, correlation_id)
         try:
             bus.send(ERP_EVENTS, envelope)

@@ -40,6 +40,7 @@ from shared.erp.polling import (
     NONE,
     NUMBER,
     TIME,
+    Finding,
     PageRequest,
     PolledEntity,
     Source,
@@ -51,7 +52,7 @@ from shared.erp.polling import (
     watched_hash,
 )
 from shared.http import quiet_network_failures
-from shared.model import ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope, parse_utc_time
+from shared.model import BUSINESS_EVENT, ERP_CHANGE, ERP_EVENTS, POLL_JOBS, POLL_RUN, Change, Envelope, parse_utc_time
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot, cannot_connect, classify
 from shared.pipeline.echoes import keep_sent, news_only
 from shared.pipeline.pollhealth import (
@@ -343,8 +344,12 @@ def _enqueue(bus: MessageBus, changes: Sequence[Envelope]) -> None:
 
 def change_envelope(connection: str, entity: PolledEntity, row: Mapping[str, Any], context: Any,
                     stamp: Any) -> Envelope:
-    """The ``erp.change`` a changed row becomes, keyed by connection, entity, record key and stamp."""
+    """The ``erp.change`` a changed row becomes, keyed by connection, entity, record key and stamp; or, when
+    the row is a business fact, keyed by that fact (and sent as the ERP's own event of it, where it has one)."""
     fields = entity.fields(row, context)
+    finding = entity.fact(connection, row, fields) if entity.fact else None
+    if finding is not None and finding.event is not None:
+        return fact_event_envelope(connection, entity, finding)
     record_key = ("|".join(str(fields.get(name, "")) for name in entity.record_key) if entity.record_key
                   else row_key(row, entity.keys))
     change = Change(entity=entity.name, key=row_key(row, entity.keys), stamp=stamp,
@@ -356,7 +361,15 @@ def change_envelope(connection: str, entity: PolledEntity, row: Mapping[str, Any
     }
     if isinstance(stamp, datetime) and not entity.date_only:
         payload["changed_at"] = stamp.isoformat()  # when it happened: a rule's validity period starts here
-    return Envelope(ERP_CHANGE, connection, change_key(connection, change), payload)
+    return Envelope(ERP_CHANGE, connection, finding.key if finding else change_key(connection, change), payload)
+
+
+def fact_event_envelope(connection: str, entity: PolledEntity, finding: Finding) -> Envelope:
+    """A row found by the poll that stands for a pushed event: that event, under the fact's key, marked as found
+    by the poll (it fills in an event that never arrived; rules on the entity's name still match it)."""
+    payload = {"event": dict(finding.event or {}), "received_at": datetime.now(UTC).isoformat(),
+               "source": "poll", "polled_entity": entity.name}
+    return Envelope(BUSINESS_EVENT, connection, finding.key, payload)
 
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """erp-events: claim the event, read its record, apply the rules, queue one job per recipient.
 
-The claim (connection + ControlNumber, owned by this event's correlation id) decides
-whether the event is new; a requeued attempt of the same event passes its own claim.
+The claim (the event key: the business fact the event reports, which the poll's finding of the same fact
+shares, else connection + ControlNumber; owned by this event's correlation id) decides whether the event is new;
+a requeued attempt of the same event passes its own claim.
 Each job id is a stable hash of event key, rule, channel and recipient, and is the
 notification's MessageId: however often this stage runs for one ERP change, one send
 per recipient is all that can follow.
@@ -46,6 +47,7 @@ from shared.model import (
 )
 from shared.outcomes import PermanentFailure
 from shared.pipeline.escalation import schedule_escalation
+from shared.pipeline.lastevent import heard_from
 from shared.pipeline.quiet import window_for
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import targets
@@ -88,18 +90,22 @@ def process_business_event(envelope: Envelope) -> None:
         raise PermanentFailure(f"not a business event: {exc}") from None
     entity, key = event_record(event)
     known_record = record_ref(connection.name, entity, key) if key else ""
+    found_by_poll = envelope.payload.get("source") == "poll"
+    if not found_by_poll and connection.silence_alarm is not None:
+        heard_from(stores, connection.name, event.legal_entity, _received_at(envelope) or datetime.now(UTC))
     audit = stores.audit
     claim = stores.dedup.take(EVENT_SCOPE, envelope.key, owner=envelope.correlation_id)
+    origin: dict[str, Any] = {"source": "poll"} if found_by_poll else {}
     if claim == "taken":
         audit.append(envelope.correlation_id, "duplicate", connection=connection.name, record=known_record,
-                     event=event.business_event_id, control_number=event.control_number)
+                     event=event.business_event_id, control_number=event.control_number, **origin)
         return
     # The event's steps are written together: at the end, or at the failure that ends this attempt.
     steps = audit.batch(envelope.correlation_id)
     if claim == "new" or not received_on_trail(stores, envelope.correlation_id):  # "again": a retry, or a stop
         steps.append(envelope.correlation_id, "received", connection=connection.name, record=known_record,
                      event=event.business_event_id, control_number=event.control_number,
-                     legal_entity=event.legal_entity)
+                     legal_entity=event.legal_entity, **origin)
     try:
         enrich_and_route(config, stores, connection, envelope, event, known_record, steps)
     finally:
@@ -127,10 +133,12 @@ def enrich_and_route(config: AppConfig, stores: Stores, connection: DynamicsConn
     record = record_ref(connection.name, enriched.record_entity, enriched.record_key)
     steps.append(envelope.correlation_id, "enriched", connection=connection.name, record=record,
                  reads=enriched.reads)
+    polled_entity = envelope.payload.get("polled_entity")
     queue_notifications(config, stores, get_bus(), source=connection.name, event_type=event.business_event_id,
                         event_key=envelope.key, record=record, fields=enriched.fields,
                         correlation_id=envelope.correlation_id, steps=steps,
-                        changed_at=event.event_time, received_at=_received_at(envelope))
+                        changed_at=event.event_time, received_at=_received_at(envelope),
+                        also=(polled_entity,) if isinstance(polled_entity, str) else ())
 
 
 def _received_at(envelope: Envelope) -> datetime | None:
@@ -152,8 +160,9 @@ def validity_start(changed_at: datetime | None, received_at: datetime | None) ->
 def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, source: str, event_type: str,
                         event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str,
                         steps: AuditBatch | None = None, changed_at: datetime | None = None,
-                        received_at: datetime | None = None) -> int:
-    """Route one record and queue a job per (rule, recipient); the number of jobs queued.
+                        received_at: datetime | None = None, also: tuple[str, ...] = ()) -> int:
+    """Route one record and queue a job per (rule, recipient); the number of jobs queued. Rules on ``event_type``
+    or on one of the names in ``also`` match it.
 
     Its audit steps join ``steps`` (else a batch of their own) and are written together at the end,
     or at the failure that ends the attempt: whatever was queued before it is on the trail.
@@ -161,14 +170,16 @@ def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, s
     audit = steps or stores.audit.batch(correlation_id)
     try:
         return _route(config, audit, bus, source=source, event_type=event_type, event_key=event_key, record=record,
-                      fields=fields, correlation_id=correlation_id, since=validity_start(changed_at, received_at))
+                      fields=fields, correlation_id=correlation_id, since=validity_start(changed_at, received_at),
+                      also=also)
     finally:
         audit.flush()
 
 
 def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str, event_type: str,
-           event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str, since: datetime) -> int:
-    found = targets(config, source, event_type, fields)
+           event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str, since: datetime,
+           also: tuple[str, ...] = ()) -> int:
+    found = targets(config, source, event_type, fields, also)
     if not found:
         audit.append(correlation_id, "no-rule", connection=source, record=record, event=event_type)
         return 0

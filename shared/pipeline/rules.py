@@ -6,7 +6,7 @@ numbers, ISO dates as dates, and text without regard to case.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,8 +87,10 @@ def holds(condition: Condition, fields: Mapping[str, Any]) -> bool:
     return {"gt": left > right, "ge": left >= right, "lt": left < right, "le": left <= right}[op]
 
 
-def matches(rule: Rule, event_type: str, fields: Mapping[str, Any]) -> bool:
-    if rule.event is not None and rule.event != event_type:
+def matches(rule: Rule, event_type: str, fields: Mapping[str, Any], also: Sequence[str] = ()) -> bool:
+    """Whether the rule fires: its event is the record's (or one of the other names it answers to, ``also``: a
+    pushed event's fact found by the poll answers to the polled entity's name too) and its conditions hold."""
+    if rule.event is not None and rule.event != event_type and rule.event not in also:
         return False
     return all(holds(condition, fields) for condition in rule.when)
 
@@ -102,11 +104,12 @@ class Target:
     problem: str = ""
 
 
-def targets(config: AppConfig, source: str, event_type: str, fields: Mapping[str, Any]) -> list[Target]:
+def targets(config: AppConfig, source: str, event_type: str, fields: Mapping[str, Any],
+            also: Sequence[str] = ()) -> list[Target]:
     """Every (rule, recipient) that fires for this record, in rule priority order."""
     found = []
     for rule in config.rules_for(source):
-        if not matches(rule, event_type, fields):
+        if not matches(rule, event_type, fields, also):
             continue
         for recipient in rule.to:
             if recipient.field is None:

@@ -1,5 +1,5 @@
-"""Timers: the poll scheduler, every minute (each connection's own interval decides what runs), and the
-collector of dead letters."""
+"""Timers: the poll scheduler, every minute (each connection's own interval decides what runs, and the
+silence alarms are checked), and the collector of dead letters."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ def poll_scheduler(timer: func.TimerRequest) -> None:
     from shared.storage.tables import get_stores
 
     schedule_polls(get_config(), get_stores(), get_bus(), datetime.now(UTC))
+    check_silence_alarms()
+
+
+def check_silence_alarms() -> None:
+    """On the scheduler's minute: raise or clear the silence alarm of each watched Dynamics legal entity."""
+    from datetime import UTC, datetime
+
+    from shared.config.loading import get_config
+    from shared.pipeline.silence import check_silence
+    from shared.storage.bus import get_bus
+    from shared.storage.tables import get_stores
+
+    check_silence(get_config(), get_stores(), get_bus(), datetime.now(UTC))
 
 
 @bp.function_name("deadletters_collector")

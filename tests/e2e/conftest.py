@@ -44,6 +44,7 @@ APPROVER = ("U0ANA", "ana@contoso.example")
 HIGH_VALUE_EVENT = "Workflow_VendInvoiceHighValue_000001_Approval_WorkItem"
 CODE_ABOVE = 10000
 BYSTANDER = ("U0BOB", "bob@contoso.example")
+SAFETY_NET_VENDORS = "SAFETYNET-"  # vendor accounts whose posted invoices a rule texts (tests/e2e/test_safety_net.py)
 
 # Fast queue polling so each hop takes milliseconds, not the 2 s of the production host.json.
 FAST_HOST_JSON = {
@@ -188,6 +189,10 @@ def app_config(dynamics: FakeDynamics, entra: FakeEntra, twilio: FakeTwilio, cre
               {"id": "journal-approval-card", "source": "contoso-fo", "event": JOURNAL_APPROVAL_EVENT,
                "channel": "slack", "via": "slack-main", "to": [APPROVALS_CHANNEL],
                "template": "workflow-approval"}] if slack else []),
+            # Posted invoices of the safety-net vendors text the vendor, whether pushed or found by the poll.
+            {"id": "posted-invoice-vendor-sms", "source": "contoso-fo", "event": "VendorInvoicePostedBusinessEvent",
+             "when": [{"field": "vendor_account", "op": "contains", "value": SAFETY_NET_VENDORS}], "channel": "sms",
+             "via": "twilio-main", "to": [{"field": "vendor_phone"}], "template": "vendor-invoice-posted"},
             {"id": "payment-verified-sms", "source": "contoso-fo", "event": "VendorPaymentPostedBusinessEvent",
              "channel": "sms", "via": "twilio-main", "to": notify, "template": "vendor-payment-posted",
              "verify": True},

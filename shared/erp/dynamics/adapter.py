@@ -21,9 +21,9 @@ from shared.erp.dynamics.client import (
     work_item_is_open,
 )
 from shared.erp.dynamics.connection import DynamicsConnection
-from shared.erp.dynamics.events import POLLED
+from shared.erp.dynamics.events import POLLED, polled_fact
 from shared.erp.dynamics.events import PolledEntity as ODataEntity
-from shared.erp.polling import TIME, Note, Page, PageRequest, PolledEntity, RecordFields, Source
+from shared.erp.polling import TIME, FindFact, Finding, Note, Page, PageRequest, PolledEntity, RecordFields, Source
 from shared.outcomes import PermanentFailure
 
 
@@ -55,9 +55,18 @@ def _record_fields(spec: ODataEntity) -> RecordFields:
     return fields
 
 
+def _fact(spec: ODataEntity) -> FindFact:
+    def find(connection: str, row: Mapping[str, Any], record: Mapping[str, Any]) -> Finding | None:
+        found = polled_fact(spec, connection, row, record)
+        return Finding(*found) if found else None
+
+    return find
+
+
 ENTITIES: Mapping[str, PolledEntity] = {
     name: PolledEntity(name=name, keys=spec.keys, cursor=TIME, cursor_field=spec.stamp_field, read=_read_page,
-                       record_entity=spec.record_entity, record_key=spec.record_key, fields=_record_fields(spec))
+                       record_entity=spec.record_entity, record_key=spec.record_key, fields=_record_fields(spec),
+                       fact=_fact(spec) if spec.fact else None)
     for name, spec in POLLED.items()
 }
 

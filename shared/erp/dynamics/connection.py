@@ -12,7 +12,8 @@ from shared.config.model import DEFAULT_REGION, Connection, OutcomeNotes, PollSe
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 
 # What the OData poll can read (the adapter's entities, kept equal by a test).
-ENTITIES: tuple[str, ...] = ("VendorInvoiceHeaders", "PurchaseOrderHeadersV2", "VendorPaymentJournalHeaders")
+ENTITIES: tuple[str, ...] = ("VendorInvoiceHeaders", "VendInvoiceJourBiEntities", "PurchaseOrderHeadersV2",
+                             "VendorPaymentJournalHeaders")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,32 @@ class DimensionSettings:
     separator: str = "-"
 
 
+WEEKDAYS: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SilenceAlarm:
+    """An alarm when a legal entity sends no business event for this many business hours (business events
+    that stopped: an endpoint deleted, a Key Vault secret rotated, the batch job halted), cleared when one
+    comes again. Business hours are the days and the daily window, in the time zone given."""
+
+    business_hours: float  # business hours without an event before the alarm is raised
+    days: str = "Mon-Fri"  # business days: a range (Mon-Fri) or a list (Mon,Tue,Thu)
+    start: str = "08:00"  # local time the business day begins, HH:MM
+    end: str = "18:00"  # local time it ends, HH:MM (later than start)
+    time_zone: str = "UTC"  # IANA zone of the business day
+    legal_entities: tuple[str, ...] = ()  # the legal entities watched; none: the connection's legal_entities
+
+    def weekdays(self) -> frozenset[int]:
+        """The business days as weekday numbers (Monday 0)."""
+        found: set[int] = set()
+        for part in self.days.split(","):
+            first, _, last = part.strip().partition("-")
+            low, high = WEEKDAYS.index(first.strip()), WEEKDAYS.index((last or first).strip())
+            found.update(range(low, high + 1) if low <= high else [*range(low, 7), *range(0, high + 1)])
+        return frozenset(found)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DynamicsConnection(Connection):
     kind: ClassVar[str] = "dynamics"
@@ -82,6 +109,13 @@ class DynamicsConnection(Connection):
     dimensions: DimensionSettings = DimensionSettings()
     attachments: AttachmentSettings = AttachmentSettings()  # where outcome notes are written
     outcome_notes: OutcomeNotes | None = None  # delivery, call and reply outcomes as notes on the record
+    silence_alarm: SilenceAlarm | None = None  # an alarm when a legal entity's business events stop
+
+    def watched_legal_entities(self) -> tuple[str, ...]:
+        """The legal entities the silence alarm watches (none without one)."""
+        if self.silence_alarm is None:
+            return ()
+        return self.silence_alarm.legal_entities or self.legal_entities
 
     def link_form(self, document_kind: str) -> str:
         """The deep-link form of a kind of document: the connection's own, else the default ("" for none)."""
@@ -130,6 +164,37 @@ _attachments = f.object_of(AttachmentSettings, {
     "note_type": f.text, "restriction": f.text})
 _dimensions = f.object_of(DimensionSettings, {"names": f.list_of(f.text, allow_empty=True), "separator": f.text})
 
+_DAY = "(" + "|".join(WEEKDAYS) + ")"
+_days = f.matching(f"{_DAY}(-{_DAY})?( *, *{_DAY}(-{_DAY})?)*",
+                   "must name business days as a range or a list, such as 'Mon-Fri' or 'Mon,Wed,Fri'")
+
+
+@f.described({"type": "number", "exclusiveMinimum": 0, "maximum": 1000})
+def _business_hours(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1000:
+        raise f.Invalid("must be a number of hours above 0 (at most 1000)")
+    return float(value)
+
+
+_silence_alarm = f.object_of(SilenceAlarm, {
+    "business_hours": _business_hours, "days": _days, "start": f.clock_time, "end": f.clock_time,
+    "time_zone": f.time_zone, "legal_entities": f.list_of(f.text)})
+
+
+def _silence_alarm_problems(raw: Mapping[str, Any]) -> list[f.Problem]:
+    alarm = raw.get("silence_alarm")
+    if not isinstance(alarm, dict):
+        return []
+    problems: list[f.Problem] = []
+    start, end = alarm.get("start", "08:00"), alarm.get("end", "18:00")
+    if isinstance(start, str) and isinstance(end, str) and end <= start:
+        problems.append((".silence_alarm.end", "must be later than start (a business day within one date)"))
+    if not alarm.get("legal_entities") and not raw.get("legal_entities"):
+        problems.append((".silence_alarm.legal_entities",
+                         "name the legal entities to watch, here or as the connection's legal_entities"))
+    return problems
+
+
 SETTINGS = f.ConnectionSettings(
     DynamicsConnection,
     {
@@ -146,6 +211,7 @@ SETTINGS = f.ConnectionSettings(
         "links": f.named_objects(DOCUMENT_KINDS, _link_form),
         "dimensions": _dimensions,
         "attachments": _attachments,
+        "silence_alarm": _silence_alarm,
     },
-    f.all_problems(_utc_only, f.polled_entity_problems(ENTITIES)),
+    f.all_problems(_utc_only, f.polled_entity_problems(ENTITIES), _silence_alarm_problems),
 )
