@@ -17,18 +17,17 @@ from typing import Any
 import pytest
 
 from shared import cli
-from shared.channels.twilio.client import reset_twilio_channels
-from shared.config.loading import get_config, reset_config
+from shared.config.loading import get_config
 from shared.model import NOTIFICATIONS, TWILIO_INBOUND, Envelope
 from shared.pipeline.callbacks import record_inbound
 from shared.pipeline.deliver import deliver_notification
 from shared.pipeline.process import queue_notifications
 from shared.settings import StorageSettings
-from shared.storage.bus import StorageQueueBus, reset_bus
-from shared.storage.secrets import reset_secret_provider
+from shared.storage.bus import StorageQueueBus
 from shared.storage.tables import OPT_OUTS, Stores
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
+from tests.support.twilio_app import twilio_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,31 +52,13 @@ SENDER: dict[str, str] = {}
 @pytest.fixture
 def app(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stores, FakeTwilio]]:
     twilio = FakeTwilio().start()
-    creds = twilio.add_test_account()
-    SENDER["number"] = creds.phone_number
-    config = {"connections": {
-        SOURCE: {"kind": "dynamics", "environment_url": "https://consent.operations.dynamics.com",
-                 "tenant_id": "contoso.onmicrosoft.com", "client_id": "11111111-1111-1111-1111-111111111111",
-                 "client_secret": {"secret": "consent-fo-secret"}},
-        TWILIO: {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
-                 "api_key_secret": {"secret": "consent-twilio-key-secret"},
-                 "auth_token": {"secret": "consent-twilio-auth-token"}, "from_number": creds.phone_number,
-                 "api_base_url": twilio.base_url, "verify_base_url": twilio.base_url},
-    }, "rules": rules()}
-    path = tmp_path / "connections.json"
-    path.write_text(json.dumps(config))
-    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
-                        "CONSENT_TWILIO_KEY_SECRET": creds.api_key_secret,
-                        "CONSENT_TWILIO_AUTH_TOKEN": creds.auth_token}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
-    resets = (reset_config, reset_bus, reset_secret_provider, reset_twilio_channels)
-    for reset in resets:
-        reset()
-    yield app_stores, twilio
-    for reset in resets:
-        reset()
-    twilio.stop()
+    try:
+        with twilio_app(twilio, tmp_path, monkeypatch, name="consent", source=SOURCE, senders={TWILIO: {}},
+                        rules=rules()) as creds:
+            SENDER["number"] = creds.phone_number
+            yield app_stores, twilio
+    finally:
+        twilio.stop()
 
 
 @pytest.fixture

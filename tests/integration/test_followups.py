@@ -8,7 +8,6 @@ loopback HTTP; its callbacks are lost (none reach the app) unless a test applies
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.channels.twilio.client import reset_twilio_channels
-from shared.config.loading import get_config, reset_config
+from shared.config.loading import get_config
 from shared.console.story import timeline
 from shared.model import (
     JOB_FOLLOWUP,
@@ -32,11 +30,11 @@ from shared.pipeline.deliver import deliver_notification
 from shared.pipeline.followups import run_followup
 from shared.pipeline.process import queue_notifications
 from shared.settings import StorageSettings
-from shared.storage.bus import StorageQueueBus, reset_bus
-from shared.storage.secrets import reset_secret_provider
+from shared.storage.bus import StorageQueueBus
 from shared.storage.tables import Stores
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
+from tests.support.twilio_app import twilio_app
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -67,33 +65,15 @@ def rules() -> list[dict[str, Any]]:
 def app(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stores, FakeTwilio]]:
     # Every status after the first is reached without its callback reaching the app: lost callbacks.
     twilio = FakeTwilio(auto_callbacks=True, auto_callback_lost=("sent", "delivered")).start()
-    creds = twilio.add_test_account()
-    account = {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
-               "api_key_secret": {"secret": "fu-twilio-key-secret"}, "auth_token": {"secret": "fu-twilio-auth-token"},
-               "from_number": creds.phone_number, "api_base_url": twilio.base_url,
-               "verify_base_url": twilio.base_url}
-    config = {"connections": {
-        SOURCE: {"kind": "dynamics", "environment_url": "https://fu.operations.dynamics.com",
-                 "tenant_id": "contoso.onmicrosoft.com", "client_id": "11111111-1111-1111-1111-111111111111",
-                 "client_secret": {"secret": "fu-fo-secret"}},
-        ESCALATING: {**account, "reconcile_after_minutes": 0},
-        RECONCILING: {**account, "reconcile_after_minutes": STEP_MINUTES},
-    }, "rules": rules()}
-    path = tmp_path / "connections.json"
-    path.write_text(json.dumps(config))
-    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
-                        "FU_TWILIO_KEY_SECRET": creds.api_key_secret,
-                        "FU_TWILIO_AUTH_TOKEN": creds.auth_token,
-                        # Sends ask for callbacks here; the fake loses them all (none is even posted).
-                        "PUBLIC_BASE_URL": "https://connector.example.com"}.items():
-        monkeypatch.setenv(name, value)
-    resets = (reset_config, reset_bus, reset_secret_provider, reset_twilio_channels)
-    for reset in resets:
-        reset()
-    yield app_stores, twilio
-    for reset in resets:
-        reset()
-    twilio.stop()
+    # Sends ask for callbacks at PUBLIC_BASE_URL; the fake loses them all (none is even posted).
+    try:
+        with twilio_app(twilio, tmp_path, monkeypatch, name="fu", source=SOURCE,
+                        senders={ESCALATING: {"reconcile_after_minutes": 0},
+                                 RECONCILING: {"reconcile_after_minutes": STEP_MINUTES}},
+                        rules=rules(), env={"PUBLIC_BASE_URL": "https://connector.example.com"}):
+            yield app_stores, twilio
+    finally:
+        twilio.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ stage's clock is driven as in the validity tests. The fake Twilio over loopback 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,19 +14,18 @@ from typing import Any
 
 import pytest
 
-from shared.channels.twilio.client import reset_twilio_channels
-from shared.config.loading import get_config, reset_config
+from shared.config.loading import get_config
 from shared.model import NOTIFICATIONS, Envelope
 from shared.pipeline import deliver as deliver_module
 from shared.pipeline.deliver import deliver_notification
 from shared.pipeline.process import queue_notifications
 from shared.settings import StorageSettings
 from shared.storage import bus as bus_module
-from shared.storage.bus import StorageQueueBus, reset_bus
-from shared.storage.secrets import reset_secret_provider
+from shared.storage.bus import StorageQueueBus
 from shared.storage.tables import Stores
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
+from tests.support.twilio_app import twilio_app
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,30 +50,12 @@ def rules() -> list[dict[str, Any]]:
 @pytest.fixture
 def app(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stores, FakeTwilio]]:
     twilio = FakeTwilio().start()
-    creds = twilio.add_test_account()
-    config = {"connections": {
-        SOURCE: {"kind": "dynamics", "environment_url": "https://quiet.operations.dynamics.com",
-                 "tenant_id": "contoso.onmicrosoft.com", "client_id": "11111111-1111-1111-1111-111111111111",
-                 "client_secret": {"secret": "quiet-fo-secret"}},
-        TWILIO: {"kind": "twilio", "account_sid": creds.account_sid, "api_key_sid": creds.api_key_sid,
-                 "api_key_secret": {"secret": "quiet-twilio-key-secret"},
-                 "auth_token": {"secret": "quiet-twilio-auth-token"}, "from_number": creds.phone_number,
-                 "api_base_url": twilio.base_url, "verify_base_url": twilio.base_url},
-    }, "rules": rules()}
-    path = tmp_path / "connections.json"
-    path.write_text(json.dumps(config))
-    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
-                        "QUIET_TWILIO_KEY_SECRET": creds.api_key_secret,
-                        "QUIET_TWILIO_AUTH_TOKEN": creds.auth_token}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
-    resets = (reset_config, reset_bus, reset_secret_provider, reset_twilio_channels)
-    for reset in resets:
-        reset()
-    yield app_stores, twilio
-    for reset in resets:
-        reset()
-    twilio.stop()
+    try:
+        with twilio_app(twilio, tmp_path, monkeypatch, name="quiet", source=SOURCE, senders={TWILIO: {}},
+                        rules=rules()):
+            yield app_stores, twilio
+    finally:
+        twilio.stop()
 
 
 @pytest.fixture
