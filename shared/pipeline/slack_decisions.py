@@ -68,7 +68,7 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
         job = merge_job(stores, job, {"written": written})
     audit_decision(stores, job, connection, user, how)
     acknowledge(stores, job, by=user, how="slack", owner=key, connection=connection)
-    show_decision(slack, job, notification, user)
+    show_decision(slack, job, notification, user, reason)
 
 
 def claim_decision(stores: Stores, job: JobRow, outcome: str, email: str, key: str, owner: str) -> JobRow | None:
@@ -110,8 +110,9 @@ def audit_decision(stores: Stores, job: JobRow, connection: str, user: str, how:
                              record=str(fields.get("record", "")), job_id=job.job_id, user=user, **detail)
 
 
-def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: str) -> None:
-    """The card without buttons, saying who decided what and when (the same on every try)."""
+def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: str, reason: str = "") -> None:
+    """The card without buttons, saying who decided what, when and why, with its link to the record (the
+    same on every try: a retry carries the same reason)."""
     from shared.channels.slack.client import decided_card
 
     fields = job.fields
@@ -120,7 +121,9 @@ def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: s
     closed = "Closed in Dynamics before this click; nothing"
     decision = past_tense(str(fields["decision"])) if fields["written"] else closed
     decided_at = datetime.fromisoformat(str(fields["decided_at"])).astimezone(UTC)
-    text, blocks = decided_card(title, facts, decision, user, decided_at)
+    link = str(notification.get("link") or "") or None
+    text, blocks = decided_card(title, facts, decision, user, decided_at, link=link,
+                                reason=reason if fields["written"] else "")
     slack.update_card(str(fields.get("slack_channel", "")), str(fields.get("slack_ts", "")), text, blocks)
 
 

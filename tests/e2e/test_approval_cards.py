@@ -141,6 +141,7 @@ def test_a_reject_asks_for_a_reason_which_is_written_back_as_the_comment_once(st
     assert completion["comment"] == f"Rejected in Slack by {APPROVER[1]}: Wrong VAT rate on line 2"
     update = wait_for(lambda: next((u for u in stack.slack.updates if u.ts == card.ts), None), what="card updated")
     assert "Rejected by" in (update.text or "") and not any(b["type"] == "actions" for b in update.blocks or [])
+    assert (update.text or "").endswith(": Wrong VAT rate on line 2")  # the card says why, as Dynamics does
 
     submit_reason(stack, opened.id, "Wrong VAT rate on line 2")  # Slack's retry of the same submission
     wait_for(lambda: "decided" in stack.steps("contoso-fo|WorkflowWorkItem|WI-REASON-1"), what="decision audited")

@@ -195,6 +195,23 @@ def test_update_card_replaces_the_buttons_with_the_decision(slack: FakeSlack, ch
     assert validate_swagger_request(require_spec(SPEC), "/chat.update", update.json) == []
 
 
+def test_a_rejected_card_says_why_in_slacks_own_markup_and_keeps_its_link(slack: FakeSlack,
+                                                                          channel: SlackChannel) -> None:
+    posted = channel.post_card(APPROVALS, *card())
+    when = datetime(2026, 11, 22, 10, 4, 31, tzinfo=UTC)
+    link = "https://contoso.operations.dynamics.com/?cmp=usmf&mi=VendInvoiceInfoListPage"
+
+    text, blocks = decided_card("Invoice INV-7", FACTS, "rejected", ALICE, when, link=link,
+                                reason="Price <above> PO & wrong *VAT*")
+    channel.update_card(posted.channel, posted.ts, text, blocks)
+
+    stored = slack.message(APPROVALS, posted.ts)
+    context = [block for block in stored.blocks or [] if block["type"] == "context"]
+    assert context[0]["elements"][0]["text"] == (f"Rejected by <@{ALICE}> at 2026-11-22 10:04 UTC: "
+                                                 "Price &lt;above&gt; PO &amp; wrong *VAT*")
+    assert f"<{link}|Open in Dynamics 365>" in stored.blocks[0]["text"]["text"]
+
+
 def test_card_text_is_capped_to_block_kit_limits(slack: FakeSlack, channel: SlackChannel) -> None:
     facts = [(f"Line {n}", "x" * 2500) for n in range(12)]
     text, blocks = approval_card("T" * 5000, facts, None, JOB, JOB, JOB)

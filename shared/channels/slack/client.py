@@ -260,8 +260,11 @@ def decided_card(
     decision: str,
     who: str,
     when: datetime,
+    link: str | None = None,
+    reason: str = "",
 ) -> tuple[str, list[dict[str, Any]]]:
-    """(fallback text, blocks) of a decided card: no buttons, "Approved by <@U123> at ... UTC".
+    """(fallback text, blocks) of a decided card: no buttons, "Rejected by <@U123> at ... UTC: <reason>",
+    the record's link kept.
 
     Slack assigns new block_ids (a reused one could keep the old buttons' state on clients).
     """
@@ -269,8 +272,10 @@ def decided_card(
 
     moment = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
     line = f"{decision.strip().capitalize()} by <@{who}> at {moment:%Y-%m-%d %H:%M} UTC"
+    if reason.strip():
+        line += f": {escape_mrkdwn(reason.strip())}"
     blocks = [
-        *_summary_blocks(title, facts, None, None),
+        *_summary_blocks(title, facts, link, None),
         ContextBlock(elements=[MarkdownTextObject(text=_cap(line, CONTEXT_TEXT_LIMIT))]),
     ]
     return _cap(f"{escape_mrkdwn(title)}: {line}", FALLBACK_TEXT_LIMIT), [block.to_dict() for block in blocks]
