@@ -51,6 +51,7 @@ var appTables = [
   'leases'
   'deadletters'
   'pollstatus'
+  'silence'
 ]
 
 // Built-in roles for the app identity, least privilege for what the host and the code do.

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from shared.storage.tables import Stores, table_key
-
-SILENCE = "silence"  # the table
+from shared.storage.tables import SILENCE, Stores, table_key
 
 
 def row_keys(connection: str, legal_entity: str) -> dict[str, str]:

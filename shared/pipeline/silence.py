@@ -27,10 +27,10 @@ from zoneinfo import ZoneInfo
 
 from shared.config.model import AppConfig
 from shared.erp.dynamics.connection import DynamicsConnection, SilenceAlarm
-from shared.pipeline.lastevent import SILENCE, row_keys
+from shared.pipeline.lastevent import row_keys
 from shared.pipeline.process import queue_notifications, record_ref
 from shared.storage.bus import MessageBus
-from shared.storage.tables import Stores
+from shared.storage.tables import SILENCE, Stores
 from shared.telemetry import scope
 
 log = logging.getLogger(__name__)

@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES, PACING = (
     "dedup", "jobs", "audit", "auditrecords", "watermarks", "providerids", "optouts", "contacts", "gates", "pacing",
 )
-SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS = "snapshots", "leases", "deadletters", "pollstatus"
+SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS, SILENCE = "snapshots", "leases", "deadletters", "pollstatus", "silence"
 _MAX_BATCH = 100  # operations in one entity-group transaction
 TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
-                           PACING, SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS)
+                           PACING, SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS, SILENCE)
 
 
 class ConcurrencyError(RuntimeError):
