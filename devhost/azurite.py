@@ -20,7 +20,7 @@ ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # Azurite's services in the order of its ports (and of its connection string's endpoints).
 SERVICES = ("blob", "queue", "table")
-# What another engineer's or an old Azurite answers as: "Server: Azurite-Queue/3.35.0".
+# What a running Azurite (another checkout's, or an older release) answers as: "Server: Azurite-Queue/3.35.0".
 SERVER_PREFIX = "Azurite-"
 CHOOSE_PORTS_HINT = "choose other ports with --azurite-ports (make run AZURITE_PORTS=...)"
 
