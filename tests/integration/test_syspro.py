@@ -534,9 +534,11 @@ def test_a_write_that_timed_out_is_not_sent_again(erp: FakeSyspro, stores: Store
 def test_a_note_waits_while_a_poll_holds_the_operator(erp: FakeSyspro, stores: Stores, http: HttpClient) -> None:
     erp.add_purchase_order("P1", "S1")
     assert stores.leases.acquire(lease_name(connection(erp)), "a-poll", 30) is None
-    with pytest.raises(RetryLater, match="a poll is using the SYSPRO operator"):
+    with pytest.raises(RetryLater, match="a poll is using the SYSPRO operator") as waiting:
         write_note(connection(erp), note("PorMasterHdr", "P1"), secrets=SECRETS, http=http, stores=stores)
     assert erp.logons() == []
+    # Asked again within seconds, as a poll ends, not when its 30 s lease would run out.
+    assert 1.0 <= waiting.value.delay <= 5.0
 
 
 # --- memory ----------------------------------------------------------------------------------------

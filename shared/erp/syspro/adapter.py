@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # COMFND ReturnRows per page (one working client caps headers at 1000)
 LOOKUP_CHUNK = 25  # keys per lookup query: the whole query travels in the URL
 NOTE_LEASE_SECONDS = 120.0
+# A poll holding the operator ends within seconds most times, well before its lease would run out: a
+# note that meets one asks again this soon, not at the lease's end (it would wait a minute for nothing).
+NOTE_RECHECK_SECONDS = 5.0
 
 # --- PO status codes (OrderStatus): 4, 9 and * are documented; 0 and 1 are unconfirmed labels ---
 ORDER_STATUS_TEXT: Mapping[str, str] = {
@@ -513,7 +516,8 @@ def _operator_lease(connection: SysproConnection, stores: Stores | None) -> Iter
         try:
             stack.enter_context(stores.leases.held(lease_name(connection), NOTE_LEASE_SECONDS))
         except LeaseBusy as busy:
-            raise RetryLater(busy.wait(), f"{connection.name}: a poll is using the SYSPRO operator") from None
+            raise RetryLater(busy.wait(most=NOTE_RECHECK_SECONDS),
+                             f"{connection.name}: a poll is using the SYSPRO operator") from None
         yield
 
 
