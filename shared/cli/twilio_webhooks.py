@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -30,9 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from shared.channels.twilio.connection import TwilioConnection
     from shared.config.loading import get_config
     from shared.config.model import ConfigError
+    from shared.settings import env_str
 
     only, dry_run = args.connection, args.dry_run
-    base_url = os.environ.get("PUBLIC_BASE_URL", "").strip()
+    base_url = env_str("PUBLIC_BASE_URL")
     if not base_url:
         print("error: PUBLIC_BASE_URL is not set: the address Twilio should call", file=sys.stderr)
         return EXIT_WEBHOOK_UNUSABLE

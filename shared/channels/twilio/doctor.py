@@ -121,12 +121,14 @@ def messaging_service(channel: TwilioChannel, connection: TwilioConnection, cont
 
 def webhook(name: str, seen: str | None, route: str, connection: TwilioConnection, context: Context,
             where: str) -> Check:
-    from shared.settings import public_url
+    from shared.channels.twilio.webhooks import webhook_url
+    from shared.settings import env_str
 
-    wanted = public_url(route.format(connection=connection.name), env=context.env)
-    if wanted is None:
+    base_url = env_str("PUBLIC_BASE_URL", env=context.env)
+    if not base_url:
         return failed(name, "PUBLIC_BASE_URL is not set, so the app cannot say where Twilio must call",
                       "set PUBLIC_BASE_URL to the app's public address (https://<app>.azurewebsites.net)")
+    wanted = webhook_url(base_url, route, connection.name)
     if (seen or "").rstrip("/") == wanted:
         return passed(name, f"points at {wanted}")
     return failed(name, f"points at {seen or 'nothing'}, not {wanted}",
