@@ -16,7 +16,6 @@ job halted); the poll can fill in the facts it reads, but someone must learn tha
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -71,17 +70,12 @@ def check_silence(config: AppConfig, stores: Stores, bus: MessageBus, now: datet
 
 def _check_one(config: AppConfig, stores: Stores, bus: MessageBus, connection: DynamicsConnection,
                legal_entity: str, now: datetime) -> str:
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
-
     assert connection.silence_alarm is not None
-    table = stores.tables.table(SILENCE)
     keys = row_keys(connection.name, legal_entity)
     row = stores.tables.row(SILENCE, keys["PartitionKey"], keys["RowKey"])
     if row is None:
-        with contextlib.suppress(ResourceExistsError):  # written first by an event or another instance
-            table.create_entity({**keys, "LastEvent": now})  # the first check: silence is counted from now
+        # The first check: silence is counted from now (unless an event or another instance wrote first).
+        stores.tables.write_over(SILENCE, {**keys, "LastEvent": now}, None)
         return ""
     last, alarm_since = _moment(row.get("LastEvent")), _moment(row.get("AlarmSince"))
     record = record_ref(connection.name, LEGAL_ENTITY, legal_entity)
@@ -89,11 +83,7 @@ def _check_one(config: AppConfig, stores: Stores, bus: MessageBus, connection: D
         if last is None or last <= alarm_since:
             return ""  # still silent: raised already, once
         # Events came again: clear the mark (only if no event or instance changed the row since it was read).
-        cleared = {**keys, "LastEvent": last}
-        try:
-            table.update_entity(cleared, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
-        except (ResourceModifiedError, ResourceNotFoundError):
+        if not stores.tables.write_over(SILENCE, {**keys, "LastEvent": last}, row, replace=True):
             return ""  # decided again at the next check
         _tell_cleared(stores, connection.name, legal_entity, record, row.get("AlarmCorrelation") or "", last)
         return "cleared"
@@ -103,10 +93,7 @@ def _check_one(config: AppConfig, stores: Stores, bus: MessageBus, connection: D
         return ""
     correlation_id = uuid.uuid5(uuid.NAMESPACE_URL, f"silence|{record}|{since.isoformat()}").hex
     marked = {**keys, "LastEvent": since, "AlarmSince": since, "AlarmRaisedAt": now, "AlarmCorrelation": correlation_id}
-    try:
-        table.update_entity(marked, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified)
-    except (ResourceModifiedError, ResourceNotFoundError):
+    if not stores.tables.write_over(SILENCE, marked, row, replace=True):
         return ""  # an event came in, or another instance raised it
     _raise(config, stores, bus, connection, legal_entity, record, correlation_id, since, now)
     return "raised"

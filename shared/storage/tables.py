@@ -95,6 +95,25 @@ class Tables:
         except ResourceNotFoundError:
             return None
 
+    def write_over(self, name: str, entity: Mapping[str, Any], seen: Any, *, replace: bool = False) -> bool:
+        """Write ``entity`` over the row of table ``name`` as it was read (``seen``; None: there was none):
+        created, or updated under the ETag it was read with (merged, or with ``replace`` replaced). False
+        when another writer got there first: the row appeared, changed or went since the read."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = self.table(name)
+        try:
+            if seen is None:
+                table.create_entity(entity)
+            else:
+                table.update_entity(entity, mode=UpdateMode.REPLACE if replace else UpdateMode.MERGE,
+                                    etag=seen.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
     def ping(self, timeout: float = 3.0) -> None:
         """One cheap request that proves the table service answers and accepts our credentials.
 
@@ -754,25 +773,14 @@ class OptOutStore:
     def put(self, connection: str, number: str, fact: ConsentFact) -> bool:
         """Record ``fact`` unless the registry holds a later one for its (channel, purpose): an import of
         old records never undoes a newer STOP. False when it was older."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-
-        table = self._tables.table(OPT_OUTS)
         for _ in range(5):
             row = self._tables.row(OPT_OUTS, table_key(connection), self._tables.protector.blind(number))
             held = _consent_facts(row).get((fact.channel, fact.purpose)) if row is not None else None
             if held is not None and held.at > fact.at:
                 return False
-            entity = {**self._keys(connection, number), fact.column: fact.stored()}
-            try:
-                if row is None:
-                    table.create_entity(entity)
-                else:
-                    table.update_entity(entity, etag=row.metadata["etag"],
-                                        match_condition=MatchConditions.IfNotModified)
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # a STOP or another import meanwhile: decide again on the row as it is now
-            return True
+            if self._tables.write_over(OPT_OUTS, {**self._keys(connection, number), fact.column: fact.stored()}, row):
+                return True
+            # A STOP or another import meanwhile: decide again on the row as it is now.
         raise ConcurrencyError(f"consent of a number on {connection}: too much contention")
 
     def every_fact(self, connection: str | None = None) -> Iterator[tuple[str, str, ConsentFact]]:
@@ -1058,26 +1066,15 @@ class LeaseStore:
 
     def acquire(self, name: str, holder: str, seconds: float, now: float | None = None) -> float | None:
         """Take the lease for ``seconds``: None when taken, else the moment the current holder's lease ends."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-
-        table = self._tables.table(LEASES)
         keys = {"PartitionKey": table_key(name), "RowKey": "lease"}
         for _ in range(self._MAX_TRIES):
             moment = self.now() if now is None else now
             row = self._tables.row(LEASES, keys["PartitionKey"], keys["RowKey"])
             if row is not None and row["Holder"] != holder and float(row["Until"]) > moment:
                 return float(row["Until"])
-            entity = {**keys, "Name": name, "Holder": holder, "Until": moment + seconds}
-            try:
-                if row is None:
-                    table.create_entity(entity)
-                else:
-                    table.update_entity(entity, etag=row.metadata["etag"],
-                                        match_condition=MatchConditions.IfNotModified)
-            except (ResourceExistsError, ResourceModifiedError):
-                continue
-            return None
+            if self._tables.write_over(LEASES, {**keys, "Name": name, "Holder": holder, "Until": moment + seconds},
+                                       row):
+                return None
         raise ConcurrencyError(f"lease {name}: too much contention")
 
     @contextmanager
