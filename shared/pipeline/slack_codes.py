@@ -33,7 +33,7 @@ from shared.logs import mask_phone
 from shared.model import CALLBACKS, SLACK_CODE_APPROVED, Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.registry import handles
-from shared.pipeline.slack_decisions import audit_job, decide, merge_job, notification_of, tell
+from shared.pipeline.slack_decisions import audit_job, decide, merge_job, notification_of, open_modal, tell
 from shared.pipeline.verify import looks_like_code
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 
@@ -61,21 +61,10 @@ ACCEPTED = "Code accepted. Your approval is being recorded in Dynamics 365; the 
 
 def open_code_modal(connection: SlackConnection, click: Mapping[str, Any]) -> str:
     """Open the code modal for this click now, before its trigger_id expires: the view id, or ""."""
-    from shared.channels.slack.client import (
-        CODE_VALUE_SUFFIX,
-        SlackPermanentError,
-        code_modal,
-        interactive_slack_channel,
-    )
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX, code_modal
 
-    job_id = str(click["actions"][0]["value"]).removesuffix(CODE_VALUE_SUFFIX)
-    about = str((click.get("message") or {}).get("text") or "")
-    try:
-        return interactive_slack_channel(connection).open_view(str(click.get("trigger_id", "")),
-                                                               code_modal(job_id, SENDING, about))
-    except (SlackPermanentError, RetryLater) as exc:
-        log.warning("the code modal for job %s did not open: %s", job_id, exc)
-        return ""
+    return open_modal(connection, click, CODE_VALUE_SUFFIX, lambda job_id, about: code_modal(job_id, SENDING, about),
+                      "code modal")
 
 
 # --- 2. the queued click: send the code ----------------------------------------------------------

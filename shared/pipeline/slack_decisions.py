@@ -6,16 +6,23 @@ one-time code (``slack_codes``).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config.loading import get_config
 from shared.erp.polling import decision_writer
 from shared.model import Envelope, now_iso
-from shared.outcomes import PermanentFailure
+from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.escalation import acknowledge
 from shared.pipeline.jobs import change, merge
 from shared.storage.tables import ConcurrencyError, JobRow, Stores
+
+if TYPE_CHECKING:
+    from shared.channels.slack.connection import SlackConnection
+
+log = logging.getLogger(__name__)
 
 
 def past_tense(outcome: str) -> str:
@@ -31,6 +38,21 @@ def audit_job(stores: Stores, job: JobRow, connection: str, step: str, **detail:
 def notification_of(job: JobRow) -> dict[str, Any]:
     """The notification the card was posted from (rendered facts, approver, work item)."""
     return Envelope.from_json(job.fields["envelope"]).payload
+
+
+def open_modal(connection: SlackConnection, click: Mapping[str, Any], value_suffix: str,
+               build: Callable[[str, str], dict[str, Any]], what: str) -> str:
+    """Open the modal ``build(job_id, card text)`` makes for this click, before its trigger_id expires
+    (Slack's 3 s): the view id, or "" when Slack would not open it (logged, naming ``what``)."""
+    from shared.channels.slack.client import SlackPermanentError, interactive_slack_channel
+
+    job_id = str(click["actions"][0].get("value") or "").removesuffix(value_suffix)
+    about = str((click.get("message") or {}).get("text") or "")
+    try:
+        return interactive_slack_channel(connection).open_view(str(click.get("trigger_id", "")), build(job_id, about))
+    except (SlackPermanentError, RetryLater) as exc:
+        log.warning("the %s for job %s did not open: %s", what, job_id, exc)
+        return ""
 
 
 def tell(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> None:

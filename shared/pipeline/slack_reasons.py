@@ -26,7 +26,7 @@ from shared.config.loading import get_config
 from shared.model import CALLBACKS, SLACK_REJECT_REASON, Envelope
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.registry import handles
-from shared.pipeline.slack_decisions import audit_job, decide, notification_of
+from shared.pipeline.slack_decisions import audit_job, decide, notification_of, open_modal
 from shared.storage.tables import ConcurrencyError, get_stores
 
 log = logging.getLogger(__name__)
@@ -43,21 +43,9 @@ UNKNOWN = "This request is no longer known; nothing was rejected."
 
 def open_reason_modal(connection: SlackConnection, click: Mapping[str, Any]) -> str:
     """Open the reason modal for this Reject click before its trigger_id expires: the view id, or ""."""
-    from shared.channels.slack.client import (
-        REASON_VALUE_SUFFIX,
-        SlackPermanentError,
-        interactive_slack_channel,
-        reason_modal,
-    )
+    from shared.channels.slack.client import REASON_VALUE_SUFFIX, reason_modal
 
-    job_id = str(click["actions"][0].get("value") or "").removesuffix(REASON_VALUE_SUFFIX)
-    about = str((click.get("message") or {}).get("text") or "")
-    try:
-        return interactive_slack_channel(connection).open_view(str(click.get("trigger_id", "")),
-                                                               reason_modal(job_id, about))
-    except (SlackPermanentError, RetryLater) as exc:
-        log.warning("the reason modal for job %s did not open: %s", job_id, exc)
-        return ""
+    return open_modal(connection, click, REASON_VALUE_SUFFIX, reason_modal, "reason modal")
 
 
 def notice(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> None:
