@@ -56,8 +56,8 @@ SEND_TIMEOUT_SECONDS = 1.5
 SEND_RETRIES = 1
 # How long a dead letter taken for collection stays hidden from another collector.
 TAKE_VISIBILITY_SECONDS = 120
-# Storage queues have no batch put: ``send_many`` sends this many at once. Under the 10 connections
-# azure-core's requests transport pools per host, so no connection is opened only to be discarded.
+# Storage queues have no batch put: ``send_many`` sends this many at once, each sending thread on a
+# connection of its own that it keeps for its next sends.
 SEND_MANY_THREADS = 8
 # What storage answers a put to a queue that does not exist (x-ms-error-code).
 QUEUE_NOT_FOUND = "QueueNotFound"
@@ -158,16 +158,15 @@ class StorageQueueBus:
     """Azure Storage queues, base64-encoded as the Functions host reads them by default."""
 
     def __init__(self, settings: StorageSettings) -> None:
-        from shared.storage.transport import client_options, storage_endpoint, without_async_transport
+        from shared.storage.transport import storage_client_options, storage_endpoint, without_async_transport
 
         with without_async_transport():  # a cold instance's first enqueue need not import aiohttp
             from azure.storage.queue import LinearRetry, QueueServiceClient
 
         # The storage SDK's default waits 15 s between tries; one quick retry is all an edge can afford.
         retry = LinearRetry(backoff=0, retry_total=SEND_RETRIES, random_jitter_range=0)
-        bounded: dict[str, Any] = {"retry_policy": retry, "connection_timeout": SEND_TIMEOUT_SECONDS,
-                                   "read_timeout": SEND_TIMEOUT_SECONDS,
-                                   **client_options(storage_endpoint(settings, "queue"))}
+        bounded = storage_client_options(storage_endpoint(settings, "queue"), retry_policy=retry,
+                                         connection_timeout=SEND_TIMEOUT_SECONDS, read_timeout=SEND_TIMEOUT_SECONDS)
         if settings.connection_string:
             self._service = QueueServiceClient.from_connection_string(settings.connection_string, **bounded)
         else:

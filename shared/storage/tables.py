@@ -134,9 +134,9 @@ class Tables:
 def _service_client(settings: StorageSettings) -> TableServiceClient:
     from azure.data.tables import TableServiceClient
 
-    from shared.storage.transport import client_options, storage_endpoint
+    from shared.storage.transport import storage_client_options, storage_endpoint
 
-    options = {**BOUNDED_CALLS, **client_options(storage_endpoint(settings, "table"))}
+    options = storage_client_options(storage_endpoint(settings, "table"), **BOUNDED_CALLS)
     if settings.connection_string:
         return TableServiceClient.from_connection_string(settings.connection_string, **options)
     from azure.identity import DefaultAzureCredential

@@ -24,6 +24,7 @@ from azure.core.rest import HttpRequest
 
 from shared.storage import keepalive
 from shared.storage.keepalive import KeepAliveTransport
+from shared.storage.transport import storage_client_options
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -323,3 +324,26 @@ def test_tls_to_a_server_outside_the_trusted_cas_is_refused_before_sending(tls_s
         transport.send(HttpRequest("PUT", f"{loopback.url}/ok", content=b"x"))
     assert isinstance(raised.value.inner_exception, ssl.SSLCertVerificationError)
     assert loopback.arrivals == []
+
+
+# --- which storage clients get it ----------------------------------------------------------------
+
+
+def test_storage_clients_send_on_the_kept_alive_transport_with_their_timeouts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    options = storage_client_options("http://127.0.0.1:10002/devstoreaccount1", connection_timeout=3.0,
+                                     read_timeout=10.0, retry_total=2)
+    assert isinstance(options["transport"], KeepAliveTransport)
+    assert (options["transport"].connection_config.timeout, options["transport"].connection_config.read_timeout,
+            options["retry_total"]) == (3.0, 10.0, 2)
+
+
+def test_storage_clients_behind_a_proxy_keep_the_requests_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    options = storage_client_options("https://account.table.core.windows.net", connection_timeout=3.0)
+    assert "transport" not in options
+    assert options["proxies"] == {"https": "http://proxy.internal:3128"}
