@@ -6,7 +6,8 @@
   (signed) callback URL, or by the provider id's link; when the sender stopped before
   linking, the link and the number's last contact are written here. A callback whose URL
   names its job is applied by the webhook itself (``apply_status``), queued only when
-  storage is slow.
+  storage is slow. The callback that makes the job final deletes its reconciliation
+  follow-up, which then never comes due.
 - Inbound SMS: STOP / START / HELP keywords, Verify codes, and any other reply, which
   is recorded against the record the last message to that number was about, and written
   back to that record as a note where its ERP takes notes.
@@ -38,6 +39,7 @@ from shared.model import (
 )
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.escalation import acknowledge_key_press, acknowledge_reply
+from shared.pipeline.followups import RECONCILE_HANDLE, cancel_reconciliation, settled
 from shared.pipeline.jobs import change
 from shared.pipeline.notes import queue_key_note, queue_note, queue_status_note
 from shared.pipeline.registry import handles
@@ -80,15 +82,21 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
     if job is None:
         return
     taken_as_recorded = job.fields.get("provider_id") == sid  # found without the provider-id lookup
+    followup: dict[str, str] = {}  # the reconciliation follow-up this callback's write makes needless
 
     def decide(row: JobRow) -> dict[str, Any] | None:
         if taken_as_recorded and row.fields.get("provider_id") != sid:
             raise _NotAsRead  # the job moved on since it was read (a replay): the link decides after all
+        followup.clear()
         if not moves_forward(row.status, status):
             return None  # a repeated or late callback: that order is the deduplication
         changes = {"status": status, "error_code": params.get("ErrorCode") or row.fields.get("error_code")}
         if not row.fields.get("provider_id"):
             changes["provider_id"] = sid  # the sender stopped before recording it on the job
+        handle = row.fields.get(RECONCILE_HANDLE)
+        if handle and settled(str(row.fields.get("channel") or ""), status):
+            changes[RECONCILE_HANDLE] = None  # deleted below, once this write is done
+            followup["handle"] = str(handle)
         return changes
 
     try:
@@ -112,6 +120,8 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
                         connection=connection, record=written.fields.get("record", ""), job_id=written.job_id,
                         **detail)
     queue_status_note(written, status, params.get("ErrorCode") or "", correlation_id)
+    if followup:
+        cancel_reconciliation(followup["handle"])
 
 
 class _NotAsRead(Exception):
