@@ -6,7 +6,8 @@
   (signed) callback URL, or by the provider id's link; when the sender stopped before
   linking, the link and the number's last contact are written here. A callback whose URL
   names its job is applied by the webhook itself (``apply_status``), queued only when
-  storage is slow.
+  storage is slow. The callback that makes the job final deletes its reconciliation
+  follow-up, which then never comes due.
 - Inbound SMS: STOP / START / HELP keywords, Verify codes, and any other reply, which
   is recorded against the record the last message to that number was about, and written
   back to that record as a note where its ERP takes notes.
@@ -38,6 +39,7 @@ from shared.model import (
 )
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.escalation import acknowledge_key_press, acknowledge_reply
+from shared.pipeline.followups import RECONCILE_HANDLE, cancel_reconciliation, settled
 from shared.pipeline.jobs import change
 from shared.pipeline.notes import queue_key_note, queue_note, queue_status_note
 from shared.pipeline.registry import handles
@@ -54,8 +56,6 @@ HELP = frozenset({"HELP", "INFO"})
 MAX_REPLY_CHARS = 1000
 UNLINKED_RETRY_SECONDS = 2.0
 INBOUND_SCOPE = "twilio-inbound"
-# On a job: the provider id whose link and last contact a status callback found in place or wrote.
-LINK_CHECKED = "link_checked"
 
 
 def _twilio_connection(name: str) -> TwilioConnection:
@@ -81,19 +81,32 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
     job = _job_of_callback(stores, connection, sid, job_id)
     if job is None:
         return
-    linked = job.fields.get(LINK_CHECKED) == sid
+    taken_as_recorded = job.fields.get("provider_id") == sid  # found without the provider-id lookup
+    followup: dict[str, str] = {}  # the reconciliation follow-up this callback's write makes needless
 
     def decide(row: JobRow) -> dict[str, Any] | None:
+        if taken_as_recorded and row.fields.get("provider_id") != sid:
+            raise _NotAsRead  # the job moved on since it was read (a replay): the link decides after all
+        followup.clear()
         if not moves_forward(row.status, status):
             return None  # a repeated or late callback: that order is the deduplication
         changes = {"status": status, "error_code": params.get("ErrorCode") or row.fields.get("error_code")}
         if not row.fields.get("provider_id"):
             changes["provider_id"] = sid  # the sender stopped before recording it on the job
-        if not linked and (row.fields.get("provider_id") or sid) == sid:
-            changes[LINK_CHECKED] = sid  # the link and last contact are in place: later callbacks skip the check
+        handle = row.fields.get(RECONCILE_HANDLE)
+        if handle and settled(str(row.fields.get("channel") or ""), status):
+            changes[RECONCILE_HANDLE] = None  # deleted below, once this write is done
+            followup["handle"] = str(handle)
         return changes
 
-    written = change(stores, job, decide)
+    try:
+        written = change(stores, job, decide)
+    except _NotAsRead:
+        taken_as_recorded = False
+        job = _job_of_callback(stores, connection, sid, job_id, trust_job=False)
+        if job is None:
+            return
+        written = change(stores, job, decide)
     if written is None:
         if job.status == status:  # a repeat: its outcome note is queued again, and written once
             queue_status_note(job, status, params.get("ErrorCode") or "", correlation_id)
@@ -107,24 +120,36 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
                         connection=connection, record=written.fields.get("record", ""), job_id=written.job_id,
                         **detail)
     queue_status_note(written, status, params.get("ErrorCode") or "", correlation_id)
+    if followup:
+        cancel_reconciliation(followup["handle"])
 
 
-def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str) -> JobRow | None:
+class _NotAsRead(Exception):
+    """The job a callback found by its provider id no longer records that id: its link decides after all."""
+
+
+def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str, trust_job: bool = True) -> JobRow | None:
     """The job a status callback is about, as read now; None to ignore the callback.
 
-    The URL's ``job`` is signed by Twilio, so once an earlier callback of this send found (or
-    repaired) its link, the job is taken as it is, without the provider-id lookup. Otherwise the
-    provider id's link decides, and without one the job named in the URL is linked now (the sender
-    stopped before linking).
+    The URL's ``job`` is signed by Twilio. A job that records ``sid`` as its provider id has its link
+    and its number's last contact in place, since whoever records the provider id (the send, the
+    adoption of an earlier send, a callback that repairs a missing link) writes those first: it is
+    taken as it is (``trust_job``), without the provider-id lookup. Otherwise the provider id's link
+    decides, and without one the job named in the URL is linked now (the sender stopped before linking).
     """
     # As this process last wrote it (the send, an earlier callback) when it can: the status is then
     # written under that ETag, and read again only if another instance changed the job meanwhile.
     named = (stores.jobs.recent(job_id) or stores.jobs.get(job_id)) if job_id else None
-    if named is not None and named.fields.get(LINK_CHECKED) == sid:
+    if trust_job and named is not None and named.fields.get("provider_id") == sid:
         return named
     link = stores.providers.lookup(sid)
     if link is not None:
-        return named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
+        job = named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
+        if job is not None and not job.fields.get("provider_id"):
+            # This callback records the provider id: the sender may have stopped between its link and its
+            # last contact, so the contact is written first (an upsert, as the sender's).
+            _remember_contact(stores, connection, job)
+        return job
     if named is not None and named.remembered:
         named = stores.jobs.get(named.job_id)  # what to link is decided on the job as it is now
     return _link_job_named_in_url(stores, connection, sid, named)

@@ -4,8 +4,11 @@ One message kind (``job.followup``, on the notifications queue) serves two check
 ``followup`` field:
 
 - ``reconcile``: Twilio's status callbacks do get lost. Each SMS or call sent schedules one follow-up,
-  due ``reconcile_after_minutes`` later (per Twilio connection; 0 turns it off). When it comes due the
-  job is read; a job already final costs that one read and nothing else. A job still ``queued``,
+  due ``reconcile_after_minutes`` later (per Twilio connection; 0 turns it off). Its handle is kept on the
+  job (``RECONCILE_HANDLE``), written with the send, and the status callback that makes the job final
+  deletes the follow-up with it: one queue operation, and nothing comes due. When that delete finds nothing
+  (due already, taken, the queue unreachable), the follow-up comes due and the job is read; a job already
+  final costs that one read and nothing else. A job still ``queued``,
   ``accepted`` or ``sent`` (calls: ``queued``, ``ringing``, ``in-progress``) has its message or call
   fetched from Twilio by its SID, and what Twilio says is recorded as a status callback would be
   (forward only), audited ``status`` with ``source: reconciliation``. A send Twilio still reports as
@@ -30,7 +33,7 @@ from shared.model import JOB_FOLLOWUP, NOTIFICATIONS, Envelope, moves_forward, p
 from shared.outcomes import PermanentFailure, describe
 from shared.pipeline.jobs import change
 from shared.pipeline.registry import handles
-from shared.storage.bus import MessageBus, get_bus
+from shared.storage.bus import MAX_DELAY_SECONDS, MessageBus, get_bus
 from shared.storage.tables import JobRow, Stores, get_stores
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ _checks: dict[str, Check] = {}
 # A follow-up back this little before it is due is taken as due (queue delays are whole seconds).
 EARLY_TOLERANCE_SECONDS = 1.0
 RECONCILE = "reconcile"
+# On a job: the handle of its first reconciliation follow-up, while that may still be waiting.
+RECONCILE_HANDLE = "reconcile_handle"
 # How often one send is asked about while Twilio still reports it unsettled (no carrier receipt yet).
 RECONCILE_ROUNDS = 3
 # Statuses a send leaves on its own; a job still in one when its follow-up comes due may have lost callbacks.
@@ -63,16 +68,22 @@ def schedule(bus: MessageBus, kind: str, connection: str, key: str, payload: Map
              correlation_id: str, due_at: datetime) -> None:
     """Put a follow-up of ``kind`` on the notifications queue, hidden until ``due_at``. ``key`` names it
     (the broker's duplicate detection drops a second one with the same key)."""
-    envelope = Envelope(JOB_FOLLOWUP, connection, key, {**payload, "followup": kind, "due_at": due_at.isoformat()},
-                        correlation_id)
-    _send_until(bus, envelope, due_at)
+    _send_until(bus, _followup_envelope(kind, connection, key, payload, correlation_id, due_at), due_at)
+
+
+def _followup_envelope(kind: str, connection: str, key: str, payload: Mapping[str, Any], correlation_id: str,
+                       due_at: datetime) -> Envelope:
+    return Envelope(JOB_FOLLOWUP, connection, key, {**payload, "followup": kind, "due_at": due_at.isoformat()},
+                    correlation_id)
 
 
 def _send_until(bus: MessageBus, envelope: Envelope, due_at: datetime) -> None:
-    from shared.storage.bus import MAX_DELAY_SECONDS
+    bus.send(NOTIFICATIONS, envelope, _wait_until(due_at))
 
-    wait = (due_at - datetime.now(UTC)).total_seconds()
-    bus.send(NOTIFICATIONS, envelope, min(max(wait, 0.0), MAX_DELAY_SECONDS))
+
+def _wait_until(due_at: datetime) -> float:
+    """The delay of a message due at ``due_at``, within what a queue can hide a message for."""
+    return min(max((due_at - datetime.now(UTC)).total_seconds(), 0.0), MAX_DELAY_SECONDS)
 
 
 def due_at_of(envelope: Envelope) -> datetime | None:
@@ -101,22 +112,37 @@ def run_followup(envelope: Envelope) -> None:
 # --- reconciliation ------------------------------------------------------------------------------
 
 
-def schedule_reconciliation(connection: TwilioConnection, envelope: Envelope, sid: str) -> None:
-    """After an SMS or call was sent: ask Twilio about it later, should its callbacks be lost."""
+def schedule_reconciliation(connection: TwilioConnection, envelope: Envelope, sid: str) -> str | None:
+    """After an SMS or call was sent: ask Twilio about it later, should its callbacks be lost. The follow-up's
+    handle, for the job (``RECONCILE_HANDLE``), or None when none was scheduled."""
     minutes = connection.reconcile_after_minutes
     if minutes <= 0:
-        return
+        return None
     payload = envelope.payload
     job_id = str(payload["job_id"])
     details = {"job_id": job_id, "channel": payload.get("channel"), "record": payload.get("record", ""),
                "provider_id": sid, "round": 1}
     due = datetime.now(UTC) + timedelta(minutes=minutes)
+    followup_envelope = _followup_envelope(RECONCILE, connection.name, f"{job_id}|reconcile|{sid}|1", details,
+                                           envelope.correlation_id, due)
     try:
-        schedule(get_bus(), RECONCILE, connection.name, f"{job_id}|reconcile|{sid}|1", details,
-                 envelope.correlation_id, due)
-    except Exception as error:  # noqa: BLE001 - the send is done and recorded: a retry could not schedule it either
+        return get_bus().schedule(NOTIFICATIONS, followup_envelope, _wait_until(due))
+    except Exception as error:  # noqa: BLE001 - the send is done: a retry could not schedule it either
         log.warning("job %s: its reconciliation was not scheduled (%s); its callbacks alone will settle it",
                     job_id, describe(error))
+        return None
+
+
+def settled(channel: str, status: str) -> bool:
+    """Whether a send in ``status`` is final: nothing a reconciliation could learn of it."""
+    return status not in UNSETTLED["voice" if channel == "voice" else "sms"]
+
+
+def cancel_reconciliation(handle: str) -> None:
+    """The reconciliation follow-up of a job that became final, deleted before it comes due. Should the
+    delete not be done (the bus says why at debug), the follow-up comes due and finds the job final."""
+    if not get_bus().cancel(NOTIFICATIONS, handle):
+        log.debug("a reconciliation follow-up was left to come due; it will find its job final")
 
 
 @followup(RECONCILE)

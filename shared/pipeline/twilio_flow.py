@@ -22,7 +22,7 @@ from shared.logs import mask_phone
 from shared.model import Envelope, now_iso
 from shared.outcomes import RetryLater
 from shared.pipeline.consent import suppression, withdrawal_for
-from shared.pipeline.followups import schedule_reconciliation
+from shared.pipeline.followups import RECONCILE_HANDLE, schedule_reconciliation
 from shared.pipeline.jobs import (
     AMBIGUOUS_RECHECK_SECONDS,
     JobAttempt,
@@ -137,16 +137,19 @@ class Delivery(JobAttempt):
         self.stores.providers.link(sid, self.job_id, self.connection.name)
         self.stores.contacts.remember(self.connection.name, number, LastContact(
             self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
-        self.mark_sent(sid, status)
+        # Scheduled before the job records the send, so that its handle goes in that same write; a stop in
+        # between leaves a follow-up that finds the job still dispatching and does nothing.
+        handle = schedule_reconciliation(self.connection, self.envelope, sid)
+        self.mark_sent(sid, status, handle)
         detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
                   "to": mask_phone(number)}
         self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
-        schedule_reconciliation(self.connection, self.envelope, sid)
 
-    def mark_sent(self, sid: str, status: str) -> None:
-        """Put the provider id on the job; a status callback may have moved it meanwhile, and the
-        furthest status is kept."""
-        self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso())
+    def mark_sent(self, sid: str, status: str, reconcile_handle: str | None = None) -> None:
+        """Put the provider id on the job (and its reconciliation follow-up's handle); a status callback may
+        have moved it meanwhile, and the furthest status is kept."""
+        followup = {RECONCILE_HANDLE: reconcile_handle} if reconcile_handle else {}
+        self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso(), **followup)
 
 
 def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:

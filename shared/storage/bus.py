@@ -61,6 +61,8 @@ TAKE_VISIBILITY_SECONDS = 120
 SEND_MANY_THREADS = 8
 # What storage answers a put to a queue that does not exist (x-ms-error-code).
 QUEUE_NOT_FOUND = "QueueNotFound"
+# What a scheduled message's handle starts with, per backend: a handle of one is never tried on the other.
+STORAGE_HANDLE, SERVICEBUS_HANDLE = "storage:", "servicebus:"
 
 
 def message_text(envelope: Envelope) -> str:
@@ -138,6 +140,16 @@ def _taken(text: str, queue: str, enqueued_at: datetime | None, settle: Callable
 class MessageBus(Protocol):
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None: ...
 
+    def schedule(self, queue: str, envelope: Envelope, delay_seconds: float) -> str:
+        """``send`` with a delay, answering a handle that ``cancel`` takes while the message still waits."""
+        ...
+
+    def cancel(self, queue: str, handle: str) -> bool:
+        """Remove a message ``schedule`` put on ``queue`` before it comes due. False (logged at debug) when
+        that could not be done: already due or taken, cancelled before, an unreadable handle, the queue
+        unreachable; the message then runs as it would have."""
+        ...
+
     def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         """Every envelope onto ``queue`` now, each as ``send`` would put it; returns once all are on it,
         raises if any is not (some of the others may be: resending them all is safe, keys dedup)."""
@@ -206,26 +218,47 @@ class StorageQueueBus:
             client.create_queue()
         self._existing.add(name)
 
-    def send_text(self, queue: str, text: str, delay_seconds: float = 0) -> None:
-        """One put. The queue is created only when the put finds none (a put answered QueueNotFound left
-        nothing behind, so putting again cannot make a duplicate): a process's first enqueue is one round
-        trip, not a create and a put."""
+    def send_text(self, queue: str, text: str, delay_seconds: float = 0) -> Any:
+        """One put, answering the queued message (its id and pop receipt). The queue is created only when
+        the put finds none (a put answered QueueNotFound left nothing behind, so putting again cannot make a
+        duplicate): a process's first enqueue is one round trip, not a create and a put."""
         from azure.core.exceptions import ResourceNotFoundError
 
         encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
         visibility = _clamp_delay(delay_seconds) or None
         client = self._client(queue)
         try:
-            client.send_message(encoded, visibility_timeout=visibility)
+            sent = client.send_message(encoded, visibility_timeout=visibility)
         except ResourceNotFoundError as missing:
             if getattr(missing, "error_code", None) != QUEUE_NOT_FOUND:
                 raise
             self._create(queue, client)
-            client.send_message(encoded, visibility_timeout=visibility)
+            sent = client.send_message(encoded, visibility_timeout=visibility)
         self._existing.add(queue)
+        return sent
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self.send_text(queue, message_text(envelope), delay_seconds)
+
+    def schedule(self, queue: str, envelope: Envelope, delay_seconds: float) -> str:
+        """The put's message id and pop receipt: that receipt deletes the message while it is still hidden;
+        once a consumer has taken it, the message has a receipt of its own and this one no longer works."""
+        sent = self.send_text(queue, message_text(envelope), delay_seconds)
+        return f"{STORAGE_HANDLE}{sent.id}|{sent.pop_receipt}"
+
+    def cancel(self, queue: str, handle: str) -> bool:
+        from azure.core.exceptions import AzureError
+
+        message_id, _, pop_receipt = handle.removeprefix(STORAGE_HANDLE).partition("|")
+        if not handle.startswith(STORAGE_HANDLE) or not message_id or not pop_receipt:
+            log.debug("not a storage queue message handle: %.40s", handle)
+            return False
+        try:
+            self._client(queue).delete_message(message_id, pop_receipt)
+        except AzureError as error:  # gone, taken (its receipt changed) or storage unreachable: it runs then
+            log.debug("scheduled message %s on %s not cancelled: %s", message_id, queue, type(error).__name__)
+            return False
+        return True
 
     def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         """Concurrent puts through a small pool; returns (or raises the first failure) only once none is
@@ -397,6 +430,27 @@ class ServiceBusBus:
 
     def send(self, queue: str, envelope: Envelope, delay_seconds: float = 0) -> None:
         self._sender(queue).send_messages(servicebus_message(envelope, delay_seconds), timeout=SEND_TIMEOUT_SECONDS)
+
+    def schedule(self, queue: str, envelope: Envelope, delay_seconds: float) -> str:
+        """A scheduled message; its sequence number is the handle ``cancel_scheduled_messages`` takes."""
+        message = servicebus_message(envelope, delay_seconds)
+        due = message.scheduled_enqueue_time_utc or datetime.now(UTC)
+        [sequence_number] = self._sender(queue).schedule_messages(message, due, timeout=SEND_TIMEOUT_SECONDS)
+        return f"{SERVICEBUS_HANDLE}{sequence_number}"
+
+    def cancel(self, queue: str, handle: str) -> bool:
+        from azure.core.exceptions import AzureError  # ServiceBusError is one
+
+        number = handle.removeprefix(SERVICEBUS_HANDLE)
+        if not handle.startswith(SERVICEBUS_HANDLE) or not number.isdigit():
+            log.debug("not a Service Bus scheduled message handle: %.40s", handle)
+            return False
+        try:
+            self._sender(queue).cancel_scheduled_messages(int(number), timeout=SEND_TIMEOUT_SECONDS)
+        except AzureError as error:  # enqueued already, cancelled before, or the bus down
+            log.debug("scheduled message %s on %s not cancelled: %s", number, queue, type(error).__name__)
+            return False
+        return True
 
     def send_many(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         """One ``ServiceBusMessageBatch`` send per batch the sender's link allows; a batch sent again after a

@@ -146,10 +146,13 @@ def test_callbacks_repair_a_lost_link_and_a_reply_still_lands_on_the_record(stac
     assert message.status_callback == stack.status_url(job=contact["job_id"])
     stores = stack.stores()
     try:
-        # As if the app had stopped after recording the job, before linking the message to it
-        # and remembering it as the number's last contact.
+        # As if the app had stopped once Twilio took the message, before linking the message to the
+        # job, remembering it as the number's last contact and recording the send on the job.
         stores.tables.table(PROVIDER_IDS).delete_entity(table_key(message.sid), "")
         stores.tables.table(CONTACTS).delete_entity(table_key("twilio-main"), stores.tables.protector.blind(phone))
+        sent_job = stores.jobs.get(contact["job_id"])
+        assert sent_job is not None
+        stores.jobs.update(sent_job, {"status": "dispatching", "provider_id": None})
         assert stores.providers.lookup(message.sid) is None and stores.contacts.last("twilio-main", phone) is None
 
         for status in ("sent", "delivered"):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,7 +23,7 @@ from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
 from shared.pipeline.replay import replay_job
 from shared.storage.bus import StorageQueueBus
 from shared.storage.secrets import reset_secret_provider
-from shared.storage.tables import LastContact, Stores
+from shared.storage.tables import PROVIDER_IDS, LastContact, Stores
 from tests.fakes.twilio import FakeTwilio
 
 
@@ -281,6 +283,48 @@ def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
     with pytest.raises(RetryLater):  # no job named and no link yet: Twilio may be ahead of the sender
         record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|sent",
                                {"params": {"MessageSid": stray, "MessageStatus": "sent"}}))
+
+
+def counted_reads(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Point reads of ``stores``' tables from now on, by table; each still goes to Azurite."""
+    reads: Counter[str] = Counter()
+    real_row = stores.tables.row
+
+    def row(name: str, partition_key: str, row_key: str) -> Any:
+        reads[name] += 1
+        return real_row(name, partition_key, row_key)
+
+    monkeypatch.setattr(stores.tables, "row", row)
+    return reads
+
+
+def test_the_callbacks_of_a_recorded_send_find_their_job_without_a_provider_id_lookup(
+    stores: Stores, twilio: tuple, app_stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550132")
+    job_id = envelope.payload["job_id"]
+    deliver_once(stores, connection, envelope)
+    [message] = fake.messages(to="+14155550132")
+    reads = counted_reads(app_stores, monkeypatch)
+
+    for status in ("sent", "delivered"):
+        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{message.sid}|{status}",
+                               {"params": fake.message_status_params(message.sid, status), "job_id": job_id}))
+
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
+    assert reads[PROVIDER_IDS] == 0
+    statuses = [e.detail["status"] for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE")
+                if e.job_id == job_id and e.step == "status"]
+    assert statuses == ["sent", "delivered"]
+
+    stray = "SM" + uuid.uuid4().hex  # not the job's message: its link decides, as before
+    record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|read",
+                           {"params": {"MessageSid": stray, "MessageStatus": "read"}, "job_id": job_id}))
+    assert reads[PROVIDER_IDS] == 1
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "delivered"
 
 
 def test_an_approved_code_releases_its_job_once_even_after_a_stop_before_the_release(

@@ -8,6 +8,8 @@ loopback HTTP; its callbacks are lost (none reach the app) unless a test applies
 
 from __future__ import annotations
 
+import base64
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,10 +29,10 @@ from shared.model import (
 )
 from shared.pipeline.callbacks import apply_status, record_inbound, record_key_press
 from shared.pipeline.deliver import deliver_notification
-from shared.pipeline.followups import run_followup
+from shared.pipeline.followups import RECONCILE_HANDLE, run_followup
 from shared.pipeline.process import queue_notifications
 from shared.settings import StorageSettings
-from shared.storage.bus import StorageQueueBus
+from shared.storage.bus import StorageQueueBus, read_envelope, reset_bus
 from shared.storage.tables import Stores
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
@@ -268,13 +270,96 @@ def test_a_job_already_final_costs_one_read_and_asks_twilio_nothing(app: tuple, 
     [notification] = queue.deliver("the SMS")
     [message] = twilio.messages(to="+14155550184")
     wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it")
+    # The follow-up came due and was taken just as the final callback arrived: too late to delete it.
+    [due] = queue.take(JOB_FOLLOWUP, "the reconciliation, due")
     callback = twilio.message_status_params(message.sid, "delivered")
     apply_status(stores, RECONCILING, callback, notification.payload["job_id"], correlation_id)  # as the webhook does
     before = len(steps(stores, correlation_id))
     twilio.clear_log()
 
-    queue.follow_up("the reconciliation")
+    run_followup(due)
 
     assert twilio.requests_to(lambda request: "/Messages/" in request.path) == []
     assert len(steps(stores, correlation_id)) == before
     assert stores.jobs.get(notification.payload["job_id"]).status == "delivered"
+
+
+def followups_of(settings: StorageSettings, job_id: str) -> list[Envelope]:
+    """The follow-ups of ``job_id`` the notifications queue shows (peeked: left where they are)."""
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(settings.connection_string or "", NOTIFICATIONS)
+    try:
+        shown = [read_envelope(base64.b64decode(message.content)) for message in client.peek_messages(max_messages=32)]
+    finally:
+        client.close()
+    return [envelope for envelope in shown if envelope.type == JOB_FOLLOWUP and envelope.payload["job_id"] == job_id]
+
+
+def test_the_delivered_callback_deletes_the_follow_up_and_nothing_reconciles(
+        app: tuple, settings: StorageSettings) -> None:
+    stores, twilio = app
+    queue = Queue(settings, RECONCILING)
+    correlation_id = routed(stores, settings, "reconciled")
+    [notification] = queue.deliver("the SMS")
+    job_id = notification.payload["job_id"]
+    [message] = twilio.messages(to="+14155550184")
+    assert stores.jobs.get(job_id).fields[RECONCILE_HANDLE]  # a follow-up is scheduled, its handle on the job
+
+    for status in ("sent", "delivered"):
+        wait_for(lambda status=status: twilio.message(message.sid).status in (status, "delivered"), what=status)
+        apply_status(stores, RECONCILING, twilio.message_status_params(message.sid, status), job_id, correlation_id)
+        if status == "sent":  # not final: the follow-up stays
+            assert stores.jobs.get(job_id).fields[RECONCILE_HANDLE]
+    job = stores.jobs.get(job_id)
+    assert job.status == "delivered" and not job.fields.get(RECONCILE_HANDLE)
+    twilio.clear_log()
+
+    time.sleep(STEP_MINUTES * 60 + 1)  # past the moment the follow-up was due
+
+    assert followups_of(settings, job_id) == []
+    assert take_all(settings, NOTIFICATIONS, RECONCILING) == []
+    assert twilio.requests_to(lambda request: "/Messages/" in request.path) == []
+    assert [entry.detail for entry in named(stores, correlation_id, "status")] == [
+        {"status": "sent", "provider_id": message.sid}, {"status": "delivered", "provider_id": message.sid}]
+
+
+def test_a_follow_up_that_could_not_be_deleted_comes_due_and_changes_nothing(
+        app: tuple, settings: StorageSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    stores, twilio = app
+    queue = Queue(settings, RECONCILING)
+    correlation_id = routed(stores, settings, "reconciled")
+    [notification] = queue.deliver("the SMS")
+    job_id = notification.payload["job_id"]
+    [message] = twilio.messages(to="+14155550184")
+    wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it")
+    # Storage unreachable for the delete: the app's queues now point at a port where nothing listens.
+    monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage(settings))
+    reset_bus()
+    try:
+        apply_status(stores, RECONCILING, twilio.message_status_params(message.sid, "delivered"), job_id,
+                     correlation_id)
+    finally:
+        monkeypatch.setenv("AzureWebJobsStorage", settings.connection_string or "")
+        reset_bus()
+    assert stores.jobs.get(job_id).status == "delivered"
+    twilio.clear_log()
+
+    [due] = queue.follow_up("the reconciliation")
+
+    assert due.payload["job_id"] == job_id
+    assert twilio.requests_to(lambda request: "/Messages/" in request.path) == []
+    assert [entry.detail["status"] for entry in named(stores, correlation_id, "status")] == ["delivered"]
+    assert stores.jobs.get(job_id).status == "delivered"
+
+
+def unreachable_storage(settings: StorageSettings) -> str:
+    """The connection string of ``settings`` with its queue endpoint on a closed port of this machine."""
+    import socket
+
+    with socket.socket() as probe:  # a free port, closed again: nothing answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parts = dict(part.split("=", 1) for part in (settings.connection_string or "").split(";") if "=" in part)
+    parts["QueueEndpoint"] = f"http://127.0.0.1:{port}/{parts.get('AccountName', 'devstoreaccount1')}"
+    return ";".join(f"{key}={value}" for key, value in parts.items())
