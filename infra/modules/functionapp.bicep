@@ -218,6 +218,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'QUEUE_MAX_DELIVERIES'
           value: '5'
         }
+        // The routing stage sends a change's first notifications itself; 'false' routes every one through
+        // the notifications queue, so that disabling that function pauses every send.
+        {
+          name: 'DELIVER_INLINE'
+          value: 'true'
+        }
         // The functions are synchronous and run on the worker's thread pool: one thread per
         // concurrent HTTP request or Service Bus message (host.json maxConcurrentCalls).
         {

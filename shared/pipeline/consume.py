@@ -36,9 +36,9 @@ from shared.pipeline import registry
 from shared.pipeline.deadletters import audit_work, keep
 from shared.pipeline.stages import load_stages
 from shared.settings import env_float, env_int
-from shared.storage.bus import MessageBus, read_envelope
+from shared.storage.bus import MessageBus, message_text, read_envelope
 
-__all__ = ["Delivery", "PermanentFailure", "consume"]
+__all__ = ["Delivery", "PermanentFailure", "consume", "handle_now"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,25 @@ def consume(delivery: Delivery, bus: MessageBus, attempts_allowed: int | None = 
         return _dead_letter(bus, delivery, f"unreadable envelope: {exc}")
     with telemetry.scope(**envelope_dimensions(envelope)):
         return _handle(delivery, envelope, bus, attempts_allowed)
+
+
+@registry.runs_in_place
+def handle_now(queue: str, envelope: Envelope, bus: MessageBus) -> Outcome:
+    """Run the stage of ``envelope`` in this invocation, as if it had just been taken from ``queue``, so
+    that its first try costs no queue round trip. Whatever does not end ``handled`` is left where the
+    consumer would leave it (back on ``queue`` with its delay, or dead-lettered); an unexpected error
+    puts the envelope on ``queue`` as it was, for the host's retries. Only what cannot be put on the
+    queue either is raised: the caller's own message then comes back, and with it this envelope."""
+    load_stages()
+    delivery = Delivery(queue, message_text(envelope).encode("utf-8"), envelope.key, 1)
+    with telemetry.scope(**envelope_dimensions(envelope)):
+        try:
+            return _handle(delivery, envelope, bus, None)
+        except Exception as error:  # noqa: BLE001 - a bug in the stage: its queue's retries take over
+            log.warning("%s failed on its first try in place (%s); queued for the usual retries", envelope.type,
+                        describe(error))
+            bus.send(queue, envelope)
+            return "requeued"
 
 
 def envelope_dimensions(envelope: Envelope) -> dict[str, str]:

@@ -49,14 +49,18 @@ from shared.outcomes import PermanentFailure
 from shared.pipeline.escalation import schedule_escalation
 from shared.pipeline.lastevent import heard_from
 from shared.pipeline.quiet import window_for
-from shared.pipeline.registry import handles
+from shared.pipeline.registry import handles, in_place_runner
 from shared.pipeline.rules import targets
+from shared.settings import env_str
 from shared.storage.bus import MessageBus, get_bus
 from shared.storage.tables import AuditBatch, Stores, get_stores
 
 log = logging.getLogger(__name__)
 
 EVENT_SCOPE = "event"
+# Notifications of one ERP change tried at once by the stage that routed them; more wait on the queue, so that
+# one change with many recipients does not hold this stage through all of their sends.
+INLINE_DELIVERIES = 3
 
 
 def record_ref(connection: str, entity: str, key: str) -> str:
@@ -168,17 +172,46 @@ def queue_notifications(config: AppConfig, stores: Stores, bus: MessageBus, *, s
     or at the failure that ends the attempt: whatever was queued before it is on the trail.
     ``changed_at`` and ``received_at`` start the validity period of rules that have one."""
     audit = steps or stores.audit.batch(correlation_id)
+    routed: list[Envelope] = []
     try:
-        return _route(config, audit, bus, source=source, event_type=event_type, event_key=event_key, record=record,
-                      fields=fields, correlation_id=correlation_id, since=validity_start(changed_at, received_at),
-                      also=also)
+        queued = _route(config, audit, bus, routed, source=source, event_type=event_type, event_key=event_key,
+                        record=record, fields=fields, correlation_id=correlation_id,
+                        since=validity_start(changed_at, received_at), also=also)
     finally:
         audit.flush()
+    deliver_first_tries(bus, routed)
+    return queued
 
 
-def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str, event_type: str,
-           event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str, since: datetime,
-           also: tuple[str, ...] = ()) -> int:
+def deliver_first_tries(bus: MessageBus, routed: list[Envelope]) -> None:
+    """Hand the routed notifications on: the first ``INLINE_DELIVERIES`` are tried here and now (no queue round
+    trip for the usual alert), the rest go onto ``notifications``; all of them do when ``DELIVER_INLINE`` is off
+    or this process has no queue consumer to run the delivery stage as it would. Those are put there first, so
+    that a stop during a send here holds none of them back; a stop here brings this stage's own message back,
+    which routes the same job ids again, and a job once claimed is never sent twice."""
+    run_now = in_place_runner() if deliver_inline() else None
+    inline = routed[:INLINE_DELIVERIES] if run_now is not None else []
+    queued = routed[len(inline):]
+    if len(queued) == 1:
+        bus.send(NOTIFICATIONS, queued[0])
+    elif queued:
+        bus.send_many(NOTIFICATIONS, queued)
+    if run_now is not None:
+        for envelope in inline:
+            run_now(NOTIFICATIONS, envelope, bus)
+
+
+def deliver_inline() -> bool:
+    """``DELIVER_INLINE`` (default on): off sends every notification through the queue, so that stopping the
+    notifications function pauses every send."""
+    return env_str("DELIVER_INLINE", "true").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, routed: list[Envelope], *, source: str,
+           event_type: str, event_key: str, record: str, fields: Mapping[str, Any], correlation_id: str,
+           since: datetime, also: tuple[str, ...] = ()) -> int:
+    """Route the record: each notification it calls for is appended to ``routed`` (for the caller to hand on)
+    and audited ``routed``; escalations are scheduled. The number of notifications."""
     found = targets(config, source, event_type, fields, also)
     if not found:
         audit.append(correlation_id, "no-rule", connection=source, record=record, event=event_type)
@@ -194,7 +227,7 @@ def _route(config: AppConfig, audit: AuditBatch, bus: MessageBus, *, source: str
         job_id = job_id_for(event_key, rule.id, rule.channel, target.address)
         payload = notification_payload(config, rule, target.address, fields, job_id=job_id, source=source,
                                        record=record, event_type=event_type, since=since)
-        bus.send(NOTIFICATIONS, Envelope(NOTIFICATION, rule.via, job_id, payload, correlation_id))
+        routed.append(Envelope(NOTIFICATION, rule.via, job_id, payload, correlation_id))
         _audit_routed(audit, correlation_id, source, record, job_id, rule.id, rule.channel, target.address)
         queued += 1
         if rule.escalation is not None:

@@ -35,3 +35,10 @@ def bus(storage_connection_string: str) -> Iterator[StorageQueueBus]:
     instance = StorageQueueBus(StorageSettings(storage_connection_string, None, None, None))
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def queued_notifications(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routed notifications all go onto ``notifications`` (``DELIVER_INLINE`` off): for tests that take each
+    one from the queue and hand it to the delivery stage themselves, under conditions they set."""
+    monkeypatch.setenv("DELIVER_INLINE", "false")

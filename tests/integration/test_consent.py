@@ -29,7 +29,7 @@ from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
 from tests.support.twilio_app import twilio_app
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("queued_notifications")]
 
 SOURCE, TWILIO = "consent-fo", "consent-twilio"
 FIELDS = {"invoice_id": "INV-5", "vendor_name": "Fabrikam", "money": "USD 70.00", "due_date": "2026-12-01",

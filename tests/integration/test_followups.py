@@ -39,7 +39,7 @@ from tests.integration.test_queue_batches import take_all
 from tests.support.twilio_app import twilio_app
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("queued_notifications")]
 
 SOURCE, ESCALATING, RECONCILING = "fu-fo", "fu-twilio", "fu-twilio-rec"
 FIELDS = {"invoice_id": "INV-31", "vendor_name": "Fabrikam", "money": "USD 310.00", "due_date": "2026-12-01",

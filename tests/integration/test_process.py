@@ -25,7 +25,7 @@ from tests.fakes.entra import FakeEntra
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("queued_notifications")]
 
 
 class Stop(BaseException):

@@ -28,7 +28,7 @@ from tests.integration.test_queue_batches import take_all
 from tests.support.twilio_app import twilio_app
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("queued_notifications")]
 
 SOURCE, TWILIO = "quiet-fo", "quiet-twilio"
 FIELDS = {"invoice_id": "INV-9", "vendor_name": "Fabrikam", "money": "USD 900.00", "due_date": "2026-12-01",

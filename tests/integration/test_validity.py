@@ -33,7 +33,7 @@ from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
 from tests.integration.test_queue_batches import take_all
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("queued_notifications")]
 
 SOURCE, TWILIO, MAIL = "validity-fo", "validity-twilio", "validity-mail"
 SENDER = "alerts@contoso.example"
