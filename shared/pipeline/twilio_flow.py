@@ -26,6 +26,7 @@ from shared.pipeline.followups import schedule_reconciliation
 from shared.pipeline.jobs import (
     AMBIGUOUS_RECHECK_SECONDS,
     JobAttempt,
+    Step,
     deadline_of,
     open_claimed_job,
     open_job,
@@ -137,16 +138,15 @@ class Delivery(JobAttempt):
         self.stores.providers.link(sid, self.job_id, self.connection.name)
         self.stores.contacts.remember(self.connection.name, number, LastContact(
             self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
-        self.mark_sent(sid, status)
         detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
                   "to": mask_phone(number)}
-        self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
+        self.mark_sent(sid, status, self.step("sent", **({**detail, "adopted": True} if adopted else detail)))
         schedule_reconciliation(self.connection, self.envelope, sid)
 
-    def mark_sent(self, sid: str, status: str) -> None:
-        """Put the provider id on the job; a status callback may have moved it meanwhile, and the
-        furthest status is kept."""
-        self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso())
+    def mark_sent(self, sid: str, status: str, step: Step) -> None:
+        """Put the provider id on the job, with its ``sent`` step; a status callback may have moved it
+        meanwhile, and the furthest status is kept."""
+        self.job = record_send(self.stores, self.job, status, step, provider_id=sid, sent_at=now_iso())
 
 
 def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:
