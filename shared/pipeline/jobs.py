@@ -144,9 +144,9 @@ def write(stores: Stores, row: JobRow, changes: Mapping[str, Any], step: Step | 
     return stores.jobs.update(row, changes, step.entry(row), step_key)
 
 
-def merge(stores: Stores, job: JobRow | str, changes: Mapping[str, Any]) -> JobRow | None:
-    """Set ``changes`` on the job as it is now, whatever else changed meanwhile."""
-    return change(stores, job, lambda _: changes)
+def merge(stores: Stores, job: JobRow | str, changes: Mapping[str, Any], step: Step | None = None) -> JobRow | None:
+    """Set ``changes`` on the job as it is now, whatever else changed meanwhile (with ``step``)."""
+    return change(stores, job, lambda _: changes, step=step)
 
 
 def advance(stores: Stores, job: JobRow | str, status: str, **changes: Any) -> JobRow | None:
