@@ -40,7 +40,7 @@ from shared.model import (
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.escalation import acknowledge_key_press, acknowledge_reply
 from shared.pipeline.followups import RECONCILE_HANDLE, cancel_reconciliation, settled
-from shared.pipeline.jobs import change
+from shared.pipeline.jobs import Step, change
 from shared.pipeline.notes import queue_key_note, queue_note, queue_status_note
 from shared.pipeline.registry import handles
 from shared.pipeline.verify import check_gate, looks_like_code
@@ -99,26 +99,28 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
             followup["handle"] = str(handle)
         return changes
 
-    try:
-        written = change(stores, job, decide)
-    except _NotAsRead:
-        taken_as_recorded = False
-        job = _job_of_callback(stores, connection, sid, job_id, trust_job=False)
-        if job is None:
-            return
-        written = change(stores, job, decide)
-    if written is None:
-        if job.status == status:  # a repeat: its outcome note is queued again, and written once
-            queue_status_note(job, status, params.get("ErrorCode") or "", correlation_id)
-        return
     detail: dict[str, Any] = {"status": status, "provider_id": sid}
     if params.get("ErrorCode"):
         detail["error_code"] = params["ErrorCode"]
     if params.get("CallDuration"):
         detail["duration"] = params["CallDuration"]
-    stores.audit.append(written.fields.get("correlation_id", correlation_id), "status",
-                        connection=connection, record=written.fields.get("record", ""), job_id=written.job_id,
-                        **detail)
+
+    def step_of(job: JobRow) -> Step:
+        """The job's correlation id and record, else the callback's: the step is written with the status."""
+        return Step("status", connection, detail, str(job.fields.get("correlation_id") or correlation_id))
+
+    try:
+        written = change(stores, job, decide, step=step_of(job))
+    except _NotAsRead:
+        taken_as_recorded = False
+        job = _job_of_callback(stores, connection, sid, job_id, trust_job=False)
+        if job is None:
+            return
+        written = change(stores, job, decide, step=step_of(job))
+    if written is None:
+        if job.status == status:  # a repeat: its outcome note is queued again, and written once
+            queue_status_note(job, status, params.get("ErrorCode") or "", correlation_id)
+        return
     queue_status_note(written, status, params.get("ErrorCode") or "", correlation_id)
     if followup:
         cancel_reconciliation(followup["handle"])

@@ -107,16 +107,16 @@ class EmailDelivery(JobAttempt):
         # Not sent again: SendGrid cannot be asked. Its events (job id in custom_args) adopt
         # the job if it has the mail; otherwise a replay sends it, maybe a second time.
         why = f"SendGrid may have accepted the mail ({reason}); not sent again, replay the job to send it"
-        self.update(status="unknown", ambiguous=True, reason=why)
-        self.audit("unknown", status="unknown", channel="email", to=address, reason=why)
+        self.update(self.step("unknown", status="unknown", channel="email", to=address, reason=why),
+                    status="unknown", ambiguous=True, reason=why)
         log.warning("email job %s: outcome unknown (%s); not sent again", self.job_id, reason)
 
     def record_mail(self, address: str, message_id: str, status: str) -> None:
-        # The job first, the link second, as for SMS: events wait until the job is recorded.
-        self.update(status=status, provider_id=message_id, sent_at=now_iso())
+        # The job (with its step) first, the link second, as for SMS: events wait until the job is recorded.
+        self.update(self.step("sent", provider_id=message_id, status=status, channel="email", to=address),
+                    status=status, provider_id=message_id, sent_at=now_iso())
         if message_id:
             self.stores.providers.link(message_id, self.job_id, self.connection.name)
-        self.audit("sent", provider_id=message_id, status=status, channel="email", to=address)
 
 
 def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from shared.channels.twilio.connection import TwilioConnection
 from shared.config.loading import get_config
 from shared.model import JOB_FOLLOWUP, NOTIFICATIONS, Envelope, moves_forward, parse_utc_time
 from shared.outcomes import PermanentFailure, describe
-from shared.pipeline.jobs import change
+from shared.pipeline.jobs import Step, change
 from shared.pipeline.registry import handles
 from shared.storage.bus import MAX_DELAY_SECONDS, MessageBus, get_bus
 from shared.storage.tables import JobRow, Stores, get_stores
@@ -177,11 +177,8 @@ def record_reconciled(stores: Stores, connection: str, job: JobRow, sid: str, st
             return None  # a callback got there first, or Twilio says nothing new
         return {"status": status, "error_code": error_code or row.fields.get("error_code")}
 
-    written = change(stores, job, decide)
-    if written is None:
-        return
     detail: dict[str, Any] = {"status": status, "provider_id": sid, "source": "reconciliation"}
     if error_code:
         detail["error_code"] = error_code
-    stores.audit.append(str(written.fields.get("correlation_id") or correlation_id), "status", connection=connection,
-                        record=str(written.fields.get("record", "")), job_id=written.job_id, **detail)
+    change(stores, job, decide, step=Step("status", connection, detail,
+                                          str(job.fields.get("correlation_id") or correlation_id)))

@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.config.model import Connection
 from shared.model import Envelope, moves_forward, now_iso, parse_utc_time, status_rank
 from shared.outcomes import RetryLater
-from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
+from shared.storage.tables import AuditEntry, ConcurrencyError, JobRow, Stores, get_stores, new_step_key, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,33 @@ AMBIGUOUS_RECHECK_SECONDS = 30.0
 # A delivery that claimed a job and then went silent this long is presumed gone (a crash).
 DISPATCH_LEASE_SECONDS = 120.0
 CHANGE_TRIES = 5
+# On a notification and its job: its ERP change's audit names the job (``routed``, ``escalated``), so the
+# job's own steps are written beside it, in its partition of the jobs table, where the trail finds them.
+# A job without it (one from before, or queued by other means) writes its steps to the audit table.
+ON_TRAIL = "on_trail"
 # What a notification's job keeps of it, beside its state.
-_KEPT_FIELDS = ("rule", "channel", "via", "to", "record", "source", "event")
+_KEPT_FIELDS = ("rule", "channel", "via", "to", "record", "source", "event", ON_TRAIL)
 
 Decide = Callable[[JobRow], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """An audit step of a job's own (its send, a provider status), written with the job change that causes
+    it, in one request (``JobStore.update``). Its ERP change and record are the job's unless named here."""
+
+    name: str
+    connection: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    correlation_id: str = ""
+    record: str | None = None
+    at: datetime = field(default_factory=utc_now)
+
+    def entry(self, job: JobRow) -> AuditEntry:
+        fields = job.fields
+        record = self.record if self.record is not None else str(fields.get("record") or "")
+        return AuditEntry(self.correlation_id or str(fields.get("correlation_id") or ""), self.name, self.at,
+                          self.connection, record, job.job_id, dict(self.detail))
 
 
 def new_job_fields(envelope: Envelope) -> dict[str, Any]:
@@ -74,17 +98,24 @@ def open_claimed_job(stores: Stores, envelope: Envelope, recipient: str) -> JobR
     return stores.jobs.create(envelope.payload["job_id"], {**fields, "updated_at": fields["dispatch_at"]})
 
 
-def change(stores: Stores, job: JobRow | str, decide: Decide, tries: int = CHANGE_TRIES) -> JobRow | None:
+def change(stores: Stores, job: JobRow | str, decide: Decide, tries: int = CHANGE_TRIES,
+           step: Step | None = None) -> JobRow | None:
     """Apply what ``decide`` says to the job as it is now; the written row, or None when there is no
-    such job or ``decide`` wants no change. ``job`` as read (tried first) or its id.
+    such job or ``decide`` wants no change. ``job`` as read (tried first) or its id. With a ``step``,
+    the step is written with the change, in the same request: both or neither, and once.
 
     A row this process remembers (``JobStore.recent``) is tried without reading it: the write is
     conditional on its ETag, so a decision on a row that moved on is refused and made again on the
     row read then; a decision to change nothing is only taken on a row read now."""
     row = (stores.jobs.recent(job) or stores.jobs.get(job)) if isinstance(job, str) else job
+    # One key for every try: a try that was written though its answer was lost is known by it on the row.
+    step_key = new_step_key(step.at) if step is not None else ""
     for _ in range(tries):
         if row is None:
             return None
+        if step is not None and row.fields.get("last_step") == step_key:
+            stores.audit.written(step.entry(row))  # written by an earlier try whose answer was lost
+            return row
         changes = decide(row)
         if not changes and row.remembered:
             row = stores.jobs.get(row.job_id)  # perhaps moved on by another instance: decide on it as it is
@@ -92,15 +123,30 @@ def change(stores: Stores, job: JobRow | str, decide: Decide, tries: int = CHANG
         if not changes or row is None:
             return None
         try:
-            return stores.jobs.update(row, {**changes, "updated_at": now_iso()})
+            return write(stores, row, {**changes, "updated_at": now_iso()}, step, step_key)
         except ConcurrencyError:
             row = stores.jobs.get(row.job_id)  # changed meanwhile: decide again on what it is now
     raise ConcurrencyError(f"job {job if isinstance(job, str) else job.job_id} kept changing")
 
 
-def merge(stores: Stores, job: JobRow | str, changes: Mapping[str, Any]) -> JobRow | None:
-    """Set ``changes`` on the job as it is now, whatever else changed meanwhile."""
-    return change(stores, job, lambda _: changes)
+def write(stores: Stores, row: JobRow, changes: Mapping[str, Any], step: Step | None = None,
+          step_key: str = "") -> JobRow:
+    """Write ``changes`` over the job as read (ConcurrencyError if it moved on), with ``step``: in one
+    request, beside the job, when its ERP change's audit names it (``ON_TRAIL``); else in the audit table
+    once the change is written."""
+    if step is None or not row.fields.get(ON_TRAIL):
+        written = stores.jobs.update(row, changes)
+        if step is not None:
+            entry = step.entry(written)
+            stores.audit.append(entry.correlation_id, entry.step, connection=entry.connection, record=entry.record,
+                                job_id=entry.job_id, **entry.detail)
+        return written
+    return stores.jobs.update(row, changes, step.entry(row), step_key)
+
+
+def merge(stores: Stores, job: JobRow | str, changes: Mapping[str, Any], step: Step | None = None) -> JobRow | None:
+    """Set ``changes`` on the job as it is now, whatever else changed meanwhile (with ``step``)."""
+    return change(stores, job, lambda _: changes, step=step)
 
 
 def advance(stores: Stores, job: JobRow | str, status: str, **changes: Any) -> JobRow | None:
@@ -110,13 +156,14 @@ def advance(stores: Stores, job: JobRow | str, status: str, **changes: Any) -> J
                   else None)
 
 
-def record_send(stores: Stores, job: JobRow, status: str, **changes: Any) -> JobRow:
+def record_send(stores: Stores, job: JobRow, status: str, step: Step | None = None, **changes: Any) -> JobRow:
     """What the provider said about a send, on the job: the provider's fields always, its status
-    only when it is further than the job's (a callback may have moved the job meanwhile)."""
+    only when it is further than the job's (a callback may have moved the job meanwhile); ``step``
+    written with it."""
     def decide(row: JobRow) -> dict[str, Any]:
         return {**changes, "status": status if moves_forward(row.status, status) else row.status}
 
-    written = change(stores, job, decide)
+    written = change(stores, job, decide, step=step)
     if written is None:
         raise RetryLater(1.0, f"job {job.job_id} vanished while its send was recorded")
     return written
@@ -167,12 +214,16 @@ class JobAttempt:
         self.stores.audit.append(self.envelope.correlation_id, step, connection=self.connection.name,
                                  record=self.payload.get("record", ""), job_id=self.job_id, **detail)
 
-    def update(self, **changes: Any) -> None:
-        self.job = self.stores.jobs.update(self.job, {**changes, "updated_at": now_iso()})
+    def step(self, step: str, **detail: Any) -> Step:
+        """An audit step of this attempt, to be written with the job change it comes with (``update``)."""
+        return Step(step, self.connection.name, detail, self.envelope.correlation_id, self.payload.get("record", ""))
+
+    def update(self, step: Step | None = None, **changes: Any) -> None:
+        self.job = write(self.stores, self.job, {**changes, "updated_at": now_iso()}, step)
 
     def finish(self, status: str, step: str, **detail: Any) -> None:
-        self.update(status=status, **{k: v for k, v in detail.items() if k in ("reason", "error_code")})
-        self.audit(step, status=status, **detail)
+        self.update(self.step(step, status=status, **detail), status=status,
+                    **{k: v for k, v in detail.items() if k in ("reason", "error_code")})
 
     def wait_for_live_dispatch(self) -> None:
         """Another delivery may be sending this job right now: leave it be unless it is known

@@ -47,6 +47,7 @@ from shared.model import (
 )
 from shared.outcomes import PermanentFailure
 from shared.pipeline.escalation import schedule_escalation
+from shared.pipeline.jobs import ON_TRAIL
 from shared.pipeline.lastevent import heard_from
 from shared.pipeline.quiet import window_for
 from shared.pipeline.registry import handles, in_place_runner
@@ -119,7 +120,7 @@ def process_business_event(envelope: Envelope) -> None:
 def received_on_trail(stores: Stores, correlation_id: str) -> bool:
     """Whether an earlier attempt of this event wrote its ``received`` step (a stop before its steps
     were written leaves none): read only when the event comes back, never on its first attempt."""
-    return any(entry.step == "received" for entry in stores.audit.by_correlation(correlation_id))
+    return any(entry.step == "received" for entry in stores.audit.by_correlation(correlation_id, job_steps=False))
 
 
 def enrich_and_route(config: AppConfig, stores: Stores, connection: DynamicsConnection, envelope: Envelope,
@@ -249,6 +250,7 @@ def notification_payload(config: AppConfig, rule: Rule, address: str, fields: Ma
     payload: dict[str, Any] = {
         "job_id": job_id, "rule": rule.id, "channel": rule.channel, "via": rule.via, "to": address,
         "source": source, "record": record, "event": event_type, "verify": rule.verify,
+        ON_TRAIL: True,  # routed (or escalated) by job id on the ERP change's audit
     }
     if rule.valid_for_minutes is not None:
         start = since or datetime.now(UTC)

@@ -16,13 +16,17 @@ from shared.erp.polling import decision_writer
 from shared.model import Envelope, now_iso
 from shared.outcomes import PermanentFailure, RetryLater
 from shared.pipeline.escalation import acknowledge
-from shared.pipeline.jobs import change, merge
+from shared.pipeline.jobs import ON_TRAIL, Step, change, merge
 from shared.storage.tables import ConcurrencyError, JobRow, Stores
 
 if TYPE_CHECKING:
     from shared.channels.slack.connection import SlackConnection
 
 log = logging.getLogger(__name__)
+
+
+# On a job: its decision's step was written with the change that recorded whether Dynamics took it.
+DECISION_AUDITED = "decision_audited"
 
 
 def past_tense(outcome: str) -> str:
@@ -79,7 +83,8 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
     Two job writes: the claim, and whether Dynamics took the decision (before anything else is
     done, so that a retry never asks Dynamics again and mistakes our own completion for one made
     elsewhere). The audit row is written at most once and the card update is the same on every
-    try, so a retry after either changes nothing."""
+    try, so a retry after either changes nothing (written with the second job write, beside the job, when
+    its trail names it)."""
     claimed = claim_decision(stores, job, outcome, email, key, owner)
     if claimed is None or claimed.fields.get("shown"):
         return  # another delivery of the same click holds it, or it was shown already
@@ -87,8 +92,14 @@ def decide(stores: Stores, slack: Any, connection: str, job: JobRow, outcome: st
     if "written" not in job.fields:
         connection_of_source = get_config().connections.get(str(job.fields.get("source", "")))
         written = write_back(connection_of_source, notification, outcome, email, how, reason)
-        job = merge_job(stores, job, {"written": written})
-    audit_decision(stores, job, connection, user, how)
+        changes: dict[str, Any] = {"written": written}
+        step = None
+        if job.fields.get(ON_TRAIL):  # the decision's step beside the job, written with this change
+            changes[DECISION_AUDITED] = True
+            step = decision_step(job, changes, connection, user, how)
+        job = merge_job(stores, job, changes, step)
+    if not job.fields.get(DECISION_AUDITED):  # else written once by its fixed key in the audit table
+        audit_decision(stores, job, connection, user, how)
     acknowledge(stores, job, by=user, how="slack", owner=key, connection=connection)
     show_decision(slack, job, notification, user, reason)
 
@@ -118,18 +129,25 @@ def claim_decision(stores: Stores, job: JobRow, outcome: str, email: str, key: s
     return None if owner and held and held != owner else seen
 
 
-def audit_decision(stores: Stores, job: JobRow, connection: str, user: str, how: str) -> None:
-    """The decision's audit row, written once however often this runs (its key is fixed by the job and
-    the time of the claim): ``decided``, or ``work-item-closed`` when Dynamics had closed it already."""
-    fields = job.fields
+def decision_step(job: JobRow, changes: Mapping[str, Any], connection: str, user: str, how: str) -> Step:
+    """The decision's audit step, once ``changes`` (whether Dynamics took it) are on the claimed job:
+    ``decided``, or ``work-item-closed`` when Dynamics had closed it already; at the time of the claim."""
+    fields = {**job.fields, **changes}
     if fields["written"]:
         step, detail = "decided", {"outcome": fields["decision"], "by": fields["decided_by"],
                                    "decided_at": fields["decided_at"], **({"confirmed": how} if how else {})}
     else:
         step, detail = "work-item-closed", {"reason": "the work item was completed or recalled elsewhere"}
-    stores.audit.append_once(str(fields.get("correlation_id", "")), step, once=f"{job.job_id}|decision",
-                             at=datetime.fromisoformat(str(fields["decided_at"])), connection=connection,
-                             record=str(fields.get("record", "")), job_id=job.job_id, user=user, **detail)
+    return Step(step, connection, {"user": user, **detail}, at=datetime.fromisoformat(str(fields["decided_at"])))
+
+
+def audit_decision(stores: Stores, job: JobRow, connection: str, user: str, how: str) -> None:
+    """The decision's audit row in the audit table, written once however often this runs (its key is fixed
+    by the job and the time of the claim)."""
+    step = decision_step(job, {}, connection, user, how)
+    entry = step.entry(job)
+    stores.audit.append_once(entry.correlation_id, entry.step, once=f"{job.job_id}|decision", at=step.at,
+                             connection=connection, record=entry.record, job_id=job.job_id, **entry.detail)
 
 
 def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: str, reason: str = "") -> None:
@@ -149,9 +167,9 @@ def show_decision(slack: Any, job: JobRow, notification: dict[str, Any], user: s
     slack.update_card(str(fields.get("slack_channel", "")), str(fields.get("slack_ts", "")), text, blocks)
 
 
-def merge_job(stores: Stores, job: JobRow | str, changes: dict[str, Any]) -> JobRow:
-    """Apply ``changes`` to the job as it is now (``jobs.merge``); a job that vanished is a failure."""
-    merged = merge(stores, job, changes)
+def merge_job(stores: Stores, job: JobRow | str, changes: dict[str, Any], step: Step | None = None) -> JobRow:
+    """Apply ``changes`` to the job as it is now (``jobs.merge``), with ``step``; a job that vanished is a failure."""
+    merged = merge(stores, job, changes, step)
     if merged is None:
         raise PermanentFailure(f"job {job if isinstance(job, str) else job.job_id} vanished")
     return merged

@@ -37,7 +37,14 @@ from shared.config.loading import get_config
 from shared.config.model import Rule
 from shared.model import CALLBACKS, SLACK_EVENT, SLACK_INTERACTION, Envelope, now_iso, status_rank
 from shared.outcomes import PermanentFailure, RetryLater, WaitForSlot
-from shared.pipeline.jobs import AMBIGUOUS_RECHECK_SECONDS, change, reached_provider, wait_for_live_dispatch
+from shared.pipeline.jobs import (
+    AMBIGUOUS_RECHECK_SECONDS,
+    Step,
+    change,
+    reached_provider,
+    wait_for_live_dispatch,
+    write,
+)
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, return_delay, sleep_until, take_slot
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import needs_approval_code
@@ -127,7 +134,7 @@ def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job
                 leave_unknown(stores, job, audit, unavailable)
                 return
             if earlier is not None:
-                record_card(stores, connection.name, job, earlier, audit, adopted=True)
+                record_card(stores, connection.name, job, earlier, adopted=True)
                 return
         text, blocks = card_of(payload, job_id)
         job = claim_card_post(stores, job, target)
@@ -159,7 +166,7 @@ def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job
         stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": now_iso()})
         audit("failed", status="failed", reason=str(exc), channel="slack")
         return
-    record_card(stores, connection.name, job, posted, audit)
+    record_card(stores, connection.name, job, posted)
 
 
 def card_of(payload: dict[str, Any], job_id: str) -> tuple[str, list[dict[str, Any]]]:
@@ -258,16 +265,15 @@ def leave_unknown(stores: Stores, job: JobRow, audit: Any, unavailable: LookupUn
     log.warning("Slack job %s: outcome unknown (%s); not posted again", job.job_id, unavailable.reason)
 
 
-def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMessage, audit: Any, *,
-                adopted: bool = False) -> None:
-    # The job first, the link second: a click on a card whose link is missing adopts it by the job
-    # id its button carries (adopt_clicked_card).
+def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMessage, *, adopted: bool = False) -> None:
+    # The job (with its sent step) first, the link second: a click on a card whose link is missing adopts
+    # it by the job id its button carries (adopt_clicked_card).
     ref = slack_ref(posted.channel, posted.ts)
-    stores.jobs.update(job, {"status": "sent", "provider_id": ref, "slack_channel": posted.channel,
-                             "slack_ts": posted.ts, "ambiguous": False, "sent_at": now_iso(), "updated_at": now_iso()})
-    stores.providers.link(ref, job.job_id, connection)
     detail = {"status": "sent", "channel": "slack", "to": posted.channel, "provider_id": ref}
-    audit("sent", **({**detail, "adopted": True} if adopted else detail))
+    step = Step("sent", connection, {**detail, "adopted": True} if adopted else detail)
+    write(stores, job, {"status": "sent", "provider_id": ref, "slack_channel": posted.channel, "slack_ts": posted.ts,
+                        "ambiguous": False, "sent_at": now_iso(), "updated_at": now_iso()}, step)
+    stores.providers.link(ref, job.job_id, connection)
 
 
 def direct_or_fallback(slack: Any, connection: SlackConnection, target: str, audit: Any) -> str:

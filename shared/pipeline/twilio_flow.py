@@ -26,6 +26,7 @@ from shared.pipeline.followups import RECONCILE_HANDLE, schedule_reconciliation
 from shared.pipeline.jobs import (
     AMBIGUOUS_RECHECK_SECONDS,
     JobAttempt,
+    Step,
     deadline_of,
     open_claimed_job,
     open_job,
@@ -140,16 +141,15 @@ class Delivery(JobAttempt):
         # Scheduled before the job records the send, so that its handle goes in that same write; a stop in
         # between leaves a follow-up that finds the job still dispatching and does nothing.
         handle = schedule_reconciliation(self.connection, self.envelope, sid)
-        self.mark_sent(sid, status, handle)
         detail = {"provider_id": sid, "status": status, "channel": self.payload.get("channel"),
                   "to": mask_phone(number)}
-        self.audit("sent", **({**detail, "adopted": True} if adopted else detail))
+        self.mark_sent(sid, status, self.step("sent", **({**detail, "adopted": True} if adopted else detail)), handle)
 
-    def mark_sent(self, sid: str, status: str, reconcile_handle: str | None = None) -> None:
-        """Put the provider id on the job (and its reconciliation follow-up's handle); a status callback may
-        have moved it meanwhile, and the furthest status is kept."""
+    def mark_sent(self, sid: str, status: str, step: Step, reconcile_handle: str | None = None) -> None:
+        """Put the provider id on the job, with its ``sent`` step (and its reconciliation follow-up's handle); a
+        status callback may have moved it meanwhile, and the furthest status is kept."""
         followup = {RECONCILE_HANDLE: reconcile_handle} if reconcile_handle else {}
-        self.job = record_send(self.stores, self.job, status, provider_id=sid, sent_at=now_iso(), **followup)
+        self.job = record_send(self.stores, self.job, status, step, provider_id=sid, sent_at=now_iso(), **followup)
 
 
 def render(rule: Rule, template: Template, fields: Mapping[str, Any], event_type: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from shared import telemetry
@@ -43,6 +44,9 @@ DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS,
 )
 SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS, SILENCE = "snapshots", "leases", "deadletters", "pollstatus", "silence"
 _MAX_BATCH = 100  # operations in one entity-group transaction
+# In the jobs table, a job's row and its own audit steps share the job's partition: the job under JOB_ROW,
+# each step under a key of STEP_PREFIX and its time, so that one transaction writes a change and its step.
+JOB_ROW, STEP_PREFIX, _STEPS_END = "job", "step-", "step."  # "." follows "-": every step key sorts before it
 TABLES: tuple[str, ...] = (DEDUP, JOBS, AUDIT, AUDIT_RECORDS, WATERMARKS, PROVIDER_IDS, OPT_OUTS, CONTACTS, GATES,
                            PACING, SNAPSHOTS, LEASES, DEAD_LETTERS, POLL_STATUS, SILENCE)
 
@@ -215,7 +219,7 @@ class JobRow:
 def _job_entity(job_id: str, fields: Mapping[str, Any], protector: Protector) -> dict[str, Any]:
     # Status and UpdatedAt are columns of their own so that operators can query by them; the
     # fields (recipient, message text) are sealed.
-    return {"PartitionKey": table_key(job_id), "RowKey": "job", "JobId": job_id,
+    return {"PartitionKey": table_key(job_id), "RowKey": JOB_ROW, "JobId": job_id,
             "Fields": protector.seal(_dump(fields)), "Status": str(fields.get("status", "")), "UpdatedAt": utc_now()}
 
 
@@ -224,7 +228,9 @@ def _dump(fields: Mapping[str, Any]) -> str:
 
 
 class JobStore:
-    """Job state, one row per job id; every update is conditional on the ETag it read.
+    """Job state, one row per job id; every update is conditional on the ETag it read. A job's own audit
+    steps (its send, the provider's statuses) are rows of its partition, each written in one transaction
+    with the job change that causes it (``update`` with a ``step``): both or neither.
 
     The rows this process last created, read or wrote are remembered (``recent``), so that the
     next change of a job (its status callbacks, an approval's steps) can be written under the ETag
@@ -233,8 +239,9 @@ class JobStore:
 
     _REMEMBERED = 2_000
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, audit: AuditLog | None = None) -> None:
         self._tables = tables
+        self._audit = audit or AuditLog(tables)
         self._recent: dict[str, JobRow] = {}
         self._lock = threading.Lock()
 
@@ -249,7 +256,7 @@ class JobStore:
         return self._remember(JobRow(job_id, dict(fields), meta["etag"]))
 
     def get(self, job_id: str) -> JobRow | None:
-        entity = self._tables.row(JOBS, table_key(job_id), "job")
+        entity = self._tables.row(JOBS, table_key(job_id), JOB_ROW)
         if entity is None:
             return None
         return self._remember(JobRow(job_id, self._fields(entity), entity.metadata["etag"]))
@@ -272,11 +279,12 @@ class JobStore:
     def with_status(self, statuses: Iterable[str], since: datetime, until: datetime) -> Iterator[JobRow]:
         """Jobs now in one of ``statuses`` whose last change falls in [since, until)."""
         wanted = sorted(set(statuses))
-        parameters: dict[str, Any] = {"since": since, "until": until}
+        parameters: dict[str, Any] = {"since": since, "until": until, "job": JOB_ROW}
         parameters.update({f"s{index}": status for index, status in enumerate(wanted)})
         either = " or ".join(f"Status eq @s{index}" for index in range(len(wanted)))
         # Spaces inside the parentheses: the SDK finds @names by splitting the filter on whitespace.
-        query = f"UpdatedAt ge @since and UpdatedAt lt @until and ( {either} )"
+        # Job rows only: the steps beside them in the same partitions are not jobs.
+        query = f"RowKey eq @job and UpdatedAt ge @since and UpdatedAt lt @until and ( {either} )"
         for entity in self._tables.table(JOBS).query_entities(query, parameters=parameters):
             # The SDK types the ETag optional (entities built locally have none); the service sends one with every row.
             yield JobRow(entity["JobId"], self._fields(entity), entity.metadata["etag"])  # type: ignore[arg-type]
@@ -284,23 +292,55 @@ class JobStore:
     def _fields(self, entity: Mapping[str, Any]) -> dict[str, Any]:
         return json.loads(self._tables.protector.open(entity["Fields"]))
 
-    def update(self, row: JobRow, changes: Mapping[str, Any]) -> JobRow:
-        """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile."""
+    def update(self, row: JobRow, changes: Mapping[str, Any], step: AuditEntry | None = None,
+               step_key: str = "") -> JobRow:
+        """Apply ``changes`` over the row as read; ConcurrencyError if it changed meanwhile.
+
+        With a ``step`` (an audit step of this job), the step is written in the same request as the change,
+        under ``step_key`` (``new_step_key``), which the job keeps as ``last_step``: a try whose answer was
+        lost is recognised by it, so that the step is written once."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError
         from azure.data.tables import UpdateMode
 
         fields = {**row.fields, **changes}
+        if step is not None:
+            step_key = step_key or new_step_key(step.at)
+            fields["last_step"] = step_key
+        entity = _job_entity(row.job_id, fields, self._tables.protector)
         try:
-            meta = self._tables.table(JOBS).update_entity(
-                _job_entity(row.job_id, fields, self._tables.protector),
-                mode=UpdateMode.REPLACE,
-                etag=row.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
+            if step is None:
+                meta: Mapping[str, Any] = self._tables.table(JOBS).update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=row.etag, match_condition=MatchConditions.IfNotModified)
+            else:
+                meta = self._update_with_step(entity, row.etag, step, step_key)
         except ResourceModifiedError:
             raise ConcurrencyError(f"job {row.job_id} changed since it was read") from None
+        if step is not None:
+            self._audit.written(step)
         return self._remember(JobRow(row.job_id, fields, meta["etag"]))
+
+    def _update_with_step(self, entity: dict[str, Any], etag: str, step: AuditEntry,
+                          step_key: str) -> Mapping[str, Any]:
+        """The job's update and its step's insert as one entity-group transaction: a stale ETag refuses both."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+        from azure.data.tables import TableTransactionError, UpdateMode
+
+        conditional = {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
+        row = {**self._audit.row_of(step, key=step_key), "PartitionKey": entity["PartitionKey"]}
+        try:
+            answers = self._tables.table(JOBS).submit_transaction([("update", entity, conditional), ("create", row)])
+        except TableTransactionError as error:
+            if error.status_code == 412:
+                raise ResourceModifiedError(error.message) from None
+            raise
+        return answers[0]
+
+
+def new_step_key(at: datetime) -> str:
+    """The row key of a job's step written at ``at``: after the job's row, in time order."""
+    return f"{STEP_PREFIX}{at.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -380,6 +420,16 @@ class AuditLog:
         for entry in entries:
             _log_step(entry)
 
+    def written(self, entry: AuditEntry) -> None:
+        """What follows a step written elsewhere (a job's step, with its change): its record indexed, its log line."""
+        if entry.record:
+            self._index(entry.record, entry.correlation_id)
+        _log_step(entry)
+
+    def row_of(self, entry: AuditEntry, *, key: str) -> dict[str, Any]:
+        """The stored row of ``entry`` under the row key ``key``; its partition is the correlation id's."""
+        return {**self._row(entry), "RowKey": key}
+
     def _row(self, entry: AuditEntry, suffix: str | None = None) -> dict[str, Any]:
         return {
             "PartitionKey": table_key(entry.correlation_id),
@@ -406,10 +456,24 @@ class AuditLog:
                 self._indexed.clear()
             self._indexed[pair] = None
 
-    def by_correlation(self, correlation_id: str) -> list[AuditEntry]:
+    def by_correlation(self, correlation_id: str, *, job_steps: bool = True) -> list[AuditEntry]:
+        """Every step of one ERP change, oldest first: its own rows, and (``job_steps``) the steps its jobs
+        wrote in their partitions of the jobs table; the jobs are those its steps name (``routed``, ...)."""
         rows = self._tables.table(AUDIT).query_entities(
             "PartitionKey eq @pk", parameters={"pk": table_key(correlation_id)}
         )
+        entries = [_audit_entry(row, self._tables.protector) for row in rows]
+        if not job_steps:
+            return entries
+        for job_id in _jobs_named(entries):
+            entries.extend(entry for entry in self.of_job(job_id) if entry.correlation_id == correlation_id)
+        return sorted(entries, key=lambda entry: entry.at)  # stable: steps of one instant keep their row order
+
+    def of_job(self, job_id: str) -> list[AuditEntry]:
+        """The steps a job wrote with its changes, oldest first (one partition of the jobs table)."""
+        rows = self._tables.table(JOBS).query_entities(
+            "PartitionKey eq @pk and RowKey gt @first and RowKey lt @last",
+            parameters={"pk": table_key(job_id), "first": STEP_PREFIX, "last": _STEPS_END})
         return [_audit_entry(row, self._tables.protector) for row in rows]
 
     def by_record(self, record: str) -> list[AuditEntry]:
@@ -433,7 +497,12 @@ class AuditLog:
         rows = self._tables.table(AUDIT).query_entities(
             "Step eq @step and At ge @since", parameters={"step": step, "since": since}, select=columns,
             results_per_page=1000)
-        return (_audit_entry(row, self._tables.protector) for row in rows)
+        # And the jobs' own steps, beside their jobs: the row key range leaves the job rows out.
+        job_rows = self._tables.table(JOBS).query_entities(
+            "RowKey gt @first and RowKey lt @last and Step eq @step and At ge @since",
+            parameters={"first": STEP_PREFIX, "last": _STEPS_END, "step": step, "since": since}, select=columns,
+            results_per_page=1000)
+        return (_audit_entry(row, self._tables.protector) for row in chain(rows, job_rows))
 
 
 class AuditBatch:
@@ -457,6 +526,16 @@ class AuditBatch:
         entries, self._entries = self._entries, []
         if entries:
             self._log.write_all(entries)
+
+
+def _jobs_named(entries: Iterable[AuditEntry]) -> list[str]:
+    """The job ids steps name: each step's job, and the jobs an escalation step started."""
+    named: dict[str, None] = {}
+    for entry in entries:
+        for job_id in [entry.job_id, *(entry.detail.get("jobs") or [])]:
+            if job_id:
+                named[str(job_id)] = None
+    return list(named)
 
 
 def _log_step(entry: AuditEntry) -> None:
@@ -1217,7 +1296,8 @@ class Stores:
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX,
              protector: Protector | None = None) -> Stores:
         tables = Tables(settings, prefix, protector)
-        return cls(tables, DedupStore(tables), JobStore(tables), AuditLog(tables),
+        audit = AuditLog(tables)
+        return cls(tables, DedupStore(tables), JobStore(tables, audit), audit,
                    WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
                    GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables),
                    DeadLetterStore(tables), PollStatusStore(tables))
