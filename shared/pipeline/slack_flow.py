@@ -307,11 +307,7 @@ def handle_click(envelope: Envelope) -> None:
     container = click.get("container") or {}
     channel_id, ts = container.get("channel_id", ""), container.get("message_ts", "")
     action_id = (click.get("actions") or [{}])[0].get("action_id", "")
-    link = stores.providers.lookup(slack_ref(channel_id, ts))
-    # As this process last wrote it, when it posted the card: the decision is written under that
-    # ETag and is refused (the row read again) if the job moved on meanwhile.
-    job = (stores.jobs.recent(link.job_id) or stores.jobs.get(link.job_id)) if link is not None else (
-        adopt_clicked_card(stores, connection.name, click))
+    job = clicked_job(stores, connection.name, click)
     if job is None or action_id not in OUTCOMES:
         log.warning("a click on %s %s that no card of ours carries", channel_id, ts)
         return
@@ -375,17 +371,43 @@ def handle_click(envelope: Envelope) -> None:
             slack.post_ephemeral(channel_id, user, "Another decision on this item is being recorded.")
 
 
+def clicked_job(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:
+    """The job of the card clicked; None when no card of ours carries the click.
+
+    The button names its job (Slack signed the click), and a job that records this very card is taken as
+    it is, without the card's link. Otherwise the link decides (a card from before a replay), and a card
+    its job never recorded is adopted. As this process last wrote it when it can (it posted the card):
+    the decision is written under that ETag and is refused, the row read again, if the job moved on.
+    """
+    container = click.get("container") or {}
+    ref = slack_ref(str(container.get("channel_id") or ""), str(container.get("message_ts") or ""))
+    named = job_named_by(click)
+    job = (stores.jobs.recent(named) or stores.jobs.get(named)) if named else None
+    if job is not None and job.fields.get("provider_id") == ref and job.fields.get("via") == connection:
+        return job
+    link = stores.providers.lookup(ref)
+    if link is not None:
+        return job if job is not None and job.job_id == link.job_id else (
+            stores.jobs.recent(link.job_id) or stores.jobs.get(link.job_id))
+    return adopt_clicked_card(stores, connection, click)
+
+
+def job_named_by(click: dict[str, Any]) -> str:
+    """The job id a card's button carries ("" when it carries none)."""
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX, REASON_VALUE_SUFFIX
+
+    value = (click.get("actions") or [{}])[0].get("value")
+    return value.removesuffix(CODE_VALUE_SUFFIX).removesuffix(REASON_VALUE_SUFFIX) if isinstance(value, str) else ""
+
+
 def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:
     """A click on a card whose job never recorded it (a stop between the post and the job update, or
     a job left ``unknown`` because Slack could not say whether its card was there): the button names
     its job, and Slack signed the click, so the card is adopted now (job sent, link written) and the
     click goes on. None when the button names no job of this connection, or one with another card."""
-    from shared.channels.slack.client import CODE_VALUE_SUFFIX, REASON_VALUE_SUFFIX
-
     container = click.get("container") or {}
     channel, ts = str(container.get("channel_id") or ""), str(container.get("message_ts") or "")
-    value = (click.get("actions") or [{}])[0].get("value")
-    named = value.removesuffix(CODE_VALUE_SUFFIX).removesuffix(REASON_VALUE_SUFFIX) if isinstance(value, str) else ""
+    named = job_named_by(click)
     job = stores.jobs.get(named) if named else None
     ref = slack_ref(channel, ts)
     if job is None or job.fields.get("via") != connection or job.fields.get("provider_id") not in (None, "", ref):

@@ -462,3 +462,26 @@ def test_a_click_adopts_nothing_that_is_not_its_own(stores: Stores, slack: FakeS
     # The job recorded another card: a click on this one does not move it.
     assert adopt_clicked_card(stores, connection.name, click_on(card.channel, "1.000001", job_id)) is None
     assert job_of(stores, envelope).fields["slack_ts"] == card.ts
+
+
+def test_a_click_on_the_card_its_job_records_finds_the_job_without_the_cards_link(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.pipeline.slack_flow import clicked_job
+    from shared.storage.tables import PROVIDER_IDS
+    from tests.integration.test_deliver import counted_reads
+
+    envelope = notification(connection)
+    deliver(stores, connection, envelope)
+    [card] = cards_of(slack, envelope)
+    job_id = envelope.payload["job_id"]
+    reads = counted_reads(stores, monkeypatch)
+
+    job = clicked_job(stores, connection.name, click_on(card.channel, card.ts, job_id))
+
+    assert job is not None and job.job_id == job_id and reads[PROVIDER_IDS] == 0
+    # A card the job does not record (one from before a replay): its link decides, as before.
+    earlier = slack_ref(card.channel, "1.000001")
+    stores.providers.link(earlier, job_id, connection.name)
+    job = clicked_job(stores, connection.name, click_on(card.channel, "1.000001", job_id))
+    assert job is not None and job.job_id == job_id and reads[PROVIDER_IDS] == 1
+    assert clicked_job(stores, connection.name, click_on(card.channel, "1.000002", job_id)) is None
