@@ -405,9 +405,11 @@ class FakeSlack(FakeServer):
         trigger_id: str | None = None,
         response_url: str | None = None,
     ) -> dict[str, Any]:
-        """A ``block_actions`` payload for a click on a button of a message in ``channel_id``."""
+        """A ``block_actions`` payload for a click on a button of a message in ``channel_id``. Slack sends the
+        clicked button's own ``value``: ``value`` stands in only for a message or button this fake does not hold."""
         user = self._users.get(user_id)
         stored = self._find_message(channel_id, message_ts)
+        value = _button_value_of(stored, action_id, value)
         message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": "", "bot_id": BOT_ID}
         if stored is not None:
             message |= {"text": stored.text, "blocks": stored.blocks or []}
@@ -970,6 +972,11 @@ def _buttons(message: SlackMessage | None) -> list[dict[str, Any]]:
 def _block_id_of(message: SlackMessage | None, action_id: str) -> str:
     found = [button for button in _buttons(message) if button.get("action_id") == action_id]
     return found[0]["block_id"] if found else "actions"
+
+
+def _button_value_of(message: SlackMessage | None, action_id: str, otherwise: str) -> str:
+    found = [button for button in _buttons(message) if button.get("action_id") == action_id and "value" in button]
+    return str(found[0]["value"]) if found else otherwise
 
 
 def _button_text_of(message: SlackMessage | None, action_id: str) -> str:
