@@ -91,10 +91,11 @@ def open_job(stores: Stores, envelope: Envelope) -> JobRow:
     return existing
 
 
-def open_claimed_job(stores: Stores, envelope: Envelope, recipient: str) -> JobRow | None:
+def open_claimed_job(stores: Stores, envelope: Envelope, recipient: str, **extra: Any) -> JobRow | None:
     """The notification's job created already claimed for sending to ``recipient`` (one write instead of
-    a create and a claim); None when the job exists already, whatever its state: it is left as it is."""
-    fields = {**new_job_fields(envelope), **dispatch_claim(recipient)}
+    a create and a claim), with ``extra`` fields; None when the job exists already, whatever its state: it is
+    left as it is."""
+    fields = {**new_job_fields(envelope), **dispatch_claim(recipient), **extra}
     return stores.jobs.create(envelope.payload["job_id"], {**fields, "updated_at": fields["dispatch_at"]})
 
 

@@ -4,7 +4,8 @@
   recipient is an email address; each send first takes a slot on its channel (about one
   message per second per channel across all instances).
 - One card per job, whatever happens around the post: the job is claimed (``dispatching``)
-  before posting, every card carries its job id in message metadata, and a job found
+  before posting (a card's first delivery creates its job already claimed, once its channel is
+  resolved), every card carries its job id in message metadata, and a job found
   ``dispatching`` (a crash, or a post that got no answer) first has the channel's history
   since the dispatch began searched for its card, which is adopted when there; only when
   every page back to then was read without it is the card posted.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ from shared.pipeline.jobs import (
     AMBIGUOUS_RECHECK_SECONDS,
     Step,
     change,
+    open_claimed_job,
+    open_job,
     reached_provider,
     wait_for_live_dispatch,
     write,
@@ -110,22 +113,15 @@ def approval_code(rule: Rule, fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow) -> None:
-    from shared.channels.slack.client import PostOutcomeUnknown, SlackPermanentError, card_metadata, slack_channel
+    from shared.channels.slack.client import SlackPermanentError, slack_channel
 
-    payload = envelope.payload
-    job_id = payload["job_id"]
-
-    def audit(step: str, **detail: Any) -> None:
-        stores.audit.append(envelope.correlation_id, step, connection=connection.name,
-                            record=payload.get("record", ""), job_id=job_id, **detail)
-
+    audit = _auditor(stores, connection, envelope)
     if reached_provider(job):
         audit("duplicate", reason=f"job already {job.status}; not posted again")
         return
     slack = slack_channel(connection)
     try:
-        target = resolved_channel(slack, direct_or_fallback(slack, connection, str(payload.get("to", "")), audit),
-                                  audit)
+        target = card_target(slack, connection, envelope, audit)
         if job.status == "dispatching":
             wait_for_live_dispatch(job)  # RetryLater while another delivery may be posting it
             try:
@@ -136,37 +132,95 @@ def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope, job
             if earlier is not None:
                 record_card(stores, connection.name, job, earlier, adopted=True)
                 return
-        text, blocks = card_of(payload, job_id)
         job = claim_card_post(stores, job, target)
-        # The slot after the claim, so that nothing but the wait for it comes between: the post
-        # reaches Slack at its slot, not one storage call later, which could crowd the next card.
-        try:
-            slot = take_slot(stores.pacing, connection.name, target, payload.get("paced_slot"),
-                             interval=SLACK_CHANNEL_INTERVAL)
-        except WaitForSlot:
-            stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})  # nothing posted: back later
-            raise
-        sleep_until(slot)
-        try:
-            posted = slack.post_card(target, text, blocks, metadata=card_metadata(job_id), wait_when_throttled=False)
-        except PostOutcomeUnknown as unknown:
-            # Left dispatching: the next attempt looks the card up before posting it again.
-            stores.jobs.update(job, {"ambiguous": True, "updated_at": now_iso()})
-            reason = f"Slack may have posted the card: {unknown.reason}"
-            raise RetryLater(UNKNOWN_POST_RECHECK_SECONDS, reason) from None
-        except RetryLater as throttled:
-            # Slack still found it too fast: back through pacing for a new slot of our own.
-            stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})
-            now = time.time()
-            slot = stores.pacing.reserve(connection.name, target, max(now + throttled.delay, now),
-                                         SLACK_CHANNEL_INTERVAL)
-            reason = f"Slack throttled the post: {throttled.reason}"
-            raise WaitForSlot(return_delay(slot, now), slot, reason) from None
+        post_claimed_card(stores, connection, envelope, job, slack, target)
     except SlackPermanentError as exc:
-        stores.jobs.update(job, {"status": "failed", "reason": str(exc), "updated_at": now_iso()})
-        audit("failed", status="failed", reason=str(exc), channel="slack")
-        return
+        fail_card(stores, job, audit, exc)
+
+
+def deliver_fresh(stores: Stores, connection: SlackConnection, envelope: Envelope,
+                  expired: Callable[[JobRow], bool]) -> bool:
+    """A card's first delivery, before its job exists: its channel is resolved first, with nothing written,
+    then the job is created already claimed for posting there (one write, not a create and a claim) and the
+    card posted. A stop after the create leaves it ``dispatching``, and the next delivery looks the card up in
+    the channel before any second post, as for any claimed job.
+
+    False, with nothing written, when Slack refuses to resolve the channel: the usual path then records why.
+    A job that exists after all (a redelivery after a stop, a duplicate) goes on from its row unless ``expired``."""
+    from shared.channels.slack.client import SlackPermanentError, slack_channel
+
+    slack = slack_channel(connection)
+    try:
+        target = card_target(slack, connection, envelope, _auditor(stores, connection, envelope))
+    except SlackPermanentError:
+        return False
+    claimed = open_claimed_job(stores, envelope, str(envelope.payload.get("to", "")), slack_target=target)
+    if claimed is None:
+        job = open_job(stores, envelope)
+        if not expired(job):
+            deliver(stores, connection, envelope, job)
+        return True
+    try:
+        post_claimed_card(stores, connection, envelope, claimed, slack, target)
+    except SlackPermanentError as exc:
+        fail_card(stores, claimed, _auditor(stores, connection, envelope), exc)
+    return True
+
+
+def _auditor(stores: Stores, connection: SlackConnection, envelope: Envelope) -> Callable[..., None]:
+    """How this delivery audits a step of its job."""
+    payload = envelope.payload
+
+    def audit(step: str, **detail: Any) -> None:
+        stores.audit.append(envelope.correlation_id, step, connection=connection.name,
+                            record=payload.get("record", ""), job_id=payload["job_id"], **detail)
+
+    return audit
+
+
+def card_target(slack: Any, connection: SlackConnection, envelope: Envelope, audit: Callable[..., None]) -> str:
+    """The channel the card goes to, by id where Slack lists it."""
+    return resolved_channel(slack, direct_or_fallback(slack, connection, str(envelope.payload.get("to", "")), audit),
+                            audit)
+
+
+def post_claimed_card(stores: Stores, connection: SlackConnection, envelope: Envelope, job: JobRow, slack: Any,
+                      target: str) -> None:
+    """Post the card of a job claimed for posting to ``target``, at the channel's next slot, and record it."""
+    from shared.channels.slack.client import PostOutcomeUnknown, card_metadata
+
+    job_id = envelope.payload["job_id"]
+    text, blocks = card_of(envelope.payload, job_id)
+    # The slot after the claim, so that nothing but the wait for it comes between: the post
+    # reaches Slack at its slot, not one storage call later, which could crowd the next card.
+    try:
+        slot = take_slot(stores.pacing, connection.name, target, envelope.payload.get("paced_slot"),
+                         interval=SLACK_CHANNEL_INTERVAL)
+    except WaitForSlot:
+        stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})  # nothing posted: back later
+        raise
+    sleep_until(slot)
+    try:
+        posted = slack.post_card(target, text, blocks, metadata=card_metadata(job_id), wait_when_throttled=False)
+    except PostOutcomeUnknown as unknown:
+        # Left dispatching: the next attempt looks the card up before posting it again.
+        stores.jobs.update(job, {"ambiguous": True, "updated_at": now_iso()})
+        reason = f"Slack may have posted the card: {unknown.reason}"
+        raise RetryLater(UNKNOWN_POST_RECHECK_SECONDS, reason) from None
+    except RetryLater as throttled:
+        # Slack still found it too fast: back through pacing for a new slot of our own.
+        stores.jobs.update(job, {"status": "pending", "updated_at": now_iso()})
+        now = time.time()
+        slot = stores.pacing.reserve(connection.name, target, max(now + throttled.delay, now), SLACK_CHANNEL_INTERVAL)
+        reason = f"Slack throttled the post: {throttled.reason}"
+        raise WaitForSlot(return_delay(slot, now), slot, reason) from None
     record_card(stores, connection.name, job, posted)
+
+
+def fail_card(stores: Stores, job: JobRow, audit: Callable[..., None], error: Exception) -> None:
+    """Slack refused the card for good: the job fails, saying why."""
+    stores.jobs.update(job, {"status": "failed", "reason": str(error), "updated_at": now_iso()})
+    audit("failed", status="failed", reason=str(error), channel="slack")
 
 
 def card_of(payload: dict[str, Any], job_id: str) -> tuple[str, list[dict[str, Any]]]:

@@ -69,7 +69,10 @@ def notification(connection: SlackConnection, to: str = APPROVALS) -> Envelope:
 
 
 def deliver(stores: Stores, connection: SlackConnection, envelope: Envelope) -> None:
-    slack_flow.deliver(stores, connection, envelope, open_job(stores, envelope))
+    """As the delivery stage runs a card: its fresh path first, which creates the job already claimed, or goes on
+    from the job as it is when it exists; the usual path when the fresh one declines."""
+    if not slack_flow.deliver_fresh(stores, connection, envelope, lambda job: False):
+        slack_flow.deliver(stores, connection, envelope, open_job(stores, envelope))
 
 
 def deliver_until_done(stores: Stores, connection: SlackConnection, envelope: Envelope, attempts: int = 3) -> None:
@@ -485,3 +488,38 @@ def test_a_click_on_the_card_its_job_records_finds_the_job_without_the_cards_lin
     job = clicked_job(stores, connection.name, click_on(card.channel, "1.000001", job_id))
     assert job is not None and job.job_id == job_id and reads[PROVIDER_IDS] == 1
     assert clicked_job(stores, connection.name, click_on(card.channel, "1.000002", job_id)) is None
+
+
+def test_a_cards_first_delivery_creates_its_job_claimed_and_writes_it_once_more_with_the_card(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[str] = []
+
+    def counted(name: str) -> Any:
+        real = getattr(stores.jobs, name)
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            writes.append(name)
+            return real(*args, **kwargs)
+
+        return write
+
+    for name in ("create", "update"):
+        monkeypatch.setattr(stores.jobs, name, counted(name))
+    envelope = notification(connection)
+
+    assert slack_flow.deliver_fresh(stores, connection, envelope, lambda job: False) is True
+
+    assert writes == ["create", "update"]  # created dispatching, then the card recorded: no separate claim
+    assert_sent_once(stores, slack, envelope, adopted=False)
+
+
+def test_a_card_whose_recipient_slack_cannot_resolve_is_left_to_the_usual_path_which_fails_it(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    envelope = notification(connection, to="nobody@example.com")  # no such Slack user, and no default channel
+
+    assert slack_flow.deliver_fresh(stores, connection, envelope, lambda job: False) is False
+    assert stores.jobs.get(envelope.payload["job_id"]) is None  # nothing written
+
+    deliver(stores, connection, envelope)
+
+    assert job_of(stores, envelope).status == "failed" and slack.requests_to(POST) == []
