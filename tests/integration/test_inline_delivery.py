@@ -4,7 +4,6 @@ in that try leaves the notification on the queue as its own stage would have, se
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,21 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from shared.config.loading import reset_config
-from shared.erp.dynamics.client import reset_dynamics_clients
 from shared.model import BUSINESS_EVENT, NOTIFICATIONS, Envelope
 from shared.pipeline import twilio_flow
 from shared.pipeline.consume import Delivery, consume
 from shared.pipeline.process import process_business_event
 from shared.settings import StorageSettings
-from shared.storage.bus import get_bus, message_text, reset_bus
-from shared.storage.secrets import reset_secret_provider
+from shared.storage.bus import get_bus, message_text
 from shared.storage.tables import Stores
-from tests.e2e.conftest import CLIENT_SECRET, app_config, prepare_dynamics
 from tests.e2e.test_dynamics_to_twilio import invoice_event
-from tests.fakes.dynamics import FakeDynamics
-from tests.fakes.entra import FakeEntra
 from tests.fakes.twilio import FakeTwilio
+from tests.integration.stage_stack import erp_events_stage
 from tests.integration.test_queue_batches import take_all
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,28 +48,11 @@ class Stack:
 def stack(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
           storage_connection_string: str) -> Iterator[Stack]:
     """The erp-events stage as the app runs it, with its configuration, stores and queues, against the fakes."""
-    entra = FakeEntra().start()
-    dynamics = FakeDynamics(entra).start()
-    twilio = FakeTwilio().start()
-    prepare_dynamics(entra, dynamics)
-    creds = twilio.add_test_account()
-    path = tmp_path / "connections.json"
-    path.write_text(json.dumps(app_config(dynamics, entra, twilio, creds)))
-    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
-                        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
-                        "TWILIO_AUTH_TOKEN": creds.auth_token, "RETRY_BACKOFF_BASE_SECONDS": "0.01"}.items():
-        monkeypatch.setenv(name, value)
-    resets = (reset_config, reset_bus, reset_secret_provider, reset_dynamics_clients)
-    for reset in resets:
-        reset()
+    monkeypatch.setenv("RETRY_BACKOFF_BASE_SECONDS", "0.01")
     settings = StorageSettings(storage_connection_string, None, None, None)
-    empty_queue(settings)
-    yield Stack(app_stores, twilio, settings)
-    take_all(settings, NOTIFICATIONS)
-    for reset in resets:
-        reset()
-    for server in (twilio, dynamics, entra):
-        server.stop()
+    with erp_events_stage(tmp_path, monkeypatch, storage_connection_string) as fakes:
+        empty_queue(settings)
+        yield Stack(app_stores, fakes.twilio, settings)
 
 
 def empty_queue(settings: StorageSettings) -> None:

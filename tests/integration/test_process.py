@@ -3,27 +3,17 @@ together, and one that comes back after a stop still has its ``received`` step o
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared.config.loading import reset_config
-from shared.erp.dynamics.client import reset_dynamics_clients
-from shared.model import BUSINESS_EVENT, NOTIFICATIONS, Envelope
+from shared.model import BUSINESS_EVENT, Envelope
 from shared.pipeline.process import process_business_event
-from shared.settings import StorageSettings
-from shared.storage.bus import reset_bus
-from shared.storage.secrets import reset_secret_provider
 from shared.storage.tables import AuditLog, Stores
-from tests.e2e.conftest import CLIENT_SECRET, app_config, prepare_dynamics
 from tests.e2e.test_dynamics_to_twilio import invoice_event, record_of
-from tests.fakes.dynamics import FakeDynamics
-from tests.fakes.entra import FakeEntra
-from tests.fakes.twilio import FakeTwilio
-from tests.integration.test_queue_batches import take_all
+from tests.integration.stage_stack import erp_events_stage
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("queued_notifications")]
 
@@ -36,26 +26,8 @@ class Stop(BaseException):
 def app(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         storage_connection_string: str) -> Iterator[Stores]:
     """The erp-events stage as the app runs it: its configuration, stores and queues, against the fakes."""
-    entra = FakeEntra().start()
-    dynamics = FakeDynamics(entra).start()
-    twilio = FakeTwilio().start()
-    prepare_dynamics(entra, dynamics)
-    creds = twilio.add_test_account()
-    path = tmp_path / "connections.json"
-    path.write_text(json.dumps(app_config(dynamics, entra, twilio, creds)))
-    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
-                        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
-                        "TWILIO_AUTH_TOKEN": creds.auth_token}.items():
-        monkeypatch.setenv(name, value)
-    resets = (reset_config, reset_bus, reset_secret_provider, reset_dynamics_clients)
-    for reset in resets:
-        reset()
-    yield app_stores
-    take_all(StorageSettings(storage_connection_string, None, None, None), NOTIFICATIONS, "twilio-main")
-    for reset in resets:
-        reset()
-    for server in (twilio, dynamics, entra):
-        server.stop()
+    with erp_events_stage(tmp_path, monkeypatch, storage_connection_string):
+        yield app_stores
 
 
 def business_event(invoice_id: str) -> Envelope:

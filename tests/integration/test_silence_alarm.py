@@ -4,30 +4,25 @@ the next event clears it. The clock is the check's ``now``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.config.loading import get_config, reset_config
-from shared.erp.dynamics.client import reset_dynamics_clients
+from shared.config.loading import get_config
 from shared.model import BUSINESS_EVENT, NOTIFICATIONS, Envelope
 from shared.pipeline.process import process_business_event
 from shared.pipeline.silence import check_silence
 from shared.settings import StorageSettings
-from shared.storage.bus import get_bus, reset_bus
-from shared.storage.secrets import reset_secret_provider
+from shared.storage.bus import get_bus
 from shared.storage.tables import Stores
-from tests.e2e.conftest import CLIENT_SECRET, app_config, prepare_dynamics
 from tests.e2e.test_dynamics_to_twilio import invoice_event
-from tests.fakes.dynamics import FakeDynamics
-from tests.fakes.entra import FakeEntra
-from tests.fakes.twilio import FakeTwilio
+from tests.integration.stage_stack import erp_events_stage
 from tests.integration.test_queue_batches import take_all
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("queued_notifications")]
@@ -46,32 +41,15 @@ def berlin(day: int, hour: int, minute: int = 0) -> datetime:
 def app(app_stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         storage_connection_string: str) -> Iterator[Stores]:
     """The app's configuration with a silence alarm on usmf and a rule that texts the on-call number about it."""
-    entra = FakeEntra().start()
-    dynamics = FakeDynamics(entra).start()
-    twilio = FakeTwilio().start()
-    prepare_dynamics(entra, dynamics)
-    creds = twilio.add_test_account()
-    config = app_config(dynamics, entra, twilio, creds)
-    config["connections"]["contoso-fo"]["silence_alarm"] = {
-        "business_hours": 4, "days": "Mon-Fri", "start": "08:00", "end": "18:00", "time_zone": "Europe/Berlin",
-        "legal_entities": ["usmf"]}
-    config["rules"].append({"id": "silence-sms", "source": "contoso-fo", "event": "SilenceAlarm", "channel": "sms",
-                            "via": "twilio-main", "to": [ON_CALL], "template": "silence-alarm"})
-    path = tmp_path / "connections.json"
-    path.write_text(json.dumps(config))
-    for name, value in {"CONNECTOR_CONFIG_PATH": str(path), "QUEUE_BACKEND": "storage",
-                        "CONTOSO_FO_CLIENT_SECRET": CLIENT_SECRET, "TWILIO_API_KEY_SECRET": creds.api_key_secret,
-                        "TWILIO_AUTH_TOKEN": creds.auth_token}.items():
-        monkeypatch.setenv(name, value)
-    resets = (reset_config, reset_bus, reset_secret_provider, reset_dynamics_clients)
-    for reset in resets:
-        reset()
-    yield app_stores
-    take_all(StorageSettings(storage_connection_string, None, None, None), NOTIFICATIONS, "twilio-main")
-    for reset in resets:
-        reset()
-    for server in (twilio, dynamics, entra):
-        server.stop()
+    def configure(config: dict[str, Any]) -> None:
+        config["connections"]["contoso-fo"]["silence_alarm"] = {
+            "business_hours": 4, "days": "Mon-Fri", "start": "08:00", "end": "18:00", "time_zone": "Europe/Berlin",
+            "legal_entities": ["usmf"]}
+        config["rules"].append({"id": "silence-sms", "source": "contoso-fo", "event": "SilenceAlarm",
+                                "channel": "sms", "via": "twilio-main", "to": [ON_CALL], "template": "silence-alarm"})
+
+    with erp_events_stage(tmp_path, monkeypatch, storage_connection_string, configure):
+        yield app_stores
 
 
 def check(stores: Stores, now: datetime) -> list[str]:
