@@ -244,13 +244,20 @@ def test_a_step_message_delivered_twice_or_copied_changes_nothing(app: tuple, se
 # --- reconciliation ----------------------------------------------------------------------------
 
 
-def test_a_lost_delivered_callback_is_recorded_from_twilio_when_the_follow_up_comes_due(
-        app: tuple, settings: StorageSettings) -> None:
+def sent_sms(app: tuple, settings: StorageSettings) -> tuple[Any, Any, Queue, str, Envelope, Any]:
+    """An SMS routed on the reconciling connection and sent: the stores, Twilio, the queue, the ERP change's
+    correlation id, the notification and the message at Twilio."""
     stores, twilio = app
     queue = Queue(settings, RECONCILING)
     correlation_id = routed(stores, settings, "reconciled")
     [notification] = queue.deliver("the SMS")
     [message] = twilio.messages(to="+14155550184")
+    return stores, twilio, queue, correlation_id, notification, message
+
+
+def test_a_lost_delivered_callback_is_recorded_from_twilio_when_the_follow_up_comes_due(
+        app: tuple, settings: StorageSettings) -> None:
+    stores, twilio, queue, correlation_id, notification, message = sent_sms(app, settings)
     wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it, silently")
     job_id = notification.payload["job_id"]
     assert stores.jobs.get(job_id).status == "queued"  # no callback arrived
@@ -264,11 +271,7 @@ def test_a_lost_delivered_callback_is_recorded_from_twilio_when_the_follow_up_co
 
 
 def test_a_job_already_final_costs_one_read_and_asks_twilio_nothing(app: tuple, settings: StorageSettings) -> None:
-    stores, twilio = app
-    queue = Queue(settings, RECONCILING)
-    correlation_id = routed(stores, settings, "reconciled")
-    [notification] = queue.deliver("the SMS")
-    [message] = twilio.messages(to="+14155550184")
+    stores, twilio, queue, correlation_id, notification, message = sent_sms(app, settings)
     wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it")
     # The follow-up came due and was taken just as the final callback arrived: too late to delete it.
     [due] = queue.take(JOB_FOLLOWUP, "the reconciliation, due")
@@ -298,12 +301,8 @@ def followups_of(settings: StorageSettings, job_id: str) -> list[Envelope]:
 
 def test_the_delivered_callback_deletes_the_follow_up_and_nothing_reconciles(
         app: tuple, settings: StorageSettings) -> None:
-    stores, twilio = app
-    queue = Queue(settings, RECONCILING)
-    correlation_id = routed(stores, settings, "reconciled")
-    [notification] = queue.deliver("the SMS")
+    stores, twilio, _queue, correlation_id, notification, message = sent_sms(app, settings)
     job_id = notification.payload["job_id"]
-    [message] = twilio.messages(to="+14155550184")
     assert stores.jobs.get(job_id).fields[RECONCILE_HANDLE]  # a follow-up is scheduled, its handle on the job
 
     for status in ("sent", "delivered"):
@@ -326,12 +325,8 @@ def test_the_delivered_callback_deletes_the_follow_up_and_nothing_reconciles(
 
 def test_a_follow_up_that_could_not_be_deleted_comes_due_and_changes_nothing(
         app: tuple, settings: StorageSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    stores, twilio = app
-    queue = Queue(settings, RECONCILING)
-    correlation_id = routed(stores, settings, "reconciled")
-    [notification] = queue.deliver("the SMS")
+    stores, twilio, queue, correlation_id, notification, message = sent_sms(app, settings)
     job_id = notification.payload["job_id"]
-    [message] = twilio.messages(to="+14155550184")
     wait_for(lambda: twilio.message(message.sid).status == "delivered", what="Twilio delivers it")
     # Storage unreachable for the delete: the app's queues now point at a port where nothing listens.
     monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage(settings))
