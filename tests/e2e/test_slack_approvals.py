@@ -203,8 +203,9 @@ def test_a_click_stopped_after_dynamics_took_the_decision_is_shown_and_audited_o
     # item: the decision claimed and written, neither audited nor shown on the card.
     stores = stack.stores()
     try:
-        link = stores.providers.lookup(f"slack:{APPROVALS_CHANNEL}|{card.ts}")  # type: ignore[attr-defined]
-        assert link is not None
+        # The card is in Slack a moment before the app has recorded it on its job and linked it.
+        link = wait_for(lambda: stores.providers.lookup(f"slack:{APPROVALS_CHANNEL}|{card.ts}"),  # type: ignore[attr-defined]
+                        what="the card linked to its job")
         job = stores.jobs.get(link.job_id)
         assert job is not None
         stores.jobs.update(job, {"decision": "Approve", "decided_by": APPROVER[1], "decided_at": now_iso(),
