@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devhost.azurite import REPO_ROOT
+from devhost.cpu import hosting_cpu
 
 log = logging.getLogger("devhost")
 
@@ -48,9 +49,11 @@ class HostedFunction:
         log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", self.name, reason, invocation_id)
         started = time.monotonic()
         try:
-            result = self.user_function(**self._arguments(trigger_value, invocation_id))
-            if inspect.isawaitable(result):
-                result = asyncio.run(_awaited(result))
+            arguments = self._arguments(trigger_value, invocation_id)
+            with hosting_cpu.in_function():
+                result = self.user_function(**arguments)
+                if inspect.isawaitable(result):
+                    result = asyncio.run(_awaited(result))
         except Exception:
             log.exception(
                 "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
 
+from devhost.cpu import hosting_cpu
 from devhost.settings import QueueOptions
 
 if TYPE_CHECKING:
@@ -133,11 +134,13 @@ class QueuePoller:
 
     def _poll_until_stopped(self, service: Any) -> None:
         delay = MIN_POLLING_INTERVAL
+        hosting_cpu.start_thread()
         try:
             while not self._stop.is_set():
                 if not self._wait_for_new_batch_threshold():
                     break
                 messages = self._receive(service)
+                hosting_cpu.flush()
                 if messages:
                     delay = MIN_POLLING_INTERVAL
                     self._start_all(messages)
@@ -146,6 +149,7 @@ class QueuePoller:
                 delay = min(delay * 2, max(self.options.max_polling_interval, MIN_POLLING_INTERVAL))
         finally:
             self._wait_until_all_settled()
+            hosting_cpu.flush()
 
     def _wait_for_new_batch_threshold(self) -> bool:
         """As the host does: fetch again only once the messages still running are at most newBatchThreshold.
@@ -206,7 +210,8 @@ class QueuePoller:
 
     def _process_and_settle(self, message: QueueMessage) -> None:
         try:
-            self._process(message)
+            with hosting_cpu.thread():
+                self._process(message)
         finally:
             with self._in_flight_changed:
                 self._in_flight -= 1
