@@ -7,6 +7,7 @@ without importing the host that starts them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import secrets
@@ -66,9 +67,14 @@ class HostedFunction:
         )
         return result
 
+    @functools.cached_property
+    def _takes_context(self) -> bool:
+        # Once per function, not per run: inspect.signature is among devhost's costlier steps per message.
+        return "context" in parameter_names(self.user_function)
+
     def _arguments(self, trigger_value: Any, invocation_id: str) -> dict[str, Any]:
         arguments = {self.arg_name: trigger_value}
-        if "context" in parameter_names(self.user_function):
+        if self._takes_context:
             arguments["context"] = types.SimpleNamespace(
                 invocation_id=invocation_id, function_name=self.name, function_directory=str(REPO_ROOT)
             )
