@@ -19,6 +19,7 @@ from azure.functions.timer import TimerRequest
 from croniter import croniter
 
 from devhost.azurite import REPO_ROOT
+from devhost.cpu import hosting_cpu
 from devhost.functions import FUNCTION_KEY_SETTING, AccessKeys, HostedFunction
 from devhost.http_server import HttpServer, RouteTable
 from devhost.queues import QueuePoller, storage_connection_string
@@ -170,7 +171,7 @@ class TimerRunner:
     def _fire(self, past_due: bool, reason: str) -> None:
         request = TimerRequest(past_due=past_due)  # the concrete class the worker passes
         # invoke has logged the failure; a failing run must not stop the timer.
-        with contextlib.suppress(Exception):
+        with hosting_cpu.thread(), contextlib.suppress(Exception):
             self.function.invoke(request, reason)
 
     def _next_due_after_run(self, fired: datetime) -> datetime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import threading
@@ -15,6 +16,8 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import azure.functions as func
 
+from devhost.cpu import hosting_cpu
+
 if TYPE_CHECKING:
     from devhost.functions import AccessKeys, HostedFunction
 
@@ -25,6 +28,8 @@ MAX_REQUEST_BODY = 100 * 1024 * 1024
 KEY_HEADER = "x-functions-key"
 KEY_QUERY_PARAMETER = "code"
 FAILURE_BODY = b"Internal Server Error: the function failed; see the devhost log"
+# devhost's own CPU so far (master key), outside the route prefix as the host's own admin API is.
+HOSTING_CPU_PATH = "/admin/devhost/cpu"
 
 # Segment ranks for route precedence, as ASP.NET orders them: literal text beats a
 # segment that mixes text and parameters, which beats a parameter, then an optional one,
@@ -222,11 +227,14 @@ class RequestHandler(BaseHTTPRequestHandler):
         status = self._dispatch()
         log.info("%s %s -> %d (%dms)", self.command, loggable_path(self.path), status,
                  (time.monotonic() - started) * 1000)
+        hosting_cpu.flush()  # per request: a kept-alive connection may carry many
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = _handle_any_method
 
     def _dispatch(self) -> int:
         url = urlsplit(self.path)
+        if url.path == HOSTING_CPU_PATH:
+            return self._hosting_cpu(query_parameters(url.query))
         route, route_params = self.server.routes.find(self.command, url.path)
         if route is None:
             # Azure answers 404, not 405, when a route exists but not for this method.
@@ -259,6 +267,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             log.exception("HTTP function '%s' returned an answer devhost cannot send", route.function.name)
             return self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, body=FAILURE_BODY)
         return self._answer(status, headers, content)
+
+    def _hosting_cpu(self, params: dict[str, str]) -> int:
+        key = (self.headers.get(KEY_HEADER) or params.get(KEY_QUERY_PARAMETER) or "").encode("utf-8")
+        if not hmac.compare_digest(key, self.server.keys.master_key.encode("utf-8")):
+            return self._refuse_unread(HTTPStatus.UNAUTHORIZED)
+        body = json.dumps({"hosting_cpu_seconds": hosting_cpu.seconds()}).encode("utf-8")
+        return self._answer(HTTPStatus.OK, [("Content-Type", "application/json")], body)
 
     def _refuse_unread(self, status: int) -> int:
         """Answer a request whose body the function will not see.
@@ -335,6 +350,13 @@ class _Server(ThreadingHTTPServer):
         self.keys = keys
         super().__init__(address, RequestHandler)
 
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with hosting_cpu.thread():  # the request's own CPU, less the function's
+            super().process_request_thread(request, client_address)
+
+    def service_actions(self) -> None:
+        hosting_cpu.flush()  # the accepting thread's CPU, reported on each turn of its loop
+
     @property
     def authority(self) -> str:
         host, port = self.server_address[:2]
@@ -348,9 +370,7 @@ class HttpServer:
 
     def __init__(self, bind: str, port: int, routes: RouteTable, keys: AccessKeys) -> None:
         self._server = _Server((bind, port), routes, keys)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="devhost-http", daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name="devhost-http", daemon=True)
 
     @property
     def port(self) -> int:
@@ -358,6 +378,10 @@ class HttpServer:
 
     def start(self) -> None:
         self._thread.start()
+
+    def _serve(self) -> None:
+        with hosting_cpu.thread():
+            self._server.serve_forever(poll_interval=0.1)
 
     def stop(self) -> None:
         if self._thread.is_alive():

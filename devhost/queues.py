@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
 
+from devhost.cpu import hosting_cpu
 from devhost.settings import QueueOptions
 
 if TYPE_CHECKING:
@@ -43,6 +45,24 @@ def storage_connection_string(connection: str, env: Mapping[str, str]) -> str:
         if value:
             return value
     raise KeyError(f"storage connection setting {connection!r} is not set (devhost needs a connection string)")
+
+
+def environment_read_once(endpoint: str) -> dict[str, Any]:
+    """The proxies and CA bundle the environment names for ``endpoint``, read now, as client options.
+
+    azure-core's requests transport would otherwise read them on every call, scanning every
+    variable each time: most of a poller's CPU.
+    """
+    from requests.utils import get_environ_proxies
+
+    options: dict[str, Any] = {"use_env_settings": False}
+    proxies = {scheme: proxy for scheme, proxy in get_environ_proxies(endpoint).items() if scheme != "no" and proxy}
+    if proxies:
+        options["proxies"] = proxies
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        options["connection_verify"] = bundle
+    return options
 
 
 def decode_body(content: str, encoding: str) -> bytes:
@@ -118,6 +138,7 @@ class QueuePoller:
     def _run(self) -> None:
         from azure.storage.queue import LinearRetry, QueueServiceClient
 
+        endpoint = QueueServiceClient.from_connection_string(self._connection_string).url
         service = QueueServiceClient.from_connection_string(
             self._connection_string,
             retry_policy=LinearRetry(
@@ -125,6 +146,7 @@ class QueuePoller:
                 retry_total=SDK_RETRIES, random_jitter_range=0,
             ),
             connection_timeout=SDK_CONNECTION_TIMEOUT_SECONDS,
+            **environment_read_once(endpoint),
         )
         try:
             self._poll_until_stopped(service)
@@ -133,11 +155,13 @@ class QueuePoller:
 
     def _poll_until_stopped(self, service: Any) -> None:
         delay = MIN_POLLING_INTERVAL
+        hosting_cpu.start_thread()
         try:
             while not self._stop.is_set():
                 if not self._wait_for_new_batch_threshold():
                     break
                 messages = self._receive(service)
+                hosting_cpu.flush()
                 if messages:
                     delay = MIN_POLLING_INTERVAL
                     self._start_all(messages)
@@ -146,6 +170,7 @@ class QueuePoller:
                 delay = min(delay * 2, max(self.options.max_polling_interval, MIN_POLLING_INTERVAL))
         finally:
             self._wait_until_all_settled()
+            hosting_cpu.flush()
 
     def _wait_for_new_batch_threshold(self) -> bool:
         """As the host does: fetch again only once the messages still running are at most newBatchThreshold.
@@ -206,7 +231,8 @@ class QueuePoller:
 
     def _process_and_settle(self, message: QueueMessage) -> None:
         try:
-            self._process(message)
+            with hosting_cpu.thread():
+                self._process(message)
         finally:
             with self._in_flight_changed:
                 self._in_flight -= 1

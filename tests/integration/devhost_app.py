@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import azure.functions as func
@@ -18,6 +19,16 @@ QUEUE_OK_SETTING = "DEVHOST_TEST_QUEUE_OK"
 QUEUE_FAILING_SETTING = "DEVHOST_TEST_QUEUE_FAILING"
 # The failing trigger names its own connection setting, to exercise the ``connection`` lookup.
 FAILING_CONNECTION_SETTING = "DevhostTestStorage"
+# A queue message with this body makes its function spend this much CPU, as a spin request does.
+SPIN_BODY = "spin"
+SPIN_QUEUE_CPU_SECONDS = 0.5
+
+
+def spin_cpu(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
 
 
 @dataclass
@@ -78,6 +89,11 @@ def make_app(queue_ok: str, queue_failing: str) -> RecordingApp:
     async def item(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(json.dumps(dict(req.route_params)), mimetype="application/json")
 
+    @app.route(route="spin", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+    def spin(req: func.HttpRequest) -> func.HttpResponse:
+        spin_cpu(float(req.params["seconds"]))
+        return func.HttpResponse("spun")
+
     @app.route(route="broken", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
     def broken(req: func.HttpRequest) -> func.HttpResponse:
         raise RuntimeError("this function always fails")
@@ -89,7 +105,10 @@ def make_app(queue_ok: str, queue_failing: str) -> RecordingApp:
     @app.queue_trigger(arg_name="msg", queue_name=queue_ok, connection="AzureWebJobsStorage")
     def record_message(msg: func.QueueMessage) -> None:
         calls.add("queue_dequeue_counts", msg.dequeue_count)
-        calls.add("queue_bodies", msg.get_body().decode("utf-8"))
+        body = msg.get_body().decode("utf-8")
+        if body == SPIN_BODY:
+            spin_cpu(SPIN_QUEUE_CPU_SECONDS)
+        calls.add("queue_bodies", body)
 
     @app.queue_trigger(arg_name="msg", queue_name=queue_failing, connection=FAILING_CONNECTION_SETTING)
     def always_fails(msg: func.QueueMessage) -> None:

@@ -55,6 +55,8 @@ from tests.integration.devhost_app import (
     FAILING_CONNECTION_SETTING,
     QUEUE_FAILING_SETTING,
     QUEUE_OK_SETTING,
+    SPIN_BODY,
+    SPIN_QUEUE_CPU_SECONDS,
     Calls,
     make_app,
 )
@@ -241,6 +243,28 @@ def test_body_above_the_host_limit_is_413(hosted: Hosted) -> None:
         assert connection.getresponse().status == 413
     finally:
         connection.close()
+
+
+def test_hosting_cpu_is_told_to_the_master_key_only_and_leaves_out_what_the_functions_spend(
+    hosted: Hosted,
+) -> None:
+    url = f"{hosted.host.base_url}/admin/devhost/cpu"
+    assert requests.get(url, headers={"x-functions-key": FUNCTION_KEY}, timeout=5).status_code == 401
+
+    def hosting_seconds() -> float:
+        answer = requests.get(url, headers={"x-functions-key": MASTER_KEY}, timeout=5)
+        assert answer.status_code == 200
+        return float(answer.json()["hosting_cpu_seconds"])
+
+    before = hosting_seconds()
+    spin = requests.get(hosted.url("spin"), params={"seconds": str(SPIN_QUEUE_CPU_SECONDS)}, timeout=30)
+    assert spin.status_code == 200
+    hosted.send(hosted.queue_ok, SPIN_BODY)
+    wait_until(lambda: hosted.calls.count("queue_bodies") == 1, what="message consumed")
+    wait_until(lambda: message_count(hosted.connection_string, hosted.queue_ok) == 0, what="message deleted")
+    used = hosting_seconds() - before
+    # The host's own work for a request and a message is there; the functions' two spins are not.
+    assert 0 < used < SPIN_QUEUE_CPU_SECONDS
 
 
 # --- timers and queues ----------------------------------------------------------------
