@@ -17,6 +17,7 @@ the transport options that read the environment once, when a client is built.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from typing import Any, Literal
 
 from shared.network import environment_ca_bundle, environment_proxies
 from shared.settings import StorageSettings
+
+log = logging.getLogger(__name__)
 
 # What the queue SDK imports only for its async clients: azure-core's aiohttp transport, and yarl, which
 # its request signing uses only on that transport (about 5 ms of a cold instance's first enqueue).
@@ -77,11 +80,15 @@ def storage_client_options(endpoint: str, **settings: Any) -> dict[str, Any]:
     """``client_options`` for a table or queue client of ``endpoint`` with ``settings`` (timeouts, retries),
     on the kept-alive ``http.client`` transport, which takes the client's connection settings."""
     options = {**settings, **client_options(endpoint)}
-    if "proxies" not in options:  # through a proxy, azure-core's requests transport (it speaks to proxies)
+    if "proxies" in options:  # through a proxy, azure-core's requests transport (it speaks to proxies)
+        return options
+    try:
         from shared.storage.keepalive import KeepAliveTransport
-
-        options["transport"] = KeepAliveTransport(
-            **{name: value for name, value in options.items() if name in _CONNECTION_SETTINGS})
+    except ImportError as error:  # an azure-core release without what it builds on: its own transport then
+        log.warning("storage clients use azure-core's requests transport: %s", error)
+        return options
+    options["transport"] = KeepAliveTransport(
+        **{name: value for name, value in options.items() if name in _CONNECTION_SETTINGS})
     return options
 
 

@@ -347,3 +347,16 @@ def test_storage_clients_behind_a_proxy_keep_the_requests_transport(monkeypatch:
     options = storage_client_options("https://account.table.core.windows.net", connection_timeout=3.0)
     assert "transport" not in options
     assert options["proxies"] == {"https": "http://proxy.internal:3128"}
+
+
+def test_storage_clients_keep_the_requests_transport_where_azure_core_lacks_what_the_kept_alive_one_builds_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "shared.storage.keepalive", None)  # importing it fails, as on such a release
+
+    options = storage_client_options("https://account.table.core.windows.net", connection_timeout=3.0)
+
+    assert "transport" not in options and options["connection_timeout"] == 3.0
