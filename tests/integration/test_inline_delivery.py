@@ -148,3 +148,18 @@ def test_with_inline_delivery_off_every_notification_waits_on_the_queue(
     [queued] = deliver_from_queue(stack, 0)
     assert queued.attempt == 0 and queued.key == queued.payload["job_id"]
     assert len(stack.texts()) == 1
+
+
+def test_notifications_beyond_those_tried_in_place_wait_on_the_queue(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.pipeline import process
+
+    monkeypatch.setattr(process, "INLINE_DELIVERIES", 0)  # this change's one notification is beyond them
+    envelope = business_event("INV-" + uuid.uuid4().hex[:8])
+
+    process_business_event(envelope)
+
+    assert stack.texts() == []
+    [queued] = deliver_from_queue(stack, 0)
+    assert queued.attempt == 0 and queued.correlation_id == envelope.correlation_id
+    assert len(stack.texts()) == 1
