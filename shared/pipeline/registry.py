@@ -7,7 +7,7 @@ also name what its work concerns (``record_of``: the ERP record the audit files 
 under) and what must be undone when its message is dead-lettered (``on_dead_letter``: release
 an event's claim, mark a job as not sent), so that a resend or a redrive is processed again.
 
-The consumer also registers how a stage hands work to the next one in place (``run_in_place``), so that the
+The consumer also registers how a stage hands work to the next one in place (``runs_in_place``), so that the
 stages, which it imports, need not import it.
 """
 
