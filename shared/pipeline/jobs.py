@@ -138,9 +138,7 @@ def write(stores: Stores, row: JobRow, changes: Mapping[str, Any], step: Step | 
     if step is None or not row.fields.get(ON_TRAIL):
         written = stores.jobs.update(row, changes)
         if step is not None:
-            entry = step.entry(written)
-            stores.audit.append(entry.correlation_id, entry.step, connection=entry.connection, record=entry.record,
-                                job_id=entry.job_id, **entry.detail)
+            stores.audit.add(step.entry(written))
         return written
     return stores.jobs.update(row, changes, step.entry(row), step_key)
 

@@ -391,11 +391,12 @@ class AuditLog:
         at: datetime | None = None,
         **detail: Any,
     ) -> AuditEntry:
-        entry = AuditEntry(correlation_id, step, at or utc_now(), connection, record, job_id, detail)
+        return self.add(AuditEntry(correlation_id, step, at or utc_now(), connection, record, job_id, detail))
+
+    def add(self, entry: AuditEntry) -> AuditEntry:
+        """Write ``entry`` as it is, in its correlation id's partition."""
         self._tables.table(AUDIT).create_entity(self._row(entry))
-        if record:
-            self._index(record, correlation_id)
-        _log_step(entry)
+        self.written(entry)
         return entry
 
     def append_once(self, correlation_id: str, step: str, *, once: str, at: datetime, connection: str = "",
@@ -410,9 +411,7 @@ class AuditLog:
             self._tables.table(AUDIT).create_entity(self._row(entry, suffix))
         except ResourceExistsError:
             return False
-        if record:
-            self._index(record, correlation_id)
-        _log_step(entry)
+        self.written(entry)
         return True
 
     def batch(self, correlation_id: str) -> AuditBatch:
@@ -424,13 +423,12 @@ class AuditLog:
         for start in range(0, len(entries), _MAX_BATCH):
             chunk = entries[start:start + _MAX_BATCH]
             self._tables.transaction(AUDIT, [("create", self._row(entry)) for entry in chunk])
-        for record in dict.fromkeys(entry.record for entry in entries if entry.record):
-            self._index(record, entries[0].correlation_id)
         for entry in entries:
-            _log_step(entry)
+            self.written(entry)  # a record is indexed once per correlation id however many steps name it
 
     def written(self, entry: AuditEntry) -> None:
-        """What follows a step written elsewhere (a job's step, with its change): its record indexed, its log line."""
+        """What follows a step once it is stored (here, or beside its job with the job's change): its record
+        indexed, its log line."""
         if entry.record:
             self._index(entry.record, entry.correlation_id)
         _log_step(entry)
