@@ -141,8 +141,7 @@ def settled(channel: str, status: str) -> bool:
 def cancel_reconciliation(handle: str) -> None:
     """The reconciliation follow-up of a job that became final, deleted before it comes due. Should the
     delete not be done (the bus says why at debug), the follow-up comes due and finds the job final."""
-    if not get_bus().cancel(NOTIFICATIONS, handle):
-        log.debug("a reconciliation follow-up was left to come due; it will find its job final")
+    get_bus().cancel(NOTIFICATIONS, handle)
 
 
 @followup(RECONCILE)
