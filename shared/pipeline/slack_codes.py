@@ -61,10 +61,9 @@ ACCEPTED = "Code accepted. Your approval is being recorded in Dynamics 365; the 
 
 def open_code_modal(connection: SlackConnection, click: Mapping[str, Any]) -> str:
     """Open the code modal for this click now, before its trigger_id expires: the view id, or ""."""
-    from shared.channels.slack.client import CODE_VALUE_SUFFIX, code_modal
+    from shared.channels.slack.client import code_modal
 
-    return open_modal(connection, click, CODE_VALUE_SUFFIX, lambda job_id, about: code_modal(job_id, SENDING, about),
-                      "code modal")
+    return open_modal(connection, click, lambda job_id, about: code_modal(job_id, SENDING, about), "code modal")
 
 
 # --- 2. the queued click: send the code ----------------------------------------------------------

@@ -44,13 +44,22 @@ def notification_of(job: JobRow) -> dict[str, Any]:
     return Envelope.from_json(job.fields["envelope"]).payload
 
 
-def open_modal(connection: SlackConnection, click: Mapping[str, Any], value_suffix: str,
-               build: Callable[[str, str], dict[str, Any]], what: str) -> str:
+def job_named_by(click: Mapping[str, Any]) -> str:
+    """The job id the clicked button carries ("" when it carries none), without the suffix that says which
+    modal the click opens."""
+    from shared.channels.slack.client import CODE_VALUE_SUFFIX, REASON_VALUE_SUFFIX
+
+    value = (click.get("actions") or [{}])[0].get("value")
+    return value.removesuffix(CODE_VALUE_SUFFIX).removesuffix(REASON_VALUE_SUFFIX) if isinstance(value, str) else ""
+
+
+def open_modal(connection: SlackConnection, click: Mapping[str, Any], build: Callable[[str, str], dict[str, Any]],
+               what: str) -> str:
     """Open the modal ``build(job_id, card text)`` makes for this click, before its trigger_id expires
     (Slack's 3 s): the view id, or "" when Slack would not open it (logged, naming ``what``)."""
     from shared.channels.slack.client import SlackPermanentError, interactive_slack_channel
 
-    job_id = str(click["actions"][0].get("value") or "").removesuffix(value_suffix)
+    job_id = job_named_by(click)
     about = str((click.get("message") or {}).get("text") or "")
     try:
         return interactive_slack_channel(connection).open_view(str(click.get("trigger_id", "")), build(job_id, about))

@@ -51,7 +51,7 @@ from shared.pipeline.jobs import (
 from shared.pipeline.pacing import SLACK_CHANNEL_INTERVAL, return_delay, sleep_until, take_slot
 from shared.pipeline.registry import handles
 from shared.pipeline.rules import needs_approval_code
-from shared.pipeline.slack_decisions import audit_job, decide, notification_of, tell
+from shared.pipeline.slack_decisions import audit_job, decide, job_named_by, notification_of, tell
 from shared.storage.tables import ConcurrencyError, JobRow, Stores, get_stores
 from shared.templates import Template, display_fields
 from shared.templates import render as render_template
@@ -149,9 +149,9 @@ def deliver_fresh(stores: Stores, connection: SlackConnection, envelope: Envelop
     A job that exists after all (a redelivery after a stop, a duplicate) goes on from its row unless ``expired``."""
     from shared.channels.slack.client import SlackPermanentError, slack_channel
 
-    slack = slack_channel(connection)
+    slack, audit = slack_channel(connection), _auditor(stores, connection, envelope)
     try:
-        target = card_target(slack, connection, envelope, _auditor(stores, connection, envelope))
+        target = card_target(slack, connection, envelope, audit)
     except SlackPermanentError:
         return False
     claimed = open_claimed_job(stores, envelope, str(envelope.payload.get("to", "")), slack_target=target)
@@ -163,7 +163,7 @@ def deliver_fresh(stores: Stores, connection: SlackConnection, envelope: Envelop
     try:
         post_claimed_card(stores, connection, envelope, claimed, slack, target)
     except SlackPermanentError as exc:
-        fail_card(stores, claimed, _auditor(stores, connection, envelope), exc)
+        fail_card(stores, claimed, audit, exc)
     return True
 
 
@@ -444,14 +444,6 @@ def clicked_job(stores: Stores, connection: str, click: dict[str, Any]) -> JobRo
         return job if job is not None and job.job_id == link.job_id else (
             stores.jobs.recent(link.job_id) or stores.jobs.get(link.job_id))
     return adopt_clicked_card(stores, connection, click)
-
-
-def job_named_by(click: dict[str, Any]) -> str:
-    """The job id a card's button carries ("" when it carries none)."""
-    from shared.channels.slack.client import CODE_VALUE_SUFFIX, REASON_VALUE_SUFFIX
-
-    value = (click.get("actions") or [{}])[0].get("value")
-    return value.removesuffix(CODE_VALUE_SUFFIX).removesuffix(REASON_VALUE_SUFFIX) if isinstance(value, str) else ""
 
 
 def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:

@@ -43,9 +43,9 @@ UNKNOWN = "This request is no longer known; nothing was rejected."
 
 def open_reason_modal(connection: SlackConnection, click: Mapping[str, Any]) -> str:
     """Open the reason modal for this Reject click before its trigger_id expires: the view id, or ""."""
-    from shared.channels.slack.client import REASON_VALUE_SUFFIX, reason_modal
+    from shared.channels.slack.client import reason_modal
 
-    return open_modal(connection, click, REASON_VALUE_SUFFIX, reason_modal, "reason modal")
+    return open_modal(connection, click, reason_modal, "reason modal")
 
 
 def notice(slack: Any, channel_id: str, user: str, view_id: str, text: str) -> None:
