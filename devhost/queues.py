@@ -6,7 +6,6 @@ import base64
 import binascii
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -45,24 +44,6 @@ def storage_connection_string(connection: str, env: Mapping[str, str]) -> str:
         if value:
             return value
     raise KeyError(f"storage connection setting {connection!r} is not set (devhost needs a connection string)")
-
-
-def environment_read_once(endpoint: str) -> dict[str, Any]:
-    """The proxies and CA bundle the environment names for ``endpoint``, read now, as client options.
-
-    azure-core's requests transport would otherwise read them on every call, scanning every
-    variable each time: most of a poller's CPU.
-    """
-    from requests.utils import get_environ_proxies
-
-    options: dict[str, Any] = {"use_env_settings": False}
-    proxies = {scheme: proxy for scheme, proxy in get_environ_proxies(endpoint).items() if scheme != "no" and proxy}
-    if proxies:
-        options["proxies"] = proxies
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        options["connection_verify"] = bundle
-    return options
 
 
 def decode_body(content: str, encoding: str) -> bytes:
@@ -138,6 +119,8 @@ class QueuePoller:
     def _run(self) -> None:
         from azure.storage.queue import LinearRetry, QueueServiceClient
 
+        from shared.storage.transport import client_options
+
         endpoint = QueueServiceClient.from_connection_string(self._connection_string).url
         service = QueueServiceClient.from_connection_string(
             self._connection_string,
@@ -146,7 +129,7 @@ class QueuePoller:
                 retry_total=SDK_RETRIES, random_jitter_range=0,
             ),
             connection_timeout=SDK_CONNECTION_TIMEOUT_SECONDS,
-            **environment_read_once(endpoint),
+            **client_options(endpoint),  # the environment read once, not on every poll
         )
         try:
             self._poll_until_stopped(service)
