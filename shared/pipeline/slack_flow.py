@@ -320,14 +320,13 @@ def leave_unknown(stores: Stores, job: JobRow, audit: Any, unavailable: LookupUn
 
 
 def record_card(stores: Stores, connection: str, job: JobRow, posted: PostedMessage, *, adopted: bool = False) -> None:
-    # The job (with its sent step) first, the link second: a click on a card whose link is missing adopts
-    # it by the job id its button carries (adopt_clicked_card).
+    # No provider-id link: a click finds its job by the job id its buttons carry (clicked_job), and a click on
+    # a card its job never recorded adopts it by that id (adopt_clicked_card).
     ref = slack_ref(posted.channel, posted.ts)
     detail = {"status": "sent", "channel": "slack", "to": posted.channel, "provider_id": ref}
     step = Step("sent", connection, {**detail, "adopted": True} if adopted else detail)
     write(stores, job, {"status": "sent", "provider_id": ref, "slack_channel": posted.channel, "slack_ts": posted.ts,
                         "ambiguous": False, "sent_at": now_iso(), "updated_at": now_iso()}, step)
-    stores.providers.link(ref, job.job_id, connection)
 
 
 def direct_or_fallback(slack: Any, connection: SlackConnection, target: str, audit: Any) -> str:
@@ -428,29 +427,32 @@ def handle_click(envelope: Envelope) -> None:
 def clicked_job(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:
     """The job of the card clicked; None when no card of ours carries the click.
 
-    The button names its job (Slack signed the click), and a job that records this very card is taken as
-    it is, without the card's link. Otherwise the link decides (a card from before a replay), and a card
-    its job never recorded is adopted. As this process last wrote it when it can (it posted the card):
-    the decision is written under that ETag and is refused, the row read again, if the job moved on.
+    The button names its job, and Slack sends a click only to the app that posted its card, signed: a job of
+    this connection that records a card is the clicked card's job, whichever of its cards it was (the one it
+    records, or one from before a replay). A job that records no card yet adopts this one. A button that names
+    no job (a card from before cards named their job) is found by the card's link. As this process last wrote
+    it when it can (it posted the card): the decision is written under that ETag and is refused, the row read
+    again, if the job moved on.
     """
-    container = click.get("container") or {}
-    ref = slack_ref(str(container.get("channel_id") or ""), str(container.get("message_ts") or ""))
     named = job_named_by(click)
-    job = (stores.jobs.recent(named) or stores.jobs.get(named)) if named else None
-    if job is not None and job.fields.get("provider_id") == ref and job.fields.get("via") == connection:
+    if not named:
+        container = click.get("container") or {}
+        link = stores.providers.lookup(slack_ref(str(container.get("channel_id") or ""),
+                                                 str(container.get("message_ts") or "")))
+        return (stores.jobs.recent(link.job_id) or stores.jobs.get(link.job_id)) if link is not None else None
+    job = stores.jobs.recent(named) or stores.jobs.get(named)
+    if job is None or job.fields.get("via") != connection:
+        return None
+    if job.fields.get("provider_id"):
         return job
-    link = stores.providers.lookup(ref)
-    if link is not None:
-        return job if job is not None and job.job_id == link.job_id else (
-            stores.jobs.recent(link.job_id) or stores.jobs.get(link.job_id))
     return adopt_clicked_card(stores, connection, click)
 
 
 def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -> JobRow | None:
     """A click on a card whose job never recorded it (a stop between the post and the job update, or
     a job left ``unknown`` because Slack could not say whether its card was there): the button names
-    its job, and Slack signed the click, so the card is adopted now (job sent, link written) and the
-    click goes on. None when the button names no job of this connection, or one with another card."""
+    its job, and Slack signed the click, so the card is adopted now (the job sent, recording this card)
+    and the click goes on. None when the button names no job of this connection, or one with another card."""
     container = click.get("container") or {}
     channel, ts = str(container.get("channel_id") or ""), str(container.get("message_ts") or "")
     named = job_named_by(click)
@@ -463,7 +465,6 @@ def adopt_clicked_card(stores: Stores, connection: str, click: dict[str, Any]) -
         "slack_channel": channel, "slack_ts": ts, "ambiguous": False})
     if adopted is None:
         return None
-    stores.providers.link(ref, adopted.job_id, connection)
     audit_job(stores, adopted, connection, "sent", status=adopted.status, channel="slack", to=channel,
               provider_id=ref, adopted=True, how="a click on the card")
     return adopted

@@ -109,8 +109,8 @@ def assert_sent_once(stores: Stores, slack: FakeSlack, envelope: Envelope, *, ad
     ref = slack_ref(card.channel, card.ts)
     assert (job.status, job.fields["slack_channel"], job.fields["slack_ts"]) == ("sent", card.channel, card.ts)
     assert job.fields["provider_id"] == ref
-    link = stores.providers.lookup(ref)  # what a click on the card is resolved by
-    assert link is not None and link.job_id == envelope.payload["job_id"]
+    clicked = slack_flow.clicked_job(stores, str(job.fields["via"]), click_on(card.channel, card.ts, job.job_id))
+    assert clicked is not None and clicked.job_id == envelope.payload["job_id"]  # a click on the card finds it
     [sent] = sent_steps(stores, envelope)
     assert sent["provider_id"] == ref and bool(sent.get("adopted")) is adopted
 
@@ -428,16 +428,16 @@ def click_on(channel: str, ts: str, job_id: str) -> dict[str, Any]:
 
 
 def test_a_click_on_a_card_whose_job_never_recorded_it_adopts_the_card(
-        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
-    from shared.pipeline.slack_flow import adopt_clicked_card
-    from shared.storage.tables import PROVIDER_IDS, table_key
+        stores: Stores, slack: FakeSlack, connection: SlackConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.pipeline.slack_flow import adopt_clicked_card, clicked_job
+    from shared.storage.tables import PROVIDER_IDS
+    from tests.integration.test_deliver import counted_reads
 
     envelope = notification(connection)
     deliver(stores, connection, envelope)
     [card] = cards_of(slack, envelope)
     job_id, ref = envelope.payload["job_id"], slack_ref(card.channel, card.ts)
-    # As if the process stopped right after the post: the job never recorded the card, nothing links it.
-    stores.tables.table(PROVIDER_IDS).delete_entity(table_key(ref), "")
+    # As if the process stopped right after the post: the job never recorded the card.
     stores.jobs.update(job_of(stores, envelope), {"status": "unknown", "provider_id": None, "slack_channel": None,
                                                   "slack_ts": None})
 
@@ -446,8 +446,9 @@ def test_a_click_on_a_card_whose_job_never_recorded_it_adopts_the_card(
     assert adopted is not None and adopted.job_id == job_id
     job = job_of(stores, envelope)
     assert (job.status, job.fields["provider_id"], job.fields["slack_ts"]) == ("sent", ref, card.ts)
-    link = stores.providers.lookup(ref)
-    assert link is not None and link.job_id == job_id  # the next click finds it the usual way
+    reads = counted_reads(stores, monkeypatch)
+    again = clicked_job(stores, connection.name, click_on(card.channel, card.ts, job_id))
+    assert again is not None and again.job_id == job_id and reads[PROVIDER_IDS] == 0  # the next one the usual way
     assert sent_steps(stores, envelope)[-1]["adopted"] is True
 
 
@@ -467,7 +468,7 @@ def test_a_click_adopts_nothing_that_is_not_its_own(stores: Stores, slack: FakeS
     assert job_of(stores, envelope).fields["slack_ts"] == card.ts
 
 
-def test_a_click_on_the_card_its_job_records_finds_the_job_without_the_cards_link(
+def test_a_click_finds_its_job_by_the_job_id_its_button_carries_without_a_link(
         stores: Stores, slack: FakeSlack, connection: SlackConnection, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.pipeline.slack_flow import clicked_job
     from shared.storage.tables import PROVIDER_IDS
@@ -477,17 +478,37 @@ def test_a_click_on_the_card_its_job_records_finds_the_job_without_the_cards_lin
     deliver(stores, connection, envelope)
     [card] = cards_of(slack, envelope)
     job_id = envelope.payload["job_id"]
+    ref = slack_ref(card.channel, card.ts)
+    assert stores.providers.lookup(ref) is None  # a card's post writes no link: its buttons name the job
     reads = counted_reads(stores, monkeypatch)
 
     job = clicked_job(stores, connection.name, click_on(card.channel, card.ts, job_id))
+    assert job is not None and job.job_id == job_id
+    # A card of the job that it does not record (one from before a replay): Slack sends a click only to the app
+    # that posted the card, so the job it names is its job.
+    earlier = clicked_job(stores, connection.name, click_on(card.channel, "1.000001", job_id))
+    assert earlier is not None and earlier.job_id == job_id
+    assert job_of(stores, envelope).fields["slack_ts"] == card.ts  # the job still records its own card
+    assert reads[PROVIDER_IDS] == 0
+    # A button naming a job of another connection, or none that exists, is no card of this connection's.
+    assert clicked_job(stores, "another-connection", click_on(card.channel, card.ts, job_id)) is None
+    assert clicked_job(stores, connection.name, click_on(card.channel, card.ts, "no-such-job")) is None
 
-    assert job is not None and job.job_id == job_id and reads[PROVIDER_IDS] == 0
-    # A card the job does not record (one from before a replay): its link decides, as before.
-    earlier = slack_ref(card.channel, "1.000001")
-    stores.providers.link(earlier, job_id, connection.name)
-    job = clicked_job(stores, connection.name, click_on(card.channel, "1.000001", job_id))
-    assert job is not None and job.job_id == job_id and reads[PROVIDER_IDS] == 1
-    assert clicked_job(stores, connection.name, click_on(card.channel, "1.000002", job_id)) is None
+
+def test_a_click_on_a_button_that_names_no_job_is_found_by_the_cards_link(
+        stores: Stores, slack: FakeSlack, connection: SlackConnection) -> None:
+    from shared.pipeline.slack_flow import clicked_job
+
+    envelope = notification(connection)
+    deliver(stores, connection, envelope)
+    [card] = cards_of(slack, envelope)
+    job_id = envelope.payload["job_id"]
+    unnamed = {**click_on(card.channel, card.ts, job_id), "actions": [{"action_id": "approve"}]}
+
+    assert clicked_job(stores, connection.name, unnamed) is None  # no link, no name: no card of ours
+    stores.providers.link(slack_ref(card.channel, card.ts), job_id, connection.name)  # as cards were linked before
+    job = clicked_job(stores, connection.name, unnamed)
+    assert job is not None and job.job_id == job_id
 
 
 def test_a_cards_first_delivery_creates_its_job_claimed_and_writes_it_once_more_with_the_card(
