@@ -144,12 +144,13 @@ def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str, tru
     named = (stores.jobs.recent(job_id) or stores.jobs.get(job_id)) if job_id else None
     if trust_job and named is not None and named.fields.get("provider_id") == sid:
         return named
-    link = stores.providers.lookup(sid)
+    link = stores.contacts.job_of_sid(connection, sid)
     if link is not None:
         job = named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
         if job is not None and not job.fields.get("provider_id"):
-            # This callback records the provider id: the sender may have stopped between its link and its
-            # last contact, so the contact is written first (an upsert, as the sender's).
+            # This callback records the provider id: a link in ``providerids`` was written apart from its last
+            # contact, and the sender may have stopped between the two, so the contact is written first (an
+            # upsert, as the sender's).
             _remember_contact(stores, connection, job)
         return job
     if named is not None and named.remembered:
@@ -169,17 +170,15 @@ def _link_job_named_in_url(stores: Stores, connection: str, sid: str, job: JobRo
         # An earlier try of this job that was not adopted: its progress is not the job's.
         log.warning("a status callback for %s, which is not the message or call of job %s", sid, job.job_id)
         return None
-    stores.providers.link(sid, job.job_id, connection)  # an upsert: repeating it is harmless
-    _remember_contact(stores, connection, job)
+    _remember_contact(stores, connection, job, sid)  # upserts: repeating them is harmless
     return job
 
 
-def _remember_contact(stores: Stores, connection: str, job: JobRow) -> None:
-    """The job as the last contact of its number, so that a reply lands on its record."""
-    number = str(job.fields.get("to") or "")
-    if number:
-        stores.contacts.remember(connection, number, LastContact(
-            job.job_id, job.fields.get("record", ""), job.fields.get("correlation_id", "")))
+def _remember_contact(stores: Stores, connection: str, job: JobRow, sid: str = "") -> None:
+    """The job as the last contact of its number, so that a reply lands on its record; with ``sid``, its message
+    or call linked to it in the same write."""
+    stores.contacts.remember(connection, str(job.fields.get("to") or ""), LastContact(
+        job.job_id, job.fields.get("record", ""), job.fields.get("correlation_id", "")), sid=sid)
 
 
 @handles(CALLBACKS, TWILIO_INBOUND)

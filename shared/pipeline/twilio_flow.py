@@ -98,7 +98,7 @@ class Delivery(JobAttempt):
 
     def belongs_to_another_job(self, provider_id: str) -> bool:
         """A message or call already linked to another job is never adopted by this one."""
-        link = self.stores.providers.lookup(provider_id)
+        link = self.stores.contacts.job_of_sid(self.connection.name, provider_id)
         return link is not None and link.job_id != self.job_id
 
     def send(self, channel: Any, number: str) -> None:
@@ -133,11 +133,10 @@ class Delivery(JobAttempt):
         self.record_sent(number, result.sid, result.status)
 
     def record_sent(self, number: str, sid: str, status: str, adopted: bool = False) -> None:
-        # The link and the last contact first, the job second: a stop in between leaves a job
+        # The link and the last contact first (one transaction), the job second: a stop in between leaves a job
         # still dispatching that callbacks (and the next attempt's lookup) can find and move on.
-        self.stores.providers.link(sid, self.job_id, self.connection.name)
         self.stores.contacts.remember(self.connection.name, number, LastContact(
-            self.job_id, self.payload.get("record", ""), self.envelope.correlation_id))
+            self.job_id, self.payload.get("record", ""), self.envelope.correlation_id), sid=sid)
         # Scheduled before the job records the send, so that its handle goes in that same write; a stop in
         # between leaves a follow-up that finds the job still dispatching and does nothing.
         handle = schedule_reconciliation(self.connection, self.envelope, sid)

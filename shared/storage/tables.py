@@ -736,7 +736,9 @@ class ProviderLink:
 
 
 class ProviderIndex:
-    """MessageSid / CallSid / Slack ts -> the job it belongs to (callbacks carry only those)."""
+    """SendGrid message id -> the job it belongs to (its event webhook carries only that). Twilio's sids are linked
+    beside their contacts (``ContactStore``) and a Slack card needs no link (its buttons name the job); links of
+    either that this table holds are still read."""
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
@@ -888,23 +890,47 @@ class LastContact:
 
 
 class ContactStore:
-    """The last message sent to each number: a reply is recorded against what it was about."""
+    """Per connection: the last message sent to each number (a reply is recorded against what it was about), and
+    the job each message or call is (its sid's link: status callbacks and the search for an earlier send read it).
+    A send writes both in one entity-group transaction: the connection's partition holds them."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, providers: ProviderIndex) -> None:
         self._tables = tables
+        self._providers = providers
 
-    def remember(self, connection: str, number: str, contact: LastContact) -> None:
-        self._tables.table(CONTACTS).upsert_entity(
-            {"PartitionKey": table_key(connection), "RowKey": self._tables.protector.blind(number),
-             "JobId": contact.job_id,
-             "Record": contact.record, "CorrelationId": contact.correlation_id, "At": utc_now()}
-        )
+    def remember(self, connection: str, number: str, contact: LastContact, *, sid: str = "") -> None:
+        """``contact`` as the last to ``number`` (none when ``number`` is ""), and with ``sid`` its message or
+        call linked to its job: both or neither."""
+        partition = table_key(connection)
+        rows: list[dict[str, Any]] = [
+            {"PartitionKey": partition, "RowKey": _SID_PREFIX + sid, "ProviderId": sid, "JobId": contact.job_id}
+        ] if sid else []
+        if number:
+            rows.append({"PartitionKey": partition, "RowKey": self._tables.protector.blind(number),
+                         "JobId": contact.job_id, "Record": contact.record, "CorrelationId": contact.correlation_id,
+                         "At": utc_now()})
+        if len(rows) == 1:
+            self._tables.table(CONTACTS).upsert_entity(rows[0])
+        elif rows:
+            self._tables.transaction(CONTACTS, [("upsert", row) for row in rows])
 
     def last(self, connection: str, number: str) -> LastContact | None:
         row = self._tables.row(CONTACTS, table_key(connection), self._tables.protector.blind(number))
         if row is None:
             return None
         return LastContact(row["JobId"], row["Record"], row["CorrelationId"])
+
+    def job_of_sid(self, connection: str, sid: str) -> ProviderLink | None:
+        """The job the message or call ``sid`` of ``connection`` is; a link ``providerids`` holds (written apart
+        from its contact) is read when the connection's partition has none."""
+        row = self._tables.row(CONTACTS, table_key(connection), _SID_PREFIX + sid) if sid else None
+        if row is not None:
+            return ProviderLink(sid, row["JobId"], connection)
+        return self._providers.lookup(sid)
+
+
+# A message's link beside the contacts: a blinded number's row key starts "b:", never this.
+_SID_PREFIX = "sid-"
 
 
 # --- verification gates ------------------------------------------------------------------------
@@ -1303,9 +1329,9 @@ class Stores:
     def open(cls, settings: StorageSettings, prefix: str = DEFAULT_TABLE_PREFIX,
              protector: Protector | None = None) -> Stores:
         tables = Tables(settings, prefix, protector)
-        audit = AuditLog(tables)
+        audit, providers = AuditLog(tables), ProviderIndex(tables)
         return cls(tables, DedupStore(tables), JobStore(tables, audit), audit,
-                   WatermarkStore(tables), ProviderIndex(tables), OptOutStore(tables), ContactStore(tables),
+                   WatermarkStore(tables), providers, OptOutStore(tables), ContactStore(tables, providers),
                    GateStore(tables), PacingStore(tables), SnapshotStore(tables), LeaseStore(tables),
                    DeadLetterStore(tables), PollStatusStore(tables))
 

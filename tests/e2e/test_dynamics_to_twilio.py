@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from shared.storage.tables import CONTACTS, PROVIDER_IDS, table_key
+from shared.storage.tables import CONTACTS, table_key
 from tests.e2e.conftest import MASTER_KEY, Stack, text_in
 from tests.fakes.twilio import twilio_signature
 from tests.support.waiting import wait_for
@@ -148,17 +148,18 @@ def test_callbacks_repair_a_lost_link_and_a_reply_still_lands_on_the_record(stac
     try:
         # As if the app had stopped once Twilio took the message, before linking the message to the
         # job, remembering it as the number's last contact and recording the send on the job.
-        stores.tables.table(PROVIDER_IDS).delete_entity(table_key(message.sid), "")
+        stores.tables.table(CONTACTS).delete_entity(table_key("twilio-main"), f"sid-{message.sid}")
         stores.tables.table(CONTACTS).delete_entity(table_key("twilio-main"), stores.tables.protector.blind(phone))
         sent_job = stores.jobs.get(contact["job_id"])
         assert sent_job is not None
         stores.jobs.update(sent_job, {"status": "dispatching", "provider_id": None})
-        assert stores.providers.lookup(message.sid) is None and stores.contacts.last("twilio-main", phone) is None
+        assert stores.contacts.job_of_sid("twilio-main", message.sid) is None
+        assert stores.contacts.last("twilio-main", phone) is None
 
         for status in ("sent", "delivered"):
             assert stack.twilio.advance_message(message.sid, status).status_code == 204
         wait_for(lambda: stack.audit(record)["contacts"][0]["status"] == "delivered", what="delivered")
-        link = stores.providers.lookup(message.sid)
+        link = stores.contacts.job_of_sid("twilio-main", message.sid)
         assert link is not None and link.job_id == contact["job_id"]
     finally:
         stores.close()

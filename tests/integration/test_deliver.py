@@ -23,7 +23,7 @@ from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
 from shared.pipeline.replay import replay_job
 from shared.storage.bus import StorageQueueBus
 from shared.storage.secrets import reset_secret_provider
-from shared.storage.tables import PROVIDER_IDS, LastContact, Stores
+from shared.storage.tables import CONTACTS, PROVIDER_IDS, LastContact, Stores
 from tests.fakes.twilio import FakeTwilio
 
 
@@ -119,7 +119,7 @@ def test_an_sms_created_but_unanswered_and_still_queued_is_adopted_not_sent_agai
     assert len(fake.messages(to="+14155550123")) == 1
     job = stores.jobs.get(envelope.payload["job_id"])
     assert job is not None and job.fields["provider_id"] == message.sid and job.status == "queued"
-    link = stores.providers.lookup(message.sid)
+    link = stores.contacts.job_of_sid(connection.name, message.sid)
     assert link is not None and link.job_id == envelope.payload["job_id"]
     [sent] = [e for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE") if e.step == "sent"]
     assert sent.detail["adopted"] is True and sent.detail["provider_id"] == message.sid
@@ -184,19 +184,19 @@ def test_callbacks_find_and_repair_a_job_whose_link_write_failed(
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://connector.example.com")
     envelope = notification(uuid.uuid4().hex, "+14155550127")
     job_id = envelope.payload["job_id"]
-    real_link = stores.providers.link
+    real_remember = stores.contacts.remember
     failures = iter([True])
 
-    def link_failing_once(provider_id: str, job: str, name: str) -> None:
+    def link_failing_once(connection: str, number: str, contact: LastContact, *, sid: str = "") -> None:
         if next(failures, False):
             raise ConnectionError("storage went away")
-        real_link(provider_id, job, name)
+        real_remember(connection, number, contact, sid=sid)
 
-    monkeypatch.setattr(stores.providers, "link", link_failing_once)
+    monkeypatch.setattr(stores.contacts, "remember", link_failing_once)
     with pytest.raises(ConnectionError):
         deliver_once(stores, connection, envelope)
     [message] = fake.messages(to="+14155550127")
-    assert stores.providers.lookup(message.sid) is None
+    assert stores.contacts.job_of_sid("race-twilio", message.sid) is None
     assert stores.contacts.last("race-twilio", "+14155550127") is None
 
     callback = urlsplit(message.status_callback or "")
@@ -208,7 +208,7 @@ def test_callbacks_find_and_repair_a_job_whose_link_write_failed(
 
     job = stores.jobs.get(job_id)
     assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
-    link = stores.providers.lookup(message.sid)
+    link = stores.contacts.job_of_sid("race-twilio", message.sid)
     assert link is not None and link.job_id == job_id
     contact = stores.contacts.last("race-twilio", "+14155550127")  # where a reply from that number lands
     assert contact is not None and contact.job_id == job_id and contact.record == "fo|VendorInvoice|usmf|RACE"
@@ -223,8 +223,8 @@ def test_a_callback_between_the_link_and_the_job_update_is_kept(
     envelope = notification(uuid.uuid4().hex, "+14155550128")
     real_remember = stores.contacts.remember
 
-    def remember_then_delivered(name: str, number: str, contact: LastContact) -> None:
-        real_remember(name, number, contact)
+    def remember_then_delivered(name: str, number: str, contact: LastContact, *, sid: str = "") -> None:
+        real_remember(name, number, contact, sid=sid)
         [message] = fake.messages(to="+14155550128")  # Twilio is quick: delivered before the job says sent
         record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{message.sid}|delivered",
                                {"params": fake.message_status_params(message.sid, "delivered")}))
@@ -279,7 +279,7 @@ def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
                             "job_id": envelope.payload["job_id"]}))
 
     job = stores.jobs.get(envelope.payload["job_id"])
-    assert job is not None and job.status == "queued" and stores.providers.lookup(stray) is None
+    assert job is not None and job.status == "queued" and stores.contacts.job_of_sid("race-twilio", stray) is None
     with pytest.raises(RetryLater):  # no job named and no link yet: Twilio may be ahead of the sender
         record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|sent",
                                {"params": {"MessageSid": stray, "MessageStatus": "sent"}}))
@@ -314,7 +314,7 @@ def test_the_callbacks_of_a_recorded_send_find_their_job_without_a_provider_id_l
 
     job = stores.jobs.get(job_id)
     assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
-    assert reads[PROVIDER_IDS] == 0
+    assert reads[CONTACTS] == reads[PROVIDER_IDS] == 0
     statuses = [e.detail["status"] for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE")
                 if e.job_id == job_id and e.step == "status"]
     assert statuses == ["sent", "delivered"]
@@ -322,7 +322,7 @@ def test_the_callbacks_of_a_recorded_send_find_their_job_without_a_provider_id_l
     stray = "SM" + uuid.uuid4().hex  # not the job's message: its link decides, as before
     record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{stray}|read",
                            {"params": {"MessageSid": stray, "MessageStatus": "read"}, "job_id": job_id}))
-    assert reads[PROVIDER_IDS] == 1
+    assert reads[CONTACTS] == reads[PROVIDER_IDS] == 1  # its link, beside the contacts, else in providerids
     job = stores.jobs.get(job_id)
     assert job is not None and job.status == "delivered"
 

@@ -66,7 +66,7 @@ class Outcomes:
             uuid.uuid4().hex
         self.stores.jobs.create(job_id, {"status": "sent", "channel": channel, "via": "twilio-main", "to": PHONE,
                                          "record": record, "correlation_id": correlation, "provider_id": sid})
-        self.stores.providers.link(sid, job_id, "twilio-main")
+        self.stores.contacts.remember("twilio-main", "", LastContact(job_id, record, correlation), sid=sid)
         return job_id, sid, correlation
 
     def status(self, job_id: str, sid: str, status: str, **extra: str) -> None:

@@ -20,7 +20,7 @@ from devhost.host import HostedFunction, discover_functions
 from devhost.http_server import RouteTable, query_parameters
 from shared.model import CALLBACKS
 from shared.storage.bus import StorageQueueBus, read_envelope
-from shared.storage.tables import JobRow, Stores
+from shared.storage.tables import JobRow, LastContact, Stores
 from tests.fakes.twilio import FakeTwilio, TwilioCredentials
 
 PUBLIC_BASE_URL = "https://connector.example.com"
@@ -69,7 +69,7 @@ class Webhooks:
         created = self.stores.jobs.create(job_id, {"status": "queued", "provider_id": sid, "record": RECORD,
                                                    "correlation_id": uuid.uuid4().hex, "channel": "sms"})
         assert created is not None
-        self.stores.providers.link(sid, job_id, "twilio-main")
+        self.stores.contacts.remember("twilio-main", "", LastContact(job_id, RECORD, ""), sid=sid)
         return job_id
 
     def statuses(self, job_id: str) -> list[str]:

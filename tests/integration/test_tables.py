@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -187,6 +188,40 @@ def test_the_last_contact_of_a_number_is_kept(stores: Stores) -> None:
     stores.contacts.remember("twilio-main", "+14155550100", LastContact("j1", "fo|VendorInvoice|usmf|A", "c1"))
     stores.contacts.remember("twilio-main", "+14155550100", LastContact("j2", "fo|VendorInvoice|usmf|B", "c2"))
     assert stores.contacts.last("twilio-main", "+14155550100") == LastContact("j2", "fo|VendorInvoice|usmf|B", "c2")
+
+
+def test_a_send_links_its_sid_beside_the_numbers_last_contact_in_one_request(
+        stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.storage.tables import CONTACTS, LastContact
+
+    requests: list[str] = []
+    real_transaction, contacts = stores.tables.transaction, stores.tables.table(CONTACTS)
+    real_upsert = contacts.upsert_entity
+    monkeypatch.setattr(stores.tables, "transaction",
+                        lambda name, operations: requests.append(f"transaction {name}")
+                        or real_transaction(name, operations))
+    monkeypatch.setattr(contacts, "upsert_entity",
+                        lambda entity, **kwargs: requests.append("upsert") or real_upsert(entity, **kwargs))
+    sid = "SM" + uuid.uuid4().hex
+
+    stores.contacts.remember("twilio-main", "+14155550177", LastContact("job-7", "fo|VendorInvoice|usmf|L", "c7"),
+                             sid=sid)
+
+    assert requests == [f"transaction {CONTACTS}"]  # both rows or neither
+    assert stores.contacts.last("twilio-main", "+14155550177") == LastContact("job-7", "fo|VendorInvoice|usmf|L", "c7")
+    link = stores.contacts.job_of_sid("twilio-main", sid)
+    assert link is not None and (link.provider_id, link.job_id, link.connection) == (sid, "job-7", "twilio-main")
+    assert stores.contacts.job_of_sid("twilio-other", sid) is None  # each connection's messages are its own
+    stores.contacts.remember("twilio-main", "", LastContact("job-8", "", ""), sid=sid + "x")  # no number: the link
+    assert requests[-1] == "upsert" and stores.contacts.job_of_sid("twilio-main", sid + "x") is not None
+
+
+def test_a_message_linked_in_provider_ids_is_still_found(stores: Stores) -> None:
+    sid = "SM" + uuid.uuid4().hex
+    stores.providers.link(sid, "job-older", "twilio-main")
+    link = stores.contacts.job_of_sid("twilio-main", sid)
+    assert link is not None and link.job_id == "job-older"
+    assert stores.contacts.job_of_sid("twilio-main", "SMunknown") is None
 
 
 def test_jobs_are_found_by_status_and_time_window(stores: Stores) -> None:
