@@ -31,18 +31,26 @@ def loads_json(raw: str | bytes) -> Any:
 
 
 def json_depth(value: Any) -> int:
-    """How deeply arrays and objects nest in ``value`` (a scalar is 0); without recursion."""
+    """How deeply arrays and objects nest in ``value`` (a scalar is 0); without recursion.
+
+    Level by level, with no bookkeeping per value: every webhook body is measured here."""
     deepest = 0
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        if depth > MAX_JSON_DEPTH:
+    level = [value]
+    while deepest <= MAX_JSON_DEPTH:
+        below: list[Any] = []
+        containers = 0
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(item.values())
+            elif isinstance(item, list):
+                below.extend(item)
+            else:
+                continue
+            containers += 1
+        if not containers:
             break
-        pending.extend((child, depth + 1) for child in children)
+        deepest += 1
+        level = below
     return deepest
 
 

@@ -106,8 +106,8 @@ def invocation(function: str, **values: object) -> Iterator[None]:
     """
     configure_export()
     token = _dimensions.set(_EMPTY)
-    # Lines of a run that names no ERP change still share an operation id of their own.
-    operation = _enter_operation(secrets.token_hex(16))
+    # Lines of a run that names no ERP change still share an operation id of their own (drawn only when exported).
+    operation = _enter_operation(secrets.token_hex(16) if _exporting.is_set() else None)
     try:
         with scope(function_name=function, **values):
             try:
