@@ -2,7 +2,8 @@
 
 - Status: the job's status moves forward only (a late ``sent`` never overwrites
   ``delivered``), so a repeated or out-of-order callback changes nothing and is not
-  audited twice; that order is the deduplication. The job is found by the job id in the
+  audited twice; that order is the deduplication. A late callback of a send that a replay
+  replaced changes nothing either. The job is found by the job id in the
   (signed) callback URL, or by the provider id's link; when the sender stopped before
   linking, the link and the number's last contact are written here. A callback whose URL
   names its job is applied by the webhook itself (``apply_status``), queued only when
@@ -88,7 +89,7 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
         if taken_as_recorded and row.fields.get("provider_id") != sid:
             raise _NotAsRead  # the job moved on since it was read (a replay): the link decides after all
         followup.clear()
-        if not moves_forward(row.status, status):
+        if replaced(row, sid) or not moves_forward(row.status, status):
             return None  # a repeated or late callback: that order is the deduplication
         changes = {"status": status, "error_code": params.get("ErrorCode") or row.fields.get("error_code")}
         if not row.fields.get("provider_id"):
@@ -126,6 +127,11 @@ def apply_status(stores: Stores, connection: str, params: Mapping[str, str], job
         cancel_reconciliation(followup["handle"])
 
 
+def replaced(job: JobRow, sid: str) -> bool:
+    """Whether ``sid`` is a send of ``job`` that a replay replaced: its late callbacks are not the job's progress."""
+    return sid in (job.fields.get("previous_provider_ids") or [])
+
+
 class _NotAsRead(Exception):
     """The job a callback found by its provider id no longer records that id: its link decides after all."""
 
@@ -147,6 +153,9 @@ def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str, tru
     link = stores.contacts.job_of_sid(connection, sid)
     if link is not None:
         job = named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
+        if job is not None and replaced(job, sid):
+            log.info("a status callback for %s, a send of job %s that a replay replaced: ignored", sid, job.job_id)
+            return None
         if job is not None and not job.fields.get("provider_id"):
             # This callback records the provider id: a link in ``providerids`` was written apart from its last
             # contact, and the sender may have stopped between the two, so the contact is written first (an
@@ -166,6 +175,9 @@ def _link_job_named_in_url(stores: Stores, connection: str, sid: str, job: JobRo
     """
     if job is None:
         raise RetryLater(UNLINKED_RETRY_SECONDS, f"no job is linked to {sid} (yet)")
+    if replaced(job, sid):
+        log.info("a status callback for %s, a send of job %s that a replay replaced: ignored", sid, job.job_id)
+        return None
     if job.fields.get("provider_id") not in (None, "", sid):
         # An earlier try of this job that was not adopted: its progress is not the job's.
         log.warning("a status callback for %s, which is not the message or call of job %s", sid, job.job_id)

@@ -23,7 +23,7 @@ from shared.pipeline.deliver import DISPATCH_LEASE_SECONDS, Delivery, open_job
 from shared.pipeline.replay import replay_job
 from shared.storage.bus import StorageQueueBus
 from shared.storage.secrets import reset_secret_provider
-from shared.storage.tables import CONTACTS, PROVIDER_IDS, LastContact, Stores
+from shared.storage.tables import CONTACTS, PROVIDER_IDS, LastContact, Stores, table_key
 from tests.fakes.twilio import FakeTwilio
 
 
@@ -264,6 +264,41 @@ def test_an_instance_that_saw_a_job_before_its_replay_elsewhere_still_applies_th
              for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE") if e.job_id == job_id and e.step == "status"]
     assert steps == [("status", "failed", first.sid), ("status", "sent", second.sid),
                      ("status", "delivered", second.sid)]
+
+
+def test_a_late_callback_of_a_replayed_jobs_earlier_send_changes_nothing(
+    stores: Stores, twilio: tuple, app_stores: Stores, bus: StorageQueueBus
+) -> None:
+    fake, connection = twilio
+    envelope = notification(uuid.uuid4().hex, "+14155550133")
+    job_id = envelope.payload["job_id"]
+
+    def status(sid: str, value: str, *, named: bool = True) -> None:
+        named_job = {"job_id": job_id} if named else {}
+        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{sid}|{value}",
+                               {"params": fake.message_status_params(sid, value), **named_job}))
+
+    deliver_once(stores, connection, envelope)
+    [first] = fake.messages(to="+14155550133")
+    status(first.sid, "failed")
+    assert replay_job(stores, bus, job_id).replayed
+
+    status(first.sid, "failed")  # Twilio posts the earlier send's callback again, before the new send
+    status(first.sid, "undelivered", named=False)  # found by the earlier send's link
+    stores.tables.table(CONTACTS).delete_entity(table_key("race-twilio"), f"sid-{first.sid}")
+    status(first.sid, "undelivered")  # by the job its URL names alone
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "pending" and job.fields.get("provider_id") is None
+
+    deliver_once(stores, connection, envelope)
+    second = next(m for m in fake.messages(to="+14155550133") if m.sid != first.sid)
+    status(first.sid, "undelivered")
+    status(second.sid, "sent")
+    job = stores.jobs.get(job_id)
+    assert job is not None and job.status == "sent" and job.fields["provider_id"] == second.sid
+    steps = [(e.detail.get("status"), e.detail.get("provider_id"))
+             for e in stores.audit.by_record("fo|VendorInvoice|usmf|RACE") if e.job_id == job_id and e.step == "status"]
+    assert steps == [("failed", first.sid), ("sent", second.sid)]
 
 
 def test_a_callback_for_an_earlier_unadopted_send_does_not_move_the_job(
