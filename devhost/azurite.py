@@ -90,12 +90,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ProcessExited(RuntimeError):
+    """The process that was to listen on a port stopped first."""
+
+
 def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
     """Poll until something accepts connections on 127.0.0.1:port (no fixed sleeps)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+            raise ProcessExited(f"exited with {process.returncode} before port {port} opened")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -145,13 +149,32 @@ class Azurite:
             self.process.wait(timeout=5)
 
 
+# Free ports are picked, then bound by Azurite: another process may take one in between.
+START_ATTEMPTS = 3
+
+
 def start_azurite(
     location: Path | None = None,
     ports: tuple[int, int, int] | None = None,
     log_path: Path | None = None,
 ) -> Azurite:
-    """Start Azurite: in memory (tests) or persisted under ``location`` (local runs)."""
-    blob, queue, table = ports or (free_port(), free_port(), free_port())
+    """Start Azurite: in memory (tests) or persisted under ``location`` (local runs). On ports of its own
+    choosing, an Azurite that exits while starting (a port taken meanwhile) is started again on others."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_azurite(location, ports or (free_port(), free_port(), free_port()), log_path)
+        except AzuriteExited:
+            if ports is not None or attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class AzuriteExited(RuntimeError):
+    """Azurite stopped before it listened on its ports (one of them taken, say)."""
+
+
+def _start_azurite(location: Path | None, ports: tuple[int, int, int], log_path: Path | None) -> Azurite:
+    blob, queue, table = ports
     args = [
         azurite_executable(),
         "--silent",
@@ -175,6 +198,9 @@ def start_azurite(
     try:
         for port in (queue, table):
             wait_for_port(port, process=process)
+    except ProcessExited as exc:
+        azurite.stop()
+        raise AzuriteExited(f"Azurite {exc}") from None
     except BaseException:
         azurite.stop()
         raise

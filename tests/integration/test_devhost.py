@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -629,6 +630,24 @@ def test_a_port_taken_by_another_program_is_never_shared(azurite: Azurite) -> No
     with another_web_server() as port, pytest.raises(AzuritePortError) as refused:
         running_azurite((azurite.blob_port, port, azurite.table_port))
     assert f"port {port} (Azurite's queue service) is taken by another program" in str(refused.value)
+
+
+def test_an_azurite_on_ports_of_its_own_choosing_starts_again_on_others_when_one_was_taken_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from devhost import azurite as module
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))  # held, not listening: as a port another process bound since it was picked
+        picks = iter([taken.getsockname()[1]])
+        monkeypatch.setattr(module, "free_port", lambda: next(picks, None) or free_port())
+        started = module.start_azurite()
+        try:
+            assert taken.getsockname()[1] not in (started.blob_port, started.queue_port, started.table_port)
+            assert running_azurite((started.blob_port, started.queue_port, started.table_port)) is True
+        finally:
+            started.stop()
+        with pytest.raises(module.AzuriteExited, match="exited"):  # ports given are not swapped for others
+            module.start_azurite(ports=(taken.getsockname()[1], free_port(), free_port()))
 
 
 def test_only_part_of_an_azurite_is_never_shared(azurite: Azurite) -> None:
