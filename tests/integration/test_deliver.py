@@ -237,6 +237,13 @@ def test_a_callback_between_the_link_and_the_job_update_is_kept(
     assert job is not None and job.status == "delivered" and job.fields["provider_id"] == message.sid
 
 
+def status_callback(fake: Any, sid: str, value: str, job_id: str) -> None:
+    """Twilio's status callback for ``sid``, its URL naming ``job_id`` (none when "")."""
+    named = {"job_id": job_id} if job_id else {}
+    record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{sid}|{value}",
+                           {"params": fake.message_status_params(sid, value), **named}))
+
+
 def test_an_instance_that_saw_a_job_before_its_replay_elsewhere_still_applies_the_new_send_s_callbacks(
     stores: Stores, twilio: tuple, app_stores: Stores, bus: StorageQueueBus
 ) -> None:
@@ -246,8 +253,7 @@ def test_an_instance_that_saw_a_job_before_its_replay_elsewhere_still_applies_th
     job_id = envelope.payload["job_id"]
 
     def status(sid: str, value: str) -> None:
-        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{sid}|{value}",
-                               {"params": fake.message_status_params(sid, value), "job_id": job_id}))
+        status_callback(fake, sid, value, job_id)
 
     deliver_once(stores, connection, envelope)
     [first] = fake.messages(to="+14155550131")
@@ -273,27 +279,22 @@ def test_a_late_callback_of_a_replayed_jobs_earlier_send_changes_nothing(
     envelope = notification(uuid.uuid4().hex, "+14155550133")
     job_id = envelope.payload["job_id"]
 
-    def status(sid: str, value: str, *, named: bool = True) -> None:
-        named_job = {"job_id": job_id} if named else {}
-        record_status(Envelope(TWILIO_STATUS, "race-twilio", f"{sid}|{value}",
-                               {"params": fake.message_status_params(sid, value), **named_job}))
-
     deliver_once(stores, connection, envelope)
     [first] = fake.messages(to="+14155550133")
-    status(first.sid, "failed")
+    status_callback(fake, first.sid, "failed", job_id)
     assert replay_job(stores, bus, job_id).replayed
 
-    status(first.sid, "failed")  # Twilio posts the earlier send's callback again, before the new send
-    status(first.sid, "undelivered", named=False)  # found by the earlier send's link
+    status_callback(fake, first.sid, "failed", job_id)  # Twilio posts it again, before the new send
+    status_callback(fake, first.sid, "undelivered", "")  # found by the earlier send's link
     stores.tables.table(CONTACTS).delete_entity(table_key("race-twilio"), f"sid-{first.sid}")
-    status(first.sid, "undelivered")  # by the job its URL names alone
+    status_callback(fake, first.sid, "undelivered", job_id)  # by the job its URL names alone
     job = stores.jobs.get(job_id)
     assert job is not None and job.status == "pending" and job.fields.get("provider_id") is None
 
     deliver_once(stores, connection, envelope)
     second = next(m for m in fake.messages(to="+14155550133") if m.sid != first.sid)
-    status(first.sid, "undelivered")
-    status(second.sid, "sent")
+    status_callback(fake, first.sid, "undelivered", job_id)
+    status_callback(fake, second.sid, "sent", job_id)
     job = stores.jobs.get(job_id)
     assert job is not None and job.status == "sent" and job.fields["provider_id"] == second.sid
     steps = [(e.detail.get("status"), e.detail.get("provider_id"))
