@@ -73,7 +73,8 @@ def azurite_ports_argument(text: str) -> tuple[int, int, int]:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # host.json keeps the Azure SDKs at Warning; their request logging would drown the functions' own.
+    # Their request logging would drown the functions' own: the app sets the libraries' level when it loads
+    # (LIBRARY_LOG_LEVEL); devhost's queue pollers use the Azure SDKs before that.
     logging.getLogger("azure").setLevel(logging.WARNING)
 
 

@@ -10,8 +10,12 @@ safety net for mistakes, not a licence to log secrets.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
+from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
 
 MASK = "***"
 # Shorter values would mask innocent text all over the log (e.g. "id", "2024").
@@ -134,6 +138,34 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = _registry.redact(record.stack_info)
         return True
+
+
+# The libraries' loggers: their request logging (azure-core logs every storage call's request and answer at Info).
+LIBRARY_LOGGERS = ("azure", "urllib3", "msal", "twilio", "slack_sdk")
+LIBRARY_LOG_LEVEL_SETTING = "LIBRARY_LOG_LEVEL"
+DEFAULT_LIBRARY_LOG_LEVEL = "WARNING"
+
+
+def quiet_library_loggers(env: Mapping[str, str] | None = None) -> None:
+    """The libraries' loggers at ``LIBRARY_LOG_LEVEL`` (default Warning).
+
+    The Functions Python worker sets the root logger to Debug and leaves the filtering to the host
+    (``host.json``), which drops a line only after the worker has formatted it and sent it over: every
+    storage call would pay for two multi-line lines nobody reads. A level the logging module does not know
+    keeps the default, with a warning. Debug is not offered: at Debug the libraries write request URLs and
+    bodies, which can name phone numbers and hold message texts."""
+    raw = ((os.environ if env is None else env).get(LIBRARY_LOG_LEVEL_SETTING) or DEFAULT_LIBRARY_LOG_LEVEL)
+    level = logging.getLevelName(raw.strip().upper())
+    if not isinstance(level, int):
+        log.warning("%s=%r is not a log level (INFO, WARNING, ERROR): %s is used",
+                    LIBRARY_LOG_LEVEL_SETTING, raw, DEFAULT_LIBRARY_LOG_LEVEL)
+        level = logging.getLevelName(DEFAULT_LIBRARY_LOG_LEVEL)
+    elif level < logging.INFO:
+        log.warning("%s=%r: the libraries log at INFO at most here (at DEBUG they write request URLs and bodies, "
+                    "which can name phone numbers)", LIBRARY_LOG_LEVEL_SETTING, raw)
+        level = logging.INFO
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def install_redaction(logger: logging.Logger | None = None) -> RedactingFilter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -91,3 +92,41 @@ def test_scrub_masks_numbers_written_the_national_way(text: str, scrubbed: str) 
 ])
 def test_scrub_leaves_ids_amounts_and_dates_alone(text: str) -> None:
     assert scrub(text) == text
+
+
+@pytest.fixture
+def library_levels() -> Iterator[None]:
+    """The libraries' and the root logger's levels as they were, after the test."""
+    from shared.logs import LIBRARY_LOGGERS
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in LIBRARY_LOGGERS)]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+def test_the_sdks_request_logging_is_off_under_the_workers_debug_root_unless_asked_for(
+        library_levels: None, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.logs import quiet_library_loggers
+
+    logging.getLogger().setLevel(logging.DEBUG)  # as the Functions Python worker sets it
+    storage_requests = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+
+    quiet_library_loggers({})
+    assert not storage_requests.isEnabledFor(logging.INFO)
+    assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("azure.storage").isEnabledFor(logging.WARNING)  # their warnings still show
+    assert logging.getLogger("shared.pipeline").isEnabledFor(logging.DEBUG)  # the app's own are left alone
+
+    quiet_library_loggers({"LIBRARY_LOG_LEVEL": "info"})  # to see every storage request while troubleshooting
+    assert storage_requests.isEnabledFor(logging.INFO)
+    with caplog.at_level(logging.WARNING, logger="shared.logs"):
+        quiet_library_loggers({"LIBRARY_LOG_LEVEL": "DEBUG"})  # URLs and bodies: never
+    assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+    assert storage_requests.isEnabledFor(logging.INFO) and "at INFO at most" in caplog.text
+
+    with caplog.at_level(logging.WARNING, logger="shared.logs"):
+        quiet_library_loggers({"LIBRARY_LOG_LEVEL": "loud"})
+    assert not storage_requests.isEnabledFor(logging.INFO)
+    assert "LIBRARY_LOG_LEVEL='loud' is not a log level" in caplog.text
