@@ -224,6 +224,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'DELIVER_INLINE'
           value: 'true'
         }
+        // The worker logs at Debug and leaves the filtering to the host: the libraries' request lines are
+        // not even formatted below this level. 'INFO' shows every storage request while troubleshooting.
+        {
+          name: 'LIBRARY_LOG_LEVEL'
+          value: 'WARNING'
+        }
         // The functions are synchronous and run on the worker's thread pool: one thread per
         // concurrent HTTP request or Service Bus message (host.json maxConcurrentCalls).
         {
