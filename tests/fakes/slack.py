@@ -74,7 +74,7 @@ import string
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -406,7 +406,8 @@ class FakeSlack(FakeServer):
         response_url: str | None = None,
     ) -> dict[str, Any]:
         """A ``block_actions`` payload for a click on a button of a message in ``channel_id``. Slack sends the
-        clicked button's own ``value``: ``value`` stands in only for a message or button this fake does not hold."""
+        clicked button's own ``value`` (as posted, when chat.update has since taken the buttons away): ``value``
+        stands in only for a message or button this fake never held."""
         user = self._users.get(user_id)
         stored = self._find_message(channel_id, message_ts)
         value = _button_value_of(stored, action_id, value)
@@ -975,8 +976,21 @@ def _block_id_of(message: SlackMessage | None, action_id: str) -> str:
 
 
 def _button_value_of(message: SlackMessage | None, action_id: str, otherwise: str) -> str:
-    found = [button for button in _buttons(message) if button.get("action_id") == action_id and "value" in button]
-    return str(found[0]["value"]) if found else otherwise
+    """The button's value on the message, else as posted: a click made before chat.update took the buttons away
+    (one in flight, or Slack's retry of it) carries the value the button had."""
+    for buttons in (_buttons(message), _buttons_as_posted(message)):
+        found = [button for button in buttons if button.get("action_id") == action_id and "value" in button]
+        if found:
+            return str(found[0]["value"])
+    return otherwise
+
+
+def _buttons_as_posted(message: SlackMessage | None) -> list[dict[str, Any]]:
+    blocks = message.arguments.get("blocks") if message is not None else None
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    posted = replace(message, blocks=blocks) if message is not None and isinstance(blocks, list) else None
+    return _buttons(posted)
 
 
 def _button_text_of(message: SlackMessage | None, action_id: str) -> str:

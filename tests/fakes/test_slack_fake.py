@@ -495,6 +495,18 @@ def interaction_parts(request: RecordedRequest) -> tuple[str, Headers, dict[str,
     return body, request.headers, payload
 
 
+def test_a_click_carries_its_buttons_value_even_after_an_update_took_the_buttons_away(
+        slack: FakeSlack, client: WebClient) -> None:
+    posted = client.chat_postMessage(channel=APPROVALS, text="PO-0042", blocks=BLOCKS)
+    assert slack.block_actions_payload(ALICE, APPROVALS, posted["ts"], "approve", "x")["actions"][0]["value"] == "job-1"
+    client.chat_update(channel=APPROVALS, ts=posted["ts"], text="Approved", blocks=BLOCKS[:1])
+
+    # A click made before the update (in flight, or Slack's retry of it) carries the value the button had.
+    payload = slack.block_actions_payload(ALICE, APPROVALS, posted["ts"], "approve", "x")
+    assert payload["actions"][0]["value"] == "job-1" and payload["message"]["blocks"] == BLOCKS[:1]
+    assert slack.block_actions_payload(ALICE, APPROVALS, "1.000001", "approve", "x")["actions"][0]["value"] == "x"
+
+
 def test_signed_click_verifies_and_carries_a_real_shaped_payload(slack: FakeSlack, client: WebClient) -> None:
     posted = client.chat_postMessage(channel=APPROVALS, text="PO-0042", blocks=BLOCKS)
     payload = slack.block_actions_payload(ALICE, APPROVALS, posted["ts"], "approve", "job-1")
