@@ -6,11 +6,17 @@ For each transport and call (table upsert and get, queue put, get and delete): `
 after the other from one thread, after a warm-up, timed by this process's CPU clock (Azurite's CPU is
 not counted). Both transports run in alternating rounds (``--rounds``) so a busy machine weighs on both
 alike; the figure is the median round. Printed: ms of CPU per call per transport and the saving.
+
+Then, on the app's transport, the same calls under the logging the Functions Python worker sets up: the root
+logger at Debug, and a handler that formats every line it is given (the worker formats each one and sends it
+to the host, which filters by ``host.json`` only then). Once with the libraries' loggers left at Debug, once at
+the Warning the app sets when it loads (``LIBRARY_LOG_LEVEL``), in alternating rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import time
@@ -94,7 +100,47 @@ def measure(stack: ExitStack, calls: int, rounds: int) -> int:
         before, after = ((statistics.mean(median[t].values()) if name == "mean" else median[t][name])
                          for t in TRANSPORTS)
         print(f"{name:<16} {before:9.3f} {after:12.3f} {(1 - after / before) * 100:6.0f}%")
+    under_worker_logging(*pairs["http.client"], calls, rounds)
     return 0
+
+
+class _FormatsEveryLine(logging.Handler):
+    """What the worker's handler costs at least: each line formatted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+def under_worker_logging(table: Any, queue: Any, calls: int, rounds: int) -> None:
+    from shared.logs import LIBRARY_LOGGERS, quiet_library_loggers
+
+    root, handler = logging.getLogger(), _FormatsEveryLine()
+    saved = [root.level, *(logging.getLogger(name).level for name in LIBRARY_LOGGERS)]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    by_level: dict[str, list[dict[str, float]]] = {"Debug": [], "Warning": []}
+    try:
+        for _ in range(rounds):
+            for level in by_level:
+                if level == "Debug":
+                    for name in LIBRARY_LOGGERS:
+                        logging.getLogger(name).setLevel(logging.DEBUG)
+                else:
+                    quiet_library_loggers({})
+                by_level[level].append(one_round(table, queue, calls))
+    finally:
+        root.removeHandler(handler)
+        for logger, level in zip([root, *(logging.getLogger(name) for name in LIBRARY_LOGGERS)], saved,
+                                 strict=True):
+            logger.setLevel(level)
+    median = {level: {name: statistics.median(r[name] for r in found) for name in CALLS}
+              for level, found in by_level.items()}
+    print("under the Functions worker's logging (root at Debug, every line formatted), http.client transport:")
+    print(f"{'CPU per call, ms':<16} {'libs Debug':>10} {'libs Warning':>13} {'saved':>7}")
+    for name in (*CALLS, "mean"):
+        before, after = ((statistics.mean(median[level].values()) if name == "mean" else median[level][name])
+                         for level in by_level)
+        print(f"{name:<16} {before:10.3f} {after:13.3f} {(1 - after / before) * 100:6.0f}%")
 
 
 def main() -> int:
