@@ -93,15 +93,22 @@ def measure(stack: ExitStack, calls: int, rounds: int) -> int:
     for _ in range(rounds):
         for transport, (table, queue) in pairs.items():
             rounds_by[transport].append(one_round(table, queue, calls))
-    median = {transport: {name: statistics.median(r[name] for r in rounds_by[transport]) for name in CALLS}
-              for transport in TRANSPORTS}
-    print(f"{'CPU per call, ms':<16} {'requests':>9} {'http.client':>12} {'saved':>7}")
-    for name in (*CALLS, "mean"):
-        before, after = ((statistics.mean(median[t].values()) if name == "mean" else median[t][name])
-                         for t in TRANSPORTS)
-        print(f"{name:<16} {before:9.3f} {after:12.3f} {(1 - after / before) * 100:6.0f}%")
+    print_saving(rounds_by)
     under_worker_logging(*pairs["http.client"], calls, rounds)
     return 0
+
+
+def print_saving(rounds_by: dict[str, list[dict[str, float]]]) -> None:
+    """A table of the median round's CPU per call, the first way (``rounds_by``'s first key) beside the second,
+    and what the second saves."""
+    (first, first_rounds), (second, second_rounds) = rounds_by.items()
+    median = [{name: statistics.median(r[name] for r in found) for name in CALLS}
+              for found in (first_rounds, second_rounds)]
+    widths = (len(first) + 1, len(second) + 1)
+    print(f"{'CPU per call, ms':<16} {first:>{widths[0]}} {second:>{widths[1]}} {'saved':>7}")
+    for name in (*CALLS, "mean"):
+        before, after = (statistics.mean(m.values()) if name == "mean" else m[name] for m in median)
+        print(f"{name:<16} {before:{widths[0]}.3f} {after:{widths[1]}.3f} {(1 - after / before) * 100:6.0f}%")
 
 
 class _FormatsEveryLine(logging.Handler):
@@ -115,32 +122,24 @@ def under_worker_logging(table: Any, queue: Any, calls: int, rounds: int) -> Non
     from shared.logs import LIBRARY_LOGGERS, quiet_library_loggers
 
     root, handler = logging.getLogger(), _FormatsEveryLine()
-    saved = [root.level, *(logging.getLogger(name).level for name in LIBRARY_LOGGERS)]
+    libraries = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    saved = [(logger, logger.level) for logger in (root, *libraries)]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    by_level: dict[str, list[dict[str, float]]] = {"Debug": [], "Warning": []}
+    by_level: dict[str, list[dict[str, float]]] = {"libs Debug": [], "libs Warning": []}
     try:
         for _ in range(rounds):
-            for level in by_level:
-                if level == "Debug":
-                    for name in LIBRARY_LOGGERS:
-                        logging.getLogger(name).setLevel(logging.DEBUG)
-                else:
-                    quiet_library_loggers({})
-                by_level[level].append(one_round(table, queue, calls))
+            for library in libraries:
+                library.setLevel(logging.DEBUG)
+            by_level["libs Debug"].append(one_round(table, queue, calls))
+            quiet_library_loggers({})
+            by_level["libs Warning"].append(one_round(table, queue, calls))
     finally:
         root.removeHandler(handler)
-        for logger, level in zip([root, *(logging.getLogger(name) for name in LIBRARY_LOGGERS)], saved,
-                                 strict=True):
+        for logger, level in saved:
             logger.setLevel(level)
-    median = {level: {name: statistics.median(r[name] for r in found) for name in CALLS}
-              for level, found in by_level.items()}
     print("under the Functions worker's logging (root at Debug, every line formatted), http.client transport:")
-    print(f"{'CPU per call, ms':<16} {'libs Debug':>10} {'libs Warning':>13} {'saved':>7}")
-    for name in (*CALLS, "mean"):
-        before, after = ((statistics.mean(median[level].values()) if name == "mean" else median[level][name])
-                         for level in by_level)
-        print(f"{name:<16} {before:10.3f} {after:13.3f} {(1 - after / before) * 100:6.0f}%")
+    print_saving(by_level)
 
 
 def main() -> int:
