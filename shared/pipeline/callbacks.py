@@ -132,6 +132,14 @@ def replaced(job: JobRow, sid: str) -> bool:
     return sid in (job.fields.get("previous_provider_ids") or [])
 
 
+def _ignored_as_replaced(job: JobRow, sid: str) -> bool:
+    """``replaced``, said in the log: the callback that found ``job`` is then ignored."""
+    if not replaced(job, sid):
+        return False
+    log.info("a status callback for %s, a send of job %s that a replay replaced: ignored", sid, job.job_id)
+    return True
+
+
 class _NotAsRead(Exception):
     """The job a callback found by its provider id no longer records that id: its link decides after all."""
 
@@ -153,8 +161,7 @@ def _job_of_callback(stores: Stores, connection: str, sid: str, job_id: str, tru
     link = stores.contacts.job_of_sid(connection, sid)
     if link is not None:
         job = named if named is not None and link.job_id == named.job_id else stores.jobs.get(link.job_id)
-        if job is not None and replaced(job, sid):
-            log.info("a status callback for %s, a send of job %s that a replay replaced: ignored", sid, job.job_id)
+        if job is not None and _ignored_as_replaced(job, sid):
             return None
         if job is not None and not job.fields.get("provider_id"):
             # This callback records the provider id: a link in ``providerids`` was written apart from its last
@@ -175,8 +182,7 @@ def _link_job_named_in_url(stores: Stores, connection: str, sid: str, job: JobRo
     """
     if job is None:
         raise RetryLater(UNLINKED_RETRY_SECONDS, f"no job is linked to {sid} (yet)")
-    if replaced(job, sid):
-        log.info("a status callback for %s, a send of job %s that a replay replaced: ignored", sid, job.job_id)
+    if _ignored_as_replaced(job, sid):
         return None
     if job.fields.get("provider_id") not in (None, "", sid):
         # An earlier try of this job that was not adopted: its progress is not the job's.
